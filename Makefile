@@ -1,0 +1,28 @@
+# The project's checks, in the order CI runs them (`make test`), and the README generator.
+SHELL := /bin/bash
+.PHONY: test clean-check export-check readme readme-check html-check nbtest pytest demo
+
+test: clean-check export-check readme-check html-check nbtest pytest
+
+clean-check:  ## notebooks are clean: nbdev_clean leaves no diff
+	nbdev_clean
+	@git status --porcelain -- nbs | (! grep .) || (echo "nbdev_clean changed the notebooks above: run nbdev_clean and commit"; exit 1)
+
+export-check:  ## the library is in sync with the notebooks
+	nbdev_export
+	@git status --porcelain -- searle | (! grep .) || (echo "nbdev_export changed searle/ above: export and commit"; exit 1)
+
+readme:  ## README.md from nbs/index.ipynb, offline (no Quarto)
+	python .ci/make_readme.py
+
+readme-check:
+	python .ci/make_readme.py --check
+
+html-check:  ## every notebook converts to HTML (what can be checked of the docs without Quarto)
+	python .ci/html_check.py
+
+nbtest:  ## every notebook executes (cuda / data / slow cells skipped)
+	nbdev_test --n_workers 2 --timing
+
+pytest:
+	python -m pytest tests -q -p no:cacheprovider

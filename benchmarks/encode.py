@@ -1,0 +1,62 @@
+"""Pseudo-token text encoding: searle's trimmed, length-grouped encoder against CLIP's plain 77-token one.
+
+Full-size ViT-B/32 with random weights (speed does not depend on the weights' values), batch 32,
+OTI-like prompts: half templates with ` $ `, half GPT-like phrases of ~20 words with ` $ `.
+Times forward + backward to the pseudo tokens (what OTI does every step) and forward alone.
+Usage: python benchmarks/encode.py [--repeats 3] [--threads N]
+"""
+import argparse, random, statistics, time
+import torch
+from searle.clip import build_clip, encode_with_pseudo_tokens, tokenize
+
+TEMPLATES = ['a photo of $', 'this is a photo of a $', 'we see a $ in this image', 'a sketch of a $',
+             '$ illustration', 'this illustration contains a $', 'a diagram of a $', 'we see a $ photo']
+WORDS = ('the dog is running on a sandy beach near the water while the sun sets behind some tall trees '
+         'and a small boat floats far away under a cloudy orange sky with birds').split()
+
+def phrases(n, n_words, rng):
+    out = []
+    for _ in range(n):
+        w = rng.sample(WORDS, n_words)
+        w.insert(rng.randrange(1, 4), '$')
+        out.append('a photo of ' + ' '.join(w))
+    return out
+
+def timed(fn, repeats):
+    fn()  # warm-up
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+def compare(model, prompts, repeats, label):
+    tokens = tokenize(prompts)
+    v = (torch.randn(len(prompts), 512) * 0.02).requires_grad_()
+    def run(trim, backward):
+        def f():
+            with torch.set_grad_enabled(backward):
+                out = encode_with_pseudo_tokens(model, tokens, v, trim=trim)
+                if backward: out.sum().backward(); v.grad = None
+            return out
+        return f
+    with torch.no_grad():
+        delta = (encode_with_pseudo_tokens(model, tokens, v, trim=True) - encode_with_pseudo_tokens(model, tokens, v, trim=False)).abs().max().item()
+    eot = tokens.argmax(-1) + 1
+    print(f'\n{label}: {len(prompts)} prompts, end-of-text positions {int(eot.min())}..{int(eot.max())} of 77')
+    for backward in (True, False):
+        full, ours = timed(run(False, backward), repeats), timed(run(True, backward), repeats)
+        print(f"  {'forward+backward' if backward else 'forward         '}: plain 77-token {full*1e3:8.1f} ms   searle {ours*1e3:8.1f} ms   ratio {full/ours:5.2f}x")
+    print(f'  max |delta| between the two: {delta:.2e}')
+    return delta
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(); ap.add_argument('--repeats', type=int, default=3); ap.add_argument('--threads', type=int, default=0)
+    a = ap.parse_args()
+    if a.threads: torch.set_num_threads(a.threads)
+    rng = random.Random(0)
+    model = build_clip('ViT-B/32', seed=0)
+    print(f'ViT-B/32, random weights, {sum(p.numel() for p in model.parameters())/1e6:.1f}M parameters, {torch.get_num_threads()} threads')
+    mixed = [rng.choice(TEMPLATES) for _ in range(16)] + phrases(16, 20, rng)
+    d1 = compare(model, mixed, a.repeats, 'OTI-like batch (16 templates + 16 ~20-word phrases)')
+    d2 = compare(model, phrases(32, 30, rng), a.repeats, '35-token phrases alone')
+    print(f'\ngoal: >= 4x on the OTI-like batch at max |delta| <= 1e-5 (max |delta| seen: {max(d1, d2):.2e})')
