@@ -1,0 +1,87 @@
+"""OTI: results independent of batch size, order and process count; kill -9 and resume; retrieval works."""
+import os, signal, subprocess, sys, textwrap, time
+from pathlib import Path
+import pytest, torch
+import torch.nn.functional as F
+from searle.clip import build_clip, encode_with_pseudo_tokens, load_pseudo_tokens
+from searle.oti import OTIConfig, invert, run_oti
+
+PHRASES = {'dog': ['a photo of dog that runs on the beach', 'a photo of dog that sleeps', 'a dog and another dog'],
+           'cat': ['a photo of cat that purrs', 'a photo of cat on a red sofa'],
+           'tree': ['a photo of tree that is tall and green']}
+
+def world(n=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    names = [f'img{i:03d}.jpg' for i in range(n)]
+    feats = torch.randn(n, 64, generator=g)
+    concepts = ['dog', 'cat', 'tree']
+    table = {nm: [concepts[(i + j) % 3] for j in range(3)] for i, nm in enumerate(names)}
+    return names, feats, table
+
+# A job that a test can run in a subprocess, kill, and run again.
+SCRIPT = textwrap.dedent("""
+    import sys, torch
+    sys.path.insert(0, {tests!r})
+    from test_oti import world, PHRASES
+    from searle.clip import build_clip
+    from searle.oti import OTIConfig, run_oti
+    torch.set_num_threads(1)
+    names, feats, table = world()
+    run_oti(build_clip('tiny'), (names, feats), table, PHRASES, sys.argv[1], OTIConfig(steps=int(sys.argv[2]), batch_size=2), progress=False)
+""")
+
+@pytest.fixture(scope='module')
+def script(tmp_path_factory):
+    p = tmp_path_factory.mktemp('oti') / 'job.py'
+    p.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
+    return p
+
+def test_batch_size_and_order_do_not_matter():
+    m = build_clip('tiny')
+    names, feats, table = world()
+    a = invert(m, names, feats, table, PHRASES, OTIConfig(steps=25, batch_size=4), progress=False)
+    b = invert(m, names, feats, table, PHRASES, OTIConfig(steps=25, batch_size=8), progress=False)
+    perm = torch.randperm(len(names), generator=torch.Generator().manual_seed(1))
+    c = invert(m, [names[i] for i in perm], feats[perm], table, PHRASES, OTIConfig(steps=25, batch_size=4), progress=False)
+    assert (a.ema_tokens - b.ema_tokens).abs().max() <= 1e-5 and (a.tokens - b.tokens).abs().max() <= 1e-5
+    assert (a.ema_tokens[perm] - c.ema_tokens).abs().max() <= 1e-5
+    assert not torch.allclose(a.tokens[0], a.tokens[1])          # and the images did get different tokens
+
+def test_sigkill_then_resume_gives_the_clean_run(script, tmp_path):
+    steps = '80'
+    clean = subprocess.run([sys.executable, script, tmp_path / 'clean', steps], capture_output=True, text=True, timeout=600)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    out = tmp_path / 'killed'
+    p = subprocess.Popen([sys.executable, script, out, steps], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((out / 'shards').glob('batch-*.pt'))) < 2: time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL); p.wait()
+    done = len(list((out / 'shards').glob('batch-*.pt')))
+    assert 2 <= done < 6, f'killed after {done} of 6 shards: the kill did not land mid-run'
+    assert not (out / 'oti_pseudo_tokens.pt').exists()
+    again = subprocess.run([sys.executable, script, out, steps], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    n1, t1 = load_pseudo_tokens(tmp_path / 'clean' / 'oti_pseudo_tokens.pt')
+    n2, t2 = load_pseudo_tokens(out / 'oti_pseudo_tokens.pt')
+    assert n1 == n2 and (t1 - t2).abs().max() <= 1e-6
+
+def test_two_processes_give_the_tokens_of_one(script, tmp_path):
+    one = subprocess.run([sys.executable, script, tmp_path / 'one', '30'], capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+                          script, tmp_path / 'two', '30'], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert two.returncode == 0, two.stderr[-3000:]
+    n1, t1 = load_pseudo_tokens(tmp_path / 'one' / 'oti_pseudo_tokens.pt')
+    n2, t2 = load_pseudo_tokens(tmp_path / 'two' / 'oti_pseudo_tokens.pt')
+    assert n1 == n2 and (t1 - t2).abs().max() <= 1e-5
+    assert len(list((tmp_path / 'two' / 'shards').glob('batch-*.pt'))) == 6
+
+def test_oti_tokens_retrieve_their_own_image():
+    torch.manual_seed(0)
+    m = build_clip('tiny', seed=5)
+    names, feats, table = world(24, seed=3)
+    res = invert(m, names, feats, table, PHRASES, OTIConfig(steps=80, batch_size=12), progress=False)
+    with torch.no_grad(): q = F.normalize(encode_with_pseudo_tokens(m, ['a photo of $'] * 24, res.ema_tokens), dim=-1)
+    top1 = (q @ F.normalize(feats, dim=-1).T).argmax(1)
+    assert (top1 == torch.arange(24)).float().mean() >= 0.5          # chance: 1/24
