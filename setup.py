@@ -32,9 +32,11 @@ setuptools.setup(
                 + ['Programming Language :: Python :: ' + o for o in py_versions[py_versions.index(min_python):]]
                 + (['License :: ' + lic[1]] if lic[1] else []),
     url=cfg['git_url'],
-    packages=setuptools.find_packages(include=['searle', 'searle.*']),
+    # the top-level data/ folder (the offline world's trained models) ships inside the package as searle/assets
+    packages=setuptools.find_packages(include=['searle', 'searle.*']) + ['searle.assets'],
+    package_dir={'searle.assets': 'data'},
     include_package_data=True,
-    package_data={'searle': ['assets/*']},
+    package_data={'searle.assets': ['world/*', 'world/gpt/*']},
     install_requires=requirements,
     extras_require={'dev': dev_requirements},
     dependency_links=cfg.get('dep_links', '').split(),

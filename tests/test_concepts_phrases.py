@@ -1,0 +1,254 @@
+"""Concepts and phrases: the template ensemble against CLIP's own encoder, the concept table in the
+original's CSV layout, the real Open Images vocabulary, phrase generation with a tiny GPT-Neo built
+offline (counts, post-processing, resume, atomic writes, kill-and-resume), the restricted pickle
+loader and the problematic-concept filter."""
+import csv, json, os, pickle, signal, subprocess, sys, textwrap, time, zipfile
+from pathlib import Path
+
+import clip
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from searle.clip import ImageList, build_clip, extract_features, make_preprocess
+from searle.concepts import (OPENIMAGES_SHA256, TEMPLATES, associate_images, concept_features, load_vocabulary,
+                             read_concept_table, read_vocabulary, run_concepts)
+import searle.phrases as sp
+from searle.phrases import (build_tiny_gpt_neo, generate_phrases, load_phrases, make_pseudo_phrase,
+                            problematic_concepts, process_phrase)
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    "Tiny models on shared cores: two torch threads can be 40x slower than one here (oversubscription)."
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+WORDS = ['Dog', 'Cat', 'Red car', 'Beach', 'Ducks, geese and swans', 'Sofa', 'Tree', 'Lighthouse']
+
+
+# ---------------------------------------------------------------- concepts
+
+def test_ensemble_is_normalised_mean_of_normalised_template_features():
+    m = build_clip('tiny', seed=3)
+    with torch.no_grad():
+        ours = concept_features(m, WORDS, batch_size=3, progress=False)
+        for i, w in enumerate(WORDS):
+            per_template = m.encode_text(clip.tokenize([t.format(f' {w} ') for t in TEMPLATES]))  # [24, D], 77 tokens
+            ref = F.normalize(F.normalize(per_template, dim=-1).mean(0), dim=-1)
+            assert (ours[i] - ref).abs().max().item() <= 1e-5, w
+    assert len(TEMPLATES) == 24 and 'An illustrations of a {}' in TEMPLATES
+    assert torch.allclose(concept_features(m, WORDS, batch_size=len(WORDS), progress=False), ours, atol=1e-5)
+
+
+def _images(folder: Path, n=5):
+    folder.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    paths = []
+    for i in range(n):
+        arr = (torch.rand(24 + 4 * i, 32, 3, generator=g) * 255).to(torch.uint8).numpy()
+        p = folder / f'img_{i}.png'; Image.fromarray(arr).save(p); paths.append(p)
+    return ImageList([f'img_{i}' for i in range(n)], paths)
+
+
+def test_association_csv_is_the_official_layout_and_reads_back(tmp_path):
+    m = build_clip('tiny', seed=0)
+    ims = _images(tmp_path / 'imgs')
+    cf = concept_features(m, WORDS, progress=False)
+    k = 6
+    table = associate_images(ims, WORDS, cf, tmp_path / 'table.csv', m, make_preprocess('targetpad', 32), k=k,
+                             chunk_size=2, progress=False)
+    with open(tmp_path / 'table.csv', newline='') as f: rows = list(csv.reader(f))
+    assert rows[0] == ['Image Name'] + [str(i) for i in range(1, k + 1)]
+    assert [r[0] for r in rows[1:]] == ims.names and all(len(r) == k + 1 for r in rows)
+    _, feats = extract_features(m, ims, make_preprocess('targetpad', 32), progress=False)
+    sims = F.normalize(feats, dim=-1) @ cf.T
+    expected = [[WORDS[j] for j in row] for row in sims.topk(k).indices.tolist()]
+    assert [r[1:] for r in rows[1:]] == expected == list(table.values())
+    assert read_concept_table(tmp_path / 'table.csv') == table
+    df = pd.read_csv(tmp_path / 'table.csv')  # as the original code reads it
+    assert {str(r[0]): list(r[1:]) for r in df.values.tolist()} == table
+    assert not (tmp_path / 'table.csv.parts').exists()
+
+
+def test_run_concepts_on_features_resumes_and_keeps_order(tmp_path):
+    vocab = tmp_path / 'v.csv'
+    with open(vocab, 'w', newline='') as f:
+        w = csv.writer(f); w.writerow(['LabelName', 'DisplayName']); w.writerows([[f'/m/{i}', c] for i, c in enumerate(WORDS)])
+    m = build_clip('tiny', seed=0)
+    names = [f'n{i}' for i in range(7)]
+    feats = torch.randn(7, 64, generator=torch.Generator().manual_seed(1))
+    full = run_concepts(tmp_path / 'a.csv', (names, feats), vocabulary=vocab, clip_model=m, k=3, device='cpu', progress=False)
+    part = run_concepts(tmp_path / 'b.csv', (names[:3], feats[:3]), vocabulary=vocab, clip_model=m, k=3, device='cpu', progress=False)
+    rest = run_concepts(tmp_path / 'b.csv', (names, feats), vocabulary=vocab, clip_model=m, k=3, device='cpu', progress=False)
+    assert part == {n: full[n] for n in names[:3]} and rest == full and list(rest) == names
+    assert (tmp_path / 'a.csv').read_text() == (tmp_path / 'b.csv').read_text()
+    with pytest.raises(ValueError, match='k=4'):
+        run_concepts(tmp_path / 'b.csv', (names, feats), vocabulary=vocab, clip_model=m, k=4, device='cpu', progress=False)
+
+
+def test_real_open_images_vocabulary(shared_dir, tmp_path):
+    src = shared_dir / 'data' / 'openimages' / 'oidv7-class-descriptions.csv'
+    if not src.is_file(): pytest.skip('no Open Images vocabulary in ../shared')
+    vocab = read_vocabulary(src)
+    assert len(vocab) == 20931 and vocab[:2] == ["'Nduja", '10 cane'] and 'Ducks, geese and swans' in vocab
+    # the download path, without the network: a file:// URL, checksum verified, cached
+    got = load_vocabulary(cache_dir=tmp_path, url=src.resolve().as_uri())
+    assert got == vocab and (tmp_path / src.name).is_file()
+    with pytest.raises(ValueError, match='does not match'):
+        load_vocabulary(cache_dir=tmp_path / 'x', url=src.resolve().as_uri(), sha256='0' * 64)
+    assert not any((tmp_path / 'x').iterdir())
+    assert OPENIMAGES_SHA256.startswith('485af96e')
+
+
+# ---------------------------------------------------------------- phrases
+
+CORPUS = ['a photo of a dog that runs on the beach.', 'a photo of a red car that is parked\nin the street...',
+          'a photo of a cat that sleeps on the sofa', 'a photo of a tree that grows near the lighthouse'] * 4
+
+
+@pytest.fixture(scope='module')
+def tiny_lm(tmp_path_factory):
+    return build_tiny_gpt_neo(tmp_path_factory.mktemp('lm') / 'tiny-gpt-neo', CORPUS, seed=0)
+
+
+def test_post_processing():
+    assert process_phrase('a photo of Dog that runs.\n\n\nIt is... happy..') == 'a photo of Dog that runs. It is. happy.'
+    assert process_phrase('x\ny') == 'x. y'
+
+
+def test_generation_counts_postprocessing_and_resume(tiny_lm, tmp_path, monkeypatch):
+    concepts = ['dog', 'red car', 'cat', ' dog', 'tree', 'lighthouse', 'sofa']
+    out = tmp_path / 'phrases.json'
+    run = lambda cs, **kw: generate_phrases(tiny_lm, cs, out, num_return_sequences=5, batch_size=2, seed=7,
+                                            device='cpu', save_every_s=0, progress=False, **kw)
+    first = run(concepts[:4])
+    assert sorted(first) == ['cat', 'dog', 'red car']
+    assert all(len(v) == 5 for v in first.values())
+    for c, ps in first.items():
+        assert all(p.startswith(f'a photo of {c} that') for p in ps)
+        assert not any('\n' in p or '..' in p for p in ps)
+    obj = json.loads(out.read_text())
+    assert obj['format'] == 'searle-phrases' and obj['settings']['num_return_sequences'] == 5
+    assert obj['settings']['temperature'] == 0.5 and obj['settings']['max_length'] == 35 and obj['settings']['top_k'] == 50
+
+    seen = []
+    real = sp.sample_phrases
+    monkeypatch.setattr(sp, 'sample_phrases', lambda m, t, cs, cfg: seen.append(list(cs)) or real(m, t, cs, cfg))
+    both = run(concepts)
+    assert sorted(c for b in seen for c in b) == ['lighthouse', 'sofa', 'tree']  # done concepts skipped
+    assert {c: both[c] for c in first} == first
+    fresh = generate_phrases(tiny_lm, concepts, tmp_path / 'fresh.json', num_return_sequences=5, batch_size=2, seed=7,
+                             device='cpu', progress=False)
+    assert fresh == both  # resuming samples exactly what one uninterrupted run samples
+    seen.clear()
+    assert run(concepts) == both and seen == []  # nothing left: no batch sampled
+    with pytest.raises(ValueError, match='no_repeat_ngram_size'):
+        run(concepts + ['beach'], no_repeat_ngram_size=3)
+
+
+def test_interrupted_write_leaves_the_previous_file(tiny_lm, tmp_path, monkeypatch):
+    out = tmp_path / 'phrases.json'
+    generate_phrases(tiny_lm, ['dog', 'cat'], out, num_return_sequences=3, device='cpu', progress=False)
+    before = out.read_bytes()
+    real_dump = json.dump
+    def dies_mid_write(obj, f, **kw):
+        f.write(json.dumps(obj)[:50]); f.flush()  # half a file on disk, then the process "dies"
+        raise KeyboardInterrupt('killed while writing')
+    monkeypatch.setattr(json, 'dump', dies_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        generate_phrases(tiny_lm, ['dog', 'cat', 'tree', 'sofa'], out, num_return_sequences=3, device='cpu',
+                         save_every_s=0, progress=False)
+    monkeypatch.setattr(json, 'dump', real_dump)
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['phrases.json']  # no temporary half-file left
+    assert sorted(load_phrases(out)) == ['cat', 'dog']
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import sys, torch
+    torch.set_num_threads(1)
+    from searle.phrases import generate_phrases
+    concepts = [f'thing{i}' for i in range(int(sys.argv[3]))]
+    generate_phrases(sys.argv[1], concepts, sys.argv[2], num_return_sequences=2, batch_size=1, seed=3,
+                     device='cpu', save_every_s=0, progress=False)
+""")
+
+
+def test_killed_generation_leaves_valid_json_and_rerun_completes(tiny_lm, tmp_path):
+    out, n = tmp_path / 'phrases.json', 80
+    script = tmp_path / 'gen.py'; script.write_text(KILL_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(tiny_lm), str(out), str(n)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while not out.exists() and proc.poll() is None and time.time() < deadline: time.sleep(0.01)
+        time.sleep(0.2)  # a few more batches and saves
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-2000:]
+    partial = load_phrases(out)  # valid JSON in our format, whatever the moment of the kill
+    assert 0 < len(partial) < n
+    done = generate_phrases(tiny_lm, [f'thing{i}' for i in range(n)], out, num_return_sequences=2, batch_size=1,
+                            seed=3, device='cpu', save_every_s=30, progress=False)
+    assert len(done) == n and all(len(v) == 2 for v in done.values())
+    assert {c: done[c] for c in partial} == partial and load_phrases(out) == done
+
+
+def test_offline_hub_name_fails_fast_and_clearly(tmp_path):
+    t = time.time()
+    with pytest.raises(OSError, match='no-such-org/no-such-model'):
+        sp.load_causal_lm('no-such-org/no-such-model', device='cpu')
+    assert time.time() - t < 30
+
+
+# ---------------------------------------------------------------- released pickle, filter
+
+class _Evil:
+    def __init__(self, marker): self.marker = marker
+    def __reduce__(self): return (os.system, (f'touch {self.marker}',))
+
+
+def test_restricted_loader_reads_released_pickle_and_refuses_code(tmp_path):
+    released = {'Dog': ['a photo of Dog that runs', 'a photo of Dog that sleeps'], 'Car': ['a photo of Car that is red']}
+    (tmp_path / 'GPTNeo27B.pkl').write_bytes(pickle.dumps(released))
+    with zipfile.ZipFile(tmp_path / 'GPTNeo27B.zip', 'w') as z:
+        z.writestr('GPTNeo27B/concept_to_phrases.pkl', pickle.dumps(released))
+        z.writestr('GPTNeo27B/hyperparameters.json', '{}')
+    assert load_phrases(tmp_path / 'GPTNeo27B.pkl') == released
+    assert load_phrases(tmp_path / 'GPTNeo27B.zip') == released
+
+    marker = tmp_path / 'pwned'
+    (tmp_path / 'evil.pkl').write_bytes(pickle.dumps({'Dog': [_Evil(marker)]}))
+    with pytest.raises(pickle.UnpicklingError, match='refusing'):
+        load_phrases(tmp_path / 'evil.pkl')
+    (tmp_path / 'evil_top.pkl').write_bytes(pickle.dumps(_Evil(marker)))
+    with pytest.raises(pickle.UnpicklingError):
+        load_phrases(tmp_path / 'evil_top.pkl')
+    with zipfile.ZipFile(tmp_path / 'evil.zip', 'w') as z: z.writestr('x/concept_to_phrases.pkl', pickle.dumps(_Evil(marker)))
+    with pytest.raises(pickle.UnpicklingError):
+        load_phrases(tmp_path / 'evil.zip')
+    assert not marker.exists()  # nothing ran
+
+    (tmp_path / 'shape.pkl').write_bytes(pickle.dumps({'Dog': 'a photo of Dog'}))
+    with pytest.raises(ValueError, match="'Dog'"):
+        load_phrases(tmp_path / 'shape.pkl')
+    with zipfile.ZipFile(tmp_path / 'two.zip', 'w') as z:
+        z.writestr('a.pkl', pickle.dumps(released)); z.writestr('b.pkl', pickle.dumps(released))
+    with pytest.raises(ValueError, match='exactly one'):
+        load_phrases(tmp_path / 'two.zip')
+
+
+def test_filter_marks_concepts_whose_phrases_lack_them():
+    phrases = {'Dog': ['a photo of Dog that runs', 'a photo of Dog that sleeps'],
+               'Car': ['a photo of Car that is red', 'a photo of a car that is blue'],  # lower case: lacks 'Car'
+               'Sofa': []}
+    assert problematic_concepts(phrases) == {'Car', 'Sofa'}
+    assert make_pseudo_phrase('a photo of Dog that sees a Dog', 'Dog') == 'a photo of  $  that sees a Dog'
+    assert make_pseudo_phrase('a photo of Dog that sees a Dog', 'Dog', first_only=False) == 'a photo of  $  that sees a  $ '
+    with pytest.raises(ValueError, match="'Car'"):
+        make_pseudo_phrase('a photo of a car that is blue', 'Car')
