@@ -1,0 +1,172 @@
+"""phi: the loss against SPEC's formula and the original, released checkpoints, kill -9 and resume, two processes = one, training works."""
+import os, signal, subprocess, sys, textwrap, time, urllib.error, urllib.request
+from pathlib import Path
+import pytest, torch
+import torch.nn.functional as F
+from searle.clip import build_clip, encode_with_pseudo_tokens
+from searle.core import load_json, load_tensors
+from searle.oti import OTIConfig, invert
+from searle.phi import Phi, PhiConfig, contrastive_loss, load_phi, phi_token_fn, save_phi, train_phi, PHI_RELEASE_URL
+
+PHRASES = {'dog': ['a photo of dog that runs on the beach', 'a photo of dog that chases another dog'],
+           'cat': ['a photo of cat that purrs', 'a photo of cat on a red sofa'],
+           'tree': ['a photo of tree that is tall and green'],
+           'bird': ['a photo of a parrot that flies']}  # problematic: never drawn
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    "Two torch threads on two busy cores run these tiny models ten times slower than one."
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+def world(n=64, seed=0, dim=64):
+    "n images: random features, tokens, and a concept table over PHRASES."
+    g = torch.Generator().manual_seed(seed)
+    names = [f'img{i:03d}.jpg' for i in range(n)]
+    concepts = ['bird', 'dog', 'cat', 'tree']
+    table = {nm: [concepts[(i + j) % 4] for j in range(4)] for i, nm in enumerate(names)}
+    return names, torch.randn(n, dim, generator=g), torch.randn(n, dim, generator=g), table
+
+def max_diff(a, b): return max((x - y).abs().max().item() for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+# ---- the loss
+
+def direct_formula(t, p, tau):
+    "SPEC's formula, literally: float64, one row at a time."
+    t, p = F.normalize(t.double(), dim=-1), F.normalize(p.double(), dim=-1)
+    z, B = torch.cat([t, p]), len(t)
+    rows = []
+    for a in range(2 * B):
+        den = sum(torch.exp(z[a] @ z[b] / tau) for b in range(2 * B) if b != a)
+        rows.append(-torch.log(torch.exp(t[a % B] @ p[a % B] / tau) / den))
+    return torch.stack(rows).mean()
+
+@pytest.mark.parametrize('B,W,tau,seed', [(1, 8, 0.25, 0), (5, 16, 0.25, 1), (12, 32, 0.25, 2), (7, 4, 0.07, 3), (9, 64, 1.0, 4)])
+def test_contrastive_loss_is_spec_formula_and_symmetric(B, W, tau, seed):
+    g = torch.Generator().manual_seed(seed)
+    v1, v2 = torch.randn(B, W, generator=g) * 3, torch.randn(B, W, generator=g)
+    assert abs(contrastive_loss(v1, v2, tau).item() - direct_formula(v1, v2, tau).item()) <= 1e-6
+    assert abs(contrastive_loss(v1, v2, tau).item() - contrastive_loss(v2, v1, tau).item()) <= 1e-6
+
+def test_contrastive_loss_matches_the_original(shared_dir):
+    gp = shared_dir / 'golden' / 'searle_golden.pt'
+    if not gp.is_file(): pytest.skip(f'{gp} is absent')
+    g = load_tensors(gp)
+    assert abs(contrastive_loss(g['contrastive_v1'], g['contrastive_v2'], 0.25).item() - g['contrastive_loss_tau0.25'].item()) <= 1e-6
+
+# ---- checkpoints
+
+def test_released_format_loads_and_wrong_shapes_fail_clearly(tmp_path):
+    phi = Phi(512, 2048, 512)
+    assert sum(p.numel() for p in phi.parameters()) == 6_296_064
+    torch.save({'Phi': phi.state_dict()}, tmp_path / 'SEARLE_ViT-B32.pt')          # exactly the release's layout
+    loaded = load_phi(tmp_path / 'SEARLE_ViT-B32.pt', device='cpu')
+    assert max_diff(loaded, phi) == 0 and not loaded.training
+    (tmp_path / 'cache').mkdir(); os.replace(tmp_path / 'SEARLE_ViT-B32.pt', tmp_path / 'cache' / 'SEARLE_ViT-B32.pt')
+    assert max_diff(load_phi('searle', device='cpu', cache_dir=tmp_path / 'cache'), phi) == 0
+    sd = phi.state_dict(); sd['layers.3.weight'] = torch.zeros(2048, 1024)
+    torch.save({'Phi': sd}, tmp_path / 'bad.pt')
+    with pytest.raises(ValueError, match=r"'layers\.3\.weight' has shape \(2048, 1024\); expected \(2048, 2048\)") as e:
+        load_phi(tmp_path / 'bad.pt', device='cpu')
+    assert 'bad.pt' in str(e.value)
+    torch.save({'Phi': Phi(512, 2048, 512).state_dict()}, tmp_path / 'cache' / 'SEARLE_ViT-L14.pt')   # B/32 weights under the XL name
+    with pytest.raises(ValueError, match=r"'layers\.0\.weight' has shape \(2048, 512\); expected \(3072, 768\)"):
+        load_phi('searle-xl', cache_dir=tmp_path / 'cache')
+
+def test_our_checkpoints_load(tmp_path):
+    phi = Phi(16, 64, 8, dropout=0.1); save_phi(phi, tmp_path / 'p.pt', epoch=3)
+    assert max_diff(load_phi(tmp_path / 'p.pt', device='cpu'), phi) == 0
+
+def test_missing_release_offline_is_one_clear_error(tmp_path, monkeypatch):
+    def no_network(*a, **k): raise urllib.error.URLError('network is unreachable')
+    monkeypatch.setattr(urllib.request, 'urlopen', no_network)
+    monkeypatch.delenv('SEARLE_OFFLINE', raising=False)
+    with pytest.raises(FileNotFoundError) as e: load_phi('searle-xl', cache_dir=tmp_path)
+    msg = str(e.value)
+    assert str(tmp_path / 'SEARLE_ViT-L14.pt') in msg and PHI_RELEASE_URL + 'SEARLE_ViT-L14.pt' in msg and 'unreachable' in msg
+    called = []
+    monkeypatch.setattr(urllib.request, 'urlopen', lambda *a, **k: called.append(a) or no_network())
+    monkeypatch.setenv('SEARLE_OFFLINE', '1')
+    with pytest.raises(FileNotFoundError, match='SEARLE_ViT-B32.pt'): load_phi('searle', cache_dir=tmp_path)
+    assert called == []                                                   # SEARLE_OFFLINE=1 never touches the network
+    assert not list(tmp_path.iterdir())
+
+# ---- runs in subprocesses: kill -9 and resume, two processes
+
+SCRIPT = textwrap.dedent("""
+    import sys, torch
+    sys.path.insert(0, {tests!r})
+    from test_phi import world, PHRASES
+    from searle.clip import build_clip
+    from searle.phi import PhiConfig, train_phi
+    torch.set_num_threads(1)
+    out, mode = sys.argv[1], sys.argv[2]
+    names, feats, tokens, table = world(128 if mode == 'kill' else 64)
+    m = build_clip('tiny')
+    if mode == 'kill':
+        train_phi(m, names, feats, tokens, table, PHRASES, PhiConfig(epochs=8, batch_size=16, lr=1e-3, save_every=1), out, device='cpu', progress=False)
+    else:
+        for dropout in (0.0, 0.5):
+            train_phi(m, names, feats, tokens, table, PHRASES, PhiConfig(epochs=3, batch_size=16, lr=1e-3, dropout=dropout),
+                      f'{{out}}/dropout{{dropout}}', device='cpu', progress=False)
+""")
+
+@pytest.fixture(scope='module')
+def script(tmp_path_factory):
+    p = tmp_path_factory.mktemp('phi') / 'job.py'
+    p.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
+    return p
+
+def _run(args, **kw):
+    r = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=600, **kw)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+def test_sigkill_then_resume_gives_the_uninterrupted_run(script, tmp_path):
+    _run([script, tmp_path / 'clean', 'kill'])
+    out = tmp_path / 'killed'
+    p = subprocess.Popen([sys.executable, script, out, 'kill'], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / 'checkpoints' / 'phi_epoch0003.pt').exists() and p.poll() is None: time.sleep(0.02)
+    os.kill(p.pid, signal.SIGKILL); p.wait()
+    done = sorted(x.name for x in (out / 'checkpoints').glob('phi_epoch*.pt'))
+    assert 3 <= len(done) < 8, f'killed after {done}: the kill did not land mid-run'
+    assert not (out / 'phi_final.pt').exists()
+    _run([script, out, 'kill'])
+    clean, resumed = load_phi(tmp_path / 'clean' / 'phi_final.pt', device='cpu'), load_phi(out / 'phi_final.pt', device='cpu')
+    assert max_diff(clean, resumed) <= 1e-6
+    assert max_diff(clean, Phi(64, 256, 64)) > 1e-3                      # and it did train
+    assert [r['epoch'] for r in load_json(out / 'log.json')] == list(range(1, 9))
+    ck = load_tensors(out / 'checkpoints' / 'phi_epoch0008.pt')
+    assert ck['epoch'] == 8 and set(ck) >= {'Phi', 'optimizer', 'config', 'log'}
+
+def test_two_processes_give_the_weights_of_one(script, tmp_path):
+    _run([script, tmp_path / 'one', 'two'])
+    _run(['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', script, tmp_path / 'two', 'two'],
+         env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    for dropout in ('0.0', '0.5'):
+        a, b = tmp_path / 'one' / f'dropout{dropout}', tmp_path / 'two' / f'dropout{dropout}'
+        assert load_json(a / 'config.json')['processes'] == 1 and load_json(b / 'config.json')['processes'] == 2
+        one, two = load_phi(a / 'phi_final.pt', device='cpu'), load_phi(b / 'phi_final.pt', device='cpu')
+        assert max_diff(one, two) <= 1e-5, f'dropout {dropout}'
+        assert max_diff(one, Phi(64, 256, 64)) > 1e-3
+        la, lb = load_json(a / 'log.json'), load_json(b / 'log.json')
+        assert all(abs(x['loss'] - y['loss']) <= 1e-5 for x, y in zip(la, lb))   # the global losses, not one process's half
+
+# ---- training works
+
+def test_trained_phi_retrieves_held_out_images_better_than_untrained():
+    m = build_clip('tiny', seed=2)
+    names, feats, _, table = world(240, seed=2)
+    oti = invert(m, names, feats, table, PHRASES, OTIConfig(steps=20, batch_size=240), progress=False)
+    phi = train_phi(m, names[:160], feats[:160], oti.ema_tokens[:160], table, PHRASES,
+                    PhiConfig(epochs=20, batch_size=32, lr=1e-3), device='cpu', progress=False)
+    held = feats[160:]
+    def mean_rank(tokens):
+        with torch.no_grad(): q = F.normalize(encode_with_pseudo_tokens(m, ['a photo of $'] * len(held), tokens), dim=-1)
+        s = q @ F.normalize(held, dim=-1).T
+        return (s > s.diagonal()[:, None]).sum(1).float().mean().item()
+    untrained = mean_rank(phi_token_fn(Phi(64, 256, 64), 'cpu')(held))
+    trained = mean_rank(phi_token_fn(phi, 'cpu')(held))
+    assert untrained > 30                                                # about chance (39.5 among 80)
+    assert trained < 0.75 * untrained, (trained, untrained)
