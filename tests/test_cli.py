@@ -1,0 +1,51 @@
+"""The console commands, run as a user runs them, on a small offline world written to a temporary folder."""
+import json, os, subprocess, sys
+from pathlib import Path
+import pytest
+from searle import world
+
+ENV = {**os.environ, 'SEARLE_OFFLINE': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'OMP_NUM_THREADS': '1'}
+
+def sh(*args, timeout=600):
+    r = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=ENV)
+    assert r.returncode == 0, f'{args[0]} failed:\n{r.stderr[-3000:]}'
+    return r.stdout
+
+@pytest.fixture(scope='module')
+def root(tmp_path_factory):
+    return world.build_world(tmp_path_factory.mktemp('world'), seed=3, n_gallery=80, n_queries=12, n_test=6, n_unlabeled=0, progress=False)
+
+def test_help_shows_hyphenated_options():
+    out = sh('searle-validate', '--help')
+    for opt in ('--dataset-path', '--clip-model', '--eval-type', '--out', '--preprocess', '--tokens', '--phi-checkpoint'): assert opt in out
+
+def test_score_an_oracle_and_refuse_bad_files(root, tmp_path):
+    val = json.loads((root/'annotations'/'val.json').read_text())
+    gallery = [im['id'] for im in json.loads((root/'COCO2017_unlabeled'/'annotations'/'image_info_unlabeled2017.json').read_text())['images'] if im['in_gallery']]
+    preds = {str(q['id']): [str(g) for g in q['gt_img_ids']] + [str(g) for g in gallery if g not in q['gt_img_ids']][:50 - len(q['gt_img_ids'])] for q in val}
+    (tmp_path/'p.json').write_text(json.dumps(preds))
+    m = json.loads(sh('searle-score', tmp_path/'p.json', '--dataset-path', root))
+    assert all(m[f'map@{k}'] == 100 for k in (5, 10, 25, 50)) and all(m[f'recall@{k}'] == 100 for k in (5, 10, 25, 50))
+    assert any(k.startswith('semantic_map@10/') for k in m)
+    bad = dict(preds); first = next(iter(bad)); bad[first] = [bad[first][0]] * 2 + bad[first][2:]
+    (tmp_path/'dup.json').write_text(json.dumps(bad))
+    r = subprocess.run(['searle-score', str(tmp_path/'dup.json'), '--dataset-path', str(root)], capture_output=True, text=True, env=ENV)
+    assert r.returncode != 0 and 'duplicate' in r.stderr.lower()
+    del bad[first]; (tmp_path/'missing.json').write_text(json.dumps(bad))
+    r = subprocess.run(['searle-score', str(tmp_path/'missing.json'), '--dataset-path', str(root)], capture_output=True, text=True, env=ENV)
+    assert r.returncode != 0 and first in r.stderr
+
+def test_the_stages_chain_as_commands(root, tmp_path):
+    clip_file, gpt = world.world_clip_path(), world.world_gpt_path()
+    sh('searle-phrases', tmp_path/'phrases.json', '--vocabulary', root/'concepts.csv', '--model', gpt, '--num-return-sequences', 4)
+    sh('searle-concepts', tmp_path/'concepts.csv', 'circo', root, '--vocabulary', root/'concepts.csv', '--clip-model', clip_file, '--k', 20)
+    sh('searle-oti', 'circo', root, tmp_path/'concepts.csv', tmp_path/'phrases.json', '--clip-model', clip_file, '--steps', 30,
+       '--out', tmp_path/'oti', '--no-progress')
+    sh('searle-validate', 'circo', root, '--eval-type', 'oti', '--tokens', tmp_path/'oti'/'oti_pseudo_tokens.pt',
+       '--clip-model', clip_file, '--out', tmp_path/'val', '--no-progress')
+    m = json.loads((tmp_path/'val'/'metrics.json').read_text())
+    assert {'map@5', 'map@50', 'recall@5', 'recall@50'} <= set(m) and all(0 <= v <= 100 for v in m.values())
+    cfg = json.loads((tmp_path/'val'/'config.json').read_text())
+    assert cfg['dataset'] == 'circo' and 'oti_pseudo_tokens.pt' in cfg['method']
+    sh('searle-validate', 'circo', root, '--eval-type', 'image+text', '--clip-model', clip_file, '--out', tmp_path/'base', '--no-progress')
+    assert json.loads((tmp_path/'base'/'metrics.json').read_text()).keys() == m.keys()
