@@ -22,7 +22,7 @@ html-check:  ## every notebook converts to HTML (what can be checked of the docs
 	python .ci/html_check.py
 
 nbtest:  ## every notebook executes (cuda / data / slow cells skipped)
-	nbdev_test --n_workers 2 --timing
+	OMP_NUM_THREADS=1 nbdev_test --n_workers 2 --timing
 
 pytest:
 	python -m pytest tests -q -p no:cacheprovider

@@ -1,0 +1,33 @@
+"""The main job: `searle-demo --quick` (the CI preset) runs every stage on the offline world and reaches the goals
+of the offline-world issue: SEARLE-OTI R@1 >= image+text R@1 + 20, SEARLE (phi) R@1 >= image+text R@1 + 15,
+image-only and text-only mAP@5 <= 10."""
+import json, os, subprocess
+import pytest
+
+METHODS = ('image-only', 'text-only', 'image+text', 'searle-oti', 'searle')
+METRICS = ('recall@1', 'recall@5', 'recall@10', 'map@5', 'map@10', 'map@25', 'map@50')
+
+@pytest.fixture(scope='module')
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp('demo')
+    r = subprocess.run(['searle-demo', '--out', str(out), '--quick', '--no-progress'], capture_output=True, text=True, timeout=1800,
+                       env={**os.environ, 'SEARLE_OFFLINE': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1'})
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r.stdout
+
+def test_demo_writes_its_contract(demo):
+    out, stdout = demo
+    m = json.loads((out/'metrics.json').read_text())
+    assert tuple(m) == METHODS and all(tuple(m[k]) == METRICS for k in METHODS)
+    assert all(0 <= v <= 100 for k in METHODS for v in m[k].values())
+    cfg = json.loads((out/'config.json').read_text())
+    assert {'demo', 'oti', 'phi', 'seconds'} <= set(cfg)
+    for f in ('results.csv', 'methods.png', 'queries.png'): assert (out/f).stat().st_size > 0
+    assert 'searle-oti' in stdout and 'map@5' in stdout
+
+def test_demo_reaches_the_goals(demo):
+    m = json.loads((demo[0]/'metrics.json').read_text())
+    it = m['image+text']['recall@1']
+    assert m['searle-oti']['recall@1'] >= it + 20, m
+    assert m['searle']['recall@1'] >= it + 15, m
+    assert m['image-only']['map@5'] <= 10 and m['text-only']['map@5'] <= 10, m
