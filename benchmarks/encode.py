@@ -1,13 +1,15 @@
-"""Pseudo-token text encoding: searle's trimmed, length-grouped encoder against CLIP's plain 77-token one.
+"""Pseudo-token text encoding: searle's encoder against CLIP's plain 77-token pass.
 
+searle runs each prompt only up to its end-of-text, computes the positions before `$` once per distinct
+beginning (no gradient reaches them), and runs the last block only at the end-of-text (nbs/01_clip.ipynb).
 Full-size ViT-B/32 with random weights (speed does not depend on the weights' values), batch 32,
 OTI-like prompts: half templates with ` $ `, half GPT-like phrases of ~20 words with ` $ `.
-Times forward + backward to the pseudo tokens (what OTI does every step) and forward alone.
+Times forward + backward to the pseudo tokens with CLIP frozen (what OTI does every step) and forward alone.
 Usage: python benchmarks/encode.py [--repeats 3] [--threads N]
 """
 import argparse, random, statistics, time
 import torch
-from searle.clip import build_clip, encode_with_pseudo_tokens, tokenize
+from searle.clip import _text_plan, build_clip, encode_with_pseudo_tokens, pseudo_token_id, tokenize
 
 TEMPLATES = ['a photo of $', 'this is a photo of a $', 'we see a $ in this image', 'a sketch of a $',
              '$ illustration', 'this illustration contains a $', 'a diagram of a $', 'we see a $ photo']
@@ -42,7 +44,10 @@ def compare(model, prompts, repeats, label):
     with torch.no_grad():
         delta = (encode_with_pseudo_tokens(model, tokens, v, trim=True) - encode_with_pseudo_tokens(model, tokens, v, trim=False)).abs().max().item()
     eot = tokens.argmax(-1) + 1
+    plan = _text_plan(tokens, shared=(tokens == pseudo_token_id()).int().argmax(1).tolist())
     print(f'\n{label}: {len(prompts)} prompts, end-of-text positions {int(eot.min())}..{int(eot.max())} of 77')
+    print(f'  positions run: plain {tokens.numel()}; searle {len(plan.token)} ({plan.S} shared before `$`, '
+          f'{len(plan.token) - plan.S} per prompt); the last block runs only the {len(prompts)} end-of-text positions')
     for backward in (True, False):
         full, ours = timed(run(False, backward), repeats), timed(run(True, backward), repeats)
         print(f"  {'forward+backward' if backward else 'forward         '}: plain 77-token {full*1e3:8.1f} ms   searle {ours*1e3:8.1f} ms   ratio {full/ours:5.2f}x")
@@ -54,7 +59,7 @@ if __name__ == '__main__':
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
     rng = random.Random(0)
-    model = build_clip('ViT-B/32', seed=0)
+    model = build_clip('ViT-B/32', seed=0).requires_grad_(False)  # OTI optimises the tokens only
     print(f'ViT-B/32, random weights, {sum(p.numel() for p in model.parameters())/1e6:.1f}M parameters, {torch.get_num_threads()} threads')
     mixed = [rng.choice(TEMPLATES) for _ in range(16)] + phrases(16, 20, rng)
     d1 = compare(model, mixed, a.repeats, 'OTI-like batch (16 templates + 16 ~20-word phrases)')
