@@ -116,6 +116,16 @@ def test_fashioniq_loader_reads_every_query(roots, category, split):
     assert len(refs) == len(set(refs)) == len({r['candidate'] for r in raw}) < len(raw)  # de-duplicated
 
 
+def test_fashioniq_stages_take_the_union_of_categories(roots):
+    "Concepts (stage 1) and OTI (stage 2) of FashionIQ cover the images of all three categories, each once."
+    from searle.cli import _dataset_images
+    ims, refs = (_dataset_images('fashioniq', roots['fashioniq'], 'val', w) for w in ('images', 'references'))
+    per_cat = [load_dataset('fashioniq', roots['fashioniq'], split='val', category=c) for c in FASHIONIQ_CATEGORIES]
+    assert set(ims.names) == set().union(*(d.images().names for d in per_cat)) and len(ims.names) == len(set(ims.names))
+    assert set(refs.names) == set().union(*(d.references().names for d in per_cat)) <= set(ims.names)
+    assert all(p.is_file() for p in ims.paths)
+
+
 def _hide(path):
     "Move a file away; returns a function that puts it back."
     away = path.with_name(path.name + '.away'); path.rename(away)
