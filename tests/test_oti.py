@@ -1,9 +1,10 @@
 """OTI: results independent of batch size, order and process count; kill -9 and resume; retrieval works."""
-import os, signal, subprocess, sys, textwrap, time
+import logging, os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import pytest, torch
 import torch.nn.functional as F
 from searle.clip import build_clip, encode_with_pseudo_tokens, load_pseudo_tokens
+from searle.core import save_json
 from searle.oti import OTIConfig, invert, run_oti
 
 PHRASES = {'dog': ['a photo of dog that runs on the beach', 'a photo of dog that sleeps', 'a dog and another dog'],
@@ -85,3 +86,33 @@ def test_oti_tokens_retrieve_their_own_image():
     with torch.no_grad(): q = F.normalize(encode_with_pseudo_tokens(m, ['a photo of $'] * 24, res.ema_tokens), dim=-1)
     top1 = (q @ F.normalize(feats, dim=-1).T).argmax(1)
     assert (top1 == torch.arange(24)).float().mean() >= 0.5          # chance: 1/24
+
+def test_concepts_without_phrases_are_left_out_with_one_warning(tmp_path, caplog):
+    m = build_clip('tiny')
+    names, feats, table = world(4)
+    save_json(PHRASES, tmp_path / 'phrases.json')
+    gappy = {n: ['owl', *cs, 'fish'] for n, cs in table.items()}          # two concepts the phrase file lacks
+    cfg = OTIConfig(steps=5, batch_size=2)
+    with caplog.at_level(logging.WARNING, logger='searle.oti'):
+        path = run_oti(m, (names, feats), gappy, tmp_path / 'phrases.json', tmp_path / 'run', cfg, progress=False)
+    warned = [r.getMessage() for r in caplog.records if r.name == 'searle.oti' and r.levelno == logging.WARNING]
+    assert len(warned) == 1, warned                                          # once per run, not once per batch
+    assert "2 of 5 concepts of the table's top-15" in warned[0] and "'fish', 'owl'" in warned[0], warned[0]
+    assert str(tmp_path / 'phrases.json') in warned[0]
+    clean = invert(m, names, feats, table, PHRASES, cfg, progress=False)   # the same pools, so the same tokens
+    assert torch.equal(load_pseudo_tokens(path)[1], clean.ema_tokens)
+
+def test_resume_refuses_other_images_of_the_same_number_and_names_the_key(tmp_path, monkeypatch):
+    m = build_clip('tiny')
+    names, feats, table = world(6)
+    monkeypatch.chdir(tmp_path)
+    save_json(PHRASES, tmp_path / 'phrases.json'); save_json({'tree': PHRASES['tree']}, tmp_path / 'other.json')
+    cfg = OTIConfig(steps=2, batch_size=3)
+    run_oti(m, (names, feats), table, 'phrases.json', 'run', cfg, progress=False)
+    run_oti(m, (names, feats), table, tmp_path / 'phrases.json', tmp_path / 'run', cfg, progress=False)  # the same files: resumes
+    swapped = [names[1], names[0], *names[2:]]                               # same length, same set, another order
+    with pytest.raises(ValueError) as e: run_oti(m, (swapped, feats), table, 'phrases.json', tmp_path / 'run', cfg, progress=False)
+    msg = str(e.value)
+    assert str(tmp_path / 'run' / 'config.json') in msg and "images: '" in msg and 'n_images' not in msg, msg
+    with pytest.raises(ValueError, match=r"phrases: '.*phrases\.json' -> '.*other\.json'"):
+        run_oti(m, (names, feats), table, 'other.json', 'run', cfg, progress=False)

@@ -1,5 +1,5 @@
 """phi: the loss against SPEC's formula and the original, released checkpoints, kill -9 and resume, two processes = one, training works."""
-import os, signal, subprocess, sys, textwrap, time, urllib.error, urllib.request
+import logging, os, signal, subprocess, sys, textwrap, time, urllib.error, urllib.request
 from pathlib import Path
 import pytest, torch
 import torch.nn.functional as F
@@ -151,7 +151,38 @@ def test_two_processes_give_the_weights_of_one(script, tmp_path):
         assert max_diff(one, two) <= 1e-5, f'dropout {dropout}'
         assert max_diff(one, Phi(64, 256, 64)) > 1e-3
         la, lb = load_json(a / 'log.json'), load_json(b / 'log.json')
+        assert len(la) == len(lb) == 3, (len(la), len(lb))
         assert all(abs(x['loss'] - y['loss']) <= 1e-5 for x, y in zip(la, lb))   # the global losses, not one process's half
+
+# ---- resuming checks the data
+
+def test_resume_with_other_targets_or_clip_is_refused_and_names_what_differs(tmp_path):
+    m = build_clip('tiny')
+    names, feats, tokens, table = world(32)
+    cfg = PhiConfig(epochs=1, batch_size=16, lr=1e-3, save_every=1)
+    train_phi(m, names, feats, tokens, table, PHRASES, cfg, tmp_path, device='cpu', progress=False)
+    train_phi(m, names, feats, tokens.clone(), table, PHRASES, cfg, tmp_path, device='cpu', progress=False)   # the same data: resumes
+    other = tokens.clone(); other[5, 3] += 1e-3                           # one target, slightly off
+    with pytest.raises(ValueError) as e: train_phi(m, names, feats, other, table, PHRASES, cfg, tmp_path, device='cpu', progress=False)
+    msg = str(e.value)
+    assert 'phi_epoch0001.pt' in msg and 'targets: ' in msg and 'features: ' not in msg and 'images: ' not in msg, msg
+    with pytest.raises(ValueError, match="features: '"):
+        train_phi(m, names, feats * 2, tokens, table, PHRASES, cfg, tmp_path, device='cpu', progress=False)
+    with pytest.raises(ValueError, match="clip: '") as e:
+        train_phi(build_clip('tiny', seed=3), names, feats, tokens, table, PHRASES, cfg, tmp_path, device='cpu', progress=False)
+    assert 'targets: ' not in str(e.value) and 'features: ' not in str(e.value)
+
+def test_concepts_without_phrases_are_left_out_with_one_warning(caplog):
+    names, feats, tokens, table = world(32)
+    gappy = {n: ['owl', *cs] for n, cs in table.items()}
+    with caplog.at_level(logging.WARNING, logger='searle.phi'):
+        a = train_phi(build_clip('tiny'), names, feats, tokens, gappy, PHRASES, PhiConfig(epochs=1, batch_size=16), device='cpu', progress=False,
+                      meta={'phrases': 'phrases.json'})
+    warned = [r.getMessage() for r in caplog.records if r.name == 'searle.phi' and r.levelno == logging.WARNING]
+    assert warned == ["1 of 5 concepts of the table's top-150 have no phrases in phrases.json (e.g. 'owl'); "
+                      "they are left out of the regularisation"], warned
+    b = train_phi(build_clip('tiny'), names, feats, tokens, table, PHRASES, PhiConfig(epochs=1, batch_size=16), device='cpu', progress=False)
+    assert max_diff(a, b) == 0                                            # 'owl' never drawn: the run without it
 
 # ---- training works
 
