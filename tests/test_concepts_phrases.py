@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from searle.clip import ImageList, build_clip, extract_features, make_preprocess
-from searle.concepts import (OPENIMAGES_SHA256, TEMPLATES, associate_images, concept_features, load_vocabulary,
-                             read_concept_table, read_vocabulary, run_concepts)
+from searle.clip import ImageList, build_clip, extract_features, make_preprocess, model_fingerprint
+from searle.concepts import (TEMPLATES, associate_images, concept_features, load_vocabulary,
+                             read_concept_table, read_vocabulary, run_concepts, vocabulary_key)
 import searle.phrases as sp
 from searle.phrases import (build_tiny_gpt_neo, generate_phrases, load_phrases, make_pseudo_phrase,
                             problematic_concepts, process_phrase)
@@ -90,6 +90,29 @@ def test_run_concepts_on_features_resumes_and_keeps_order(tmp_path):
         run_concepts(tmp_path / 'b.csv', (names, feats), vocabulary=vocab, clip_model=m, k=4, device='cpu', progress=False)
 
 
+def test_resume_refuses_rows_made_by_another_model_vocabulary_or_preprocessing(tmp_path):
+    m, pre = build_clip('tiny', seed=0), make_preprocess('targetpad', 32)
+    ims = _images(tmp_path / 'imgs', n=4)
+    cf = concept_features(m, WORDS, progress=False)
+    out = tmp_path / 't.csv'
+    good = ims.paths[2].read_bytes(); ims.paths[2].write_bytes(b'not a png')  # the second chunk fails: one part is left
+    with pytest.raises(Exception, match='img_2.png'):
+        associate_images(ims, WORDS, cf, out, m, pre, k=3, chunk_size=2, progress=False)
+    ims.paths[2].write_bytes(good)
+    assert json.loads((tmp_path / 't.csv.meta.json').read_text()) == {
+        'model': model_fingerprint(m), 'vocabulary': vocabulary_key(WORDS), 'preprocess': repr(pre), 'k': 3}
+    other = build_clip('tiny', seed=1)
+    with pytest.raises(ValueError, match=r"t\.csv\.meta\.json: the rows of t\.csv \(and its parts\) were made with other \['model'\]"):
+        associate_images(ims, WORDS, concept_features(other, WORDS, progress=False), out, other, pre, k=3, chunk_size=2, progress=False)
+    with pytest.raises(ValueError, match=r"other \['preprocess', 'vocabulary'\]"):
+        associate_images(ims, WORDS[:-1], cf[:-1], out, m, make_preprocess('clip', 32), k=3, chunk_size=2, progress=False)
+    assert [p.name for p in (tmp_path / 't.csv.parts').iterdir()] == ['part-000000.csv']  # refused runs wrote nothing
+    resumed = associate_images(ims, WORDS, cf, out, m, pre, k=3, chunk_size=2, progress=False)
+    assert resumed == associate_images(ims, WORDS, cf, tmp_path / 'fresh.csv', m, pre, k=3, progress=False)
+    with pytest.raises(ValueError, match=r"other \['model'\]"):  # the finished table keeps its meta
+        associate_images(ims, WORDS, cf, out, other, pre, k=3, progress=False)
+
+
 def test_real_open_images_vocabulary(shared_dir, tmp_path):
     src = shared_dir / 'data' / 'openimages' / 'oidv7-class-descriptions.csv'
     if not src.is_file(): pytest.skip('no Open Images vocabulary in ../shared')
@@ -97,11 +120,10 @@ def test_real_open_images_vocabulary(shared_dir, tmp_path):
     assert len(vocab) == 20931 and vocab[:2] == ["'Nduja", '10 cane'] and 'Ducks, geese and swans' in vocab
     # the download path, without the network: a file:// URL, checksum verified, cached
     got = load_vocabulary(cache_dir=tmp_path, url=src.resolve().as_uri())
-    assert got == vocab and (tmp_path / src.name).is_file()
+    assert got == vocab and (tmp_path / src.name).read_bytes() == src.read_bytes()  # the cached copy is the file
     with pytest.raises(ValueError, match='does not match'):
         load_vocabulary(cache_dir=tmp_path / 'x', url=src.resolve().as_uri(), sha256='0' * 64)
     assert not any((tmp_path / 'x').iterdir())
-    assert OPENIMAGES_SHA256.startswith('485af96e')
 
 
 # ---------------------------------------------------------------- phrases
