@@ -60,7 +60,7 @@ if __name__ == '__main__':
     names = [f'img{i:05d}.jpg' for i in range(a.images)]
     pools = [phrase_pool(rng.sample(CONCEPTS, 15), phrases, set(), 15) for _ in names]
     model = build_clip('ViT-B/32', seed=0)
-    feats = torch.randn(a.images, 512)
+    feats = torch.randn(a.images, 512, generator=torch.Generator().manual_seed(0))  # stand-in image features, seeded
     cfg = OTIConfig(steps=a.steps, batch_size=a.images)
     print(f'ViT-B/32 random weights, {a.images} images, {a.steps} steps, {torch.get_num_threads()} threads')
 
