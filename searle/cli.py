@@ -4,76 +4,212 @@
 
 # %% ../nbs/10_cli.ipynb #4b73f436
 from __future__ import annotations
-import functools, inspect, json, logging, os, sys
+import argparse, functools, inspect, json, logging, os, re, shutil, sys, tempfile
+from dataclasses import dataclass, asdict
 from pathlib import Path
 
-from fastcore.script import anno_parser
-
-from .core import *
-from .clip import ImageList, load_clip
-from .data import FASHIONIQ_CATEGORIES, load_dataset
-from . import retrieval, concepts, phrases, oti
-from .metrics import hit_matrix, pad_ids
+from fastcore.docments import docments
 
 # %% auto #0
-__all__ = ['logger', 'EVAL_TYPES', 'DEMO_METHODS', 'DEMO_METRICS', 'DEMO_QUICK', 'command', 'required', 'searle_phrases',
-           'searle_concepts', 'searle_oti', 'searle_train_phi', 'default_clip', 'token_source', 'method_inputs',
-           'searle_validate', 'searle_submit', 'searle_score', 'DemoConfig', 'demo_scores', 'plot_methods',
-           'plot_queries', 'run_demo', 'searle_demo', 'searle_build_world']
+__all__ = ['logger', 'DATASETS', 'BENCHMARKS', 'EVAL_TYPES', 'PRECISIONS', 'LOG_LEVELS', 'OPTIONS', 'USER_ERRORS', 'DEMO_METHODS',
+           'DEMO_METRICS', 'DEMO_QUICK', 'Number', 'device_option', 'make_parser', 'command', 'check_output',
+           'check_input', 'searle_phrases', 'searle_concepts', 'searle_oti', 'searle_train_phi', 'default_clip',
+           'check_method', 'token_source', 'method_inputs', 'searle_validate', 'searle_submit', 'searle_score',
+           'DemoConfig', 'demo_scores', 'plot_methods', 'plot_queries', 'run_demo', 'searle_demo', 'searle_build_world']
 
 # %% ../nbs/10_cli.ipynb #45f096a9
 logger = logging.getLogger(__name__)
 
 # %% ../nbs/10_cli.ipynb #f8bf4bf9
-def _hyphenate(p):
-    for a in p._actions:
-        if not a.option_strings or a.dest == 'help': continue
-        hy = [s.replace('_', '-') for s in a.option_strings if s.startswith('--')]
-        a.option_strings = list(dict.fromkeys(hy + a.option_strings))
-        for s in a.option_strings: p._option_string_actions[s] = a
+DATASETS = ('fashioniq', 'cirr', 'circo', 'imagenet', 'folder')
+BENCHMARKS = ('fashioniq', 'cirr', 'circo')
+EVAL_TYPES = ('oti', 'phi', 'searle', 'searle-xl', 'image-only', 'text-only', 'image+text')
+PRECISIONS = ('fp32', 'amp', 'bf16')
+LOG_LEVELS = ('DEBUG', 'INFO', 'WARNING', 'ERROR')
+
+class Number:
+    "An argparse type: a number of `kind` from `lo` to `hi` (either may be open or absent), said in --help."
+    def __init__(self, kind=int, lo=None, hi=None, lo_open=False, hi_open=False):
+        self.kind, self.lo, self.hi, self.lo_open, self.hi_open = kind, lo, hi, lo_open, hi_open
+    def ok(self, x) -> bool:
+        lo = self.lo is None or (x > self.lo if self.lo_open else x >= self.lo)
+        return lo and (self.hi is None or (x < self.hi if self.hi_open else x <= self.hi))
+    def __call__(self, s:str):
+        try: x = self.kind(s)
+        except ValueError: x = None
+        if x is None or not self.ok(x): raise argparse.ArgumentTypeError(f"expected {self}, got {s!r}")
+        return x
+    def __repr__(self):
+        what = 'an integer' if self.kind is int else 'a number'
+        if self.hi is None: return f"{what} {'>' if self.lo_open else '>='} {self.lo}" if self.lo is not None else what
+        return f"{what} in {'(' if self.lo_open else '['}{self.lo}, {self.hi}{')' if self.hi_open else ']'}"
+
+# %% ../nbs/10_cli.ipynb #a1c0de01
+def device_option(s:str) -> str:
+    "An argparse type for --device: 'cpu', 'cuda', 'cuda:N' or 'mps'; CUDA only where torch sees that GPU."
+    if not re.fullmatch(r'cpu|mps|cuda(:\d+)?', s):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {s!r}")
+    if s.startswith('cuda'):
+        import torch
+        n, i = torch.cuda.device_count(), int(s.partition(':')[2] or 0)
+        if i >= n: raise argparse.ArgumentTypeError(f"{s!r} was asked for, but torch sees {n} CUDA devices")
+    return s
+
+# %% ../nbs/10_cli.ipynb #a1c0de04
+_COUNT, _SEED, _POSITIVE, _WEIGHT, _UNIT = (Number(int, 1), Number(int, 0), Number(float, 0, lo_open=True),
+                                            Number(float, 0), Number(float, 0, 1, hi_open=True))
+OPTIONS = {  # option name -> argparse keywords: one rule for every command that has the option
+    'dataset': dict(choices=DATASETS), 'val_dataset': dict(choices=BENCHMARKS),
+    'eval_type': dict(choices=EVAL_TYPES), 'preprocess': dict(choices=('targetpad', 'clip')),
+    'precision': dict(choices=PRECISIONS), 'device': dict(type=device_option),
+    'method': dict(choices=('phi', 'oti', 'image-only', 'text-only', 'image+text')),
+    'missing_images': dict(choices=('error', 'skip')), 'truncated_images': dict(choices=('error', 'decode')),
+    **{k: dict(type=_COUNT) for k in ('steps', 'epochs', 'batch_size', 'top_k', 'k', 'num_return_sequences',
+                                      'save_every', 'limit', 'n_gallery', 'n_queries')},
+    'seed': dict(type=_SEED), 'port': dict(type=Number(int, 1, 65535)),
+    **{k: dict(type=_POSITIVE) for k in ('lr', 'tau')},
+    **{k: dict(type=_WEIGHT) for k in ('weight_decay', 'lambda_cos', 'lambda_gpt', 'lambda_distil')},
+    **{k: dict(type=_UNIT) for k in ('ema_decay', 'dropout')},
+}
+
+# %% ../nbs/10_cli.ipynb #3085687f
+class _Parser(argparse.ArgumentParser):
+    "argparse whose errors are one line."
+    def error(self, message): self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
+
+class _Help(argparse.HelpFormatter):
+    "Help that names each option once, hyphenated (the underscore spelling still parses)."
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=34, width=min(100, shutil.get_terminal_size().columns))
+    def _format_action_invocation(self, a):
+        if not a.option_strings: return super()._format_action_invocation(a)
+        flags = ', '.join(s for s in a.option_strings if '_' not in s)
+        return flags if a.nargs == 0 else f'{flags} {self._format_args(a, self._get_default_metavar_for_optional(a))}'
+
+def _base_type(anno):
+    "int, float or str from an annotation such as `int|None`."
+    args = [a for a in getattr(anno, '__args__', (anno,)) if a is not type(None)]
+    return args[0] if len(args) == 1 and args[0] in (int, float, str) else str
+
+# %% ../nbs/10_cli.ipynb #a1c0de05
+def _add_option(p, name:str, d, required:bool, choices=None):
+    "Parameter `name` (its docments entry `d`) as an argument of `p`; `OPTIONS` adds choices and ranges."
+    if not d.docment: raise TypeError(f"option {name!r} of {p.prog} has no help comment")
+    kw, hy = {**OPTIONS.get(name, {}), **({'choices': choices} if choices else {})}, name.replace('_', '-')
+    flags = [f'--{hy}'] + ([f'--{name}'] if hy != name else [])
+    if d.anno is bool: return p.add_argument(*flags, dest=name, action='store_true', help=d.docment)
+    kw.setdefault('type', _base_type(d.anno))
+    said = [repr(kw['type'])] if isinstance(kw['type'], Number) else []
+    if d.default is inspect.Parameter.empty:
+        return p.add_argument(name, metavar=hy.upper(), help=d.docment + (f" ({said[0]})" if said else ''), **kw)
+    said += ['required'] if required else [f'default: {d.default}'] if d.default is not None else []
+    help = d.docment + (f" ({'; '.join(said)})" if said else '')
+    p.add_argument(*flags, dest=name, default=d.default, required=required, help=help, **kw)
+
+def make_parser(f, required=(), choices:dict|None=None) -> argparse.ArgumentParser:
+    "The parser of command `f`: its parameters, with their docments as help, and the options of every command."
+    from searle import __version__
+    prog = 'searle-' + f.__name__.removeprefix('searle_').replace('_', '-')
+    if bad := set(required) - set(inspect.signature(f).parameters): raise TypeError(f"{prog}: no options {bad}")
+    p = _Parser(prog=prog, description=f.__doc__, formatter_class=_Help)
+    for name, d in docments(f, full=True, returns=False, eval_str=True).items():
+        _add_option(p, name, d, name in required, (choices or {}).get(name))
+    g = p.add_argument_group('options of every command')
+    g.add_argument('--quiet', action='store_true', help='warnings and errors only, and no progress bars')
+    g.add_argument('--log-level', choices=LOG_LEVELS, default='INFO', help='the least severe messages shown (default: INFO)')
+    g.add_argument('--pdb', action='store_true', help='show the traceback of an error (or set SEARLE_DEBUG=1)')
+    g.add_argument('--version', action='version', version=f'{prog} {__version__}')
     return p
 
-def command(f):
-    "`call_parse` with `--hyphenated-options`: parses `sys.argv` when called without arguments; bad input exits with its message."
+# %% ../nbs/10_cli.ipynb #a1c0de07
+USER_ERRORS = (ValueError, OSError, KeyError)  # bad input or environment: a message, not a traceback
+
+def _run(f, p:argparse.ArgumentParser, resume:str|None):
+    "Parse `sys.argv` with `p`, configure logging and call `f`; errors and Ctrl-C become one line."
+    ns = vars(p.parse_args())
+    quiet, level, debug = ns.pop('quiet'), ns.pop('log_level'), ns.pop('pdb') or os.environ.get('SEARLE_DEBUG') == '1'
+    if quiet and 'no_progress' in ns: ns['no_progress'] = True
+    from searle.core import setup_logging
+    setup_logging('WARNING' if quiet else level)
+    try: f(**ns)  # (a console script's return value would become its exit status)
+    except KeyboardInterrupt:
+        if debug: raise
+        print(f"{p.prog}: interrupted; {resume.format(**ns) if resume else 'no results were written'}", file=sys.stderr)
+        sys.exit(130)
+    except USER_ERRORS as e:
+        if debug: raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e  # a KeyError's str() is its repr
+        print(f'{p.prog}: error: {msg}', file=sys.stderr); sys.exit(1)
+
+def command(f=None, *, required:tuple=(), # options the command cannot run without
+            resume:str|None=None, # said on Ctrl-C: what was kept and how to resume (fields: the options)
+            choices:dict|None=None, # option -> the values this command takes, narrower than `OPTIONS`
+           ):
+    "Make `f` a console command: it parses `sys.argv` when called without arguments, else it is `f`."
+    if f is None: return functools.partial(command, required=required, resume=resume, choices=choices)
     @functools.wraps(f)
     def _f(*args, **kwargs):
         if args or kwargs: return f(*args, **kwargs)
-        p = _hyphenate(anno_parser(f))
-        p.prog = 'searle-' + f.__name__.removeprefix('searle_').replace('_', '-')
-        ns = vars(p.parse_args()); debug = ns.pop('pdb', False) or os.environ.get('SEARLE_DEBUG'); ns.pop('xtra', None)
-        setup_logging('INFO')
-        try: f(**ns)  # (a console script's return value would become its exit status)
-        except (ValueError, FileNotFoundError, KeyError) as e:  # bad input: its message, no traceback (unless asked for)
-            if debug: raise
-            msg = e.args[0] if isinstance(e, KeyError) and e.args else e  # a KeyError's str() is its repr
-            raise SystemExit(f'error: {msg}\n(--pdb or SEARLE_DEBUG=1 shows the traceback)') from None
+        _run(f, make_parser(f, required, choices), resume)
+    _f.parser = lambda: make_parser(f, required, choices)
     return _f
 
 # %% ../nbs/10_cli.ipynb #d8ec2e6c
-def required(**options):
-    "Raise a clear error naming every required option that was not given."
-    missing = ['--' + k.replace('_', '-') for k, v in options.items() if v is None]
-    if missing: raise SystemExit(f"error: the option{'s' if len(missing) > 1 else ''} {', '.join(missing)} {'are' if len(missing) > 1 else 'is'} required")
+def check_output(path, kind:str='dir', # 'dir' (a folder the command fills) or 'file'
+                 option:str='--out') -> Path:
+    "Fail now, naming `option`, unless `path` can be written as a `kind`; nothing is created."
+    path = Path(path).expanduser()
+    if kind == 'dir' and path.exists() and not path.is_dir(): raise ValueError(f"{option} {path} is a file; expected a folder")
+    if kind == 'file' and path.is_dir(): raise ValueError(f"{option} {path} is a folder; expected a file")
+    probe = path if kind == 'dir' else path.parent
+    while not probe.exists(): probe = probe.parent
+    if not probe.is_dir(): raise ValueError(f"{option} {path}: {probe} is a file, so nothing can be written below it")
+    try: tempfile.TemporaryFile(dir=probe).close()
+    except OSError as e: raise ValueError(f"{option} {path}: cannot write in {probe} ({e.strerror})") from None
+    return path
+
+def check_input(path, option:str, kind:str='file') -> Path:
+    "Fail now, naming `option`, unless `path` is an existing file (or folder: `kind='dir'`)."
+    p = Path(path).expanduser()
+    if not (p.is_dir() if kind == 'dir' else p.is_file()):
+        raise FileNotFoundError(f"{option} {path}: expected {'a folder' if kind == 'dir' else 'a file'}, found {'a folder' if p.is_dir() else 'a file' if p.exists() else 'nothing'}")
+    return p
 
 # %% ../nbs/10_cli.ipynb #1e87f6ac
-@command
-def searle_phrases(out:str, # the phrase JSON file (resumed when it exists)
+def _local_model(name:str, option:str):
+    "Fail now when `name` is meant as a local folder (not a hub id such as `org/model`) and is not one."
+    p = Path(name).expanduser()
+    if p.exists() and not p.is_dir(): raise ValueError(f"{option} {name} is a file; expected a model folder or a hub id")
+    if not p.exists() and (name.startswith(('.', '/', '~')) or name.count('/') > 1):
+        raise FileNotFoundError(f"{option} {name}: no model folder there (expected config.json, weights and tokenizer files)")
+
+@command(required=('out',), resume='the phrases of finished concepts are saved in {out}; the same command resumes')
+def searle_phrases(out:str=None, # the phrase JSON file to write (resumed when it exists)
                    vocabulary:str=None, # an Open Images-style CSV; default: the official Open Images V7 file (cached)
-                   model:str=phrases.DEFAULT_PHRASE_MODEL, # a causal LM: hub name or local folder
-                   batch_size:int=None, # concepts per generate call
+                   model:str=None, # a causal LM: hub name or local folder (default: EleutherAI/gpt-neo-2.7B, the paper's)
+                   batch_size:int=4, # concepts per generate call
                    num_return_sequences:int=256, # phrases per concept
                    limit:int=None, # only the first LIMIT concepts (a trial run)
-                   seed:int=0, device:str=None, cache_dir:str=None,
+                   seed:int=0, # seeds the sampling
+                   device:str=None, # default: CUDA when available
+                   cache_dir:str=None, # where the official vocabulary is cached
+                   no_progress:bool=False, # hide progress bars
                   ):
     "Stage 0: generate GPT phrases for every concept of the vocabulary."
-    kw = dict(num_return_sequences=num_return_sequences, seed=seed, device=device)
-    if batch_size: kw['batch_size'] = batch_size
-    res = phrases.run_phrases(out, vocabulary=vocabulary, model=model, cache_dir=cache_dir, limit=limit, **kw)
+    check_output(out, 'file')
+    if vocabulary: check_input(vocabulary, '--vocabulary')
+    if model: _local_model(model, '--model')
+    from searle import phrases
+    model = model or phrases.DEFAULT_PHRASE_MODEL
+    res = phrases.run_phrases(out, vocabulary=vocabulary, model=model, cache_dir=cache_dir, limit=limit, batch_size=batch_size,
+                              num_return_sequences=num_return_sequences, seed=seed, device=device, progress=not no_progress)
     print(f'{len(res)} concepts with phrases in {out}')
 
 # %% ../nbs/10_cli.ipynb #5aec3f7d
-def _dataset_images(dataset:str, dataset_path, split:str|None, which:str) -> ImageList:
-    "`which` ('images' or 'references') of a dataset; for FashionIQ, the union over its three categories."
+def _dataset_images(dataset:str, dataset_path, split:str|None, which:str):
+    "`which` ('images' or 'references') of a dataset, as an `ImageList`; for FashionIQ, the union of its categories."
+    from searle.clip import ImageList
+    from searle.data import FASHIONIQ_CATEGORIES, load_dataset
     if which not in ('images', 'references'): raise ValueError(f"which={which!r}; expected 'images' or 'references'")
     if dataset != 'fashioniq': return getattr(load_dataset(dataset, dataset_path, split=split), which)()
     paths = {}
@@ -83,114 +219,154 @@ def _dataset_images(dataset:str, dataset_path, split:str|None, which:str) -> Ima
     return ImageList(list(paths), list(paths.values()))
 
 # %% ../nbs/10_cli.ipynb #fb8a8273
-@command
-def searle_concepts(out:str, # the concept table (CSV) to write; resumed when it exists
-                    dataset:str=None, # 'fashioniq', 'cirr', 'circo', 'imagenet' or 'folder' (required)
-                    dataset_path:str=None, # the dataset's folder (required)
+@command(required=('out', 'dataset', 'dataset_path'),
+         resume='finished chunks are kept in {out}.parts; the same command resumes')
+def searle_concepts(out:str=None, # the concept table (CSV) to write; resumed when it exists
+                    dataset:str=None, # the images' dataset
+                    dataset_path:str=None, # the dataset's folder
                     split:str=None, # default: the dataset's validation split ('test' for ImageNet)
                     vocabulary:str=None, # an Open Images-style CSV; default: the official file (cached)
                     clip_model:str='ViT-B/32', # an official CLIP name or a local checkpoint file
-                    k:int=250, # concepts kept per image
-                    batch_size:int=32, preprocess:str='targetpad', cache_dir:str=None, device:str=None,
+                    top_k:int=250, # concepts kept per image
+                    batch_size:int=32, # images per forward
+                    preprocess:str='targetpad', # image preprocessing
+                    cache_dir:str=None, # caches the vocabulary and the concept features
+                    device:str=None, # default: CUDA when available
+                    no_progress:bool=False, # hide progress bars
                    ):
     "Stage 1: the top-K vocabulary concepts of every image of a dataset."
-    required(dataset=dataset, dataset_path=dataset_path)
-    table = concepts.run_concepts(out, dataset=dataset, root=dataset_path, split=split, vocabulary=vocabulary, clip_model=clip_model,
-                                  k=k, batch_size=batch_size, preprocess=preprocess, cache_dir=cache_dir, device=device)
+    check_output(out, 'file')
+    if vocabulary: check_input(vocabulary, '--vocabulary')
+    from searle import concepts
+    images = _dataset_images(dataset, dataset_path, split, 'images')  # the gallery and any reference outside it
+    table = concepts.run_concepts(out, images, vocabulary=vocabulary, clip_model=clip_model, k=top_k, batch_size=batch_size,
+                                  preprocess=preprocess, cache_dir=cache_dir, device=device, progress=not no_progress)
     print(f'{len(table)} images in {out}')
 
 # %% ../nbs/10_cli.ipynb #4ad95743
-@command
+@command(required=('dataset', 'dataset_path'), resume='finished batches are kept in {out}/shards; the same command resumes')
 def searle_oti(concepts:str, # the concept table of these images (searle-concepts)
                phrases:str, # the phrase file (searle-phrases, or the released GPTNeo27B.zip)
-               dataset:str=None, # 'fashioniq', 'cirr', 'circo' (their references), 'imagenet' or 'folder' (required)
-               dataset_path:str=None, # the dataset's folder (required)
+               dataset:str=None, # whose references are inverted ('imagenet' and 'folder': every image)
+               dataset_path:str=None, # the dataset's folder
                out:str='runs/oti', # oti_pseudo_tokens.pt, config.json and the shards go here
                split:str=None, # default: the validation split ('test' for ImageNet)
                clip_model:str='ViT-B/32', # an official CLIP name or a local checkpoint file
-               preprocess:str='targetpad', # 'targetpad' or 'clip'
-               steps:int=350, lr:float=2e-2, weight_decay:float=0.01, batch_size:int=32, top_k:int=15,
-               lambda_cos:float=1.0, lambda_gpt:float=0.5, ema_decay:float=0.99, seed:int=42,
-               cache_dir:str=None, device:str=None, no_progress:bool=False,
+               preprocess:str='targetpad', # image preprocessing
+               steps:int=350, # optimisation steps per image
+               lr:float=2e-2, # AdamW learning rate
+               weight_decay:float=0.01, # AdamW weight decay
+               batch_size:int=32, # images optimised together (compute only)
+               top_k:int=15, # concepts per image whose phrases regularise the token
+               lambda_cos:float=1.0, # weight of the template loss
+               lambda_gpt:float=0.5, # weight of the GPT loss
+               ema_decay:float=0.99, # EMA of the token
+               seed:int=42, # with the image name, seeds every draw of that image
+               cache_dir:str=None, # image-feature cache
+               device:str=None, # default: CUDA when available
+               no_progress:bool=False, # hide progress bars
               ):
     "Stage 2: invert every image into a pseudo token (resumable; `accelerate launch` / `torchrun` split the work)."
-    required(dataset=dataset, dataset_path=dataset_path)
+    check_output(out); check_input(concepts, 'CONCEPTS'); check_input(phrases, 'PHRASES')
+    from searle import oti
+    from searle.clip import load_clip, make_preprocess
+    images = _dataset_images(dataset, dataset_path, split, 'references')  # checked before CLIP is loaded
     cfg = oti.OTIConfig(steps=steps, lr=lr, weight_decay=weight_decay, batch_size=batch_size, top_k=top_k,
                         lambda_cos=lambda_cos, lambda_gpt=lambda_gpt, ema_decay=ema_decay, seed=seed)
     model = load_clip(clip_model, device='cpu')
-    from searle.clip import make_preprocess
-    path = oti.run_oti(model, _dataset_images(dataset, dataset_path, split, 'references'), concepts, phrases, out, cfg,
-                       preprocess=make_preprocess(preprocess, model.visual.input_resolution), cache_dir=cache_dir,
-                       device=device, progress=not no_progress)
+    path = oti.run_oti(model, images, concepts, phrases, out, cfg, preprocess=make_preprocess(preprocess, model.visual.input_resolution),
+                       cache_dir=cache_dir, device=device, progress=not no_progress)
     print(path)
-    return path
 
 # %% ../nbs/10_cli.ipynb #f2e76c84
-@command
+@command(required=('dataset', 'dataset_path'), choices={'dataset': ('imagenet', 'folder')},
+         resume='checkpoints are in {out}/checkpoints (every --save-every epochs); the same command resumes from the newest')
 def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
                      concepts:str, # their concept table (searle-concepts)
                      phrases:str, # the phrase file
-                     dataset:str=None, # the unlabelled images: 'imagenet' (the paper: ImageNet1K test) or 'folder' (required)
-                     dataset_path:str=None, # their folder (required)
+                     dataset:str=None, # the unlabelled images: 'imagenet' (the paper: ImageNet1K test) or 'folder'
+                     dataset_path:str=None, # their folder
                      out:str='runs/phi', # checkpoints, logs and phi_final.pt; an existing run resumes
                      split:str=None, # default: 'test' for ImageNet
                      clip_model:str='ViT-B/32', # an official CLIP name or a local checkpoint file
-                     preprocess:str='targetpad', # 'targetpad' or 'clip'
-                     epochs:int=100, batch_size:int=256, lr:float=1e-4, weight_decay:float=0.01, tau:float=0.25,
-                     lambda_distil:float=1.0, lambda_gpt:float=0.75, top_k:int=150, dropout:float=0.5, seed:int=42,
+                     preprocess:str='targetpad', # image preprocessing
+                     epochs:int=100, # training epochs
+                     batch_size:int=256, # images per step
+                     lr:float=1e-4, # AdamW learning rate
+                     weight_decay:float=0.01, # AdamW weight decay
+                     tau:float=0.25, # temperature of the contrastive distillation loss
+                     lambda_distil:float=1.0, # weight of the distillation loss
+                     lambda_gpt:float=0.75, # weight of the GPT loss
+                     top_k:int=150, # concepts per image whose phrases regularise phi
+                     dropout:float=0.5, # phi's dropout
+                     seed:int=42, # seeds phi's initialisation and every draw
                      save_every:int=5, # checkpoint every N epochs
                      val_dataset:str='cirr', # validation benchmark after every epoch
                      val_path:str=None, # its folder (no validation without it)
-                     cache_dir:str=None, device:str=None, no_progress:bool=False,
+                     cache_dir:str=None, # image-feature cache (default: OUT/features)
+                     device:str=None, # default: CUDA when available
+                     no_progress:bool=False, # hide progress bars
                     ):
     "Stage 3: distil phi from OTI tokens (resumable; `accelerate launch` / `torchrun` for data parallelism)."
-    required(dataset=dataset, dataset_path=dataset_path)
+    check_output(out)
+    for p, o in ((tokens, 'TOKENS'), (concepts, 'CONCEPTS'), (phrases, 'PHRASES')): check_input(p, o)
     from searle.phi import PhiConfig, run_train_phi
-    from searle.data import load_dataset
+    from searle.clip import load_pseudo_tokens
+    images = _dataset_images(dataset, dataset_path, split, 'images')
+    load_pseudo_tokens(tokens)  # readable, and every token finite
+    if val_path: _dataset_images(val_dataset, val_path, 'val', 'images')  # the validation set, before any training work
     cfg = PhiConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, tau=tau, lambda_distil=lambda_distil,
                     lambda_gpt=lambda_gpt, top_k=top_k, dropout=dropout, seed=seed, save_every=save_every,
                     val_dataset=val_dataset, val_path=val_path)
-    path = run_train_phi(clip_model, load_dataset(dataset, dataset_path, split=split).gallery(), tokens, concepts, phrases, out, cfg,
-                         preprocess=preprocess, cache_dir=cache_dir, device=device, progress=not no_progress)
-    print(path)
-    return path
+    print(run_train_phi(clip_model, images, tokens, concepts, phrases, out, cfg, preprocess=preprocess,
+                        cache_dir=cache_dir, device=device, progress=not no_progress))
 
 # %% ../nbs/10_cli.ipynb #d4d08674
-EVAL_TYPES = ('oti', 'phi', 'searle', 'searle-xl', 'image-only', 'text-only', 'image+text')
-
 def default_clip(eval_type:str, clip_model:str|None) -> str:
     "The CLIP backbone of a run: as given, else the released phi's own ('searle-xl': ViT-L/14), else ViT-B/32."
     if clip_model: return clip_model
     return {'searle': 'ViT-B/32', 'searle-xl': 'ViT-L/14'}.get(eval_type, 'ViT-B/32')
 
-def token_source(eval_type:str, model=None, # the CLIP model (phi is checked against it)
-                 tokens=None, phi_checkpoint=None, device=None, cache_dir=None) -> dict:
-    "The `tokens` / `token_fn` / `baseline` arguments of `searle.retrieval` for an evaluation type."
+def check_method(eval_type:str, tokens=None, phi_checkpoint=None):
+    "Fail now unless the files `eval_type` needs are given and readable (tokens: finite too)."
     if eval_type not in EVAL_TYPES: raise ValueError(f"unknown --eval-type {eval_type!r}; expected one of {EVAL_TYPES}")
     if eval_type == 'oti':
         if tokens is None: raise ValueError("--eval-type oti needs --tokens FILE (the output of searle-oti)")
-        return dict(tokens=tokens)
+        from searle.clip import load_pseudo_tokens
+        load_pseudo_tokens(check_input(tokens, '--tokens'))  # refuses non-finite tokens, naming them
+    if eval_type == 'phi':
+        if phi_checkpoint is None: raise ValueError("--eval-type phi needs --phi-checkpoint FILE")
+        check_input(phi_checkpoint, '--phi-checkpoint')
+
+def token_source(eval_type:str, model=None, # the CLIP model (phi is checked against it)
+                 tokens=None, phi_checkpoint=None, device=None, cache_dir=None) -> dict:
+    "The `tokens` / `token_fn` / `baseline` arguments of `searle.retrieval` for an evaluation type."
+    check_method(eval_type, tokens, phi_checkpoint)
+    if eval_type == 'oti': return dict(tokens=tokens)
     if eval_type in ('image-only', 'text-only', 'image+text'):
         return dict(baseline={'image-only': 'image', 'text-only': 'text', 'image+text': 'image+text'}[eval_type])
     from searle.phi import load_phi_token_fn
-    if eval_type == 'phi' and phi_checkpoint is None: raise ValueError("--eval-type phi needs --phi-checkpoint FILE")
     return dict(token_fn=load_phi_token_fn(phi_checkpoint or eval_type, model, device=device, cache_dir=cache_dir))
 
 def method_inputs(eval_type:str, clip_model=None, tokens=None, phi_checkpoint=None, device=None, cache_dir=None):
-    "The CLIP model of a run and its token source (`token_source`'s dict), as validation and submission take them."
+    "The CLIP model of a run and its token source (`token_source`'s dict), its files checked before CLIP loads."
+    from searle.clip import load_clip
+    check_method(eval_type, tokens, phi_checkpoint)
     model = load_clip(default_clip(eval_type, clip_model), device=device)
     return model, token_source(eval_type, model, tokens, phi_checkpoint, device, cache_dir)
 
 # %% ../nbs/10_cli.ipynb #47507972
-@command
-def searle_validate(dataset:str=None, # 'fashioniq', 'cirr' or 'circo' (required)
-                    dataset_path:str=None, # the benchmark's folder (required)
+@command(required=('dataset', 'dataset_path'), choices={'dataset': BENCHMARKS},
+         resume='no metrics were written (image features already cached are kept)')
+def searle_validate(dataset:str=None, # the benchmark ('fashioniq', 'cirr' or 'circo')
+                    dataset_path:str=None, # the benchmark's folder
                     out:str='runs/validate', # metrics.json and config.json are written here
-                    eval_type:str='oti', # 'oti', 'phi', 'searle', 'searle-xl', 'image-only', 'text-only' or 'image+text'
+                    eval_type:str='oti', # where pseudo tokens come from, or a baseline
                     tokens:str=None, # pseudo-token file for --eval-type oti
                     phi_checkpoint:str=None, # phi weights for --eval-type phi (or a local copy of the released ones)
-                    clip_model:str=None, # an official CLIP name or a local checkpoint file (default: ViT-B/32; ViT-L/14 for searle-xl)
-                    preprocess:str='targetpad', # 'targetpad' or 'clip'
+                    clip_model:str=None, # an official CLIP name or a checkpoint file (default: ViT-B/32; ViT-L/14 for searle-xl)
+                    template:str=None, # the query with $ and {caption} (CIRCO also {shared_concept}); default: a photo of $ that {caption}
+                    preprocess:str='targetpad', # image preprocessing
                     split:str='val', # the split with targets
                     batch_size:int=32, # images per forward
                     cache_dir:str=None, # image-feature cache (and released weights)
@@ -198,50 +374,56 @@ def searle_validate(dataset:str=None, # 'fashioniq', 'cirr' or 'circo' (required
                     no_progress:bool=False, # hide progress bars
                    ):
     "Validate one method on a benchmark; writes OUT/metrics.json (percent) beside OUT/config.json."
-    required(dataset=dataset, dataset_path=dataset_path)
+    check_output(out)
+    from searle import retrieval
+    _dataset_images(dataset, dataset_path, split, 'images')  # the benchmark, checked before CLIP is loaded
     model, src = method_inputs(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
     metrics = retrieval.run_validation(dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out, split=split,
-                                       batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress, **src)
+                                       batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress,
+                                       **({'template': template} if template else {}), **src)
     print(json.dumps(metrics, indent=1))
-    return metrics
 
 # %% ../nbs/10_cli.ipynb #98e8e234
-@command
-def searle_submit(dataset:str=None, # 'cirr' or 'circo' (required)
-                  dataset_path:str=None, # the benchmark's folder (required)
+@command(required=('dataset', 'dataset_path'), choices={'dataset': ('cirr', 'circo')},
+         resume='no server files were written (image features already cached are kept)')
+def searle_submit(dataset:str=None, # 'cirr' or 'circo'
+                  dataset_path:str=None, # the benchmark's folder
                   out:str='runs/submit', # the server files and config.json are written here
-                  eval_type:str='oti', # 'oti', 'phi', 'searle', 'searle-xl', 'image-only', 'text-only' or 'image+text'
+                  eval_type:str='oti', # where pseudo tokens come from, or a baseline
                   tokens:str=None, # pseudo-token file for --eval-type oti (computed on the test split's references)
                   phi_checkpoint:str=None, # phi weights for --eval-type phi
-                  clip_model:str=None, # an official CLIP name or a local checkpoint file (default: ViT-B/32; ViT-L/14 for searle-xl)
-                  preprocess:str='targetpad', # 'targetpad' or 'clip'
+                  clip_model:str=None, # an official CLIP name or a checkpoint file (default: ViT-B/32; ViT-L/14 for searle-xl)
+                  template:str=None, # the query with $ and {caption} (CIRCO also {shared_concept}); default: a photo of $ that {caption}
+                  preprocess:str='targetpad', # image preprocessing
                   split:str=None, # default: 'test1' (CIRR) / 'test' (CIRCO)
-                  batch_size:int=32, cache_dir:str=None, device:str=None,
+                  batch_size:int=32, # images per forward
+                  cache_dir:str=None, # image-feature cache (and released weights)
+                  device:str=None, # default: CUDA when available
                   no_progress:bool=False, # hide progress bars
                  ):
     "Write (and check) the evaluation-server JSON files of one method."
-    required(dataset=dataset, dataset_path=dataset_path)
+    check_output(out)
+    from searle import retrieval
+    split = split or {'cirr': 'test1', 'circo': 'test'}[dataset]
+    _dataset_images(dataset, dataset_path, split, 'images')  # the benchmark, checked before CLIP is loaded
     model, src = method_inputs(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
     paths = retrieval.run_submission(dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out, split=split,
-                                     batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress, **src)
+                                     batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress,
+                                     **({'template': template} if template else {}), **src)
     for k, p in paths.items(): print(f'{k}: {p}')
-    return paths
 
 # %% ../nbs/10_cli.ipynb #a5b62f22
-@command
-def searle_score(predictions:str, # a CIRCO val-format file: {query id: [image ids, best first]}
-                 dataset_path:str=None, # the CIRCO folder, whose annotations/val.json is read (required)
+@command(required=('dataset_path',))
+def searle_score(predictions:str, # a CIRCO val-format file: {query id: [50 image ids, best first]}
+                 dataset_path:str=None, # the CIRCO folder, whose annotations/val.json is read
                 ):
     "Score CIRCO val-format predictions as the evaluation server would; prints one JSON object."
-    required(dataset_path=dataset_path)
-    metrics = retrieval.score_circo_submission(predictions, dataset_path)
-    print(json.dumps(metrics, indent=1))
-    return metrics
+    check_input(predictions, 'PREDICTIONS')
+    from searle import retrieval
+    print(json.dumps(retrieval.score_circo_submission(predictions, dataset_path), indent=1))
 
 # %% ../nbs/10_cli.ipynb #9b29cd34
-from dataclasses import dataclass, field, asdict
 import time
-import torch
 
 @dataclass
 class DemoConfig:
@@ -264,6 +446,8 @@ DEMO_METRICS = ('recall@1', 'recall@5', 'recall@10', 'map@5', 'map@10', 'map@25'
 # %% ../nbs/10_cli.ipynb #ffde5a46
 def demo_scores(model, dataset, preprocess, memo:dict|None=None, **method) -> tuple[dict, 'retrieval.Retrieval']:
     "Rank `dataset` with one method; its DEMO_METRICS (percent; recall counts any ground truth) and the ranking."
+    from searle import retrieval
+    from searle.metrics import hit_matrix, pad_ids
     r = retrieval.retrieve(model, dataset, preprocess, memo=memo, progress=False, **method)
     index_of = {n: i for i, n in enumerate(r.names)}
     m = retrieval.benchmark_metrics('circo', r.queries, r.ranking, index_of)
@@ -307,8 +491,9 @@ def run_demo(out, # the output folder (the world, every stage's files, metrics.j
              gpt=None, # default: the shipped world GPT-Neo
              device=None, progress:bool=True) -> dict:
     "Every stage of SEARLE on the offline world; returns `{method: {metric: value}}`."
-    from searle import world
-    from searle.clip import make_preprocess, extract_features, load_pseudo_tokens
+    from searle import concepts, oti, phrases, retrieval, world
+    from searle.core import load_json, save_json
+    from searle.clip import extract_features, load_clip, make_preprocess
     from searle.data import load_dataset
     from searle.phi import PhiConfig, run_train_phi, benchmark_validation, load_phi, phi_token_fn
     cfg, out, times, t0 = config or DemoConfig(), Path(out), {}, time.time()
@@ -364,15 +549,19 @@ def run_demo(out, # the output folder (the world, every stage's files, metrics.j
 DEMO_QUICK = DemoConfig(n_gallery=500, n_queries=100, n_unlabeled=400, phrases_per_concept=16, oti_steps=150, oti_steps_unlabeled=150,
                         phi_epochs=30, phi_batch_size=64)
 
-@command
-def searle_demo(out:str='runs/demo', # the output folder
+@command(resume='finished stages are kept in {out}; the same command resumes')
+def searle_demo(out:str='runs/demo', # the output folder (a rerun resumes it)
                 seed:int=0, # the world and every stage follow from it
                 quick:bool=False, # a smaller world and shorter runs (the CI preset)
                 clip_model:str=None, # default: the shipped world CLIP
                 gpt:str=None, # default: the shipped world GPT-Neo
-                device:str=None, no_progress:bool=False):
+                device:str=None, # default: CUDA when available
+                no_progress:bool=False, # hide progress bars
+               ):
     "Every stage of SEARLE on the offline world; prints the results table, writes metrics.json and plots to OUT."
     import dataclasses
+    from searle import retrieval
+    check_output(out)
     cfg = dataclasses.replace(DEMO_QUICK if quick else DemoConfig(), seed=seed)
     results = run_demo(out, cfg, clip_model, gpt, device, progress=not no_progress)
     print(retrieval.results_table(results).to_string())
@@ -380,10 +569,11 @@ def searle_demo(out:str='runs/demo', # the output folder
     return results
 
 # %% ../nbs/10_cli.ipynb #0603fbbc
-@command
-def searle_build_world(out:str, # folder for clip.pt, clip.json and gpt/
+@command(required=('out',))
+def searle_build_world(out:str=None, # folder for clip.pt, clip.json and gpt/
                        seed:int=0, # every weight follows from it
                       ):
     "Retrain the offline world's tiny CLIP and GPT-Neo from the seed (what the package ships in data/world)."
+    check_output(out)
     from searle import world
     print(world.train_world_models(out, seed=seed))

@@ -26,7 +26,8 @@ from .core import *
 __all__ = ['logger', 'CLIP_PRESETS', 'CLIP_MEAN', 'CLIP_STD', 'PSEUDO_CHAR', 'build_clip', 'clip_config',
            'clip_config_from_state_dict', 'save_clip', 'official_clip_path', 'load_clip', 'as_clip', 'TargetPad',
            'make_preprocess', 'tokenize', 'pseudo_token_id', 'encode_with_pseudo_tokens', 'encode_text',
-           'save_pseudo_tokens', 'load_pseudo_tokens', 'ImageList', 'model_fingerprint', 'extract_features']
+           'save_pseudo_tokens', 'check_finite_tokens', 'load_pseudo_tokens', 'ImageList', 'model_fingerprint',
+           'extract_features']
 
 # %% ../nbs/01_clip.ipynb #3dfc32d6
 logger = logging.getLogger(__name__)
@@ -333,7 +334,17 @@ def save_pseudo_tokens(path, names:Sequence[str], tokens:torch.Tensor, ema_token
     if ema_tokens is not None: obj['ema_tokens'] = ema_tokens.detach().float().cpu()
     save_tensors(obj, path)
 
+def check_finite_tokens(names:Sequence[str], tokens:torch.Tensor, # [N, W] and their N image names
+                        source='tokens', # named in the error (a file)
+                       ) -> torch.Tensor:
+    "Return `tokens`, or fail naming `source`, how many tokens hold NaN or inf, and the first such images."
+    bad = (~torch.isfinite(tokens).reshape(tokens.shape[0], -1).all(1)).nonzero().flatten().tolist()
+    if bad: raise ValueError(f"{source}: {len(bad)} of {tokens.shape[0]} tokens are not finite (NaN or inf), e.g. the images "
+                             f"{[names[i] for i in bad[:5]]}; a diverged run (fp16?) made them: recompute those images")
+    return tokens
+
 def load_pseudo_tokens(path, which:str='ema', # 'ema' (falls back to 'tokens' when absent) or 'tokens'
+                       finite:bool=True, # refuse tokens holding NaN or inf
                       ) -> tuple[list[str], torch.Tensor]:
     "Read a pseudo-token file: (image names, tokens [N, W])."
     obj = load_tensors(path)
@@ -342,7 +353,7 @@ def load_pseudo_tokens(path, which:str='ema', # 'ema' (falls back to 'tokens' wh
     if which not in ('ema', 'tokens'): raise ValueError(f"which={which!r}; expected 'ema' or 'tokens'")
     t = obj['ema_tokens'] if which == 'ema' and 'ema_tokens' in obj else obj['tokens']
     if len(obj['names']) != t.shape[0]: raise ValueError(f"{path}: {len(obj['names'])} names for {t.shape[0]} tokens")
-    return list(obj['names']), t
+    return list(obj['names']), check_finite_tokens(obj['names'], t, path) if finite else t
 
 # %% ../nbs/01_clip.ipynb #bf80efa5
 @dataclass

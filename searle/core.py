@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #29f013f0
 from __future__ import annotations
-import contextlib, dataclasses, hashlib, io, json, logging, os, pickle, random, tempfile
+import contextlib, dataclasses, hashlib, io, json, logging, os, pickle, random, sys, tempfile
 from pathlib import Path
 from typing import Any, Iterable, Union
 
@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 # %% auto #0
 __all__ = ['PathLike', 'logger', 'resolve_device', 'resolve_dtype', 'autocast', 'Dist', 'seed_everything', 'stable_seed',
            'generator_for', 'atomic_write', 'save_json', 'load_json', 'save_tensors', 'load_tensors', 'safe_unpickle',
-           'config_from_dict', 'progress_bar', 'setup_logging']
+           'config_from_dict', 'LogProgress', 'progress_bar', 'setup_logging']
 
 # %% ../nbs/00_core.ipynb #cd979da3
 PathLike = Union[str, os.PathLike]
@@ -176,9 +176,36 @@ def config_from_dict(cls, d:dict, source:str='config'):
     if unknown: raise ValueError(f"{source}: unknown keys {unknown} for {cls.__name__}; expected some of {sorted(names)}")
     return cls(**d)
 
-def progress_bar(it:Iterable, progress:bool=True, **kwargs):
-    "`tqdm.auto` over `it`, or `it` itself when `progress` is False."
-    return tqdm(it, **kwargs) if progress else it
+# %% ../nbs/00_core.ipynb #c0de0002
+class LogProgress:
+    "Progress as a plain log line every `every` percent, for logs and pipes; iterate, or `update` by hand."
+    def __init__(self, it=None, desc:str='', total=None, initial:int=0, every:int=10, log=logger, **_):
+        self.it, self.desc, self.n, self.every, self.log, self.post = it, desc, initial, every, log, ''
+        self.total = total if total is not None else (len(it) + initial if hasattr(it, '__len__') else None)
+        self._shown = self._step()
+    def _step(self) -> int: return 100 * self.n // self.total // self.every if self.total else 0
+    def set_postfix(self, **kw): self.post = ', '.join(f'{k}={v}' for k, v in kw.items())
+    def update(self, n:int=1):
+        self.n += n
+        if self.total and self._step() > self._shown:
+            self._shown = self._step()
+            self.log.info('%s: %d/%d (%d%%)%s', self.desc, self.n, self.total, 100 * self.n // self.total,
+                          f' {self.post}' if self.post else '')
+    def close(self): pass
+    def __len__(self): return len(self.it)
+    def __iter__(self):
+        for x in self.it: yield x; self.update()
+
+def _redraws() -> bool:
+    "Whether a bar can redraw in place: stderr is a terminal, or this runs in a Jupyter kernel."
+    return sys.stderr.isatty() or 'ipykernel' in sys.modules
+
+def progress_bar(it:Iterable|None=None, # what to iterate (`None`: advance by hand with `update`)
+                 progress:bool=True, **kwargs):
+    "A `tqdm.auto` bar where it can redraw, a `LogProgress` elsewhere; `it` itself when `progress` is False."
+    if not progress: return it if it is not None else LogProgress(total=0)
+    if _redraws(): return tqdm(it, **kwargs)
+    return LogProgress(it, **kwargs) if kwargs.get('leave', True) else (it if it is not None else LogProgress(total=0))
 
 # %% ../nbs/00_core.ipynb #d2caf7b1
 def setup_logging(level:str|int='INFO'):

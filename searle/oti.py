@@ -86,6 +86,7 @@ def _unique_features(model, texts:list[str], batch_size:int=256) -> tuple[dict[s
 
 def invert_batch(model, image_features:torch.Tensor, # [B, D] CLIP image features of the batch
                  names:Sequence[str], pools:Sequence[list], config:OTIConfig, progress:bool=False,
+                 bar=None, # a progress bar of the whole run, advanced once per step
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "Invert one batch: (tokens [B, W], EMA tokens [B, W], batch-mean losses per step [steps, 3]: total, cosine, GPT)."
     dev, W, B = model.token_embedding.weight.device, model.token_embedding.weight.shape[1], len(names)
@@ -118,6 +119,7 @@ def invert_batch(model, image_features:torch.Tensor, # [B, D] CLIP image feature
             opt.step()
             with torch.no_grad(): ema.mul_(config.ema_decay).add_(v.detach(), alpha=1 - config.ema_decay)
             losses[s] = torch.stack([loss.mean(), loss_cos.mean(), loss_gpt.mean()]).detach()
+            if bar is not None: bar.update()
     finally:
         for p, r in zip(model.parameters(), frozen): p.requires_grad_(r)
     return v.detach().cpu(), ema.cpu(), losses.cpu()
@@ -192,14 +194,17 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
     phr = phrases if isinstance(phrases, dict) else load_phrases(phrases)
     src = lambda x: None if isinstance(x, dict) else str(Path(x).resolve())
     meta = _run_meta(config, names, model, {'concept_table': src(concept_table), 'phrases': src(phrases)})
-    cfg_path, shard_dir = out / 'config.json', out / 'shards'
-    if cfg_path.is_file() and (diff := _meta_diff(load_json(cfg_path), load_json_roundtrip(meta))):
+    cfg_path, shard_dir, final = out / 'config.json', out / 'shards', out / 'oti_pseudo_tokens.pt'
+    made = final.is_file() or any(shard_dir.glob('batch-*.pt'))  # a config without results (a failed start) is not a run
+    if made and cfg_path.is_file() and (diff := _meta_diff(load_json(cfg_path), load_json_roundtrip(meta))):
         raise ValueError(f"{cfg_path} records an OTI run with another configuration (key: on disk -> now): {'; '.join(diff)}; "
                          f"use a new out_dir or delete {out}")
     barrier()
     if rank == 0: save_json(meta, cfg_path)
     batches = [list(range(s, min(s + config.batch_size, len(names)))) for s in range(0, len(names), config.batch_size)]
     mine = [b for b in range(len(batches)) if b % world == rank and not (shard_dir / f'batch-{b:06d}.pt').is_file()]
+    if made: logger.info('resuming %s: %d of %d batches done', out,
+                         sum((shard_dir / f'batch-{b:06d}.pt').is_file() for b in range(len(batches))), len(batches))
     if mine:
         pools = _pools([names[i] for b in mine for i in batches[b]], table, phr, config,   # fail early on any image
                        None if isinstance(phrases, dict) else phrases)
@@ -208,13 +213,15 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
             _, feats = extract_features(model, sub, preprocess or make_preprocess('targetpad', model.visual.input_resolution),
                                         device=dev, cache_dir=cache_dir, progress=progress)
         else: feats = images[1][[i for b in mine for i in batches[b]]]
-        at = 0
-        for b in progress_bar(mine, progress, desc=f'OTI batches (process {rank}/{world})'):
+        at, bar = 0, progress_bar(None, progress, total=len(mine) * config.steps, unit='step',
+                                  desc=f'OTI steps of {len(mine)} batches (process {rank}/{world})')
+        for j, b in enumerate(mine):
             idx = batches[b]; sl = slice(at, at + len(idx)); at += len(idx)
-            t, e, c = invert_batch(model, feats[sl], [names[i] for i in idx], pools[sl], config)
+            bar.set_postfix(batch=f'{j + 1}/{len(mine)}')
+            t, e, c = invert_batch(model, feats[sl], [names[i] for i in idx], pools[sl], config, bar=bar)
             save_tensors({'names': [names[i] for i in idx], 'tokens': t, 'ema_tokens': e, 'losses': c}, shard_dir / f'batch-{b:06d}.pt')
+        bar.close()
     barrier()
-    final = out / 'oti_pseudo_tokens.pt'
     if rank == 0: _merge(shard_dir, batches, names, final, meta)
     barrier()
     return final

@@ -39,8 +39,8 @@ def test_score_an_oracle_and_refuse_bad_files(root, tmp_path):
 
 def test_the_stages_chain_as_commands(root, tmp_path):
     clip_file, gpt = world.world_clip_path(), world.world_gpt_path()
-    sh('searle-phrases', tmp_path/'phrases.json', '--vocabulary', root/'concepts.csv', '--model', gpt, '--num-return-sequences', 4)
-    sh('searle-concepts', tmp_path/'concepts.csv', '--dataset', 'circo', '--dataset-path', root, '--vocabulary', root/'concepts.csv', '--clip-model', clip_file, '--k', 20)
+    sh('searle-phrases', '--out', tmp_path/'phrases.json', '--vocabulary', root/'concepts.csv', '--model', gpt, '--num-return-sequences', 4)
+    sh('searle-concepts', '--out', tmp_path/'concepts.csv', '--dataset', 'circo', '--dataset-path', root, '--vocabulary', root/'concepts.csv', '--clip-model', clip_file, '--top-k', 20)
     sh('searle-oti', tmp_path/'concepts.csv', tmp_path/'phrases.json', '--dataset', 'circo', '--dataset-path', root, '--clip-model', clip_file, '--steps', 30,
        '--out', tmp_path/'oti', '--no-progress')
     sh('searle-validate', '--dataset', 'circo', '--dataset-path', root, '--eval-type', 'oti', '--tokens', tmp_path/'oti'/'oti_pseudo_tokens.pt',
