@@ -74,6 +74,24 @@ def _decode_all(images:ImageList, progress:bool=True):
         except Exception as e:
             raise ValueError(f"cannot decode image {images.paths[i]} (name {images.names[i]!r}): {e}") from None
 
+# %% ../nbs/02_data.ipynb #da7a0002
+def _entries(obj, path, what:str='queries') -> list:
+    "The list an annotation file holds, or an error naming the file."
+    if not isinstance(obj, list): raise ValueError(f"{path}: expected a JSON list of {what}, found a {type(obj).__name__}")
+    return obj
+
+def _field(entry, key:str, path, i:int, kind:type|tuple|None=None):
+    "`entry[key]`, or an error naming the file, entry `i` (and its id) and the key; `kind` checks the value's type."
+    if not isinstance(entry, dict): raise ValueError(f"{path}, entry {i}: expected a JSON object, found a {type(entry).__name__}")
+    eid = next((entry[k] for k in ('id', 'pairid', 'candidate') if k in entry), None)
+    at = f"{path}, entry {i}{f' (id {eid})' if eid is not None else ''}"
+    if key not in entry: raise ValueError(f"{at}: no {key!r}; found the keys {sorted(entry)}")
+    v = entry[key]
+    if kind is not None and not isinstance(v, kind):
+        want = ' or '.join(t.__name__ for t in (kind if isinstance(kind, tuple) else (kind,)))
+        raise ValueError(f"{at}: {key!r} is a {type(v).__name__}; expected a {want}")
+    return v
+
 # %% ../nbs/02_data.ipynb #f57a7424
 class CIRDataset:
     "A gallery of named images and the queries over it; subclasses fill `_names`, `_paths`, `_queries`."
@@ -136,12 +154,14 @@ def write_placeholder_images(paths:Sequence, # files to create (parents are made
 
 # %% ../nbs/02_data.ipynb #1746f572
 def circo_queries(annotations:list, # the list read from CIRCO's annotations/{val,test}.json
+                  source='annotations', # the file, named in errors
                  ) -> list[Query]:
     "CIRCO's queries, ids as strings; the scorer of CIRCO submissions reads them without the images."
-    out = []
-    for q in annotations:
-        gts = [str(i) for i in q['gt_img_ids']] if 'gt_img_ids' in q else None
-        out.append(Query(id=str(q['id']), reference=str(q['reference_img_id']), captions=[q['relative_caption']],
+    out, f = [], lambda q, i, k, t=None: _field(q, k, source, i, t)
+    for i, q in enumerate(_entries(annotations, source)):
+        gts = [str(g) for g in f(q, i, 'gt_img_ids', list)] if isinstance(q, dict) and 'gt_img_ids' in q else None
+        out.append(Query(id=str(f(q, i, 'id')), reference=str(f(q, i, 'reference_img_id')),
+            captions=[f(q, i, 'relative_caption', str)],
             target=str(q['target_img_id']) if 'target_img_id' in q else None, ground_truths=gts,
             shared_concept=q.get('shared_concept'), semantic_aspects=q.get('semantic_aspects')))
     return out
@@ -158,13 +178,13 @@ class CIRCO(CIRDataset):
                  progress:bool=False):
         super().__init__(root, split)
         if split not in ('val', 'test'): raise ValueError(f"CIRCO split must be 'val' or 'test', got {split!r}")
-        ann = load_json(_need_file(self.root/'annotations'/f'{split}.json', self.layout))
+        ann_path = _need_file(self.root/'annotations'/f'{split}.json', self.layout)
         info = load_json(_need_file(self.root/'COCO2017_unlabeled'/'annotations'/'image_info_unlabeled2017.json', self.layout))
         img_dir = self.root/'COCO2017_unlabeled'/'unlabeled2017'
         for im in info['images']:  # an entry with "in_gallery": false (the offline world's references) is openable, not retrievable
             if im.get('in_gallery', True): self._names.append(str(im['id'])); self._paths.append(img_dir/im['file_name'])
             else: self._extra[str(im['id'])] = img_dir/im['file_name']
-        self._queries = circo_queries(ann)
+        self._queries = circo_queries(load_json(ann_path), ann_path)
         _check_dataset(self, check, progress)
 
 # %% ../nbs/02_data.ipynb #8ffb5e23
@@ -179,14 +199,16 @@ class CIRR(CIRDataset):
                  check:str='exists', progress:bool=False):
         super().__init__(root, split)
         if split not in ('val', 'test1', 'train'): raise ValueError(f"CIRR split must be 'val', 'test1' or 'train', got {split!r}")
-        caps = load_json(_need_file(self.root/'cirr'/'captions'/f'cap.rc2.{split}.json', self.layout))
+        cap_path = _need_file(self.root/'cirr'/'captions'/f'cap.rc2.{split}.json', self.layout)
         img_split = load_json(_need_file(self.root/'cirr'/'image_splits'/f'split.rc2.{split}.json', self.layout))
         self._names = list(img_split)
         self._paths = [self.root/p for p in img_split.values()]
-        for q in caps:
+        for i, q in enumerate(_entries(load_json(cap_path), cap_path)):
+            f = lambda k, t=None, e=q: _field(e, k, cap_path, i, t)
             t = q.get('target_hard')
-            self._queries.append(Query(id=str(q['pairid']), reference=q['reference'], captions=[q['caption']],
-                target=t, ground_truths=[t] if t is not None else None, group=list(q['img_set']['members'])))
+            members = _field(f('img_set', dict), 'members', cap_path, i, list)
+            self._queries.append(Query(id=str(f('pairid')), reference=f('reference', str), captions=[f('caption', str)],
+                target=t, ground_truths=[t] if t is not None else None, group=list(members)))
         _check_dataset(self, check, progress)
 
 # %% ../nbs/02_data.ipynb #5090d93f
@@ -204,12 +226,13 @@ class FashionIQ(CIRDataset):
         if category not in FASHIONIQ_CATEGORIES: raise ValueError(f"FashionIQ category must be one of {FASHIONIQ_CATEGORIES}, got {category!r}")
         if split not in ('val', 'test', 'train'): raise ValueError(f"FashionIQ split must be 'val', 'test' or 'train', got {split!r}")
         self.category = category
-        caps = load_json(_need_file(self.root/'captions'/f'cap.{category}.{split}.json', self.layout))
+        cap_path = _need_file(self.root/'captions'/f'cap.{category}.{split}.json', self.layout)
         self._names = list(load_json(_need_file(self.root/'image_splits'/f'split.{category}.{split}.json', self.layout)))
         self._paths = [self.root/'images'/f'{n}{ext}' for n in self._names]
-        for i, q in enumerate(caps):
-            t = q.get('target')
-            self._queries.append(Query(id=str(i), reference=q['candidate'], captions=list(q['captions']),
+        for i, q in enumerate(_entries(load_json(cap_path), cap_path)):
+            t, caps = q.get('target') if isinstance(q, dict) else None, _field(q, 'captions', cap_path, i, list)
+            if not all(isinstance(c, str) for c in caps): raise ValueError(f"{cap_path}, entry {i}: expected captions as strings")
+            self._queries.append(Query(id=str(i), reference=_field(q, 'candidate', cap_path, i, str), captions=list(caps),
                                        target=t, ground_truths=[t] if t is not None else None))
         _check_dataset(self, check, progress)
     def __repr__(self): return super().__repr__()[:-1] + f", category={self.category!r})"

@@ -22,10 +22,10 @@ from .phrases import load_phrases, problematic_concepts, make_pseudo_phrase
 from .oti import names_key, warn_unphrased
 
 # %% auto #0
-__all__ = ['logger', 'PHI_RELEASE_URL', 'PHI_RELEASES', 'PHI_KEYS', 'Phi', 'contrastive_loss', 'PhiConfig', 'ConceptPools',
-           'epoch_batches', 'PhraseFeatures', 'phi_step', 'train_epoch', 'latest_checkpoint', 'save_phi', 'train_phi',
-           'phi_from_state_dict', 'phi_release_path', 'load_phi', 'phi_token_fn', 'check_phi_for_clip',
-           'load_phi_token_fn', 'benchmark_validation', 'run_train_phi']
+__all__ = ['logger', 'HEADLINE_METRICS', 'PHI_RELEASE_URL', 'PHI_RELEASES', 'PHI_KEYS', 'Phi', 'contrastive_loss', 'PhiConfig',
+           'ConceptPools', 'epoch_batches', 'PhraseFeatures', 'phi_step', 'train_epoch', 'latest_checkpoint',
+           'save_phi', 'epoch_line', 'train_phi', 'phi_from_state_dict', 'phi_release_path', 'load_phi', 'phi_token_fn',
+           'check_phi_for_clip', 'load_phi_token_fn', 'benchmark_validation', 'run_train_phi']
 
 # %% ../nbs/08_phi.ipynb #34c85847
 logger = logging.getLogger(__name__)
@@ -231,6 +231,13 @@ def _end_epoch(out:Path, phi, opt, epoch:int, config:PhiConfig, log:list, data_k
     save_json(log, out/'log.json')
     with atomic_write(out/'log.csv') as f: pd.DataFrame(log).to_csv(f, index=False)
 
+HEADLINE_METRICS = ('val/map@5', 'val/average/recall@10', 'val/recall@1')  # CIRCO, FashionIQ, CIRR: what each is read by
+
+def epoch_line(row:dict, epochs:int) -> str:
+    "One short line for an epoch's log row: the loss and the validation's headline metric (the full row goes to log.json)."
+    head = next((f', {k} {row[k]:.2f}' for k in HEADLINE_METRICS if k in row), '')
+    return f"phi epoch {row['epoch']}/{epochs}: loss {row['loss']:.4f}{head} ({row['time_s']:.0f} s)"
+
 def _epoch_bar(start, epochs, progress):
     bar = progress_bar(range(start + 1, epochs + 1), progress, desc='phi epochs', initial=start, total=epochs)
     return bar, (bar.set_postfix if hasattr(bar, 'set_postfix') else lambda **k: None)
@@ -272,7 +279,7 @@ def train_phi(model, # CLIP (frozen during training); its text encoder computes 
                    'time_s': round(time.time() - t0, 3)}
             if validate_fn is not None and main:
                 phi.eval(); row |= {f'val/{k}': v for k, v in validate_fn(phi, epoch).items()}; phi.train()
-            log.append(row); logger.info('phi epoch %d: %s', epoch, row); show(loss=f"{row['loss']:.4f}")
+            log.append(row); logger.info(epoch_line(row, config.epochs)); show(loss=f"{row['loss']:.4f}")
             if out is not None and main: _end_epoch(out, phi, opt, epoch, config, log, data_key)
             dist.barrier()
     finally:

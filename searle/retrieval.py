@@ -383,12 +383,18 @@ def check_submission(submission, # a path to a JSON file, or its dict
     return {'dataset': dataset.name, 'split': dataset.split, 'kind': kind, 'queries': len(queries)}
 
 # %% ../nbs/04_retrieval.ipynb #2c1c4a84
+def _circo_list_length(dataset_path) -> int:
+    "How many ids the CIRCO server takes per query: 50, or the whole gallery when it is smaller (the offline world)."
+    info = Path(dataset_path)/'COCO2017_unlabeled'/'annotations'/'image_info_unlabeled2017.json'
+    if not info.is_file(): return TOP_K
+    return min(TOP_K, sum(bool(im.get('in_gallery', True)) for im in load_json(info)['images']))
+
 def score_circo_submission(predictions, # path to a {query id: [image ids]} JSON file, or the dict
                            dataset_path, # the CIRCO folder (reads annotations/<split>.json)
                            split:str='val') -> dict[str, float]:
     "CIRCO's metrics (percent) of a val-format submission: map@K, recall@K, semantic_map@10/<aspect>."
     ann_path = Path(dataset_path)/'annotations'/f'{split}.json'
-    queries = circo_queries(load_json(ann_path))
+    queries, n = circo_queries(load_json(ann_path), ann_path), _circo_list_length(dataset_path)
     source = str(predictions) if not isinstance(predictions, dict) else 'predictions'
     preds = predictions if isinstance(predictions, dict) else load_json(predictions)
     if not isinstance(preds, dict): raise ValueError(f"{source}: expected a JSON object {{query id: [image ids]}}")
@@ -402,7 +408,7 @@ def score_circo_submission(predictions, # path to a {query id: [image ids]} JSON
         lst = [str(x) for x in preds[q.id]]
         dup = sorted({x for x in lst if lst.count(x) > 1})
         if dup: raise ValueError(f"{source}: query {q.id} lists ids more than once: {dup[:5]}")
-        if len(lst) > TOP_K: raise ValueError(f"{source}: query {q.id} lists {len(lst)} ids; at most {TOP_K} are scored")
+        if len(lst) != n: raise ValueError(f"{source}: query {q.id} lists {len(lst)} ids; the server takes exactly {n} distinct ids")
         rows.append([vocab.setdefault(x, len(vocab)) for x in lst])
     for q in queries:
         for x in q.ground_truths: vocab.setdefault(x, len(vocab))
