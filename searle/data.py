@@ -47,7 +47,7 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.gif', '.tif', '.
 def _need_file(path:Path, layout:str) -> Path:
     "Return `path`, or fail naming it and showing the expected layout."
     if not path.is_file():
-        raise FileNotFoundError(f"expected the annotation file {path}, found nothing. Expected layout:\n{layout}")
+        raise FileNotFoundError(f"expected the annotation file {path}, found nothing (expected layout: {'; '.join(l.strip() for l in layout.splitlines())})")
     return path
 
 def _missing_files(paths:Sequence[Path]) -> list[Path]:
@@ -62,8 +62,8 @@ def _missing_files(paths:Sequence[Path]) -> list[Path]:
 
 def _fail_missing(missing:Sequence[Path], what:str, n_show:int=5):
     if missing:
-        shown = '\n  '.join(str(p) for p in missing[:n_show])
-        raise FileNotFoundError(f"{len(missing)} images {what} are missing on disk; the first {min(n_show, len(missing))}:\n  {shown}")
+        shown = ', '.join(str(p) for p in missing[:n_show])
+        raise FileNotFoundError(f"{len(missing)} images {what} are missing on disk; the first {min(n_show, len(missing))}: {shown}")
 
 # %% ../nbs/02_data.ipynb #c6704723
 def _decode_all(images:ImageList, progress:bool=True):
@@ -245,7 +245,7 @@ class ImageFolder(CIRDataset):
     def __init__(self, root, split:str|None=None, check:str='exists', progress:bool=False):
         super().__init__(root, split)
         d = self._dir()
-        if not d.is_dir(): raise FileNotFoundError(f"expected a folder of images at {d}, found nothing. Expected layout:\n{self.layout}")
+        if not d.is_dir(): raise FileNotFoundError(f"expected a folder of images at {d}, found nothing (expected layout: {'; '.join(l.strip() for l in self.layout.splitlines())})")
         self._paths = sorted(p for p in d.rglob('*') if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
         if not self._paths: raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {d}")
         self._names = [self._name(p) for p in self._paths]

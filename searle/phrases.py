@@ -73,7 +73,7 @@ def load_causal_lm(name_or_path:str|PathLike=DEFAULT_PHRASE_MODEL, # hub name or
         model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype).to(device).eval()  # loaded in `dtype`: 2.7B fp16 needs 5.4 GB, not 10.8
     except OSError as e:
         raise OSError(f"could not load a causal language model from {str(name_or_path)!r} (a hub name needs the network "
-                      f"or a filled cache; a folder needs config.json, weights and tokenizer files): {e}") from None
+                      f"or a filled cache; a folder needs config.json, weights and tokenizer files): {str(e).splitlines()[0]}") from None
     if tok.eos_token is None: raise ValueError(f"the tokenizer of {str(name_or_path)!r} has no end-of-text token to pad with")
     tok.pad_token, tok.padding_side = tok.eos_token, 'left'
     return model, tok

@@ -1,0 +1,142 @@
+"""Issue 12's rules, through the commands as a user types them: options checked by the parser, one-line errors,
+outputs and inputs checked before any work, Ctrl-C, quiet logs, and reruns after a failed start."""
+import configparser, json, os, signal, subprocess, sys, time
+from pathlib import Path
+import pytest, torch
+import searle
+from searle import world
+from searle.clip import save_pseudo_tokens
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, 'SEARLE_OFFLINE': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'OMP_NUM_THREADS': '1'}
+
+def commands() -> list[str]:
+    cfg = configparser.ConfigParser(delimiters=['=']); cfg.read(ROOT/'settings.ini')
+    return [line.split('=')[0].strip() for line in cfg['DEFAULT']['console_scripts'].split() if line.strip()]
+
+def run(*args, timeout=300):
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=ENV)
+
+def one_line_error(r, *needles, code=None):
+    "The command failed with a final `error:` line holding every needle, and no traceback."
+    assert r.returncode != 0 and (code is None or r.returncode == code), (r.returncode, r.stderr[-2000:])
+    assert 'Traceback' not in r.stderr, r.stderr[-2000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert ': error: ' in last and all(n in last for n in needles), last
+    return last
+
+@pytest.fixture(scope='module')
+def root(tmp_path_factory):
+    return world.build_world(tmp_path_factory.mktemp('world'), seed=4, n_gallery=60, n_queries=8, n_test=0, n_unlabeled=0,
+                             progress=False)
+
+@pytest.fixture(scope='module')
+def stage_files(root, tmp_path_factory):
+    "Phrases and a concept table of the world, made by the commands."
+    d = tmp_path_factory.mktemp('stages')
+    assert run('searle-phrases', '--out', d/'phrases.json', '--vocabulary', root/'concepts.csv', '--model', world.world_gpt_path(),
+               '--num-return-sequences', 4, '--quiet').returncode == 0
+    assert run('searle-concepts', '--out', d/'concepts.csv', '--dataset', 'circo', '--dataset-path', root, '--vocabulary',
+               root/'concepts.csv', '--clip-model', world.world_clip_path(), '--top-k', 20, '--quiet').returncode == 0
+    return d
+
+def test_every_command_states_its_rules():
+    from searle import cli
+    names = commands()
+    assert len(names) >= 9
+    for name in names:
+        f = getattr(cli, name.replace('-', '_'))
+        for a in f.parser()._actions: assert a.help, f'{name}: {a.option_strings or a.dest} has no help'
+        r = run(name, '--version'); assert r.stdout == f'{name} {searle.__version__}\n', r.stdout
+        h = ' '.join(run(name, '--help').stdout.split())
+        for opt in ('--quiet', '--log-level', '--version', '--pdb'): assert opt in h, (name, opt)
+        assert '--k ' not in h and '_' not in ' '.join(s for a in f.parser()._actions for s in a.option_strings[:1]), name
+
+def test_commands_import_neither_torch_nor_clip():
+    code = "import sys, searle.cli; print(sorted(m for m in ('torch', 'clip', 'transformers') if m in sys.modules))"
+    assert run(sys.executable, '-c', code).stdout.strip() == '[]'
+
+@pytest.mark.parametrize('args,needle', [
+    (('searle-oti', 'c.csv', 'p.json', '--dataset', 'circo', '--dataset-path', '.', '--steps', '-5'), "expected an integer >= 1, got '-5'"),
+    (('searle-validate', '--dataset', 'circo', '--dataset-path', '.', '--device', 'gpu'), 'expected cpu, cuda or cuda:N'),
+    (('searle-validate', '--dataset', 'imagenet', '--dataset-path', '.'), "invalid choice: 'imagenet'"),
+    (('searle-train-phi', 't', 'c', 'p', '--dataset', 'folder', '--dataset-path', '.', '--dropout', '1'), 'a number in [0, 1)'),
+    (('searle-demo', '--precision', 'fp8'), "invalid choice: 'fp8'"),
+    (('searle-validate', '--dataset-path', '.'), 'the following arguments are required: --dataset'),
+])
+def test_the_parser_refuses_bad_values_in_one_line(args, needle):
+    r = run(*args)
+    assert r.returncode == 2 and r.stderr.count('\n') == 1 and needle in r.stderr, r.stderr
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='a GPU is present')
+def test_cuda_without_a_gpu_is_one_line():
+    r = run('searle-demo', '--device', 'cuda')
+    assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'torch sees 0 CUDA devices' in r.stderr
+
+def test_outputs_and_inputs_are_checked_before_any_work(root, tmp_path):
+    (tmp_path/'file').write_text('x')
+    base = ('searle-validate', '--dataset', 'circo', '--eval-type', 'image+text', '--clip-model', world.world_clip_path())
+    one_line_error(run(*base, '--dataset-path', root, '--out', tmp_path/'file'), '--out', 'is a file; expected a folder')
+    one_line_error(run(*base, '--dataset-path', root, '--out', tmp_path/'file'/'run'), 'nothing can be written below it')
+    # a wrong dataset folder is reported before CLIP (here a name that would need a download) is loaded
+    one_line_error(run('searle-validate', '--dataset', 'circo', '--dataset-path', tmp_path/'nope', '--clip-model', 'ViT-L/14',
+                       '--eval-type', 'image+text', '--out', tmp_path/'v'), 'annotations/val.json')
+    one_line_error(run('searle-concepts', '--out', tmp_path, '--dataset', 'circo', '--dataset-path', root), 'is a folder; expected a file')
+    one_line_error(run('searle-phrases', '--out', tmp_path/'p.json', '--model', tmp_path/'gpt'), 'no model folder there')
+    assert not (tmp_path/'v').exists()
+
+def test_train_phi_checks_its_validation_set_first(root, tmp_path):
+    save_pseudo_tokens(tmp_path/'t.pt', ['a'], torch.zeros(1, 8))
+    (tmp_path/'c.csv').write_text('x'); (tmp_path/'p.json').write_text('{}')
+    r = run('searle-train-phi', tmp_path/'t.pt', tmp_path/'c.csv', tmp_path/'p.json', '--dataset', 'folder',
+            '--dataset-path', root/'COCO2017_unlabeled', '--val-path', tmp_path/'no_cirr', '--out', tmp_path/'phi')
+    one_line_error(r, 'cap.rc2.val.json')
+    assert 'image features' not in r.stderr and not (tmp_path/'phi').exists()
+
+def test_offline_phrase_generation_is_one_line(root, tmp_path):
+    one_line_error(run('searle-phrases', '--out', tmp_path/'p.json', '--vocabulary', root/'concepts.csv',
+                       '--model', 'EleutherAI/gpt-neo-125m'), 'could not load a causal language model', code=1)
+
+def test_non_finite_tokens_are_refused(root, tmp_path):
+    names = [q['reference_img_id'] for q in json.loads((root/'annotations'/'val.json').read_text())]
+    t = torch.zeros(len(names), 16); t[1, 3] = float('nan')
+    save_pseudo_tokens(tmp_path/'nan.pt', [str(n) for n in names], t)
+    one_line_error(run('searle-validate', '--dataset', 'circo', '--dataset-path', root, '--tokens', tmp_path/'nan.pt',
+                       '--clip-model', world.world_clip_path(), '--out', tmp_path/'v'), 'nan.pt', '1 of', 'not finite', str(names[1]))
+
+def test_broken_annotations_name_the_entry(root, tmp_path):
+    bad = tmp_path/'CIRCO'; (bad/'annotations').mkdir(parents=True)
+    (bad/'COCO2017_unlabeled').symlink_to(root/'COCO2017_unlabeled')
+    ann = json.loads((root/'annotations'/'val.json').read_text()); del ann[2]['relative_caption']
+    (bad/'annotations'/'val.json').write_text(json.dumps(ann))
+    one_line_error(run('searle-validate', '--dataset', 'circo', '--dataset-path', bad, '--eval-type', 'image+text',
+                       '--clip-model', world.world_clip_path(), '--out', tmp_path/'v'), 'entry 2', f"id {ann[2]['id']}", "'relative_caption'")
+
+def test_oti_progress_quiet_and_a_rerun_after_a_failed_start(root, stage_files, tmp_path):
+    args = ('searle-oti', stage_files/'concepts.csv', '--dataset', 'circo', '--dataset-path', root,
+            '--clip-model', world.world_clip_path(), '--out', tmp_path/'oti')
+    (tmp_path/'none.json').write_text(json.dumps({'format': 'searle-phrases', 'settings': {}, 'phrases': {}}))
+    one_line_error(run(args[0], args[1], tmp_path/'none.json', *args[2:], '--steps', 7), 'has usable phrases')
+    assert (tmp_path/'oti'/'config.json').is_file()   # the failed start's config does not block the corrected rerun
+    r = run(args[0], args[1], stage_files/'phrases.json', *args[2:], '--steps', 20, '--batch-size', 4)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert '\r' not in r.stderr and '\x1b' not in r.stderr and 'OTI steps of 2 batches' in r.stderr and '(100%)' in r.stderr
+    r = run(args[0], args[1], stage_files/'phrases.json', *args[2:], '--steps', 20, '--batch-size', 4, '--quiet')
+    assert r.returncode == 0 and r.stderr == '', r.stderr
+
+def test_ctrl_c_says_what_was_kept(root, stage_files, tmp_path):
+    p = subprocess.Popen(['searle-oti', str(stage_files/'concepts.csv'), str(stage_files/'phrases.json'), '--dataset', 'circo',
+                          '--dataset-path', str(root), '--clip-model', str(world.world_clip_path()), '--steps', '100000',
+                          '--out', str(tmp_path/'oti')], stderr=subprocess.PIPE, text=True, env=ENV)
+    t0 = time.time()
+    while not (tmp_path/'oti'/'config.json').is_file() and time.time() - t0 < 120: time.sleep(0.2)
+    time.sleep(1); p.send_signal(signal.SIGINT)
+    err = p.communicate(timeout=60)[1]
+    assert p.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == f"searle-oti: interrupted; finished batches are kept in {tmp_path/'oti'}/shards; the same command resumes"
+
+def test_score_takes_exactly_fifty_ids(root, tmp_path):
+    val = json.loads((root/'annotations'/'val.json').read_text())
+    preds = {str(q['id']): [str(q['gt_img_ids'][0])] for q in val}
+    (tmp_path/'p.json').write_text(json.dumps(preds))
+    one_line_error(run('searle-score', tmp_path/'p.json', '--dataset-path', root), 'lists 1 ids', 'exactly 50')
