@@ -1,8 +1,8 @@
 # The project's checks, in the order CI runs them (`make test`), and the README generator.
 SHELL := /bin/bash
-.PHONY: test clean-check export-check readme readme-check html-check nbtest pytest demo
+.PHONY: test clean-check export-check readme readme-check html-check nbtest nbexec pytest demo
 
-test: clean-check export-check readme-check html-check nbtest pytest
+test: clean-check export-check readme-check html-check nbtest nbexec pytest
 
 clean-check:  ## notebooks are clean: nbdev_clean leaves no diff
 	nbdev_clean
@@ -23,6 +23,9 @@ html-check:  ## every notebook converts to HTML (what can be checked of the docs
 
 nbtest:  ## every notebook executes (cuda / data / slow cells skipped)
 	OMP_NUM_THREADS=1 nbdev_test --n_workers 2 --timing
+
+nbexec:  ## every notebook runs top to bottom under jupyter nbconvert --execute, as in Jupyter or Colab (90_reproduce aside)
+	python .ci/execute_notebooks.py
 
 pytest:
 	python -m pytest tests -q -p no:cacheprovider

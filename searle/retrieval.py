@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .core import *
-from .clip import (ImageList, as_clip, make_preprocess, extract_features, encode_text,
+from .clip import (ImageList, as_clip, check_finite_tokens, make_preprocess, extract_features, encode_text,
                          encode_with_pseudo_tokens, load_pseudo_tokens, model_fingerprint)
 from .data import *
 from .metrics import *
@@ -65,15 +65,17 @@ def reference_tokens(names:Sequence[str], # the distinct reference images, in or
     if token_fn is not None:
         if features is None or len(features) != len(names): raise ValueError(f"token_fn needs the {len(names)} reference image features")
         with torch.no_grad():
-            return torch.cat([token_fn(features[s:s + batch_size].to(resolve_device(device))).float().cpu()
-                              for s in range(0, len(names), batch_size)]) if len(names) else torch.zeros(0, 0)
+            out = torch.cat([token_fn(features[s:s + batch_size].to(resolve_device(device))).float().cpu()
+                             for s in range(0, len(names), batch_size)]) if len(names) else torch.zeros(0, 0)
+        return check_finite_tokens(names, out, f"the tokens of {getattr(token_fn, '__name__', 'token_fn')}")
     tnames, tok = _tokens_table(tokens)
     row = {n: i for i, n in enumerate(tnames)}
     missing = [n for n in names if n not in row]
     if missing:
         raise ValueError(f"{len(missing)} reference images have no pseudo token in {tokens if isinstance(tokens, (str, Path)) else 'the tokens given'}; "
                          f"the first: {missing[:5]}")
-    return tok[[row[n] for n in names]].float()
+    source = tokens if isinstance(tokens, (str, Path)) else 'the tokens given'
+    return check_finite_tokens(names, tok[[row[n] for n in names]].float(), source)
 
 # %% ../nbs/04_retrieval.ipynb #45da3cf1
 BASELINES = ('image', 'text', 'image+text')
