@@ -572,8 +572,9 @@ def searle_demo(out:str='runs/demo', # the output folder (a rerun resumes it)
 @command(required=('out',))
 def searle_build_world(out:str=None, # folder for clip.pt, clip.json and gpt/
                        seed:int=0, # every weight follows from it
+                       no_progress:bool=False, # hide progress bars
                       ):
     "Retrain the offline world's tiny CLIP and GPT-Neo from the seed (what the package ships in data/world)."
     check_output(out)
     from searle import world
-    print(world.train_world_models(out, seed=seed))
+    print(world.train_world_models(out, seed=seed, progress=not no_progress))

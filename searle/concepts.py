@@ -219,7 +219,7 @@ def associate_images(images:ImageList|tuple[Sequence[str], torch.Tensor], # imag
                 preprocess=repr(preprocess) if preprocess is not None else None, k=k)
     _check_meta(out_path, meta, bool(done))
     todo = [i for i, n in enumerate(names) if n not in done]
-    logger.info('%d images, %d already associated in %s', len(names), len(names) - len(todo), out_path)
+    logger.info('%s%d images, %d already associated in %s', 'resuming: ' if done else '', len(names), len(names) - len(todo), out_path)
     parts = _parts_dir(out_path); first = _next_part(parts)
     chunks = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
     for j, idx in enumerate(progress_bar(chunks, progress, desc='concepts', unit='chunk')):
