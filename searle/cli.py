@@ -89,7 +89,7 @@ def searle_concepts(out:str, # the concept table (CSV) to write; resumed when it
                     dataset_path:str=None, # the dataset's folder (required)
                     split:str=None, # default: the dataset's validation split ('test' for ImageNet)
                     vocabulary:str=None, # an Open Images-style CSV; default: the official file (cached)
-                    clip_model:str='ViT-B/32', # an official CLIP name or a local checkpoint file
+                    clip_model:str='ViT-B/32', # a CLIP: openai name or file, open_clip:ARCH/PRETRAINED, hf:REPO_OR_FOLDER
                     k:int=250, # concepts kept per image
                     batch_size:int=32, preprocess:str='targetpad', cache_dir:str=None, device:str=None,
                    ):
@@ -107,7 +107,7 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
                dataset_path:str=None, # the dataset's folder (required)
                out:str='runs/oti', # oti_pseudo_tokens.pt, config.json and the shards go here
                split:str=None, # default: the validation split ('test' for ImageNet)
-               clip_model:str='ViT-B/32', # an official CLIP name or a local checkpoint file
+               clip_model:str='ViT-B/32', # a CLIP: openai name or file, open_clip:ARCH/PRETRAINED, hf:REPO_OR_FOLDER
                preprocess:str='targetpad', # 'targetpad' or 'clip'
                steps:int=350, lr:float=2e-2, weight_decay:float=0.01, batch_size:int=32, top_k:int=15,
                lambda_cos:float=1.0, lambda_gpt:float=0.5, ema_decay:float=0.99, seed:int=42,
@@ -118,9 +118,9 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
     cfg = oti.OTIConfig(steps=steps, lr=lr, weight_decay=weight_decay, batch_size=batch_size, top_k=top_k,
                         lambda_cos=lambda_cos, lambda_gpt=lambda_gpt, ema_decay=ema_decay, seed=seed)
     model = load_clip(clip_model, device='cpu')
-    from searle.clip import make_preprocess
+    from searle.clip import model_preprocess
     path = oti.run_oti(model, _dataset_images(dataset, dataset_path, split, 'references'), concepts, phrases, out, cfg,
-                       preprocess=make_preprocess(preprocess, model.visual.input_resolution), cache_dir=cache_dir,
+                       preprocess=model_preprocess(model, preprocess), cache_dir=cache_dir,
                        device=device, progress=not no_progress)
     print(path)
     return path
@@ -134,7 +134,7 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
                      dataset_path:str=None, # their folder (required)
                      out:str='runs/phi', # checkpoints, logs and phi_final.pt; an existing run resumes
                      split:str=None, # default: 'test' for ImageNet
-                     clip_model:str='ViT-B/32', # an official CLIP name or a local checkpoint file
+                     clip_model:str='ViT-B/32', # a CLIP: openai name or file, open_clip:ARCH/PRETRAINED, hf:REPO_OR_FOLDER
                      preprocess:str='targetpad', # 'targetpad' or 'clip'
                      epochs:int=100, batch_size:int=256, lr:float=1e-4, weight_decay:float=0.01, tau:float=0.25,
                      lambda_distil:float=1.0, lambda_gpt:float=0.75, top_k:int=150, dropout:float=0.5, seed:int=42,
@@ -158,9 +158,23 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
 # %% ../nbs/10_cli.ipynb #d4d08674
 EVAL_TYPES = ('oti', 'phi', 'searle', 'searle-xl', 'image-only', 'text-only', 'image+text')
 
-def default_clip(eval_type:str, clip_model:str|None) -> str:
-    "The CLIP backbone of a run: as given, else the released phi's own ('searle-xl': ViT-L/14), else ViT-B/32."
+def _recorded_clip(path) -> tuple[bool, str|None]:
+    "(whether the run that wrote `path` records its CLIP, the spec it records) for OTI tokens or a phi checkpoint."
+    obj = load_tensors(path)
+    rec = (obj.get('backbone') or obj.get('config') or {}) if isinstance(obj, dict) else {}
+    if 'clip' not in rec and (Path(path).parent/'config.json').is_file(): rec = load_json(Path(path).parent/'config.json')
+    if 'clip' not in rec and (Path(path).parent.parent/'config.json').is_file(): rec = load_json(Path(path).parent.parent/'config.json')
+    return 'clip' in rec, rec.get('clip')
+
+def default_clip(eval_type:str, clip_model:str|None, tokens=None, phi_checkpoint=None) -> str:
+    "The CLIP backbone of a run: as given, else the one the tokens' or phi's run recorded, else the release's own."
     if clip_model: return clip_model
+    made_by = tokens if eval_type == 'oti' else phi_checkpoint if eval_type == 'phi' else None
+    if made_by is not None and Path(made_by).is_file():
+        known, spec = _recorded_clip(made_by)
+        if known and spec is None: raise ValueError(f"{made_by} was made with a CLIP given in memory, which its run cannot name; pass --clip-model")
+        if known: return spec
+        logger.warning('%s records no CLIP backbone; assuming ViT-B/32 (pass --clip-model to choose)', made_by)
     return {'searle': 'ViT-B/32', 'searle-xl': 'ViT-L/14'}.get(eval_type, 'ViT-B/32')
 
 def token_source(eval_type:str, model=None, # the CLIP model (phi is checked against it)
@@ -178,7 +192,7 @@ def token_source(eval_type:str, model=None, # the CLIP model (phi is checked aga
 
 def method_inputs(eval_type:str, clip_model=None, tokens=None, phi_checkpoint=None, device=None, cache_dir=None):
     "The CLIP model of a run and its token source (`token_source`'s dict), as validation and submission take them."
-    model = load_clip(default_clip(eval_type, clip_model), device=device)
+    model = load_clip(default_clip(eval_type, clip_model, tokens, phi_checkpoint), device=device)
     return model, token_source(eval_type, model, tokens, phi_checkpoint, device, cache_dir)
 
 # %% ../nbs/10_cli.ipynb #47507972
@@ -189,7 +203,7 @@ def searle_validate(dataset:str=None, # 'fashioniq', 'cirr' or 'circo' (required
                     eval_type:str='oti', # 'oti', 'phi', 'searle', 'searle-xl', 'image-only', 'text-only' or 'image+text'
                     tokens:str=None, # pseudo-token file for --eval-type oti
                     phi_checkpoint:str=None, # phi weights for --eval-type phi (or a local copy of the released ones)
-                    clip_model:str=None, # an official CLIP name or a local checkpoint file (default: ViT-B/32; ViT-L/14 for searle-xl)
+                    clip_model:str=None, # a CLIP spec as for searle-oti (default: the one the tokens' / phi's run recorded; searle: ViT-B/32, searle-xl: ViT-L/14)
                     preprocess:str='targetpad', # 'targetpad' or 'clip'
                     split:str='val', # the split with targets
                     batch_size:int=32, # images per forward
@@ -213,7 +227,7 @@ def searle_submit(dataset:str=None, # 'cirr' or 'circo' (required)
                   eval_type:str='oti', # 'oti', 'phi', 'searle', 'searle-xl', 'image-only', 'text-only' or 'image+text'
                   tokens:str=None, # pseudo-token file for --eval-type oti (computed on the test split's references)
                   phi_checkpoint:str=None, # phi weights for --eval-type phi
-                  clip_model:str=None, # an official CLIP name or a local checkpoint file (default: ViT-B/32; ViT-L/14 for searle-xl)
+                  clip_model:str=None, # a CLIP spec as for searle-oti (default: the one the tokens' / phi's run recorded; searle: ViT-B/32, searle-xl: ViT-L/14)
                   preprocess:str='targetpad', # 'targetpad' or 'clip'
                   split:str=None, # default: 'test1' (CIRR) / 'test' (CIRCO)
                   batch_size:int=32, cache_dir:str=None, device:str=None,
@@ -308,7 +322,7 @@ def run_demo(out, # the output folder (the world, every stage's files, metrics.j
              device=None, progress:bool=True) -> dict:
     "Every stage of SEARLE on the offline world; returns `{method: {metric: value}}`."
     from searle import world
-    from searle.clip import make_preprocess, extract_features, load_pseudo_tokens
+    from searle.clip import model_preprocess, extract_features, load_pseudo_tokens
     from searle.data import load_dataset
     from searle.phi import PhiConfig, run_train_phi, benchmark_validation, load_phi, phi_token_fn
     cfg, out, times, t0 = config or DemoConfig(), Path(out), {}, time.time()
@@ -323,7 +337,7 @@ def run_demo(out, # the output folder (the world, every stage's files, metrics.j
         world.build_world(root, progress=progress, **wcfg)
     lap('world')
     model = load_clip(clip_model or world.world_clip_path(), device=device)
-    pre = make_preprocess('targetpad', model.visual.input_resolution)
+    pre = model_preprocess(model, 'targetpad')
     vocab = world.world_concepts()
     phr = phrases.generate_phrases(gpt or world.world_gpt_path(), vocab, out/'phrases.json', num_return_sequences=cfg.phrases_per_concept,
                                    seed=cfg.seed, device=device, save_every_s=0, progress=progress)
@@ -368,7 +382,7 @@ DEMO_QUICK = DemoConfig(n_gallery=500, n_queries=100, n_unlabeled=400, phrases_p
 def searle_demo(out:str='runs/demo', # the output folder
                 seed:int=0, # the world and every stage follow from it
                 quick:bool=False, # a smaller world and shorter runs (the CI preset)
-                clip_model:str=None, # default: the shipped world CLIP
+                clip_model:str=None, # a CLIP spec as for searle-oti (default: the shipped world CLIP)
                 gpt:str=None, # default: the shipped world GPT-Neo
                 device:str=None, no_progress:bool=False):
     "Every stage of SEARLE on the offline world; prints the results table, writes metrics.json and plots to OUT."

@@ -28,7 +28,7 @@ __all__ = ['logger', 'CLIP_PRESETS', 'OPEN_CLIP_TINY', 'HF_PRESETS', 'PSEUDO_CHA
            'CLIP_EOT', 'build_clip', 'tokenize', 'pseudo_token_id', 'TextBlock', 'Backbone', 'backbone', 'clip_config',
            'clip_config_from_state_dict', 'save_clip', 'official_clip_path', 'load_clip', 'as_clip', 'TargetPad',
            'make_preprocess', 'model_preprocess', 'encode_with_pseudo_tokens', 'encode_text', 'save_pseudo_tokens',
-           'load_pseudo_tokens', 'ImageList', 'model_fingerprint', 'extract_features']
+           'load_pseudo_tokens', 'ImageList', 'model_fingerprint', 'clip_record', 'extract_features']
 
 # %% ../nbs/01_clip.ipynb #3dfc32d6
 logger = logging.getLogger(__name__)
@@ -618,6 +618,13 @@ def _images_key(images:ImageList) -> str:
         st = p.stat() if p.exists() else None
         h.update(f'{n}\x1f{p}\x1f{st.st_size if st else -1}\x1f{st.st_mtime_ns if st else -1}\n'.encode())
     return h.hexdigest()[:24]
+
+# %% ../nbs/01_clip.ipynb #464632d6
+def clip_record(model:nn.Module) -> dict:
+    "What a run records about its CLIP: the spec it was loaded by (None: built or given in memory), family, widths, fingerprint."
+    bb = backbone(model)
+    return {'clip': getattr(model, 'searle_source', None), 'clip_family': bb.family, 'clip_width': bb.width,
+            'clip_dim': bb.dim, 'clip_fingerprint': model_fingerprint(model)}
 
 # %% ../nbs/01_clip.ipynb #457deec6
 class _ImageDataset(torch.utils.data.Dataset):
