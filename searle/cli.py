@@ -322,7 +322,7 @@ def run_demo(out, # the output folder (the world, every stage's files, metrics.j
              device=None, progress:bool=True) -> dict:
     "Every stage of SEARLE on the offline world; returns `{method: {metric: value}}`."
     from searle import world
-    from searle.clip import model_preprocess, extract_features, load_pseudo_tokens
+    from searle.clip import model_preprocess, extract_features, load_pseudo_tokens, model_fingerprint
     from searle.data import load_dataset
     from searle.phi import PhiConfig, run_train_phi, benchmark_validation, load_phi, phi_token_fn
     cfg, out, times, t0 = config or DemoConfig(), Path(out), {}, time.time()
@@ -370,7 +370,8 @@ def run_demo(out, # the output folder (the world, every stage's files, metrics.j
     retrieval.results_table(results).to_csv(out/'results.csv')
     plot_methods(results).savefig(out/'methods.png', dpi=120)
     plot_queries(ds, rankings['searle-oti'], title='SEARLE-OTI on the offline world').savefig(out/'queries.png', dpi=120)
-    save_json({'demo': asdict(cfg), 'clip': str(clip_model or world.world_clip_path()), 'gpt': str(gpt or world.world_gpt_path()),
+    save_json({'demo': asdict(cfg), 'clip': str(clip_model or world.world_clip_path()), 'clip_fingerprint': model_fingerprint(model),
+               'gpt': str(gpt or world.world_gpt_path()),
                'oti': asdict(ocfg), 'oti_unlabeled': asdict(ucfg), 'phi': asdict(pcfg), 'seconds': times, 'total_seconds': round(time.time() - t0, 1)}, out/'config.json')
     return results
 
