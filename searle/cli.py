@@ -226,7 +226,7 @@ def searle_concepts(out:str=None, # the concept table (CSV) to write; resumed wh
                     dataset_path:str=None, # the dataset's folder
                     split:str=None, # default: the dataset's validation split ('test' for ImageNet)
                     vocabulary:str=None, # an Open Images-style CSV; default: the official file (cached)
-                    clip_model:str='ViT-B/32', # an official CLIP name or a local checkpoint file
+                    clip_model:str='ViT-B/32', # a CLIP: openai name or file, open_clip:ARCH/PRETRAINED, hf:REPO_OR_FOLDER
                     top_k:int=250, # concepts kept per image
                     batch_size:int=32, # images per forward
                     preprocess:str='targetpad', # image preprocessing
@@ -251,7 +251,7 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
                dataset_path:str=None, # the dataset's folder
                out:str='runs/oti', # oti_pseudo_tokens.pt, config.json and the shards go here
                split:str=None, # default: the validation split ('test' for ImageNet)
-               clip_model:str='ViT-B/32', # an official CLIP name or a local checkpoint file
+               clip_model:str='ViT-B/32', # a CLIP: openai name or file, open_clip:ARCH/PRETRAINED, hf:REPO_OR_FOLDER
                preprocess:str='targetpad', # image preprocessing
                steps:int=350, # optimisation steps per image
                lr:float=2e-2, # AdamW learning rate
@@ -269,12 +269,12 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
     "Stage 2: invert every image into a pseudo token (resumable; `accelerate launch` / `torchrun` split the work)."
     check_output(out); check_input(concepts, 'CONCEPTS'); check_input(phrases, 'PHRASES')
     from searle import oti
-    from searle.clip import load_clip, make_preprocess
+    from searle.clip import load_clip, model_preprocess
     images = _dataset_images(dataset, dataset_path, split, 'references')  # checked before CLIP is loaded
     cfg = oti.OTIConfig(steps=steps, lr=lr, weight_decay=weight_decay, batch_size=batch_size, top_k=top_k,
                         lambda_cos=lambda_cos, lambda_gpt=lambda_gpt, ema_decay=ema_decay, seed=seed)
     model = load_clip(clip_model, device='cpu')
-    path = oti.run_oti(model, images, concepts, phrases, out, cfg, preprocess=make_preprocess(preprocess, model.visual.input_resolution),
+    path = oti.run_oti(model, images, concepts, phrases, out, cfg, preprocess=model_preprocess(model, preprocess),
                        cache_dir=cache_dir, device=device, progress=not no_progress)
     print(path)
 
@@ -288,7 +288,7 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
                      dataset_path:str=None, # their folder
                      out:str='runs/phi', # checkpoints, logs and phi_final.pt; an existing run resumes
                      split:str=None, # default: 'test' for ImageNet
-                     clip_model:str='ViT-B/32', # an official CLIP name or a local checkpoint file
+                     clip_model:str='ViT-B/32', # a CLIP: openai name or file, open_clip:ARCH/PRETRAINED, hf:REPO_OR_FOLDER
                      preprocess:str='targetpad', # image preprocessing
                      epochs:int=100, # training epochs
                      batch_size:int=256, # images per step
@@ -322,9 +322,24 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
                         cache_dir=cache_dir, device=device, progress=not no_progress))
 
 # %% ../nbs/10_cli.ipynb #d4d08674
-def default_clip(eval_type:str, clip_model:str|None) -> str:
-    "The CLIP backbone of a run: as given, else the released phi's own ('searle-xl': ViT-L/14), else ViT-B/32."
+def _recorded_clip(path) -> tuple[bool, str|None]:
+    "(whether the run that wrote `path` records its CLIP, the spec it records) for OTI tokens or a phi checkpoint."
+    from searle.core import load_json, load_tensors
+    obj = load_tensors(path)
+    rec = (obj.get('backbone') or obj.get('config') or {}) if isinstance(obj, dict) else {}
+    for cfg in (Path(path).parent/'config.json', Path(path).parent.parent/'config.json'):
+        if 'clip' not in rec and cfg.is_file(): rec = load_json(cfg)
+    return 'clip' in rec, rec.get('clip')
+
+def default_clip(eval_type:str, clip_model:str|None, tokens=None, phi_checkpoint=None) -> str:
+    "The CLIP backbone of a run: as given, else the one the tokens' or phi's run recorded, else the release's own."
     if clip_model: return clip_model
+    made_by = tokens if eval_type == 'oti' else phi_checkpoint if eval_type == 'phi' else None
+    if made_by is not None and Path(made_by).is_file():
+        known, spec = _recorded_clip(made_by)
+        if known and spec is None: raise ValueError(f"{made_by} was made with a CLIP given in memory, which its run cannot name; pass --clip-model")
+        if known: return spec
+        logger.warning('%s records no CLIP backbone; assuming ViT-B/32 (pass --clip-model to choose)', made_by)
     return {'searle': 'ViT-B/32', 'searle-xl': 'ViT-L/14'}.get(eval_type, 'ViT-B/32')
 
 def check_method(eval_type:str, tokens=None, phi_checkpoint=None):
@@ -352,7 +367,7 @@ def method_inputs(eval_type:str, clip_model=None, tokens=None, phi_checkpoint=No
     "The CLIP model of a run and its token source (`token_source`'s dict), its files checked before CLIP loads."
     from searle.clip import load_clip
     check_method(eval_type, tokens, phi_checkpoint)
-    model = load_clip(default_clip(eval_type, clip_model), device=device)
+    model = load_clip(default_clip(eval_type, clip_model, tokens, phi_checkpoint), device=device)
     return model, token_source(eval_type, model, tokens, phi_checkpoint, device, cache_dir)
 
 # %% ../nbs/10_cli.ipynb #47507972
@@ -364,7 +379,7 @@ def searle_validate(dataset:str=None, # the benchmark ('fashioniq', 'cirr' or 'c
                     eval_type:str='oti', # where pseudo tokens come from, or a baseline
                     tokens:str=None, # pseudo-token file for --eval-type oti
                     phi_checkpoint:str=None, # phi weights for --eval-type phi (or a local copy of the released ones)
-                    clip_model:str=None, # an official CLIP name or a checkpoint file (default: ViT-B/32; ViT-L/14 for searle-xl)
+                    clip_model:str=None, # a CLIP spec as for searle-oti (default: the one the tokens' or phi's run recorded; searle: ViT-B/32, searle-xl: ViT-L/14)
                     template:str=None, # the query with $ and {caption} (CIRCO also {shared_concept}); default: a photo of $ that {caption}
                     preprocess:str='targetpad', # image preprocessing
                     split:str='val', # the split with targets
@@ -392,7 +407,7 @@ def searle_submit(dataset:str=None, # 'cirr' or 'circo'
                   eval_type:str='oti', # where pseudo tokens come from, or a baseline
                   tokens:str=None, # pseudo-token file for --eval-type oti (computed on the test split's references)
                   phi_checkpoint:str=None, # phi weights for --eval-type phi
-                  clip_model:str=None, # an official CLIP name or a checkpoint file (default: ViT-B/32; ViT-L/14 for searle-xl)
+                  clip_model:str=None, # a CLIP spec as for searle-oti (default: the one the tokens' or phi's run recorded; searle: ViT-B/32, searle-xl: ViT-L/14)
                   template:str=None, # the query with $ and {caption} (CIRCO also {shared_concept}); default: a photo of $ that {caption}
                   preprocess:str='targetpad', # image preprocessing
                   split:str=None, # default: 'test1' (CIRR) / 'test' (CIRCO)
@@ -493,7 +508,7 @@ def run_demo(out, # the output folder (the world, every stage's files, metrics.j
     "Every stage of SEARLE on the offline world; returns `{method: {metric: value}}`."
     from searle import concepts, oti, phrases, retrieval, world
     from searle.core import load_json, save_json
-    from searle.clip import extract_features, load_clip, make_preprocess
+    from searle.clip import extract_features, load_clip, model_fingerprint, model_preprocess
     from searle.data import load_dataset
     from searle.phi import PhiConfig, run_train_phi, benchmark_validation, load_phi, phi_token_fn
     cfg, out, times, t0 = config or DemoConfig(), Path(out), {}, time.time()
@@ -508,7 +523,7 @@ def run_demo(out, # the output folder (the world, every stage's files, metrics.j
         world.build_world(root, progress=progress, **wcfg)
     lap('world')
     model = load_clip(clip_model or world.world_clip_path(), device=device)
-    pre = make_preprocess('targetpad', model.visual.input_resolution)
+    pre = model_preprocess(model, 'targetpad')
     vocab = world.world_concepts()
     phr = phrases.generate_phrases(gpt or world.world_gpt_path(), vocab, out/'phrases.json', num_return_sequences=cfg.phrases_per_concept,
                                    seed=cfg.seed, device=device, save_every_s=0, progress=progress)
@@ -541,7 +556,8 @@ def run_demo(out, # the output folder (the world, every stage's files, metrics.j
     retrieval.results_table(results).to_csv(out/'results.csv')
     plot_methods(results).savefig(out/'methods.png', dpi=120)
     plot_queries(ds, rankings['searle-oti'], title='SEARLE-OTI on the offline world').savefig(out/'queries.png', dpi=120)
-    save_json({'demo': asdict(cfg), 'clip': str(clip_model or world.world_clip_path()), 'gpt': str(gpt or world.world_gpt_path()),
+    save_json({'demo': asdict(cfg), 'clip': str(clip_model or world.world_clip_path()), 'clip_fingerprint': model_fingerprint(model),
+               'gpt': str(gpt or world.world_gpt_path()),
                'oti': asdict(ocfg), 'oti_unlabeled': asdict(ucfg), 'phi': asdict(pcfg), 'seconds': times, 'total_seconds': round(time.time() - t0, 1)}, out/'config.json')
     return results
 
@@ -553,7 +569,7 @@ DEMO_QUICK = DemoConfig(n_gallery=500, n_queries=100, n_unlabeled=400, phrases_p
 def searle_demo(out:str='runs/demo', # the output folder (a rerun resumes it)
                 seed:int=0, # the world and every stage follow from it
                 quick:bool=False, # a smaller world and shorter runs (the CI preset)
-                clip_model:str=None, # default: the shipped world CLIP
+                clip_model:str=None, # a CLIP spec as for searle-oti (default: the shipped world CLIP)
                 gpt:str=None, # default: the shipped world GPT-Neo
                 device:str=None, # default: CUDA when available
                 no_progress:bool=False, # hide progress bars

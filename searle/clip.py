@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_clip.ipynb #b4665880
 from __future__ import annotations
-import hashlib, logging, os, urllib.error, urllib.request
+import hashlib, logging, os, sys, urllib.error, urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -18,15 +18,17 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from clip.model import CLIP
 from PIL import Image, UnidentifiedImageError
+from torch import nn
 from torchvision import transforms as T
 
 from .core import *
 
 # %% auto #0
-__all__ = ['logger', 'CLIP_PRESETS', 'CLIP_MEAN', 'CLIP_STD', 'PSEUDO_CHAR', 'build_clip', 'clip_config',
+__all__ = ['logger', 'CLIP_PRESETS', 'OPEN_CLIP_TINY', 'HF_PRESETS', 'PSEUDO_CHAR', 'CLIP_MEAN', 'CLIP_STD', 'CLIP_VOCAB',
+           'CLIP_EOT', 'build_clip', 'tokenize', 'pseudo_token_id', 'TextBlock', 'Backbone', 'backbone', 'clip_config',
            'clip_config_from_state_dict', 'save_clip', 'official_clip_path', 'load_clip', 'as_clip', 'TargetPad',
-           'make_preprocess', 'tokenize', 'pseudo_token_id', 'encode_with_pseudo_tokens', 'encode_text',
-           'save_pseudo_tokens', 'check_finite_tokens', 'load_pseudo_tokens', 'ImageList', 'model_fingerprint',
+           'make_preprocess', 'model_preprocess', 'encode_with_pseudo_tokens', 'encode_text', 'save_pseudo_tokens',
+           'check_finite_tokens', 'load_pseudo_tokens', 'ImageList', 'model_fingerprint', 'clip_record',
            'extract_features']
 
 # %% ../nbs/01_clip.ipynb #3dfc32d6
@@ -41,24 +43,198 @@ CLIP_PRESETS = {
     'ViT-L/14': dict(embed_dim=768, image_resolution=224, vision_layers=24, vision_width=1024, vision_patch_size=14,
                      context_length=77, vocab_size=49408, transformer_width=768, transformer_heads=12, transformer_layers=12),
 }
+OPEN_CLIP_TINY = dict(embed_dim=64, vision_cfg=dict(image_size=32, layers=2, width=64, head_width=32, patch_size=8),
+                      text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2, ls_init_value=0.5))
+_HF_TEXT = lambda w, h: dict(hidden_size=w, intermediate_size=4 * w, num_hidden_layers=12, num_attention_heads=h)
+HF_PRESETS = {  # CLIPConfig keyword arguments (its defaults are ViT-B/32)
+    'tiny': dict(text_config=dict(_HF_TEXT(64, 2), num_hidden_layers=2), projection_dim=64,
+                 vision_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                                    image_size=32, patch_size=8)),
+    'ViT-B/32': dict(),
+    'ViT-L/14': dict(text_config=_HF_TEXT(768, 12), projection_dim=768,
+                     vision_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                        num_attention_heads=16, image_size=224, patch_size=14)),
+}
 
-def build_clip(config:str|dict='tiny', # a name in `CLIP_PRESETS` or `clip.model.CLIP` keyword arguments
+# %% ../nbs/01_clip.ipynb #3a9ab1b1
+def _build_config(spec:str|dict) -> dict:
+    "What `build_clip` builds for `spec`: `clip.model.CLIP` kwargs, or {'family': 'open_clip'|'hf', ...}."
+    if isinstance(spec, dict): return dict(spec)
+    if spec in CLIP_PRESETS: return dict(CLIP_PRESETS[spec])
+    fam, _, name = str(spec).partition(':')
+    if fam == 'open_clip' and name == 'tiny': return {'family': 'open_clip', 'model_cfg': OPEN_CLIP_TINY}
+    if fam == 'open_clip' and name:
+        import open_clip
+        if name not in open_clip.list_models():
+            raise ValueError(f"unknown open_clip architecture {name!r}; expected one of open_clip.list_models(), e.g. ViT-B-32, ViT-H-14")
+        return {'family': 'open_clip', 'arch': name}
+    if fam == 'hf' and name in HF_PRESETS: return {'family': 'hf', 'config': HF_PRESETS[name]}
+    raise ValueError(f"unknown CLIP preset {spec!r}; expected one of {sorted(CLIP_PRESETS)}, 'open_clip:ARCH' "
+                     f"(any open_clip architecture, or 'tiny') or 'hf:' + one of {sorted(HF_PRESETS)}")
+
+class _quiet_logs:
+    "Silence library log records below ERROR for a moment (open_clip warns that random weights are random)."
+    def __enter__(self): logging.disable(logging.WARNING)
+    def __exit__(self, *a): logging.disable(logging.NOTSET)
+
+# %% ../nbs/01_clip.ipynb #fb4ed22c
+def _build_family(cfg:dict) -> nn.Module:
+    "A random OpenCLIP or Hugging Face CLIP from `_build_config`'s description."
+    if cfg['family'] == 'open_clip':
+        import open_clip
+        if 'arch' in cfg:
+            with _quiet_logs(): return open_clip.create_model(cfg['arch'], pretrained=None)
+        mc = dict(cfg['model_cfg'])
+        return (open_clip.CustomTextCLIP if mc.pop('custom_text', False) else open_clip.CLIP)(**mc)
+    if cfg['family'] == 'hf':
+        from transformers import CLIPConfig, CLIPModel
+        return CLIPModel(CLIPConfig(**cfg['config']))
+    raise ValueError(f"unknown CLIP family {cfg['family']!r}; expected 'open_clip' or 'hf'")
+
+def build_clip(config:str|dict='tiny', # a preset: 'tiny', 'ViT-B/32', 'open_clip:ARCH', 'hf:ViT-L/14'...; or a config
                seed:int|None=0, # seeds the random initialisation (`None`: the current global stream)
-              ) -> CLIP:
-    "A `clip.model.CLIP` with random weights, float32, in eval mode, on CPU."
-    if isinstance(config, str):
-        if config not in CLIP_PRESETS: raise ValueError(f"unknown CLIP preset {config!r}; expected one of {sorted(CLIP_PRESETS)}")
-        config = CLIP_PRESETS[config]
+              ) -> nn.Module:
+    "A CLIP of any family with random weights (no download), float32, in eval mode, on CPU."
+    cfg = _build_config(config)
     with torch.random.fork_rng(devices=[], enabled=seed is not None):  # the caller's random stream is left as it was
         if seed is not None: torch.manual_seed(seed)
-        model = CLIP(**config).float().eval()
-    model.searle_config = dict(config)
+        model = (_build_family(cfg) if 'family' in cfg else CLIP(**cfg)).float().eval()
+    model.searle_config = cfg if 'family' not in cfg or cfg['family'] != 'hf' else {'family': 'hf', 'config': model.config.to_dict()}
     return model
 
+# %% ../nbs/01_clip.ipynb #f041ddc8
+PSEUDO_CHAR = '$'
+
+def tokenize(texts:str|Sequence[str]) -> torch.Tensor:
+    "CLIP tokens [B, 77], truncated at the context length."
+    return clip.tokenize([texts] if isinstance(texts, str) else list(texts), truncate=True)
+
+def pseudo_token_id() -> int:
+    "The BPE id of `$`."
+    ids = clip.clip._tokenizer.encode(PSEUDO_CHAR)
+    if len(ids) != 1: raise RuntimeError(f"CLIP's tokenizer splits {PSEUDO_CHAR!r} into {ids}; expected one token")
+    return ids[0]
+
+# %% ../nbs/01_clip.ipynb #209761c0
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # openai's image normalisation (OpenCLIP's default too)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_VOCAB, CLIP_EOT = 49408, 49407                 # CLIP's BPE: its size and the end-of-text id
+
+def _identity(x): return x
+
+@dataclass
+class TextBlock:
+    "One pre-norm text block: x + ls_1(out_proj(attn(ln_1(x)))), then x + ls_2(mlp(ln_2(x)))."
+    ln_1: Callable; qkv: Callable; heads: int; out_proj: Callable  # qkv: [N, W] -> [N, 3W], q | k | v
+    ls_1: Callable; ln_2: Callable; mlp: Callable; ls_2: Callable
+
+def _mha_block(blk, causal:bool=True) -> TextBlock|str:
+    "openai's and OpenCLIP's block (packed `in_proj_weight`), or why it has no fast path."
+    a = getattr(blk, 'attn', None)
+    if not isinstance(a, nn.MultiheadAttention) or a.in_proj_weight is None or not causal:
+        return f"{type(blk).__name__} without a causal nn.MultiheadAttention with a packed in_proj_weight"
+    return TextBlock(blk.ln_1, lambda x: F.linear(x, a.in_proj_weight, a.in_proj_bias), a.num_heads, a.out_proj,
+                     getattr(blk, 'ls_1', _identity), blk.ln_2, blk.mlp, getattr(blk, 'ls_2', _identity))
+
+def _hf_block(layer) -> TextBlock:
+    "A Hugging Face `CLIPEncoderLayer` (separate q, k, v projections)."
+    a = layer.self_attn
+    return TextBlock(layer.layer_norm1, lambda x: torch.cat([a.q_proj(x), a.k_proj(x), a.v_proj(x)], -1), a.num_heads,
+                     a.out_proj, _identity, layer.layer_norm2, layer.mlp, _identity)
+
+# %% ../nbs/01_clip.ipynb #9bdd2993
+@dataclass
+class Backbone:
+    "searle's view of one CLIP of any family: its text tower's parts, its tokenizer's rules, its image tower."
+    family: str                      # 'openai', 'open_clip' or 'hf'
+    token_embedding: nn.Embedding    # [vocab, W]
+    positions: torch.Tensor          # [77, W] positional embeddings
+    blocks: list                     # a TextBlock per layer, or the reason a layer has no fast path
+    ln_final: Callable
+    project: Callable                # [B, W] -> [B, D] the text projection
+    eot_id: int|None                 # None: end-of-text is the highest id; else the first position holding eot_id
+    own_text: Callable               # the family's own 77-token pass: tokens [B, 77] -> features [B, D]
+    own_image: Callable|None         # images [B, 3, H, W] -> features [B, D] (None: a text tower alone)
+    image_size: int|None; mean: tuple; std: tuple  # the image tower's resolution and normalisation
+    width: int; dim: int             # token width W, feature dim D
+
+    def eot(self, tokens:torch.Tensor) -> torch.Tensor:
+        "[B] position of each row's end-of-text, by the family's rule."
+        return tokens.argmax(-1) if self.eot_id is None else (tokens == self.eot_id).int().argmax(-1)
+    def text_blocks(self) -> list[TextBlock]:
+        "The blocks, or a TypeError naming the first one the fast path cannot run."
+        for i, b in enumerate(self.blocks):
+            if isinstance(b, str): raise TypeError(f"text block {i} is {b}; use trim=False (the family's own pass)")
+        return self.blocks
+    def tokenize(self, texts) -> torch.Tensor: return tokenize(texts)   # CLIP's BPE, shared by the three families
+    @property
+    def pseudo_id(self) -> int: return pseudo_token_id()
+
+# %% ../nbs/01_clip.ipynb #9911ef69
+def _openai_backbone(m) -> Backbone:
+    blocks = [_mha_block(b, getattr(b, 'attn_mask', None) is not None) for b in m.transformer.resblocks]
+    return Backbone('openai', m.token_embedding, m.positional_embedding, blocks, m.ln_final, lambda x: x @ m.text_projection,
+                    None, m.encode_text, m.encode_image, m.visual.input_resolution, CLIP_MEAN, CLIP_STD,
+                    m.token_embedding.embedding_dim, m.text_projection.shape[1])
+
+def _hf_backbone(m) -> Backbone:
+    if type(m).__name__ != 'CLIPModel':
+        raise ValueError(f"{type(m).__name__} is not a transformers CLIPModel; searle needs CLIP's BPE tokenizer "
+                         "(SigLIP and other models with their own tokenizer are not supported)")
+    t, tc, vc = m.text_model, m.config.text_config, m.config.vision_config
+    return Backbone('hf', t.embeddings.token_embedding, t.embeddings.position_embedding.weight,
+                    [_hf_block(l) for l in t.encoder.layers], t.final_layer_norm, m.text_projection,
+                    None if tc.eos_token_id == 2 else tc.eos_token_id,  # transformers' rule: 2 marks old configs (argmax)
+                    lambda ids: m.text_projection(t(input_ids=ids).pooler_output),
+                    lambda x: m.visual_projection(m.vision_model(pixel_values=x).pooler_output), vc.image_size,
+                    tuple(getattr(m, 'searle_image_mean', CLIP_MEAN)), tuple(getattr(m, 'searle_image_std', CLIP_STD)),
+                    tc.hidden_size, m.config.projection_dim)
+
+# %% ../nbs/01_clip.ipynb #f3b612fc
+def _open_clip_backbone(m) -> Backbone:
+    t = getattr(m, 'text', m) if type(m).__name__ != 'CLIP' else m  # CustomTextCLIP keeps its text tower in `.text`
+    if not hasattr(t, 'token_embedding'):
+        raise ValueError(f"this {type(m).__name__}'s text tower is {type(t).__name__}, with its own tokenizer; "
+                         "searle needs a CLIP BPE text transformer")
+    pool, eos = getattr(t, 'text_pool_type', getattr(t, 'pool_type', None)), getattr(t, 'text_eos_id', getattr(t, 'eos_id', None))
+    if pool not in ('argmax', 'eos') or getattr(t, 'cls_emb', None) is not None or t.attn_mask is None:
+        raise ValueError(f"this {type(m).__name__}'s text tower pools {pool!r} (or is not causal); searle needs CLIP's "
+                         "causal text transformer read at the end-of-text (SigLIP-style towers are not supported)")
+    p, vis = t.text_projection, getattr(m, 'visual', None)
+    proj = _identity if p is None else p if isinstance(p, nn.Linear) else (lambda x: x @ p)
+    size, pc = getattr(vis, 'image_size', None), getattr(vis, 'preprocess_cfg', None) or {}
+    W = t.token_embedding.embedding_dim
+    D = W if p is None else p.out_features if isinstance(p, nn.Linear) else p.shape[1]
+    return Backbone('open_clip', t.token_embedding, t.positional_embedding, [_mha_block(b) for b in t.transformer.resblocks],
+                    t.ln_final, proj, eos if pool == 'eos' else None, m.encode_text if vis is not None else t,
+                    m.encode_image if vis is not None else None, size[0] if isinstance(size, (tuple, list)) else size,
+                    tuple(pc.get('mean', CLIP_MEAN)), tuple(pc.get('std', CLIP_STD)), W, D)
+
+# %% ../nbs/01_clip.ipynb #6c25b0e4
+def backbone(model:nn.Module) -> Backbone:
+    "searle's adapter for `model`: openai `clip.model.CLIP`, `open_clip.CLIP` / `CustomTextCLIP` or `transformers.CLIPModel`."
+    mod = type(model).__module__
+    if isinstance(model, CLIP): bb = _openai_backbone(model)
+    elif mod.startswith('open_clip'): bb = _open_clip_backbone(model)
+    elif mod.startswith('transformers'): bb = _hf_backbone(model)
+    else: raise TypeError(f"{type(model).__name__} ({mod}) is not a CLIP searle knows; expected clip.model.CLIP, "
+                          "open_clip.CLIP / CustomTextCLIP or transformers.CLIPModel")
+    V = bb.token_embedding.num_embeddings
+    if V != CLIP_VOCAB or bb.eot_id not in (None, CLIP_EOT) or bb.positions.shape[0] != 77:
+        raise ValueError(f"this {type(model).__name__} has {V} token ids, end-of-text {bb.eot_id or 'argmax'} and "
+                         f"{bb.positions.shape[0]} positions; searle needs CLIP's BPE ({CLIP_VOCAB} ids, end-of-text "
+                         f"{CLIP_EOT}, 77 positions), as openai, OpenCLIP and Hugging Face CLIP models have")
+    return bb
+
 # %% ../nbs/01_clip.ipynb #27438e53
-def clip_config(model:CLIP) -> dict:
-    "The `clip.model.CLIP` keyword arguments that rebuild `model`."
+def clip_config(model:nn.Module) -> dict:
+    "What rebuilds `model`: `clip.model.CLIP` keyword arguments, or {'family': 'open_clip' | 'hf', ...}."
     if getattr(model, 'searle_config', None): return dict(model.searle_config)
+    fam = backbone(model).family
+    if fam == 'hf': return {'family': 'hf', 'config': model.config.to_dict()}
+    if fam == 'open_clip':
+        raise ValueError("this open_clip model does not record its architecture: build it with build_clip('open_clip:ARCH') "
+                         "or load it with load_clip('open_clip:ARCH/PRETRAINED')")
     return clip_config_from_state_dict(model.state_dict())
 
 def clip_config_from_state_dict(sd:dict) -> dict:
@@ -76,36 +252,42 @@ def clip_config_from_state_dict(sd:dict) -> dict:
                 transformer_layers=len({k.split('.')[2] for k in sd if k.startswith('transformer.resblocks')}))
 
 # %% ../nbs/01_clip.ipynb #d4eae23a
-def save_clip(model:CLIP, path, # where to write the checkpoint
+def _embedding_key(model:nn.Module) -> str:
+    "The state-dict key of `model`'s token embedding (it differs by family)."
+    emb = backbone(model).token_embedding
+    return next(n for n, mod in model.named_modules() if mod is emb) + '.weight'
+
+def save_clip(model:nn.Module, path, # where to write the checkpoint
               token_ids:Sequence[int]|None=None, # store only these rows of the token embedding
               half:bool=False, # store float16 (halves the file; loads back as float32)
               **extra): # more JSON-able metadata kept beside the weights
-    "Write `{'format': 'searle-clip', 'config', 'state_dict', ...}` atomically."
-    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    "Write `{'format': 'searle-clip', 'config', 'state_dict', ...}` atomically (any family)."
+    sd, key = {k: v.detach().cpu() for k, v in model.state_dict().items()}, _embedding_key(model)
     if token_ids is not None:
         token_ids = torch.as_tensor(sorted(set(int(i) for i in token_ids)), dtype=torch.long)
-        sd['token_embedding.weight'] = sd['token_embedding.weight'][token_ids]
+        sd[key] = sd[key][token_ids]
     if half: sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
     save_tensors({'format': 'searle-clip', 'config': clip_config(model), 'state_dict': sd,
                   'token_ids': token_ids, **extra}, path)
 
 # %% ../nbs/01_clip.ipynb #cb8885d1
-def _clip_from_state_dict(sd:dict, config:dict|None=None, token_ids=None) -> CLIP:
+def _clip_from_state_dict(sd:dict, config:dict|None=None, token_ids=None) -> nn.Module:
     sd = {k: v for k, v in sd.items() if k not in ('input_resolution', 'context_length', 'vocab_size')}
     if config is None and 'visual.proj' not in sd:  # ResNet CLIP: openai's builder (it rounds through fp16)
         return clip.model.build_model(sd).float().eval()
     config = config or clip_config_from_state_dict(sd)
     model = build_clip(config, seed=None)
     if token_ids is not None:
-        emb = torch.zeros_like(model.token_embedding.weight)
-        emb[torch.as_tensor(token_ids, dtype=torch.long)] = sd['token_embedding.weight'].float()
-        sd = {**sd, 'token_embedding.weight': emb}
+        key = _embedding_key(model)
+        emb = torch.zeros_like(model.state_dict()[key])
+        emb[torch.as_tensor(token_ids, dtype=torch.long)] = sd[key].float()
+        sd = {**sd, key: emb}
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
     if missing or unexpected:
-        raise ValueError(f"CLIP checkpoint does not match its configuration {config}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(f"CLIP checkpoint does not match its configuration {str(config)[:200]}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model.eval()
 
-def _read_clip_file(path:Path) -> CLIP:
+def _read_clip_file(path:Path) -> nn.Module:
     try: obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception:  # the official files are TorchScript archives
         try:
@@ -128,40 +310,105 @@ def official_clip_path(name:str, download_root=None) -> tuple[Path, str]:
     root = Path(download_root or Path('~/.cache/clip').expanduser())
     return root / os.path.basename(url), url
 
-def load_clip(name_or_path:str|os.PathLike, # an official name such as 'ViT-B/32', or a checkpoint file
-              device=None, # `None`: CUDA when available, else CPU
-              download_root=None, # openai's cache folder, default ~/.cache/clip
-              dtype=None, # `None`: float32
-             ) -> CLIP:
-    "Load CLIP by official name (checksummed download and cache) or from a local file, in eval mode."
-    device, dtype = resolve_device(device), resolve_dtype(dtype)
+def _offline() -> bool: return '1' in (os.environ.get('SEARLE_OFFLINE'), os.environ.get('HF_HUB_OFFLINE'))
+
+def _openai_file(name_or_path, download_root=None) -> Path:
+    "The local file of an openai name (cached or downloaded) or path."
     p = Path(name_or_path)
-    if not p.is_file():
-        if str(name_or_path) not in clip.clip._MODELS:
-            raise FileNotFoundError(f"no CLIP checkpoint at {p}, and {str(name_or_path)!r} is not an official name {clip.available_models()}")
-        target, url = official_clip_path(str(name_or_path), download_root)
-        offline = os.environ.get('SEARLE_OFFLINE') == '1'
-        try:
-            if offline and not target.is_file(): raise OSError('SEARLE_OFFLINE=1')
-            p = Path(clip.clip._download(url, str(target.parent)))
-        except (OSError, urllib.error.URLError) as e:
-            raise FileNotFoundError(f"CLIP {name_or_path} is not cached and could not be downloaded ({e}). "
-                                    f"Put the file from {url} at {target}, or pass the file's path.") from None
-    model = _read_clip_file(p)
-    model.searle_source = str(name_or_path)
+    if p.is_file(): return p
+    if str(name_or_path) not in clip.clip._MODELS:
+        raise FileNotFoundError(f"no CLIP checkpoint at {p}, and {str(name_or_path)!r} is not an official name {clip.available_models()}, "
+                                "'open_clip:ARCH/PRETRAINED' or 'hf:REPO_OR_FOLDER'")
+    target, url = official_clip_path(str(name_or_path), download_root)
+    try:
+        if os.environ.get('SEARLE_OFFLINE') == '1' and not target.is_file(): raise OSError('SEARLE_OFFLINE=1')
+        return Path(clip.clip._download(url, str(target.parent)))
+    except (OSError, urllib.error.URLError) as e:
+        raise FileNotFoundError(f"CLIP {name_or_path} is not cached and could not be downloaded ({e}). "
+                                f"Put the file from {url} at {target}, or pass the file's path.") from None
+
+# %% ../nbs/01_clip.ipynb #9d5161b4
+def _open_clip_weights(arch:str, tag:str, cache_dir=None) -> str:
+    "The local file of OpenCLIP's pretrained `arch`/`tag`: its cache, or a download; one clear error when neither."
+    import open_clip, huggingface_hub
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    if cfg.get('hf_hub'):
+        repo, fname = os.path.split(cfg['hf_hub'].rstrip('/') + ('/open_clip_pytorch_model.bin' if cfg['hf_hub'].endswith('/') else ''))
+        where, cache = f'https://huggingface.co/{repo}', cache_dir or huggingface_hub.constants.HF_HUB_CACHE
+        get = lambda: huggingface_hub.hf_hub_download(repo, fname, cache_dir=cache_dir, local_files_only=_offline())
+    else:
+        url = cfg['url']; fname, where = os.path.basename(url), url
+        cache = Path(cache_dir or Path('~/.cache/clip').expanduser())
+        if (cache / fname).is_file(): return str(cache / fname)
+        get = lambda: open_clip.pretrained.download_pretrained_from_url(url, cache_dir=str(cache)) if not _offline() else None
+    try: f = get()
+    except Exception as e: f, err = None, str(e).splitlines()[0] if str(e) else type(e).__name__
+    else: err = 'offline'
+    if f: return f
+    raise FileNotFoundError(f"OpenCLIP weights {arch}/{tag} are not in the cache {cache} and could not be downloaded ({err}). "
+                            f"Get {fname} from {where} and pass 'open_clip:{arch}/PATH/TO/{fname}', or put it in that cache.")
+
+# %% ../nbs/01_clip.ipynb #257b09e6
+def _load_open_clip(rest:str, cache_dir=None) -> nn.Module:
+    "`open_clip:ARCH/PRETRAINED`, PRETRAINED a tag or a checkpoint file."
+    import open_clip
+    arch, _, pre = rest.partition('/')
+    if arch not in open_clip.list_models():
+        raise ValueError(f"unknown open_clip architecture {arch!r} in 'open_clip:{rest}'; expected one of open_clip.list_models()")
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if not pre: raise ValueError(f"'open_clip:{arch}' names no weights: use 'open_clip:{arch}/TAG' (TAG in {tags}) or "
+                                 f"'open_clip:{arch}/FILE'; build_clip('open_clip:{arch}') gives random weights")
+    if not Path(pre).is_file():
+        if pre not in tags: raise FileNotFoundError(f"no checkpoint file {pre}, and {pre!r} is not a pretrained tag of {arch} {tags}")
+        pre = _open_clip_weights(arch, pre, cache_dir)
+    with _quiet_logs(): model = open_clip.create_model(arch, pretrained=str(pre))
+    model.searle_config = {'family': 'open_clip', 'arch': arch}
+    return model
+
+# %% ../nbs/01_clip.ipynb #10dabedd
+def _load_hf(name:str, cache_dir=None) -> nn.Module:
+    "`hf:REPO_OR_FOLDER` as a `transformers.CLIPModel`, with the folder's image mean and std when it has them."
+    from transformers import CLIPModel
+    import huggingface_hub
+    p = Path(name)
+    if p.is_dir():
+        if not (p/'config.json').is_file(): raise FileNotFoundError(f"{p} has no config.json; expected a folder written by CLIPModel.save_pretrained")
+        if (mt := load_json(p/'config.json').get('model_type')) != 'clip':
+            raise ValueError(f"{p/'config.json'} describes a {mt!r} model; searle needs a CLIPModel ('clip'), whose tokenizer is CLIP's BPE")
+    try: model = CLIPModel.from_pretrained(str(p) if p.is_dir() else name, cache_dir=cache_dir, local_files_only=_offline())
+    except (OSError, ValueError) as e:
+        cache = cache_dir or huggingface_hub.constants.HF_HUB_CACHE
+        raise FileNotFoundError(f"Hugging Face CLIP {name!r} is not in the cache {cache} and could not be downloaded "
+                                f"({str(e).splitlines()[0]}). Put a folder written by CLIPModel.save_pretrained (config.json and "
+                                f"model.safetensors) somewhere and pass 'hf:FOLDER', or fill that cache.") from None
+    pp = p/'preprocessor_config.json'
+    if p.is_dir() and pp.is_file():
+        pc = load_json(pp); model.searle_image_mean, model.searle_image_std = pc.get('image_mean', CLIP_MEAN), pc.get('image_std', CLIP_STD)
+    return model
+
+# %% ../nbs/01_clip.ipynb #dd67a568
+def load_clip(spec:str|os.PathLike, # 'ViT-B/32' or a file; 'open_clip:ARCH/PRETRAINED'; 'hf:REPO_OR_FOLDER'
+              device=None, # `None`: CUDA when available, else CPU
+              download_root=None, # the family's cache folder (openai: ~/.cache/clip; others: their own default)
+              dtype=None, # `None`: float32
+             ) -> nn.Module:
+    "Load a CLIP of any family, in eval mode, as the library's own model object; `searle_source` records `spec`."
+    device, dtype, s = resolve_device(device), resolve_dtype(dtype), str(spec)
+    if s.startswith('open_clip:'): model = _load_open_clip(s[len('open_clip:'):], download_root)
+    elif s.startswith('hf:'): model = _load_hf(s[len('hf:'):], download_root)
+    else: model = _read_clip_file(_openai_file(spec, download_root))
+    backbone(model)  # refuse a model searle cannot encode with now, not at its first prompt
+    model.searle_source = s
     return model.to(device=device, dtype=dtype).eval()
 
 # %% ../nbs/01_clip.ipynb #51928170
-def as_clip(model_or_name, # a loaded CLIP, an official name, or a checkpoint file
-            device=None) -> CLIP:
+def as_clip(model_or_name, # a loaded CLIP of any family, or a `load_clip` spec
+            device=None) -> nn.Module:
     "A CLIP in eval mode on `device`: loaded through `load_clip`, or the given model moved there."
     if isinstance(model_or_name, (str, os.PathLike)): return load_clip(model_or_name, device=device)
     return model_or_name.to(resolve_device(device)).eval()
 
 # %% ../nbs/01_clip.ipynb #c0259b57
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
 class TargetPad:
     "Pad an image with black so its aspect ratio is at most `ratio` (SEARLE's targetpad)."
     def __init__(self, ratio:float=1.25): self.ratio = ratio
@@ -180,28 +427,24 @@ class _ToRGB:
     def __repr__(self): return 'ToRGB()'
 
 def make_preprocess(kind:str='targetpad', # 'targetpad' (SEARLE's default) or 'clip'
-                    size:int=224, # the model's input resolution (`model.visual.input_resolution`)
+                    size:int=224, # the model's input resolution (`backbone(model).image_size`)
                     ratio:float=1.25, # targetpad's target aspect ratio
+                    mean:Sequence[float]=CLIP_MEAN, std:Sequence[float]=CLIP_STD, # the image tower's normalisation
                    ) -> Callable:
     "PIL image → normalised tensor [3, size, size]."
     if kind not in ('targetpad', 'clip'): raise ValueError(f"unknown preprocessing {kind!r}; expected 'targetpad' or 'clip'")
     steps = [TargetPad(ratio)] if kind == 'targetpad' else []
     steps += [T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size), _ToRGB(),
-              T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)]
+              T.ToTensor(), T.Normalize(tuple(mean), tuple(std))]
     return T.Compose(steps)
 
-# %% ../nbs/01_clip.ipynb #f041ddc8
-PSEUDO_CHAR = '$'
-
-def tokenize(texts:str|Sequence[str]) -> torch.Tensor:
-    "CLIP tokens [B, 77], truncated at the context length."
-    return clip.tokenize([texts] if isinstance(texts, str) else list(texts), truncate=True)
-
-def pseudo_token_id() -> int:
-    "The BPE id of `$`."
-    ids = clip.clip._tokenizer.encode(PSEUDO_CHAR)
-    if len(ids) != 1: raise RuntimeError(f"CLIP's tokenizer splits {PSEUDO_CHAR!r} into {ids}; expected one token")
-    return ids[0]
+def model_preprocess(model, kind:str|Callable='targetpad', # 'targetpad', 'clip', or a callable (returned as it is)
+                     ratio:float=1.25) -> Callable:
+    "`make_preprocess` at `model`'s input resolution, with its image tower's mean and std."
+    if callable(kind): return kind
+    bb = backbone(model)
+    if bb.image_size is None: raise ValueError(f"this {type(model).__name__} has no image tower to preprocess for")
+    return make_preprocess(kind, bb.image_size, ratio, bb.mean, bb.std)
 
 # %% ../nbs/01_clip.ipynb #9fc8cf1e
 @dataclass
@@ -219,9 +462,10 @@ class _TextPlan:
 
 def _text_plan(tokens:torch.Tensor, # [B, 77] CLIP tokens
                shared:Sequence[int]|None=None, # per prompt, how many leading positions depend on the tokens alone (default: all)
+               eot:Sequence[int]|None=None, # per prompt, its end-of-text position (default: the highest id, CLIP's rule)
               ) -> _TextPlan:
     "Flat rows for `tokens` trimmed at end-of-text, their leading positions shared through a prefix tree."
-    rows, eot = tokens.tolist(), tokens.argmax(-1).tolist()
+    rows, eot = tokens.tolist(), tokens.argmax(-1).tolist() if eot is None else list(eot)
     B, L = len(rows), max(eot) + 1
     shared = [e + 1 for e in eot] if shared is None else list(shared)
     tree, flat_s, flat_r, index = {}, [], [], []  # tree: (parent row, token) → shared row; flat_*: (b*L + p, token, p)
@@ -239,52 +483,49 @@ def _text_plan(tokens:torch.Tensor, # [B, 77] CLIP tokens
     return _TextPlan(B, L, S, index, torch.tensor(rep), torch.tensor(token), torch.tensor(pos), index[torch.arange(B), eot])
 
 # %% ../nbs/01_clip.ipynb #7c586591
-def _check_text_blocks(model:CLIP):
-    for i, blk in enumerate(model.transformer.resblocks):
-        a = getattr(blk, 'attn', None)
-        if not isinstance(a, torch.nn.MultiheadAttention) or a.in_proj_weight is None or getattr(blk, 'attn_mask', None) is None:
-            raise TypeError(f"text block {i} is {type(blk).__name__}; expected CLIP's causal ResidualAttentionBlock with a packed in_proj_weight")
-
-def _attention(blk, x:torch.Tensor, plan:_TextPlan) -> torch.Tensor:
+def _attention(blk:TextBlock, x:torch.Tensor, plan:_TextPlan) -> torch.Tensor:
     "Causal self-attention of one block on flat rows x [N, W], before out_proj: [N, W]."
-    a = blk.attn; W, H = a.embed_dim, a.num_heads
-    qkv = F.linear(blk.ln_1(x), a.in_proj_weight, a.in_proj_bias)                                      # [N, 3W]
+    W, H = x.shape[-1], blk.heads
+    qkv = blk.qkv(blk.ln_1(x))                                                                          # [N, 3W]
     q, k, v = qkv.index_select(0, plan.index.flatten()).view(plan.B, plan.L, 3, H, W // H).permute(2, 0, 3, 1, 4)  # [B, H, L, W/H]
     o = F.scaled_dot_product_attention(q, k, v, is_causal=True)                                        # [B, H, L, W/H]
     return o.transpose(1, 2).reshape(plan.B * plan.L, W).index_select(0, plan.rep)                     # [N, W]
 
-def _text_tower(model:CLIP, x:torch.Tensor, # [N, W] flat rows: token embeddings plus positional embeddings
+def _text_tower(bb:Backbone, x:torch.Tensor, # [N, W] flat rows: token embeddings plus positional embeddings
                 plan:_TextPlan) -> torch.Tensor:
-    "CLIP's text transformer, final norm and projection on flat rows: features [B, D] at the end-of-text."
-    *blocks, last = model.transformer.resblocks
+    "The family's text blocks, final norm and projection on flat rows: features [B, D] at the end-of-text."
+    *blocks, last = bb.text_blocks()
     for blk in blocks:
-        x = x + blk.attn.out_proj(_attention(blk, x, plan))
-        x = x + blk.mlp(blk.ln_2(x))
+        x = x + blk.ls_1(blk.out_proj(_attention(blk, x, plan)))
+        x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
     o = _attention(last, x, plan).index_select(0, plan.eot)                                            # last block: end-of-text only
-    x = x.index_select(0, plan.eot) + last.attn.out_proj(o)                                            # [B, W]
-    x = x + last.mlp(last.ln_2(x))
-    return model.ln_final(x) @ model.text_projection                                                    # [B, D]
+    x = x.index_select(0, plan.eot) + last.ls_1(last.out_proj(o))                                      # [B, W]
+    x = x + last.ls_2(last.mlp(last.ln_2(x)))
+    return bb.project(bb.ln_final(x))                                                                   # [B, D]
 
 # %% ../nbs/01_clip.ipynb #83ee8a31
 def _as_tokens(prompts) -> torch.Tensor:
     return prompts.cpu() if isinstance(prompts, torch.Tensor) else tokenize(prompts)
 
-def _encode_embedded(model:CLIP, x:torch.Tensor, eot:torch.Tensor) -> torch.Tensor:
-    "CLIP's own text tower on token embeddings x [B, 77, W], as `CLIP.encode_text` runs it: the reference (`trim=False`)."
-    x = x + model.positional_embedding[:x.shape[1]].to(x.dtype)        # [B, 77, W]
-    x = model.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
-    x = model.ln_final(x[torch.arange(x.shape[0], device=x.device), eot])  # [B, W]
-    return x @ model.text_projection                                    # [B, D]
+def _own_text_with(bb:Backbone, tokens:torch.Tensor, # [B, 77] on the model's device
+                   first:torch.Tensor, pt:torch.Tensor, # [B] position of each `$`; [B, W] pseudo tokens
+                  ) -> torch.Tensor:
+    "The family's own 77-token text pass with the embedding of each prompt's first `$` replaced: the reference (`trim=False`)."
+    hit = F.one_hot(first, tokens.shape[1]).bool().unsqueeze(-1)      # [B, 77, 1]
+    h = bb.token_embedding.register_forward_hook(lambda mod, args, out: torch.where(hit, pt.unsqueeze(1).to(out.dtype), out))
+    try: return bb.own_text(tokens)                                   # [B, D]
+    finally: h.remove()
 
 # %% ../nbs/01_clip.ipynb #6567cd0c
-def encode_with_pseudo_tokens(model:CLIP, prompts:Sequence[str]|torch.Tensor, # B prompts (or tokens [B, 77]) each holding `$`
+def encode_with_pseudo_tokens(model:nn.Module, prompts:Sequence[str]|torch.Tensor, # B prompts (or tokens [B, 77]) each holding `$`
                               pseudo_tokens:torch.Tensor, # [B, W] one per prompt, or [W] / [1, W] shared
-                              trim:bool=True, # run only the positions that can matter (same result, less work); False: CLIP's 77-token pass
+                              trim:bool=True, # run only the positions that can matter (same result, less work); False: the family's 77-token pass
                              ) -> torch.Tensor:
-    "Text features [B, D] of `prompts` with the first `$` of each replaced by its pseudo token."
-    dev, dt, W = model.token_embedding.weight.device, model.token_embedding.weight.dtype, model.token_embedding.weight.shape[1]
+    "Text features [B, D] of `prompts` with the first `$` of each replaced by its pseudo token (any CLIP family)."
+    bb = backbone(model)
+    dev, dt, W = bb.token_embedding.weight.device, bb.token_embedding.weight.dtype, bb.width
     tokens = _as_tokens(prompts)                                        # [B, 77] on the CPU, where the plan is made
-    B, pid = tokens.shape[0], pseudo_token_id()
+    B, pid = tokens.shape[0], bb.pseudo_id
     pt = pseudo_tokens.to(dev).reshape(-1, pseudo_tokens.shape[-1])
     if pt.shape[0] == 1: pt = pt.expand(B, -1)
     if pt.shape != (B, W):
@@ -295,32 +536,30 @@ def encode_with_pseudo_tokens(model:CLIP, prompts:Sequence[str]|torch.Tensor, # 
         shown = prompts[i] if not isinstance(prompts, torch.Tensor) else tokens[i].tolist()
         raise ValueError(f"prompt {i} has no pseudo-word {PSEUDO_CHAR!r}: {shown!r}")
     first = is_p.int().argmax(1)                                        # [B] position of the first `$`
-    if not trim:
-        x = model.token_embedding(tokens.to(dev))                       # [B, 77, W]
-        x = torch.where(F.one_hot(first, tokens.shape[1]).bool().unsqueeze(-1).to(dev), pt.unsqueeze(1).to(dt), x)
-        return _encode_embedded(model, x, tokens.argmax(-1).to(dev))
-    _check_text_blocks(model)
-    plan, first = _text_plan(tokens, shared=first.tolist()).to(dev), first.to(dev)
-    x = model.token_embedding(plan.token) + model.positional_embedding[plan.pos].to(dt)  # [N, W] in the model's dtype
+    if not trim: return _own_text_with(bb, tokens.to(dev), first.to(dev), pt)
+    bb.text_blocks()
+    plan, first = _text_plan(tokens, shared=first.tolist(), eot=bb.eot(tokens).tolist()).to(dev), first.to(dev)
+    x = bb.token_embedding(plan.token) + bb.positions[plan.pos].to(dt)  # [N, W] in the model's dtype
     slot = plan.index[torch.arange(B, device=dev), first]              # [B] the row of each prompt's `$`
-    x = x.index_copy(0, slot, pt.to(dt) + model.positional_embedding[first].to(dt))
-    return _text_tower(model, x, plan)
+    x = x.index_copy(0, slot, pt.to(dt) + bb.positions[first].to(dt))
+    return _text_tower(bb, x, plan)
 
 # %% ../nbs/01_clip.ipynb #1f9ac3d7
-def encode_text(model:CLIP, texts:Sequence[str]|torch.Tensor, # prompts, or tokens [B, 77]
+def encode_text(model:nn.Module, texts:Sequence[str]|torch.Tensor, # prompts, or tokens [B, 77]
                 batch_size:int=256, # prompts per forward
-                trim:bool=True, # run only the positions that can matter (same result, less work); False: CLIP's 77-token pass
+                trim:bool=True, # run only the positions that can matter (same result, less work); False: the family's 77-token pass
                ) -> torch.Tensor:
-    "CLIP text features [B, D] (unnormalised) of prompts without pseudo tokens; respects the caller's grad mode."
-    dev, tokens, out = model.token_embedding.weight.device, _as_tokens(texts), []
-    if trim: _check_text_blocks(model)
+    "CLIP text features [B, D] (unnormalised) of prompts without pseudo tokens, any family; respects the caller's grad mode."
+    bb = backbone(model)
+    dev, tokens, out = bb.token_embedding.weight.device, _as_tokens(texts), []
+    if trim: bb.text_blocks()
     for s in range(0, tokens.shape[0], batch_size):
         t = tokens[s:s + batch_size]
-        if not trim: out.append(_encode_embedded(model, model.token_embedding(t.to(dev)), t.argmax(-1).to(dev))); continue
-        plan = _text_plan(t).to(dev)                                      # every position shared: prompts that begin alike share rows
-        x = model.token_embedding(plan.token)
-        x = x + model.positional_embedding[plan.pos].to(x.dtype)          # [N, W]
-        out.append(_text_tower(model, x, plan))
+        if not trim: out.append(bb.own_text(t.to(dev))); continue
+        plan = _text_plan(t, eot=bb.eot(t).tolist()).to(dev)              # every position shared: prompts that begin alike share rows
+        x = bb.token_embedding(plan.token)
+        x = x + bb.positions[plan.pos].to(x.dtype)                        # [N, W]
+        out.append(_text_tower(bb, x, plan))
     return torch.cat(out)
 
 # %% ../nbs/01_clip.ipynb #399cee1a
@@ -391,13 +630,20 @@ def _images_key(images:ImageList) -> str:
         h.update(f'{n}\x1f{p}\x1f{st.st_size if st else -1}\x1f{st.st_mtime_ns if st else -1}\n'.encode())
     return h.hexdigest()[:24]
 
+# %% ../nbs/01_clip.ipynb #464632d6
+def clip_record(model:nn.Module) -> dict:
+    "What a run records about its CLIP: the spec it was loaded by (None: built or given in memory), family, widths, fingerprint."
+    bb = backbone(model)
+    return {'clip': getattr(model, 'searle_source', None), 'clip_family': bb.family, 'clip_width': bb.width,
+            'clip_dim': bb.dim, 'clip_fingerprint': model_fingerprint(model)}
+
 # %% ../nbs/01_clip.ipynb #457deec6
 class _ImageDataset(torch.utils.data.Dataset):
     def __init__(self, images, preprocess): self.images, self.preprocess = images, preprocess
     def __len__(self): return len(self.images)
     def __getitem__(self, i): return self.preprocess(self.images.load(i))
 
-def extract_features(model:CLIP, images:ImageList, preprocess:Callable, # PIL → tensor, e.g. `make_preprocess('targetpad', 224)`
+def extract_features(model:nn.Module, images:ImageList, preprocess:Callable, # PIL → tensor, e.g. `make_preprocess('targetpad', 224)`
                      batch_size:int=32, device=None, cache_dir=None, # reuse features keyed by model, preprocessing and images
                      progress:bool=True, num_workers:int=0) -> tuple[list[str], torch.Tensor]:
     "CLIP image features [N, D] (float32, CPU, unnormalised) of `images`, with their names."
@@ -408,12 +654,12 @@ def extract_features(model:CLIP, images:ImageList, preprocess:Callable, # PIL �
         if cache.is_file():
             obj = load_tensors(cache)
             if obj['names'] == images.names: return obj['names'], obj['features']
-    dev = next(model.parameters()).device
+    dev, bb = next(model.parameters()).device, backbone(model)
     dl = torch.utils.data.DataLoader(_ImageDataset(images, preprocess), batch_size=batch_size, num_workers=num_workers)
     feats = []
     with torch.no_grad():
         for x in progress_bar(dl, progress, desc='image features'):
-            feats.append(model.encode_image(x.to(dev, next(model.parameters()).dtype)).float().cpu())
-    feats = torch.cat(feats) if feats else torch.zeros(0, model.text_projection.shape[1])
+            feats.append(bb.own_image(x.to(dev, next(model.parameters()).dtype)).float().cpu())
+    feats = torch.cat(feats) if feats else torch.zeros(0, bb.dim)
     if cache is not None: save_tensors({'names': images.names, 'features': feats}, cache)
     return images.names, feats

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from .core import PathLike, atomic_write, load_json, load_tensors, progress_bar, resolve_device, save_json, save_tensors
-from .clip import ImageList, as_clip, encode_text, extract_features, make_preprocess, model_fingerprint
+from .clip import ImageList, as_clip, backbone, encode_text, extract_features, make_preprocess, model_fingerprint, model_preprocess
 
 # %% auto #0
 __all__ = ['logger', 'OPENIMAGES_URL', 'OPENIMAGES_SHA256', 'TEMPLATES', 'IMAGE_NAME_COLUMN', 'read_vocabulary',
@@ -100,7 +100,7 @@ def concept_features(model, # a CLIP model; features are computed on its device
         prompts = [p for c in chunk for p in concept_prompts(c)]
         f = F.normalize(encode_text(model, prompts, batch_size=len(prompts)).float(), dim=-1)  # [C*T, D]
         out.append(F.normalize(f.view(len(chunk), T, -1).mean(1), dim=-1).cpu())  # [C, D]
-    return torch.cat(out) if out else torch.zeros(0, model.text_projection.shape[1])
+    return torch.cat(out) if out else torch.zeros(0, backbone(model).dim)
 
 # %% ../nbs/05_concepts.ipynb #9e9caa09
 def vocabulary_key(concepts:Sequence[str]) -> str:
@@ -254,6 +254,6 @@ def run_concepts(out_path:PathLike, # the CSV table to write (see `concept_table
     device = resolve_device(device)
     model = as_clip(clip_model, device)
     feats = cached_concept_features(model, concepts, cache_dir, concept_batch_size, progress)
-    pre = make_preprocess(preprocess, model.visual.input_resolution) if isinstance(images, ImageList) else None
+    pre = model_preprocess(model, preprocess) if isinstance(images, ImageList) else None
     return associate_images(images, concepts, feats, out_path, model, pre, k=k, batch_size=batch_size,
                             num_workers=num_workers, progress=progress)

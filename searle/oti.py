@@ -89,7 +89,7 @@ def invert_batch(model, image_features:torch.Tensor, # [B, D] CLIP image feature
                  bar=None, # a progress bar of the whole run, advanced once per step
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "Invert one batch: (tokens [B, W], EMA tokens [B, W], batch-mean losses per step [steps, 3]: total, cosine, GPT)."
-    dev, W, B = model.token_embedding.weight.device, model.token_embedding.weight.shape[1], len(names)
+    bb = backbone(model); dev, W, B = bb.token_embedding.weight.device, bb.width, len(names)
     draws = [draw(n, len(p), W, config) for n, p in zip(names, pools)]
     chosen = [[pool[j] for j in d.phrase.tolist()] for pool, d in zip(pools, draws)]        # B × steps (concept, phrase)
     real_idx, real_feats = _unique_features(model, [p for row in chosen for _, p in row])
@@ -210,7 +210,7 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
                        None if isinstance(phrases, dict) else phrases)
         if isinstance(images, ImageList):
             sub = ImageList([names[i] for b in mine for i in batches[b]], [images.paths[i] for b in mine for i in batches[b]])
-            _, feats = extract_features(model, sub, preprocess or make_preprocess('targetpad', model.visual.input_resolution),
+            _, feats = extract_features(model, sub, model_preprocess(model, preprocess or 'targetpad'),
                                         device=dev, cache_dir=cache_dir, progress=progress)
         else: feats = images[1][[i for b in mine for i in batches[b]]]
         at, bar = 0, progress_bar(None, progress, total=len(mine) * config.steps, unit='step',

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 
 from .core import *
-from .clip import (ImageList, as_clip, encode_text, encode_with_pseudo_tokens, extract_features,
-                         load_pseudo_tokens, make_preprocess, model_fingerprint, tokenize)
+from .clip import (ImageList, as_clip, backbone, clip_record, encode_text, encode_with_pseudo_tokens, extract_features,
+                         load_pseudo_tokens, model_fingerprint, model_preprocess, tokenize)
 from .concepts import read_concept_table
 from .phrases import load_phrases, problematic_concepts, make_pseudo_phrase
 from .oti import names_key, warn_unphrased
@@ -220,11 +220,11 @@ def save_phi(phi:Phi, path, **extra):
     save_tensors({'Phi': {k: v.detach().cpu() for k, v in phi.state_dict().items()}, 'dims': list(phi.dims),
                   'dropout': phi.dropout, **extra}, path)
 
-def _end_epoch(out:Path, phi, opt, epoch:int, config:PhiConfig, log:list, data_key:dict):
+def _end_epoch(out:Path, phi, opt, epoch:int, config:PhiConfig, log:list, data_key:dict, clip:dict|None=None):
     "Write the log, and the checkpoint when one is due (atomically; only the newest `keep_last` are kept)."
     if epoch % config.save_every == 0 or epoch == config.epochs:
         save_tensors({'Phi': {k: v.detach().cpu() for k, v in phi.state_dict().items()}, 'dims': list(phi.dims), 'dropout': phi.dropout,
-                      'optimizer': opt.state_dict(), 'epoch': epoch, 'config': dataclasses.asdict(config), 'log': log, 'data': data_key},
+                      'optimizer': opt.state_dict(), 'epoch': epoch, 'config': dataclasses.asdict(config), 'log': log, 'data': data_key, 'backbone': clip},
                      out/'checkpoints'/f'phi_epoch{epoch:04d}.pt')
         if config.keep_last:
             for p in sorted(out.glob('checkpoints/phi_epoch*.pt'))[:-config.keep_last]: p.unlink()
@@ -261,8 +261,12 @@ def train_phi(model, # CLIP (frozen during training); its text encoder computes 
     if N < config.batch_size: raise ValueError(f"{N} images are fewer than one batch of {config.batch_size} (the last incomplete batch is dropped)")
     if config.batch_size % dist.world: raise ValueError(f"batch size {config.batch_size} does not split over {dist.world} processes")
     pools = ConceptPools(names, concept_table, phrases, config.top_k, (meta or {}).get('phrases'))
-    data_key = _data_key(names, model, image_features, tokens)
-    phi, opt = _new_phi(config, image_features.shape[1], tokens.shape[1], dev)
+    data_key, rec = _data_key(names, model, image_features, tokens), clip_record(model)
+    bb = backbone(model)                                           # phi is sized from the backbone: D -> hidden_mult * D -> W
+    if (image_features.shape[1], tokens.shape[1]) != (bb.dim, bb.width):
+        raise ValueError(f"image features of width {image_features.shape[1]} and tokens of width {tokens.shape[1]} do not fit this "
+                         f"CLIP ({rec['clip'] or type(model).__name__}: features {bb.dim}, tokens {bb.width})")
+    phi, opt = _new_phi(config, bb.dim, bb.width, dev)
     out = Path(out_dir) if out_dir is not None else None
     start, log = _resume(out, phi, opt, config, data_key) if out is not None else (0, [])
     if out is not None and main:
@@ -280,12 +284,12 @@ def train_phi(model, # CLIP (frozen during training); its text encoder computes 
             if validate_fn is not None and main:
                 phi.eval(); row |= {f'val/{k}': v for k, v in validate_fn(phi, epoch).items()}; phi.train()
             log.append(row); logger.info(epoch_line(row, config.epochs)); show(loss=f"{row['loss']:.4f}")
-            if out is not None and main: _end_epoch(out, phi, opt, epoch, config, log, data_key)
+            if out is not None and main: _end_epoch(out, phi, opt, epoch, config, log, data_key, rec)
             dist.barrier()
     finally:
         for p, r in zip(model.parameters(), frozen): p.requires_grad_(r)
     phi.eval()
-    if out is not None and main: save_phi(phi, out/'phi_final.pt', epoch=config.epochs, config=dataclasses.asdict(config))
+    if out is not None and main: save_phi(phi, out/'phi_final.pt', epoch=config.epochs, config=dataclasses.asdict(config), backbone=rec)
     dist.barrier()
     return phi
 
@@ -349,7 +353,7 @@ def load_phi(name_or_path, # 'searle' (ViT-B/32), 'searle-xl' (ViT-L/14), or a f
     sd = obj.get('Phi', obj) if isinstance(obj, dict) else None
     if not isinstance(sd, dict): raise ValueError(f"{p}: expected a dict {{'Phi': state_dict}}, found {type(obj).__name__}")
     phi = phi_from_state_dict(sd, str(p), dims, dropout=obj.get('dropout', 0.5))
-    phi.searle_source = str(name_or_path)
+    phi.searle_source, phi.searle_backbone = str(name_or_path), obj.get('backbone')
     return phi.to(resolve_device(device)).eval()
 
 # %% ../nbs/08_phi.ipynb #1f227184
@@ -367,12 +371,18 @@ def phi_token_fn(phi:Phi, device=None, # `None`: where phi already is (during tr
 
 # %% ../nbs/08_phi.ipynb #5ee3572f
 def check_phi_for_clip(phi:Phi, model):
-    "Raise unless `phi` maps `model`'s image features to `model`'s token embeddings."
-    d_img, d_tok = model.text_projection.shape[1], model.token_embedding.weight.shape[1]
+    "Raise unless `phi` maps `model`'s image features to its token embeddings, and (when it records one) was trained on this CLIP."
+    d_img, d_tok = backbone(model).dim, backbone(model).width
     if (phi.dims[0], phi.dims[2]) != (d_img, d_tok):
         raise ValueError(f"phi {getattr(phi, 'searle_source', '')!s} maps {phi.dims[0]}-d image features to {phi.dims[2]}-d tokens, but this CLIP "
                          f"({getattr(model, 'searle_source', 'in memory')}) has {d_img}-d image features and {d_tok}-d tokens "
                          f"(releases: { {k: v['clip'] for k, v in PHI_RELEASES.items()} })")
+    rec, now = getattr(phi, 'searle_backbone', None) or {}, clip_record(model)
+    diff = [k for k in ('clip_family', 'clip_fingerprint') if rec.get(k) is not None and rec[k] != now[k]]
+    if diff:
+        raise ValueError(f"phi {getattr(phi, 'searle_source', '')!s} was trained on another CLIP backbone ({rec.get('clip')}, "
+                         f"{', '.join(f'{k} {rec[k]}' for k in diff)}) than this one ({now['clip']}, "
+                         f"{', '.join(f'{k} {now[k]}' for k in diff)}); pass that CLIP (--clip-model {rec.get('clip')})")
 
 def load_phi_token_fn(name_or_path, # 'searle', 'searle-xl' or a phi checkpoint file
                       model, # the CLIP model the tokens are for
@@ -392,7 +402,7 @@ def benchmark_validation(model, # the CLIP model phi is trained for
     "A validation callback `(phi, epoch) -> metrics` on a benchmark's val split, with phi as the token source."
     from searle.retrieval import validate_benchmark
     if dataset_path is None: raise ValueError(f"validation on {dataset!r} needs the dataset's folder")
-    pre = make_preprocess(preprocess, model.visual.input_resolution) if isinstance(preprocess, str) else preprocess
+    pre = model_preprocess(model, preprocess)
     memo, checked = {}, []
     def validate_phi(phi:Phi, epoch:int) -> dict[str, float]:
         kw = dict(split=split, token_fn=phi_token_fn(phi), batch_size=batch_size, device=device, cache_dir=cache_dir,
@@ -412,7 +422,7 @@ def _training_features(model, images, preprocess, cache_dir, dev, dist, batch_si
     "(names, features) of the training images; under several processes the first one extracts, the rest read its cache."
     if isinstance(images, tuple): return [str(n) for n in images[0]], images[1]
     images = images if isinstance(images, ImageList) else images.gallery()
-    pre = make_preprocess(preprocess, model.visual.input_resolution) if isinstance(preprocess, str) else preprocess
+    pre = model_preprocess(model, preprocess)
     kw = dict(batch_size=batch_size, device=dev, cache_dir=cache_dir, num_workers=num_workers)
     if dist.rank == 0: names, feats = extract_features(model, images, pre, progress=progress, **kw)
     dist.barrier()

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .core import *
-from .clip import (ImageList, as_clip, check_finite_tokens, make_preprocess, extract_features, encode_text,
+from .clip import (ImageList, as_clip, check_finite_tokens, make_preprocess, model_preprocess, extract_features, encode_text,
                          encode_with_pseudo_tokens, load_pseudo_tokens, model_fingerprint)
 from .data import *
 from .metrics import *
@@ -425,7 +425,7 @@ def _method(tokens, token_fn, baseline) -> str:
 def _setup(clip_model, preprocess, device):
     "A CLIP model (name, file or module) on `device` and its preprocessing."
     model = as_clip(clip_model, device)
-    pre = make_preprocess(preprocess, model.visual.input_resolution) if isinstance(preprocess, str) else preprocess
+    pre = model_preprocess(model, preprocess)
     return model.eval(), pre
 
 def _config(**kw) -> dict:
@@ -457,6 +457,7 @@ def run_validation(dataset:str, # 'fashioniq', 'cirr' or 'circo'
         save_json(metrics, Path(out_dir)/'metrics.json')
         save_json(_config(command='validate', dataset=dataset, dataset_path=dataset_path, split=split,
                           clip_model=getattr(model, 'searle_source', str(clip_model) if isinstance(clip_model, (str, Path)) else 'in-memory'),
+                          clip_fingerprint=model_fingerprint(model),
                           preprocess=preprocess if isinstance(preprocess, str) else repr(preprocess),
                           method=_method(tokens, token_fn, baseline), template=template, batch_size=batch_size, backend=backend,
                           categories=list(categories) if dataset == 'fashioniq' else None, max_queries=max_queries), Path(out_dir)/'config.json')
@@ -485,6 +486,7 @@ def run_submission(dataset:str, # 'cirr' or 'circo'
         paths[kind] = out/(f'cirr_{split}_{kind}.json' if dataset == 'cirr' else f'circo_{split}.json')
         save_json(obj, paths[kind], indent=None)
     save_json(_config(command='submit', dataset=dataset, dataset_path=dataset_path, split=split,
-                      clip_model=getattr(model, 'searle_source', 'in-memory'), preprocess=preprocess if isinstance(preprocess, str) else repr(preprocess),
+                      clip_model=getattr(model, 'searle_source', 'in-memory'), clip_fingerprint=model_fingerprint(model),
+                      preprocess=preprocess if isinstance(preprocess, str) else repr(preprocess),
                       method=_method(tokens, token_fn, baseline), template=template, files={k: p.name for k, p in paths.items()}), out/'config.json')
     return paths
