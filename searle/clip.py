@@ -537,12 +537,15 @@ def encode_with_pseudo_tokens(model:nn.Module, prompts:Sequence[str]|torch.Tenso
         raise ValueError(f"prompt {i} has no pseudo-word {PSEUDO_CHAR!r}: {shown!r}")
     first = is_p.int().argmax(1)                                        # [B] position of the first `$`
     if not trim: return _own_text_with(bb, tokens.to(dev), first.to(dev), pt)
+    bad = ~torch.isfinite(pt).all(1)                                    # [B] NaN / inf tokens: their rows only are NaN
+    if bad.any(): pt = pt.masked_fill(bad[:, None], 0)                 # (shared rows must not carry them to other prompts)
     bb.text_blocks()
     plan, first = _text_plan(tokens, shared=first.tolist(), eot=bb.eot(tokens).tolist()).to(dev), first.to(dev)
     x = bb.token_embedding(plan.token) + bb.positions[plan.pos].to(dt)  # [N, W] in the model's dtype
     slot = plan.index[torch.arange(B, device=dev), first]              # [B] the row of each prompt's `$`
     x = x.index_copy(0, slot, pt.to(dt) + bb.positions[first].to(dt))
-    return _text_tower(bb, x, plan)
+    out = _text_tower(bb, x, plan)
+    return out.masked_fill(bad[:, None], float('nan')) if bad.any() else out
 
 # %% ../nbs/01_clip.ipynb #1f9ac3d7
 def encode_text(model:nn.Module, texts:Sequence[str]|torch.Tensor, # prompts, or tokens [B, 77]
