@@ -329,6 +329,7 @@ def save_pseudo_tokens(path, names:Sequence[str], tokens:torch.Tensor, ema_token
     if len(names) != tokens.shape[0] or (ema_tokens is not None and ema_tokens.shape != tokens.shape):
         raise ValueError(f"{len(names)} names for tokens {tuple(tokens.shape)} / ema {None if ema_tokens is None else tuple(ema_tokens.shape)}")
     if len(set(names)) != len(names): raise ValueError(f"duplicate image names in pseudo tokens for {path}")
+    for t in (tokens, ema_tokens): t is None or check_finite_rows(t, names, path)  # a NaN token is never written
     obj = {'names': names, 'tokens': tokens.detach().float().cpu(), 'config': config or {}}
     if ema_tokens is not None: obj['ema_tokens'] = ema_tokens.detach().float().cpu()
     save_tensors(obj, path)
@@ -388,19 +389,22 @@ class _ImageDataset(torch.utils.data.Dataset):
 
 def extract_features(model:CLIP, images:ImageList, preprocess:Callable, # PIL → tensor, e.g. `make_preprocess('targetpad', 224)`
                      batch_size:int=32, device=None, cache_dir=None, # reuse features keyed by model, preprocessing and images
-                     progress:bool=True, num_workers:int=0) -> tuple[list[str], torch.Tensor]:
+                     progress:bool=True, num_workers:int=0,
+                     precision:str|None=None, # 'fp32', 'amp' (fp16 features, as the original) or 'bf16'; `None`: the device's
+                    ) -> tuple[list[str], torch.Tensor]:
     "CLIP image features [N, D] (float32, CPU, unnormalised) of `images`, with their names."
-    cache = None
+    cache, dev = None, next(model.parameters()).device
+    precision = resolve_precision(precision, dev)
     if cache_dir is not None:
-        key = hashlib.sha256(f'{model_fingerprint(model)}|{preprocess!r}|{_images_key(images)}'.encode()).hexdigest()[:32]
+        key = f'{model_fingerprint(model)}|{preprocess!r}|{_images_key(images)}' + ('' if precision == 'fp32' else f'|{precision}')
+        key = hashlib.sha256(key.encode()).hexdigest()[:32]
         cache = Path(cache_dir) / f'features-{key}.pt'
         if cache.is_file():
             obj = load_tensors(cache)
             if obj['names'] == images.names: return obj['names'], obj['features']
-    dev = next(model.parameters()).device
     dl = torch.utils.data.DataLoader(_ImageDataset(images, preprocess), batch_size=batch_size, num_workers=num_workers)
     feats = []
-    with torch.no_grad():
+    with torch.no_grad(), autocast(precision, dev):
         for x in progress_bar(dl, progress, desc='image features'):
             feats.append(model.encode_image(x.to(dev, next(model.parameters()).dtype)).float().cpu())
     feats = torch.cat(feats) if feats else torch.zeros(0, model.text_projection.shape[1])
