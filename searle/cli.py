@@ -92,11 +92,13 @@ def searle_concepts(out:str, # the concept table (CSV) to write; resumed when it
                     clip_model:str='ViT-B/32', # an official CLIP name or a local checkpoint file
                     k:int=250, # concepts kept per image
                     batch_size:int=32, preprocess:str='targetpad', cache_dir:str=None, device:str=None,
+                    precision:str=None, # 'fp32', 'amp' (fp16 autocast + gradient scaler, CUDA only) or 'bf16'; default: amp on CUDA, fp32 on CPU
                    ):
     "Stage 1: the top-K vocabulary concepts of every image of a dataset."
-    required(dataset=dataset, dataset_path=dataset_path)
+    required(dataset=dataset, dataset_path=dataset_path); resolve_precision(precision, device)  # a bad value fails first
     table = concepts.run_concepts(out, dataset=dataset, root=dataset_path, split=split, vocabulary=vocabulary, clip_model=clip_model,
-                                  k=k, batch_size=batch_size, preprocess=preprocess, cache_dir=cache_dir, device=device)
+                                  k=k, batch_size=batch_size, preprocess=preprocess, cache_dir=cache_dir, device=device,
+                                  precision=precision)
     print(f'{len(table)} images in {out}')
 
 # %% ../nbs/10_cli.ipynb #4ad95743
@@ -112,11 +114,12 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
                steps:int=350, lr:float=2e-2, weight_decay:float=0.01, batch_size:int=32, top_k:int=15,
                lambda_cos:float=1.0, lambda_gpt:float=0.5, ema_decay:float=0.99, seed:int=42,
                cache_dir:str=None, device:str=None, no_progress:bool=False,
+               precision:str=None, # 'fp32', 'amp' (fp16 autocast + gradient scaler, CUDA only) or 'bf16'; default: amp on CUDA, fp32 on CPU
               ):
     "Stage 2: invert every image into a pseudo token (resumable; `accelerate launch` / `torchrun` split the work)."
-    required(dataset=dataset, dataset_path=dataset_path)
+    required(dataset=dataset, dataset_path=dataset_path); resolve_precision(precision, device)  # a bad value fails first
     cfg = oti.OTIConfig(steps=steps, lr=lr, weight_decay=weight_decay, batch_size=batch_size, top_k=top_k,
-                        lambda_cos=lambda_cos, lambda_gpt=lambda_gpt, ema_decay=ema_decay, seed=seed)
+                        lambda_cos=lambda_cos, lambda_gpt=lambda_gpt, ema_decay=ema_decay, seed=seed, precision=precision)
     model = load_clip(clip_model, device='cpu')
     from searle.clip import make_preprocess
     path = oti.run_oti(model, _dataset_images(dataset, dataset_path, split, 'references'), concepts, phrases, out, cfg,
@@ -142,14 +145,15 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
                      val_dataset:str='cirr', # validation benchmark after every epoch
                      val_path:str=None, # its folder (no validation without it)
                      cache_dir:str=None, device:str=None, no_progress:bool=False,
+                     precision:str=None, # 'fp32', 'amp' (fp16 autocast + gradient scaler, CUDA only) or 'bf16'; default: amp on CUDA, fp32 on CPU
                     ):
     "Stage 3: distil phi from OTI tokens (resumable; `accelerate launch` / `torchrun` for data parallelism)."
-    required(dataset=dataset, dataset_path=dataset_path)
+    required(dataset=dataset, dataset_path=dataset_path); resolve_precision(precision, device)  # a bad value fails first
     from searle.phi import PhiConfig, run_train_phi
     from searle.data import load_dataset
     cfg = PhiConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, tau=tau, lambda_distil=lambda_distil,
                     lambda_gpt=lambda_gpt, top_k=top_k, dropout=dropout, seed=seed, save_every=save_every,
-                    val_dataset=val_dataset, val_path=val_path)
+                    val_dataset=val_dataset, val_path=val_path, precision=precision)
     path = run_train_phi(clip_model, load_dataset(dataset, dataset_path, split=split).gallery(), tokens, concepts, phrases, out, cfg,
                          preprocess=preprocess, cache_dir=cache_dir, device=device, progress=not no_progress)
     print(path)
@@ -196,12 +200,14 @@ def searle_validate(dataset:str=None, # 'fashioniq', 'cirr' or 'circo' (required
                     cache_dir:str=None, # image-feature cache (and released weights)
                     device:str=None, # default: CUDA when available
                     no_progress:bool=False, # hide progress bars
+                    precision:str=None, # 'fp32', 'amp' (fp16 autocast + gradient scaler, CUDA only) or 'bf16'; default: amp on CUDA, fp32 on CPU
                    ):
     "Validate one method on a benchmark; writes OUT/metrics.json (percent) beside OUT/config.json."
-    required(dataset=dataset, dataset_path=dataset_path)
+    required(dataset=dataset, dataset_path=dataset_path); resolve_precision(precision, device)  # a bad value fails first
     model, src = method_inputs(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
     metrics = retrieval.run_validation(dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out, split=split,
-                                       batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress, **src)
+                                       batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress,
+                                       precision=precision, **src)
     print(json.dumps(metrics, indent=1))
     return metrics
 
@@ -218,12 +224,14 @@ def searle_submit(dataset:str=None, # 'cirr' or 'circo' (required)
                   split:str=None, # default: 'test1' (CIRR) / 'test' (CIRCO)
                   batch_size:int=32, cache_dir:str=None, device:str=None,
                   no_progress:bool=False, # hide progress bars
+                  precision:str=None, # 'fp32', 'amp' (fp16 autocast + gradient scaler, CUDA only) or 'bf16'; default: amp on CUDA, fp32 on CPU
                  ):
     "Write (and check) the evaluation-server JSON files of one method."
-    required(dataset=dataset, dataset_path=dataset_path)
+    required(dataset=dataset, dataset_path=dataset_path); resolve_precision(precision, device)  # a bad value fails first
     model, src = method_inputs(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
     paths = retrieval.run_submission(dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out, split=split,
-                                     batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress, **src)
+                                     batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress,
+                                     precision=precision, **src)
     for k, p in paths.items(): print(f'{k}: {p}')
     return paths
 
@@ -305,17 +313,22 @@ def plot_queries(dataset, r, # a dataset and a `Retrieval` of it
 def run_demo(out, # the output folder (the world, every stage's files, metrics.json, plots)
              config:DemoConfig|None=None, clip_model=None, # default: the shipped world CLIP
              gpt=None, # default: the shipped world GPT-Neo
-             device=None, progress:bool=True) -> dict:
+             device=None, progress:bool=True,
+             precision:str|None=None, # 'fp32', 'amp' or 'bf16' for every stage but phrase generation; `None`: the device's
+            ) -> dict:
     "Every stage of SEARLE on the offline world; returns `{method: {metric: value}}`."
     from searle import world
     from searle.clip import make_preprocess, extract_features, load_pseudo_tokens
     from searle.data import load_dataset
     from searle.phi import PhiConfig, run_train_phi, benchmark_validation, load_phi, phi_token_fn
     cfg, out, times, t0 = config or DemoConfig(), Path(out), {}, time.time()
+    prec = resolve_precision(precision, device)
     def lap(stage): times[stage] = round(time.time() - t0 - sum(times.values()), 1); logger.info('%s: %.1f s', stage, times[stage])
     if (out/'config.json').is_file():  # a rerun resumes every stage, so it must be the same demo
         old = load_json(out/'config.json').get('demo', {})
         diff = {k: (old.get(k), v) for k, v in asdict(cfg).items() if old.get(k) != v}
+        was = load_json(out/'config.json').get('precision', 'fp32')   # demos written before the option ran in fp32
+        if was != prec: diff['precision'] = (was, prec)
         if diff: raise ValueError(f"{out} holds a demo with another config (key: (there, asked)) {diff}; use another output folder")
     root = out/'world'
     wcfg = dict(seed=cfg.seed, n_gallery=cfg.n_gallery, n_queries=cfg.n_queries, n_test=0, n_unlabeled=cfg.n_unlabeled)
@@ -330,34 +343,34 @@ def run_demo(out, # the output folder (the world, every stage's files, metrics.j
     lap('phrases')
     ds, unl = load_dataset('circo', root, split='val'), load_dataset('folder', root/'unlabeled').gallery()
     refs = ds.references()
-    _, rf = extract_features(model, refs, pre, device=device, cache_dir=out/'features', progress=progress)
-    _, uf = extract_features(model, unl, pre, device=device, cache_dir=out/'features', progress=progress)
-    cf = concepts.concept_features(model, vocab, progress=False)
+    _, rf = extract_features(model, refs, pre, device=device, cache_dir=out/'features', progress=progress, precision=prec)
+    _, uf = extract_features(model, unl, pre, device=device, cache_dir=out/'features', progress=progress, precision=prec)
+    cf = concepts.concept_features(model, vocab, progress=False, precision=prec)
     t_val = concepts.associate_images((refs.names, rf), vocab, cf, out/'concepts_val.csv', k=len(vocab), progress=progress)
     t_unl = concepts.associate_images((unl.names, uf), vocab, cf, out/'concepts_unlabeled.csv', k=len(vocab), progress=progress)
     lap('concepts')
-    ocfg = oti.OTIConfig(steps=cfg.oti_steps, batch_size=cfg.oti_batch_size)
-    ucfg = oti.OTIConfig(steps=cfg.oti_steps_unlabeled, batch_size=cfg.oti_batch_size)
+    ocfg = oti.OTIConfig(steps=cfg.oti_steps, batch_size=cfg.oti_batch_size, precision=prec)
+    ucfg = oti.OTIConfig(steps=cfg.oti_steps_unlabeled, batch_size=cfg.oti_batch_size, precision=prec)
     val_tokens = oti.run_oti(model, (refs.names, rf), t_val, phr, out/'oti_val', ocfg, device=device, progress=progress)
     unl_tokens = oti.run_oti(model, (unl.names, uf), t_unl, phr, out/'oti_unlabeled', ucfg, device=device, progress=progress)
     lap('oti')
     pcfg = PhiConfig(epochs=cfg.phi_epochs, batch_size=cfg.phi_batch_size, lr=cfg.phi_lr, dropout=cfg.phi_dropout,
-                     save_every=cfg.phi_epochs, val_path=None)
-    val_fn = benchmark_validation(model, 'circo', root, pre, device=device)
+                     save_every=cfg.phi_epochs, val_path=None, precision=prec)
+    val_fn = benchmark_validation(model, 'circo', root, pre, device=device, precision=prec)
     phi = load_phi(run_train_phi(model, (unl.names, uf), unl_tokens, t_unl, phr, out/'phi', pcfg, validate_fn=val_fn,
                                  device=device, progress=progress), device=device)
     lap('phi')
     memo, results, rankings = {}, {}, {}
     methods = {'image-only': dict(baseline='image'), 'text-only': dict(baseline='text'), 'image+text': dict(baseline='image+text'),
                'searle-oti': dict(tokens=val_tokens), 'searle': dict(token_fn=phi_token_fn(phi, device=device))}
-    for name, kw in methods.items(): results[name], rankings[name] = demo_scores(model, ds, pre, memo, **kw)
+    for name, kw in methods.items(): results[name], rankings[name] = demo_scores(model, ds, pre, memo, precision=prec, **kw)
     lap('evaluation')
     save_json(results, out/'metrics.json')
     retrieval.results_table(results).to_csv(out/'results.csv')
     plot_methods(results).savefig(out/'methods.png', dpi=120)
     plot_queries(ds, rankings['searle-oti'], title='SEARLE-OTI on the offline world').savefig(out/'queries.png', dpi=120)
     save_json({'demo': asdict(cfg), 'clip': str(clip_model or world.world_clip_path()), 'gpt': str(gpt or world.world_gpt_path()),
-               'oti': asdict(ocfg), 'oti_unlabeled': asdict(ucfg), 'phi': asdict(pcfg), 'seconds': times, 'total_seconds': round(time.time() - t0, 1)}, out/'config.json')
+               'oti': asdict(ocfg), 'oti_unlabeled': asdict(ucfg), 'phi': asdict(pcfg), 'precision': prec, 'seconds': times, 'total_seconds': round(time.time() - t0, 1)}, out/'config.json')
     return results
 
 # %% ../nbs/10_cli.ipynb #4b5e5ae4
@@ -370,11 +383,14 @@ def searle_demo(out:str='runs/demo', # the output folder
                 quick:bool=False, # a smaller world and shorter runs (the CI preset)
                 clip_model:str=None, # default: the shipped world CLIP
                 gpt:str=None, # default: the shipped world GPT-Neo
-                device:str=None, no_progress:bool=False):
+                device:str=None, no_progress:bool=False,
+                precision:str=None, # 'fp32', 'amp' (fp16 autocast + gradient scaler, CUDA only) or 'bf16'; default: amp on CUDA, fp32 on CPU
+               ):
     "Every stage of SEARLE on the offline world; prints the results table, writes metrics.json and plots to OUT."
     import dataclasses
+    resolve_precision(precision, device)  # a bad value fails before any work
     cfg = dataclasses.replace(DEMO_QUICK if quick else DemoConfig(), seed=seed)
-    results = run_demo(out, cfg, clip_model, gpt, device, progress=not no_progress)
+    results = run_demo(out, cfg, clip_model, gpt, device, progress=not no_progress, precision=precision)
     print(retrieval.results_table(results).to_string())
     print(f'written: {out}/metrics.json, {out}/results.csv, {out}/methods.png, {out}/queries.png')
     return results
