@@ -18,13 +18,15 @@ from searle.phi import PhiConfig, train_phi
 CONCEPTS = ['dog', 'cat', 'beach', 'car', 'tree', 'house', 'boat', 'bicycle', 'flower', 'mountain']
 WORDS = 'is running along the sandy shore while the sun sets behind tall palm trees and the waves roll in'.split()
 
-def world(n_images, rng):
-    "Phrases, one phrase pool and a concept table row per image."
+def world(n_images):
+    "Phrases, and a concept table row per image (seeded: the notebooks' bf16 tests build the same)."
+    rng = random.Random(1)
     phrases = {c: [f'a photo of {c} that ' + ' '.join(rng.sample(WORDS, rng.randint(6, 14))) for _ in range(8)] for c in CONCEPTS}
     table = {f'img{i:03d}': rng.sample(CONCEPTS, 5) for i in range(n_images)}
     return phrases, table
 
-def encode_delta(model, n, rng, width):
+def encode_delta(model, n, width):
+    rng = random.Random(0)
     prompts = [f'a photo of $ that ' + ' '.join(rng.sample(WORDS, rng.randint(3, 12))) for _ in range(n)]
     v = torch.randn(n, width, generator=torch.Generator().manual_seed(0)) * 0.02
     with torch.no_grad():
@@ -63,11 +65,10 @@ if __name__ == '__main__':
     a = ap.parse_args()
     print(f'bf16 vs fp32 on the CPU, {torch.get_num_threads()} threads, random weights (seed 0)')
     for name in a.models:
-        rng = random.Random(0)
         model = build_clip(name, seed=0)
         D, W = model.text_projection.shape[1], model.token_embedding.weight.shape[1]
-        phrases, table = world(a.images, rng)
-        enc = encode_delta(model, 16, rng, W)
+        phrases, table = world(a.images)
+        enc = encode_delta(model, 16, W)
         tok, ema, norm, s32, s16 = oti_delta(model, phrases, table, a.oti_steps, D)
         phi, pnorm = phi_delta(model, phrases, table, D, W, a.phi_epochs)
         print(f'{name}: encode (normalised features) max |delta| {enc:.2e}')
