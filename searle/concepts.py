@@ -93,10 +93,10 @@ def concept_features(model, # a CLIP model; features are computed on its device
                      concepts:Sequence[str],
                      batch_size:int=64, # concepts per forward (x 24 prompts)
                      progress:bool=True,
-                     precision:str|None='fp32', # 'amp': fp16 text features, as the original; `None`: the device's default
+                     precision:str|None=None, # 'fp32', 'amp' (fp16 text features, as the original) or 'bf16'; `None`: the device's
                     ) -> torch.Tensor:
     "Template-ensembled, L2-normalised CLIP text features [N, D] (float32, CPU) of `concepts`."
-    out, T, dev = [], len(TEMPLATES), model.token_embedding.weight.device
+    out, T, dev = [], len(TEMPLATES), next(model.parameters()).device
     precision = resolve_precision(precision, dev)
     for s in progress_bar(range(0, len(concepts), batch_size), progress, desc='concept features'):
         chunk = concepts[s:s + batch_size]
@@ -113,9 +113,9 @@ def vocabulary_key(concepts:Sequence[str]) -> str:
 
 def cached_concept_features(model, concepts:Sequence[str],
                             cache_dir:PathLike|None=None, # `None`: no cache
-                            batch_size:int=64, progress:bool=True, precision:str|None='fp32') -> torch.Tensor:
+                            batch_size:int=64, progress:bool=True, precision:str|None=None) -> torch.Tensor:
     "`concept_features`, reused from / saved to `cache_dir` under a key of (model weights, concepts, templates)."
-    precision = resolve_precision(precision, model.token_embedding.weight.device)
+    precision = resolve_precision(precision, next(model.parameters()).device)
     if cache_dir is None: return concept_features(model, concepts, batch_size, progress, precision)
     tag = '' if precision == 'fp32' else f'-{precision}'
     path = Path(cache_dir) / f'concept-features-{model_fingerprint(model)}-{vocabulary_key(concepts)}{tag}.pt'

@@ -101,7 +101,8 @@ def check_finite_rows(x:torch.Tensor, # [N, ...] e.g. pseudo tokens
     bad = (~torch.isfinite(x.detach()).reshape(len(x), -1).all(1)).nonzero().flatten().tolist()
     if bad:
         raise ValueError(f"{target}: {len(bad)} of {len(x)} {what} are not finite (NaN or inf), e.g. images "
-                         f"{[str(names[i]) for i in bad[:5]]}; refusing to write them (under amp, try --precision bf16 or fp32)")
+                         f"{[str(names[i]) for i in bad[:5]]}; refusing to write them "
+                         f"(after a diverged amp run: rerun with precision bf16 or fp32, in a new output folder)")
 
 
 # %% ../nbs/00_core.ipynb #2babc1d1

@@ -82,7 +82,8 @@ def warn_unphrased(concepts:set[str], # the (stripped) concepts of the images' t
 def _unique_features(model, texts:list[str], batch_size:int=256, precision='fp32') -> tuple[dict[str, int], torch.Tensor]:
     "Normalised CLIP features of the distinct `texts`, without gradients: (text -> row, features [U, D])."
     index = {t: i for i, t in enumerate(dict.fromkeys(texts))}
-    with torch.no_grad(), autocast(precision, model.token_embedding.weight.device): feats = F.normalize(encode_text(model, list(index), batch_size=batch_size).float(), dim=-1)
+    with torch.no_grad(), autocast(precision, next(model.parameters()).device):
+        feats = F.normalize(encode_text(model, list(index), batch_size=batch_size).float(), dim=-1)
     return index, feats
 
 def invert_batch(model, image_features:torch.Tensor, # [B, D] CLIP image features of the batch
@@ -224,8 +225,11 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
             idx = batches[b]; sl = slice(at, at + len(idx)); at += len(idx)
             st, shard, bn = {}, shard_dir / f'batch-{b:06d}.pt', [names[i] for i in idx]
             t, e, c = invert_batch(model, feats[sl], bn, pools[sl], config, stats=st)
+            if st['nonfinite_tokens']:                                  # the run's record of why it stopped
+                save_json({'batch': b, 'images': bn, 'precision': config.precision, **st}, out / 'nonfinite.json')
             check_finite_rows(torch.cat([t, e], 1), bn, shard)          # a non-finite token is never written
-            save_tensors({'names': bn, 'tokens': t, 'ema_tokens': e, 'losses': c, 'skipped_steps': st['skipped_steps']}, shard)
+            save_tensors({'names': bn, 'tokens': t, 'ema_tokens': e, 'losses': c,
+                          'skipped_steps': st['skipped_steps']}, shard)
     barrier()
     final = out / 'oti_pseudo_tokens.pt'
     if rank == 0: _merge(shard_dir, batches, names, final, meta)
@@ -245,7 +249,7 @@ def _merge(shard_dir:Path, batches, names, final:Path, meta:dict):
         s = load_tensors(p)
         if s['names'] != [names[i] for i in idx]: raise ValueError(f"{p} holds images {s['names'][:3]}...; expected {[names[i] for i in idx][:3]}...")
         toks.append(s['tokens']); emas.append(s['ema_tokens']); skipped += s.get('skipped_steps', 0)
-    if skipped: logger.warning("%s: the amp scaler skipped %d optimisation steps over %d batches", final, skipped, len(batches))
+    if skipped: logger.warning("%s: amp's scaler skipped %d steps over %d batches", final, skipped, len(batches))
     save_pseudo_tokens(final, names, torch.cat(toks), torch.cat(emas), meta | {'skipped_steps': skipped})
 
 # %% ../nbs/07_oti.ipynb #2166f5a5

@@ -125,11 +125,12 @@ class PhraseFeatures:
     "Normalised CLIP text features of phrases, computed once per distinct phrase (no gradients) and kept."
     def __init__(self, model, max_size:int|None=1_000_000, batch_size:int=256, precision:str|None='fp32'):
         self.model, self.max_size, self.batch_size, self.rows, self.encoded = model, max_size, batch_size, collections.OrderedDict(), 0
-        self.precision = resolve_precision(precision, model.token_embedding.weight.device)
+        self.precision = resolve_precision(precision, next(model.parameters()).device)
     def __call__(self, phrases:Sequence[str]) -> Tensor:
         new = [p for p in dict.fromkeys(phrases) if p not in self.rows]
         if new:
-            with torch.no_grad(), autocast(self.precision, self.model.token_embedding.weight.device): f = F.normalize(encode_text(self.model, new, batch_size=self.batch_size).float(), dim=-1)  # [U, D]
+            with torch.no_grad(), autocast(self.precision, next(self.model.parameters()).device):
+                f = F.normalize(encode_text(self.model, new, batch_size=self.batch_size).float(), dim=-1)  # [U, D]
             self.rows.update(zip(new, f)); self.encoded += len(new)
         out = torch.stack([self.rows[p] for p in phrases])   # [B, D]
         while self.max_size is not None and len(self.rows) > self.max_size: self.rows.popitem(last=False)  # oldest first
@@ -278,7 +279,8 @@ def train_phi(model, # CLIP (frozen during training); its text encoder computes 
     try:
         for epoch in bar:
             t0, skipped = time.time(), scaler.skipped
-            distil, gpt = train_epoch(phi, model, opt, feats, targets, names, pools, real, epoch, config, dist, progress and main, scaler)
+            distil, gpt = train_epoch(phi, model, opt, feats, targets, names, pools, real, epoch, config, dist,
+                                      progress and main, scaler)
             row = {'epoch': epoch, 'loss': config.lambda_distil * distil + config.lambda_gpt * gpt, 'distil': distil, 'gpt': gpt,
                    'time_s': round(time.time() - t0, 3)}
             if config.precision == 'amp': row['skipped_steps'] = scaler.skipped - skipped   # steps amp's scaler skipped

@@ -88,7 +88,7 @@ def _encode_prompts(model, queries, template, ref_tokens, ref_row, batch_size, p
     for qi, q in enumerate(queries):
         ps = query_prompts(q, template); prompts += ps; owner += [qi] * len(ps)
     owner, feats = torch.tensor(owner, dtype=torch.long), []
-    with torch.no_grad(), autocast(precision, model.token_embedding.weight.device):
+    with torch.no_grad(), autocast(precision, next(model.parameters()).device):
         for s in progress_bar(range(0, len(prompts), batch_size), progress, desc='query features'):
             if ref_tokens is None: feats.append(encode_text(model, prompts[s:s + batch_size]).float().cpu())
             else:
@@ -104,7 +104,7 @@ def query_features(model, queries:Sequence[Query], # the queries to encode
                    baseline:str|None=None, # None (pseudo tokens), 'image', 'text' or 'image+text'
                    template:str=QUERY_TEMPLATE, text_template:str=TEXT_TEMPLATE,
                    batch_size:int=256, progress:bool=False,
-                   precision:str|None='fp32', # the text encoder's autocast (searle.core); `None`: the device's default
+                   precision:str|None=None, # the text encoder's autocast (searle.core); `None`: the device's default
                   ) -> Tensor:
     "Normalised query features `[Q, D]` (float32, CPU)."
     if baseline not in (None, *BASELINES): raise ValueError(f"unknown baseline {baseline!r}; expected one of {BASELINES}")
