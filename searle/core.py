@@ -86,6 +86,12 @@ class LossScaler:
             bad = ~torch.stack([torch.isfinite(g).all() for g in grads]).all()   # GradScaler's own criterion
             self._skipped = self._skipped.to(bad.device) + bad
         self.scaler.step(opt); self.scaler.update()
+    def state_dict(self) -> dict:
+        "The scale and its schedule, for a checkpoint (empty outside amp)."
+        return {} if self.scaler is None else self.scaler.state_dict()
+    def load_state_dict(self, state:dict):
+        "Resume the scale of a checkpoint (nothing to do outside amp, or for a checkpoint without one)."
+        if self.scaler is not None and state: self.scaler.load_state_dict(state)
     @property
     def skipped(self) -> int:
         "Steps skipped so far (always 0 outside amp)."

@@ -208,7 +208,7 @@ def _new_phi(config:PhiConfig, D:int, W:int, dev) -> tuple[Phi, torch.optim.Opti
         phi = Phi(D, config.hidden_mult * D, W, config.dropout).to(dev)
     return phi, torch.optim.AdamW(phi.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
-def _resume(out:Path, phi:Phi, opt, config:PhiConfig, data_key:dict) -> tuple[int, list]:
+def _resume(out:Path, phi:Phi, opt, config:PhiConfig, data_key:dict, scaler:LossScaler|None=None) -> tuple[int, list]:
     "Load the newest checkpoint of `out` into `phi` and `opt`, after checking it is this run's: (epoch, log)."
     path = latest_checkpoint(out)
     if path is None: return 0, []
@@ -221,6 +221,7 @@ def _resume(out:Path, phi:Phi, opt, config:PhiConfig, data_key:dict) -> tuple[in
         raise ValueError(f"{path} was trained on other data (key: checkpoint -> now): {'; '.join(diff)}; use a new out_dir")
     if ck['epoch'] > config.epochs: raise ValueError(f"{path} is at epoch {ck['epoch']}, past the {config.epochs} epochs asked for")
     phi.load_state_dict(ck['Phi']); opt.load_state_dict(ck['optimizer'])
+    if scaler is not None: scaler.load_state_dict(ck.get('scaler', {}))               # amp: the scale reached
     logger.info('resuming from %s (epoch %d of %d)', path, ck['epoch'], config.epochs)
     return ck['epoch'], list(ck['log'])
 
@@ -230,11 +231,12 @@ def save_phi(phi:Phi, path, **extra):
     save_tensors({'Phi': {k: v.detach().cpu() for k, v in phi.state_dict().items()}, 'dims': list(phi.dims),
                   'dropout': phi.dropout, **extra}, path)
 
-def _end_epoch(out:Path, phi, opt, epoch:int, config:PhiConfig, log:list, data_key:dict):
+def _end_epoch(out:Path, phi, opt, epoch:int, config:PhiConfig, log:list, data_key:dict, scaler:LossScaler|None=None):
     "Write the log, and the checkpoint when one is due (atomically; only the newest `keep_last` are kept)."
     if epoch % config.save_every == 0 or epoch == config.epochs:
         save_tensors({'Phi': {k: v.detach().cpu() for k, v in phi.state_dict().items()}, 'dims': list(phi.dims), 'dropout': phi.dropout,
-                      'optimizer': opt.state_dict(), 'epoch': epoch, 'config': dataclasses.asdict(config), 'log': log, 'data': data_key},
+                      'optimizer': opt.state_dict(), 'epoch': epoch, 'config': dataclasses.asdict(config), 'log': log, 'data': data_key,
+                      'scaler': scaler.state_dict() if scaler is not None else {}},
                      out/'checkpoints'/f'phi_epoch{epoch:04d}.pt')
         if config.keep_last:
             for p in sorted(out.glob('checkpoints/phi_epoch*.pt'))[:-config.keep_last]: p.unlink()
@@ -268,14 +270,15 @@ def train_phi(model, # CLIP (frozen during training); its text encoder computes 
     data_key = _data_key(names, model, image_features, tokens)
     phi, opt = _new_phi(config, image_features.shape[1], tokens.shape[1], dev)
     out = Path(out_dir) if out_dir is not None else None
-    start, log = _resume(out, phi, opt, config, data_key) if out is not None else (0, [])
+    scaler = LossScaler(config.precision, dev)
+    start, log = _resume(out, phi, opt, config, data_key, scaler) if out is not None else (0, [])
     if out is not None and main:
         save_json({'phi': config, 'n_images': N, 'data': data_key, 'processes': dist.world, **(meta or {})}, out/'config.json')
     feats, targets = image_features.to(dev, torch.float32), tokens.to(dev, torch.float32)
     real = PhraseFeatures(model, config.phrase_cache, precision=config.precision)
     frozen = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False); phi.train()
-    bar, show, scaler = *_epoch_bar(start, config.epochs, progress and main), LossScaler(config.precision, dev)
+    bar, show = _epoch_bar(start, config.epochs, progress and main)
     try:
         for epoch in bar:
             t0, skipped = time.time(), scaler.skipped
@@ -288,7 +291,7 @@ def train_phi(model, # CLIP (frozen during training); its text encoder computes 
             if validate_fn is not None and main:
                 phi.eval(); row |= {f'val/{k}': v for k, v in validate_fn(phi, epoch).items()}; phi.train()
             log.append(row); logger.info('phi epoch %d: %s', epoch, row); show(loss=f"{row['loss']:.4f}")
-            if out is not None and main: _end_epoch(out, phi, opt, epoch, config, log, data_key)
+            if out is not None and main: _end_epoch(out, phi, opt, epoch, config, log, data_key, scaler)
             dist.barrier()
     finally:
         for p, r in zip(model.parameters(), frozen): p.requires_grad_(r)
