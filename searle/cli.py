@@ -13,9 +13,10 @@ from fastcore.docments import docments
 # %% auto #0
 __all__ = ['logger', 'DATASETS', 'BENCHMARKS', 'EVAL_TYPES', 'PRECISIONS', 'LOG_LEVELS', 'OPTIONS', 'USER_ERRORS', 'DEMO_METHODS',
            'DEMO_METRICS', 'DEMO_QUICK', 'Number', 'device_option', 'make_parser', 'command', 'check_output',
-           'check_input', 'searle_phrases', 'searle_concepts', 'searle_oti', 'searle_train_phi', 'default_clip',
-           'check_method', 'token_source', 'method_inputs', 'searle_validate', 'searle_submit', 'searle_score',
-           'DemoConfig', 'demo_scores', 'plot_methods', 'plot_queries', 'run_demo', 'searle_demo', 'searle_build_world']
+           'check_input', 'check_precision', 'searle_phrases', 'searle_concepts', 'searle_oti', 'searle_train_phi',
+           'default_clip', 'check_method', 'token_source', 'method_inputs', 'searle_validate', 'searle_submit',
+           'searle_score', 'DemoConfig', 'demo_scores', 'plot_methods', 'plot_queries', 'run_demo', 'searle_demo',
+           'searle_build_world']
 
 # %% ../nbs/10_cli.ipynb #45f096a9
 logger = logging.getLogger(__name__)
@@ -175,6 +176,12 @@ def check_input(path, option:str, kind:str='file') -> Path:
         raise FileNotFoundError(f"{option} {path}: expected {'a folder' if kind == 'dir' else 'a file'}, found {'a folder' if p.is_dir() else 'a file' if p.exists() else 'nothing'}")
     return p
 
+def check_precision(precision:str|None, device:str|None):
+    "Fail now when `precision` cannot run on `device` (amp needs CUDA)."
+    if precision is not None:
+        from searle.core import resolve_precision
+        resolve_precision(precision, device)
+
 # %% ../nbs/10_cli.ipynb #1e87f6ac
 def _local_model(name:str, option:str):
     "Fail now when `name` is meant as a local folder (not a hub id such as `org/model`) and is not one."
@@ -232,15 +239,17 @@ def searle_concepts(out:str=None, # the concept table (CSV) to write; resumed wh
                     preprocess:str='targetpad', # image preprocessing
                     cache_dir:str=None, # caches the vocabulary and the concept features
                     device:str=None, # default: CUDA when available
+                    precision:str=None, # amp: fp16 autocast with a gradient scaler (CUDA only); default: amp on CUDA, fp32 on CPU
                     no_progress:bool=False, # hide progress bars
                    ):
     "Stage 1: the top-K vocabulary concepts of every image of a dataset."
-    check_output(out, 'file')
+    check_output(out, 'file'); check_precision(precision, device)
     if vocabulary: check_input(vocabulary, '--vocabulary')
     from searle import concepts
     images = _dataset_images(dataset, dataset_path, split, 'images')  # the gallery and any reference outside it
     table = concepts.run_concepts(out, images, vocabulary=vocabulary, clip_model=clip_model, k=top_k, batch_size=batch_size,
-                                  preprocess=preprocess, cache_dir=cache_dir, device=device, progress=not no_progress)
+                                  preprocess=preprocess, cache_dir=cache_dir, device=device, progress=not no_progress,
+                                  precision=precision)
     print(f'{len(table)} images in {out}')
 
 # %% ../nbs/10_cli.ipynb #4ad95743
@@ -264,15 +273,16 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
                seed:int=42, # with the image name, seeds every draw of that image
                cache_dir:str=None, # image-feature cache
                device:str=None, # default: CUDA when available
+               precision:str=None, # amp: fp16 autocast with a gradient scaler (CUDA only); default: amp on CUDA, fp32 on CPU
                no_progress:bool=False, # hide progress bars
               ):
     "Stage 2: invert every image into a pseudo token (resumable; `accelerate launch` / `torchrun` split the work)."
-    check_output(out); check_input(concepts, 'CONCEPTS'); check_input(phrases, 'PHRASES')
+    check_output(out); check_input(concepts, 'CONCEPTS'); check_input(phrases, 'PHRASES'); check_precision(precision, device)
     from searle import oti
     from searle.clip import load_clip, model_preprocess
     images = _dataset_images(dataset, dataset_path, split, 'references')  # checked before CLIP is loaded
     cfg = oti.OTIConfig(steps=steps, lr=lr, weight_decay=weight_decay, batch_size=batch_size, top_k=top_k,
-                        lambda_cos=lambda_cos, lambda_gpt=lambda_gpt, ema_decay=ema_decay, seed=seed)
+                        lambda_cos=lambda_cos, lambda_gpt=lambda_gpt, ema_decay=ema_decay, seed=seed, precision=precision)
     model = load_clip(clip_model, device='cpu')
     path = oti.run_oti(model, images, concepts, phrases, out, cfg, preprocess=model_preprocess(model, preprocess),
                        cache_dir=cache_dir, device=device, progress=not no_progress)
@@ -305,10 +315,11 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
                      val_path:str=None, # its folder (no validation without it)
                      cache_dir:str=None, # image-feature cache (default: OUT/features)
                      device:str=None, # default: CUDA when available
+                     precision:str=None, # amp: fp16 autocast with a gradient scaler (CUDA only); default: amp on CUDA, fp32 on CPU
                      no_progress:bool=False, # hide progress bars
                     ):
     "Stage 3: distil phi from OTI tokens (resumable; `accelerate launch` / `torchrun` for data parallelism)."
-    check_output(out)
+    check_output(out); check_precision(precision, device)
     for p, o in ((tokens, 'TOKENS'), (concepts, 'CONCEPTS'), (phrases, 'PHRASES')): check_input(p, o)
     from searle.phi import PhiConfig, run_train_phi
     from searle.clip import load_pseudo_tokens
@@ -317,7 +328,7 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
     if val_path: _dataset_images(val_dataset, val_path, 'val', 'images')  # the validation set, before any training work
     cfg = PhiConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, tau=tau, lambda_distil=lambda_distil,
                     lambda_gpt=lambda_gpt, top_k=top_k, dropout=dropout, seed=seed, save_every=save_every,
-                    val_dataset=val_dataset, val_path=val_path)
+                    val_dataset=val_dataset, val_path=val_path, precision=precision)
     print(run_train_phi(clip_model, images, tokens, concepts, phrases, out, cfg, preprocess=preprocess,
                         cache_dir=cache_dir, device=device, progress=not no_progress))
 
@@ -387,15 +398,16 @@ def searle_validate(dataset:str=None, # the benchmark ('fashioniq', 'cirr' or 'c
                     cache_dir:str=None, # image-feature cache (and released weights)
                     device:str=None, # default: CUDA when available
                     no_progress:bool=False, # hide progress bars
+                    precision:str=None, # 'fp32', 'amp' (fp16 autocast + gradient scaler, CUDA only) or 'bf16'; default: amp on CUDA, fp32 on CPU
                    ):
     "Validate one method on a benchmark; writes OUT/metrics.json (percent) beside OUT/config.json."
-    check_output(out)
+    check_output(out); check_precision(precision, device)
     from searle import retrieval
     _dataset_images(dataset, dataset_path, split, 'images')  # the benchmark, checked before CLIP is loaded
     model, src = method_inputs(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
     metrics = retrieval.run_validation(dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out, split=split,
                                        batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress,
-                                       **({'template': template} if template else {}), **src)
+                                       precision=precision, **({'template': template} if template else {}), **src)
     print(json.dumps(metrics, indent=1))
 
 # %% ../nbs/10_cli.ipynb #98e8e234
@@ -415,16 +427,17 @@ def searle_submit(dataset:str=None, # 'cirr' or 'circo'
                   cache_dir:str=None, # image-feature cache (and released weights)
                   device:str=None, # default: CUDA when available
                   no_progress:bool=False, # hide progress bars
+                  precision:str=None, # 'fp32', 'amp' (fp16 autocast + gradient scaler, CUDA only) or 'bf16'; default: amp on CUDA, fp32 on CPU
                  ):
     "Write (and check) the evaluation-server JSON files of one method."
-    check_output(out)
+    check_output(out); check_precision(precision, device)
     from searle import retrieval
     split = split or {'cirr': 'test1', 'circo': 'test'}[dataset]
     _dataset_images(dataset, dataset_path, split, 'images')  # the benchmark, checked before CLIP is loaded
     model, src = method_inputs(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
     paths = retrieval.run_submission(dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out, split=split,
                                      batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress,
-                                     **({'template': template} if template else {}), **src)
+                                     precision=precision, **({'template': template} if template else {}), **src)
     for k, p in paths.items(): print(f'{k}: {p}')
 
 # %% ../nbs/10_cli.ipynb #a5b62f22
@@ -504,18 +517,23 @@ def plot_queries(dataset, r, # a dataset and a `Retrieval` of it
 def run_demo(out, # the output folder (the world, every stage's files, metrics.json, plots)
              config:DemoConfig|None=None, clip_model=None, # default: the shipped world CLIP
              gpt=None, # default: the shipped world GPT-Neo
-             device=None, progress:bool=True) -> dict:
+             device=None, progress:bool=True,
+             precision:str|None=None, # 'fp32', 'amp' or 'bf16' for every stage but phrase generation; `None`: the device's
+            ) -> dict:
     "Every stage of SEARLE on the offline world; returns `{method: {metric: value}}`."
     from searle import concepts, oti, phrases, retrieval, world
-    from searle.core import load_json, save_json
+    from searle.core import load_json, resolve_precision, save_json
     from searle.clip import extract_features, load_clip, model_fingerprint, model_preprocess
     from searle.data import load_dataset
     from searle.phi import PhiConfig, run_train_phi, benchmark_validation, load_phi, phi_token_fn
     cfg, out, times, t0 = config or DemoConfig(), Path(out), {}, time.time()
+    prec = resolve_precision(precision, device)
     def lap(stage): times[stage] = round(time.time() - t0 - sum(times.values()), 1); logger.info('%s: %.1f s', stage, times[stage])
     if (out/'config.json').is_file():  # a rerun resumes every stage, so it must be the same demo
         old = load_json(out/'config.json').get('demo', {})
         diff = {k: (old.get(k), v) for k, v in asdict(cfg).items() if old.get(k) != v}
+        was = load_json(out/'config.json').get('precision', 'fp32')   # demos written before the option ran in fp32
+        if was != prec: diff['precision'] = (was, prec)
         if diff: raise ValueError(f"{out} holds a demo with another config (key: (there, asked)) {diff}; use another output folder")
     root = out/'world'
     wcfg = dict(seed=cfg.seed, n_gallery=cfg.n_gallery, n_queries=cfg.n_queries, n_test=0, n_unlabeled=cfg.n_unlabeled)
@@ -530,35 +548,35 @@ def run_demo(out, # the output folder (the world, every stage's files, metrics.j
     lap('phrases')
     ds, unl = load_dataset('circo', root, split='val'), load_dataset('folder', root/'unlabeled').gallery()
     refs = ds.references()
-    _, rf = extract_features(model, refs, pre, device=device, cache_dir=out/'features', progress=progress)
-    _, uf = extract_features(model, unl, pre, device=device, cache_dir=out/'features', progress=progress)
-    cf = concepts.concept_features(model, vocab, progress=False)
+    _, rf = extract_features(model, refs, pre, device=device, cache_dir=out/'features', progress=progress, precision=prec)
+    _, uf = extract_features(model, unl, pre, device=device, cache_dir=out/'features', progress=progress, precision=prec)
+    cf = concepts.concept_features(model, vocab, progress=False, precision=prec)
     t_val = concepts.associate_images((refs.names, rf), vocab, cf, out/'concepts_val.csv', k=len(vocab), progress=progress)
     t_unl = concepts.associate_images((unl.names, uf), vocab, cf, out/'concepts_unlabeled.csv', k=len(vocab), progress=progress)
     lap('concepts')
-    ocfg = oti.OTIConfig(steps=cfg.oti_steps, batch_size=cfg.oti_batch_size)
-    ucfg = oti.OTIConfig(steps=cfg.oti_steps_unlabeled, batch_size=cfg.oti_batch_size)
+    ocfg = oti.OTIConfig(steps=cfg.oti_steps, batch_size=cfg.oti_batch_size, precision=prec)
+    ucfg = oti.OTIConfig(steps=cfg.oti_steps_unlabeled, batch_size=cfg.oti_batch_size, precision=prec)
     val_tokens = oti.run_oti(model, (refs.names, rf), t_val, phr, out/'oti_val', ocfg, device=device, progress=progress)
     unl_tokens = oti.run_oti(model, (unl.names, uf), t_unl, phr, out/'oti_unlabeled', ucfg, device=device, progress=progress)
     lap('oti')
     pcfg = PhiConfig(epochs=cfg.phi_epochs, batch_size=cfg.phi_batch_size, lr=cfg.phi_lr, dropout=cfg.phi_dropout,
-                     save_every=cfg.phi_epochs, val_path=None)
-    val_fn = benchmark_validation(model, 'circo', root, pre, device=device)
+                     save_every=cfg.phi_epochs, val_path=None, precision=prec)
+    val_fn = benchmark_validation(model, 'circo', root, pre, device=device, precision=prec)
     phi = load_phi(run_train_phi(model, (unl.names, uf), unl_tokens, t_unl, phr, out/'phi', pcfg, validate_fn=val_fn,
                                  device=device, progress=progress), device=device)
     lap('phi')
     memo, results, rankings = {}, {}, {}
     methods = {'image-only': dict(baseline='image'), 'text-only': dict(baseline='text'), 'image+text': dict(baseline='image+text'),
                'searle-oti': dict(tokens=val_tokens), 'searle': dict(token_fn=phi_token_fn(phi, device=device))}
-    for name, kw in methods.items(): results[name], rankings[name] = demo_scores(model, ds, pre, memo, **kw)
+    for name, kw in methods.items(): results[name], rankings[name] = demo_scores(model, ds, pre, memo, precision=prec, **kw)
     lap('evaluation')
     save_json(results, out/'metrics.json')
     retrieval.results_table(results).to_csv(out/'results.csv')
     plot_methods(results).savefig(out/'methods.png', dpi=120)
     plot_queries(ds, rankings['searle-oti'], title='SEARLE-OTI on the offline world').savefig(out/'queries.png', dpi=120)
     save_json({'demo': asdict(cfg), 'clip': str(clip_model or world.world_clip_path()), 'clip_fingerprint': model_fingerprint(model),
-               'gpt': str(gpt or world.world_gpt_path()),
-               'oti': asdict(ocfg), 'oti_unlabeled': asdict(ucfg), 'phi': asdict(pcfg), 'seconds': times, 'total_seconds': round(time.time() - t0, 1)}, out/'config.json')
+               'gpt': str(gpt or world.world_gpt_path()), 'oti': asdict(ocfg), 'oti_unlabeled': asdict(ucfg), 'phi': asdict(pcfg),
+               'precision': prec, 'seconds': times, 'total_seconds': round(time.time() - t0, 1)}, out/'config.json')
     return results
 
 # %% ../nbs/10_cli.ipynb #4b5e5ae4
@@ -572,14 +590,15 @@ def searle_demo(out:str='runs/demo', # the output folder (a rerun resumes it)
                 clip_model:str=None, # a CLIP spec as for searle-oti (default: the shipped world CLIP)
                 gpt:str=None, # default: the shipped world GPT-Neo
                 device:str=None, # default: CUDA when available
+                precision:str=None, # amp: fp16 autocast with a gradient scaler (CUDA only); default: amp on CUDA, fp32 on CPU
                 no_progress:bool=False, # hide progress bars
                ):
     "Every stage of SEARLE on the offline world; prints the results table, writes metrics.json and plots to OUT."
     import dataclasses
     from searle import retrieval
-    check_output(out)
+    check_output(out); check_precision(precision, device)
     cfg = dataclasses.replace(DEMO_QUICK if quick else DemoConfig(), seed=seed)
-    results = run_demo(out, cfg, clip_model, gpt, device, progress=not no_progress)
+    results = run_demo(out, cfg, clip_model, gpt, device, progress=not no_progress, precision=precision)
     print(retrieval.results_table(results).to_string())
     print(f'written: {out}/metrics.json, {out}/results.csv, {out}/methods.png, {out}/queries.png')
     return results

@@ -28,8 +28,7 @@ __all__ = ['logger', 'CLIP_PRESETS', 'OPEN_CLIP_TINY', 'HF_PRESETS', 'PSEUDO_CHA
            'CLIP_EOT', 'build_clip', 'tokenize', 'pseudo_token_id', 'TextBlock', 'Backbone', 'backbone', 'clip_config',
            'clip_config_from_state_dict', 'save_clip', 'official_clip_path', 'load_clip', 'as_clip', 'TargetPad',
            'make_preprocess', 'model_preprocess', 'encode_with_pseudo_tokens', 'encode_text', 'save_pseudo_tokens',
-           'check_finite_tokens', 'load_pseudo_tokens', 'ImageList', 'model_fingerprint', 'clip_record',
-           'extract_features']
+           'load_pseudo_tokens', 'ImageList', 'model_fingerprint', 'clip_record', 'extract_features']
 
 # %% ../nbs/01_clip.ipynb #3dfc32d6
 logger = logging.getLogger(__name__)
@@ -572,18 +571,10 @@ def save_pseudo_tokens(path, names:Sequence[str], tokens:torch.Tensor, ema_token
     if len(names) != tokens.shape[0] or (ema_tokens is not None and ema_tokens.shape != tokens.shape):
         raise ValueError(f"{len(names)} names for tokens {tuple(tokens.shape)} / ema {None if ema_tokens is None else tuple(ema_tokens.shape)}")
     if len(set(names)) != len(names): raise ValueError(f"duplicate image names in pseudo tokens for {path}")
+    for t in (tokens, ema_tokens): t is None or check_finite_rows(t, names, path)  # a NaN token is never written
     obj = {'names': names, 'tokens': tokens.detach().float().cpu(), 'config': config or {}}
     if ema_tokens is not None: obj['ema_tokens'] = ema_tokens.detach().float().cpu()
     save_tensors(obj, path)
-
-def check_finite_tokens(names:Sequence[str], tokens:torch.Tensor, # [N, W] and their N image names
-                        source='tokens', # named in the error (a file)
-                       ) -> torch.Tensor:
-    "Return `tokens`, or fail naming `source`, how many tokens hold NaN or inf, and the first such images."
-    bad = (~torch.isfinite(tokens).reshape(tokens.shape[0], -1).all(1)).nonzero().flatten().tolist()
-    if bad: raise ValueError(f"{source}: {len(bad)} of {tokens.shape[0]} tokens are not finite (NaN or inf), e.g. the images "
-                             f"{[names[i] for i in bad[:5]]}; a diverged run (fp16?) made them: recompute those images")
-    return tokens
 
 def load_pseudo_tokens(path, which:str='ema', # 'ema' (falls back to 'tokens' when absent) or 'tokens'
                        finite:bool=True, # refuse tokens holding NaN or inf
@@ -595,7 +586,7 @@ def load_pseudo_tokens(path, which:str='ema', # 'ema' (falls back to 'tokens' wh
     if which not in ('ema', 'tokens'): raise ValueError(f"which={which!r}; expected 'ema' or 'tokens'")
     t = obj['ema_tokens'] if which == 'ema' and 'ema_tokens' in obj else obj['tokens']
     if len(obj['names']) != t.shape[0]: raise ValueError(f"{path}: {len(obj['names'])} names for {t.shape[0]} tokens")
-    return list(obj['names']), check_finite_tokens(obj['names'], t, path) if finite else t
+    return list(obj['names']), check_finite_rows(t, obj['names'], path, doing='use') if finite else t
 
 # %% ../nbs/01_clip.ipynb #bf80efa5
 @dataclass
@@ -648,19 +639,23 @@ class _ImageDataset(torch.utils.data.Dataset):
 
 def extract_features(model:nn.Module, images:ImageList, preprocess:Callable, # PIL → tensor, e.g. `make_preprocess('targetpad', 224)`
                      batch_size:int=32, device=None, cache_dir=None, # reuse features keyed by model, preprocessing and images
-                     progress:bool=True, num_workers:int=0) -> tuple[list[str], torch.Tensor]:
+                     progress:bool=True, num_workers:int=0,
+                     precision:str|None=None, # 'fp32', 'amp' (fp16 features, as the original) or 'bf16'; `None`: the device's
+                    ) -> tuple[list[str], torch.Tensor]:
     "CLIP image features [N, D] (float32, CPU, unnormalised) of `images`, with their names."
-    cache = None
+    cache, dev = None, next(model.parameters()).device
+    precision = resolve_precision(precision, dev)
     if cache_dir is not None:
-        key = hashlib.sha256(f'{model_fingerprint(model)}|{preprocess!r}|{_images_key(images)}'.encode()).hexdigest()[:32]
+        key = f'{model_fingerprint(model)}|{preprocess!r}|{_images_key(images)}' + ('' if precision == 'fp32' else f'|{precision}')
+        key = hashlib.sha256(key.encode()).hexdigest()[:32]
         cache = Path(cache_dir) / f'features-{key}.pt'
         if cache.is_file():
             obj = load_tensors(cache)
             if obj['names'] == images.names: return obj['names'], obj['features']
-    dev, bb = next(model.parameters()).device, backbone(model)
+    bb = backbone(model)
     dl = torch.utils.data.DataLoader(_ImageDataset(images, preprocess), batch_size=batch_size, num_workers=num_workers)
     feats = []
-    with torch.no_grad():
+    with torch.no_grad(), autocast(precision, dev):
         for x in progress_bar(dl, progress, desc='image features'):
             feats.append(bb.own_image(x.to(dev, next(model.parameters()).dtype)).float().cpu())
     feats = torch.cat(feats) if feats else torch.zeros(0, bb.dim)

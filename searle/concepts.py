@@ -10,7 +10,8 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from .core import PathLike, atomic_write, load_json, load_tensors, progress_bar, resolve_device, save_json, save_tensors
+from .core import (PathLike, atomic_write, autocast, load_json, load_tensors, progress_bar, resolve_device,
+                         resolve_precision, save_json, save_tensors)
 from .clip import ImageList, as_clip, backbone, encode_text, extract_features, make_preprocess, model_fingerprint, model_preprocess
 
 # %% auto #0
@@ -92,13 +93,16 @@ def concept_features(model, # a CLIP model; features are computed on its device
                      concepts:Sequence[str],
                      batch_size:int=64, # concepts per forward (x 24 prompts)
                      progress:bool=True,
+                     precision:str|None=None, # 'fp32', 'amp' (fp16 text features, as the original) or 'bf16'; `None`: the device's
                     ) -> torch.Tensor:
     "Template-ensembled, L2-normalised CLIP text features [N, D] (float32, CPU) of `concepts`."
-    out, T = [], len(TEMPLATES)
+    out, T, dev = [], len(TEMPLATES), next(model.parameters()).device
+    precision = resolve_precision(precision, dev)
     for s in progress_bar(range(0, len(concepts), batch_size), progress, desc='concept features'):
         chunk = concepts[s:s + batch_size]
         prompts = [p for c in chunk for p in concept_prompts(c)]
-        f = F.normalize(encode_text(model, prompts, batch_size=len(prompts)).float(), dim=-1)  # [C*T, D]
+        with autocast(precision, dev): f = encode_text(model, prompts, batch_size=len(prompts))
+        f = F.normalize(f.float(), dim=-1)                                               # [C*T, D]
         out.append(F.normalize(f.view(len(chunk), T, -1).mean(1), dim=-1).cpu())  # [C, D]
     return torch.cat(out) if out else torch.zeros(0, backbone(model).dim)
 
@@ -109,15 +113,17 @@ def vocabulary_key(concepts:Sequence[str]) -> str:
 
 def cached_concept_features(model, concepts:Sequence[str],
                             cache_dir:PathLike|None=None, # `None`: no cache
-                            batch_size:int=64, progress:bool=True) -> torch.Tensor:
+                            batch_size:int=64, progress:bool=True, precision:str|None=None) -> torch.Tensor:
     "`concept_features`, reused from / saved to `cache_dir` under a key of (model weights, concepts, templates)."
-    if cache_dir is None: return concept_features(model, concepts, batch_size, progress)
-    path = Path(cache_dir) / f'concept-features-{model_fingerprint(model)}-{vocabulary_key(concepts)}.pt'
+    precision = resolve_precision(precision, next(model.parameters()).device)
+    if cache_dir is None: return concept_features(model, concepts, batch_size, progress, precision)
+    tag = '' if precision == 'fp32' else f'-{precision}'
+    path = Path(cache_dir) / f'concept-features-{model_fingerprint(model)}-{vocabulary_key(concepts)}{tag}.pt'
     if path.is_file():
         obj = load_tensors(path)
         if obj.get('concepts') == list(concepts): return obj['features']
         logger.warning('%s holds features of other concepts; recomputing', path)
-    feats = concept_features(model, concepts, batch_size, progress)
+    feats = concept_features(model, concepts, batch_size, progress, precision)
     save_tensors({'concepts': list(concepts), 'features': feats}, path)
     return feats
 
@@ -207,6 +213,7 @@ def associate_images(images:ImageList|tuple[Sequence[str], torch.Tensor], # imag
                      out_path:PathLike, # the CSV table; resumed from its part files when interrupted
                      model=None, preprocess=None, # CLIP and its preprocessing, needed for an `ImageList`
                      k:int=250, batch_size:int=32, chunk_size:int=2048, num_workers:int=0, progress:bool=True,
+                     precision:str|None=None, # of the image features (for an `ImageList`); recorded in the table's meta
                     ) -> dict[str, list[str]]:
     "Write the top-`k` concepts of every image to `out_path` (resumable); return the table."
     out_path = Path(out_path)
@@ -217,6 +224,8 @@ def associate_images(images:ImageList|tuple[Sequence[str], torch.Tensor], # imag
         raise ValueError(f"{out_path} (or its parts) holds {len(next(iter(done.values())))} concepts per image, not k={k}; use another output")
     meta = dict(model=model_fingerprint(model) if model is not None else None, vocabulary=vocabulary_key(concepts),
                 preprocess=repr(preprocess) if preprocess is not None else None, k=k)
+    if model is not None:  # features computed here: their precision is part of what made the rows
+        precision = meta['precision'] = resolve_precision(precision, next(model.parameters()).device)
     _check_meta(out_path, meta, bool(done))
     todo = [i for i, n in enumerate(names) if n not in done]
     logger.info('%s%d images, %d already associated in %s', 'resuming: ' if done else '', len(names), len(names) - len(todo), out_path)
@@ -225,7 +234,7 @@ def associate_images(images:ImageList|tuple[Sequence[str], torch.Tensor], # imag
     for j, idx in enumerate(progress_bar(chunks, progress, desc='concepts', unit='chunk')):
         if isinstance(images, ImageList):
             _, feats = extract_features(model, ImageList([names[i] for i in idx], [images.paths[i] for i in idx]), preprocess,
-                                        batch_size=batch_size, progress=False, num_workers=num_workers)
+                                        batch_size=batch_size, progress=False, num_workers=num_workers, precision=precision)
         else: feats = images[1][torch.as_tensor(idx)]
         rows = top_concepts(feats, concept_feats, concepts, k)
         write_concept_table(parts / f'part-{first + j:06d}.csv', [names[i] for i in idx], rows)
@@ -244,7 +253,9 @@ def run_concepts(out_path:PathLike, # the CSV table to write (see `concept_table
                  clip_model='ViT-B/32', # name, checkpoint path, or a loaded CLIP model
                  k:int=250, batch_size:int=32, concept_batch_size:int=64, preprocess:str='targetpad',
                  device=None, cache_dir:PathLike|None=None, # caches the vocabulary and the concept features
-                 num_workers:int=0, progress:bool=True, **dataset_kwargs) -> dict[str, list[str]]:
+                 num_workers:int=0, progress:bool=True,
+                 precision:str|None=None, # 'fp32', 'amp' (fp16 features, as the original) or 'bf16'; `None`: the device's
+                 **dataset_kwargs) -> dict[str, list[str]]:
     "Stage 1: associate the top-`k` vocabulary concepts with every image, written to `out_path`."
     if (images is None) == (dataset is None): raise ValueError("give either `images` or `dataset` (with `root`)")
     if dataset is not None:
@@ -253,7 +264,8 @@ def run_concepts(out_path:PathLike, # the CSV table to write (see `concept_table
     concepts = load_vocabulary(vocabulary, cache_dir=cache_dir)
     device = resolve_device(device)
     model = as_clip(clip_model, device)
-    feats = cached_concept_features(model, concepts, cache_dir, concept_batch_size, progress)
+    precision = resolve_precision(precision, device)
+    feats = cached_concept_features(model, concepts, cache_dir, concept_batch_size, progress, precision)
     pre = model_preprocess(model, preprocess) if isinstance(images, ImageList) else None
     return associate_images(images, concepts, feats, out_path, model, pre, k=k, batch_size=batch_size,
-                            num_workers=num_workers, progress=progress)
+                            num_workers=num_workers, progress=progress, precision=precision)

@@ -6,16 +6,17 @@
 from __future__ import annotations
 import contextlib, dataclasses, hashlib, io, json, logging, os, pickle, random, sys, tempfile
 from pathlib import Path
-from typing import Any, Iterable, Union
+from typing import Any, Iterable, Sequence, Union
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['PathLike', 'logger', 'resolve_device', 'resolve_dtype', 'autocast', 'Dist', 'seed_everything', 'stable_seed',
-           'generator_for', 'atomic_write', 'save_json', 'load_json', 'save_tensors', 'load_tensors', 'safe_unpickle',
-           'config_from_dict', 'LogProgress', 'progress_bar', 'setup_logging']
+__all__ = ['PathLike', 'logger', 'PRECISIONS', 'resolve_device', 'resolve_dtype', 'resolve_precision', 'autocast', 'LossScaler',
+           'check_finite_rows', 'Dist', 'seed_everything', 'stable_seed', 'generator_for', 'atomic_write', 'save_json',
+           'load_json', 'save_tensors', 'load_tensors', 'safe_unpickle', 'config_from_dict', 'LogProgress',
+           'progress_bar', 'setup_logging']
 
 # %% ../nbs/00_core.ipynb #cd979da3
 PathLike = Union[str, os.PathLike]
@@ -44,13 +45,73 @@ def resolve_dtype(dtype:str|torch.dtype|None=None, # `None`: float32, the precis
     return _DTYPES[dtype]
 
 # %% ../nbs/00_core.ipynb #67f3bfe1
-def autocast(device:torch.device|str, # the device the computation runs on
-             dtype:str|torch.dtype|None=None, # `None` or float32: no autocast at all
-            ):
-    "A mixed-precision context on CUDA; a no-op on CPU or in float32."
-    device, dtype = torch.device(device), resolve_dtype(dtype)
-    if device.type == 'cpu' or dtype == torch.float32: return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+PRECISIONS = ('fp32', 'amp', 'bf16')
+
+def resolve_precision(precision:str|None=None, # 'fp32', 'amp' or 'bf16'; `None`: the device's default
+                      device:str|torch.device|None=None, # where the computation runs (`None`: as `resolve_device`)
+                     ) -> str:
+    "The precision of a run on `device`: fp32 on CPU and amp on CUDA unless asked; a clear error for a bad value."
+    dev = resolve_device(device)
+    if precision is None: return 'amp' if dev.type == 'cuda' else 'fp32'
+    if precision not in PRECISIONS: raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if precision == 'amp' and dev.type != 'cuda':
+        raise ValueError(f"precision 'amp' (fp16 autocast with a gradient scaler) needs a CUDA device, not {dev}; "
+                         f"use 'bf16' or 'fp32' there")
+    return precision
+
+def autocast(precision:str|None, # 'fp32', 'amp' or 'bf16' (`None`: the device's default)
+             device:str|torch.device|None=None):
+    "The autocast context of a precision: fp16 for amp (CUDA), bfloat16 for bf16 (CPU or CUDA), none for fp32."
+    precision, dev = resolve_precision(precision, device), resolve_device(device)
+    if precision == 'fp32': return contextlib.nullcontext()
+    return torch.autocast(dev.type, dtype=torch.float16 if precision == 'amp' else torch.bfloat16)
+
+
+# %% ../nbs/00_core.ipynb #edfe4971
+class LossScaler:
+    "amp's gradient scaler, counting the steps it skips; a plain backward and step for fp32 and bf16."
+    def __init__(self, precision:str|None, device:str|torch.device|None=None):
+        self.precision = resolve_precision(precision, device)
+        self.scaler = torch.amp.GradScaler(resolve_device(device).type) if self.precision == 'amp' else None
+        self._skipped = torch.zeros((), dtype=torch.long)   # on the gradients' device: no sync per step
+    def backward(self, loss:torch.Tensor):
+        "`loss.backward()`, the loss scaled first under amp."
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+    def step(self, opt:torch.optim.Optimizer):
+        "Step `opt`; under amp unscale first, and skip (and count) a step whose gradients are not finite."
+        if self.scaler is None: return opt.step()
+        self.scaler.unscale_(opt)
+        grads = [p.grad for g in opt.param_groups for p in g['params'] if p.grad is not None]
+        if grads:
+            bad = ~torch.stack([torch.isfinite(g).all() for g in grads]).all()   # GradScaler's own criterion
+            self._skipped = self._skipped.to(bad.device) + bad
+        self.scaler.step(opt); self.scaler.update()
+    def state_dict(self) -> dict:
+        "The scale and its schedule, for a checkpoint (empty outside amp)."
+        return {} if self.scaler is None else self.scaler.state_dict()
+    def load_state_dict(self, state:dict):
+        "Resume the scale of a checkpoint (nothing to do outside amp, or for a checkpoint without one)."
+        if self.scaler is not None and state: self.scaler.load_state_dict(state)
+    @property
+    def skipped(self) -> int:
+        "Steps skipped so far (always 0 outside amp)."
+        return int(self._skipped)
+
+
+# %% ../nbs/00_core.ipynb #2f2bfb8f
+def check_finite_rows(x:torch.Tensor, # [N, ...] e.g. pseudo tokens
+                      names:Sequence, # the N row names (image names)
+                      target, # the file that would hold them, named in the error
+                      what:str='pseudo tokens',
+                      doing:str='write', # what is refused: 'write' (a run's output) or 'use' (an input)
+                     ) -> torch.Tensor:
+    "`x`, or an error naming `target`, the count and the first names, when rows of `x` hold a NaN or an inf."
+    bad = (~torch.isfinite(x.detach()).reshape(len(x), -1).all(1)).nonzero().flatten().tolist()
+    if bad:
+        raise ValueError(f"{target}: {len(bad)} of {len(x)} {what} are not finite (NaN or inf), e.g. images "
+                         f"{[str(names[i]) for i in bad[:5]]}; refusing to {doing} them "
+                         f"(after a diverged amp run: rerun with precision bf16 or fp32, in a new output folder)")
+    return x
 
 # %% ../nbs/00_core.ipynb #2babc1d1
 class Dist:

@@ -37,6 +37,7 @@ class OTIConfig:
     ema_decay: float = 0.99     # EMA of the token, updated after every step
     init_std: float = 0.02      # tokens start from N(0, init_std^2)
     seed: int = 42              # with the image name, seeds every draw of that image
+    precision: str|None = None  # 'fp32', 'amp' or 'bf16' (searle.core); None: the device's default, recorded resolved
 
 # %% ../nbs/07_oti.ipynb #91a69cea
 def phrase_pool(concepts:Sequence[str], # an image's concepts, most similar first
@@ -78,21 +79,24 @@ def warn_unphrased(concepts:set[str], # the (stripped) concepts of the images' t
     return missing
 
 # %% ../nbs/07_oti.ipynb #bfa9bca3
-def _unique_features(model, texts:list[str], batch_size:int=256) -> tuple[dict[str, int], torch.Tensor]:
+def _unique_features(model, texts:list[str], batch_size:int=256, precision='fp32') -> tuple[dict[str, int], torch.Tensor]:
     "Normalised CLIP features of the distinct `texts`, without gradients: (text -> row, features [U, D])."
     index = {t: i for i, t in enumerate(dict.fromkeys(texts))}
-    with torch.no_grad(): feats = F.normalize(encode_text(model, list(index), batch_size=batch_size).float(), dim=-1)
+    with torch.no_grad(), autocast(precision, next(model.parameters()).device):
+        feats = F.normalize(encode_text(model, list(index), batch_size=batch_size).float(), dim=-1)
     return index, feats
 
 def invert_batch(model, image_features:torch.Tensor, # [B, D] CLIP image features of the batch
                  names:Sequence[str], pools:Sequence[list], config:OTIConfig, progress:bool=False,
                  bar=None, # a progress bar of the whole run, advanced once per step
+                 stats:dict|None=None, # when given, 'skipped_steps' (amp's scaler) and 'nonfinite_tokens' are added to it
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "Invert one batch: (tokens [B, W], EMA tokens [B, W], batch-mean losses per step [steps, 3]: total, cosine, GPT)."
     bb = backbone(model); dev, W, B = bb.token_embedding.weight.device, bb.width, len(names)
+    prec = resolve_precision(config.precision, dev); scaler = LossScaler(prec, dev)
     draws = [draw(n, len(p), W, config) for n, p in zip(names, pools)]
     chosen = [[pool[j] for j in d.phrase.tolist()] for pool, d in zip(pools, draws)]        # B × steps (concept, phrase)
-    real_idx, real_feats = _unique_features(model, [p for row in chosen for _, p in row])
+    real_idx, real_feats = _unique_features(model, [p for row in chosen for _, p in row], precision=prec)
     pseudo = {cp: make_pseudo_phrase(cp[1], cp[0]) for row in chosen for cp in row}
     pseudo_tok = {s: i for i, s in enumerate(dict.fromkeys(pseudo.values()))}
     pseudo_tokens = tokenize(list(pseudo_tok))                                             # [P, 77] on the CPU, like ...
@@ -110,19 +114,24 @@ def invert_batch(model, image_features:torch.Tensor, # [B, D] CLIP image feature
     try:
         for s in progress_bar(range(config.steps), progress, desc='OTI steps', leave=False):
             tokens = torch.cat([template_tokens[t_idx[:, s]], pseudo_tokens[p_idx[:, s]]])   # [2B, 77]
-            f = F.normalize(encode_with_pseudo_tokens(model, tokens, torch.cat([v, v])).float(), dim=-1)  # [2B, D]
+            with autocast(prec, dev): f = encode_with_pseudo_tokens(model, tokens, torch.cat([v, v]))  # [2B, D]
+            f = F.normalize(f.float(), dim=-1)
             loss_cos = 1 - (f[:B] * img).sum(-1)                                            # [B]
             loss_gpt = 1 - (f[B:] * real_feats[r_idx[:, s]]).sum(-1)                        # [B]
             loss = (config.lambda_cos * loss_cos + config.lambda_gpt * loss_gpt) / lam      # [B]
             opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            opt.step()
+            scaler.backward(loss.sum()); scaler.step(opt)                                   # amp: scaled, skipped on inf
             with torch.no_grad(): ema.mul_(config.ema_decay).add_(v.detach(), alpha=1 - config.ema_decay)
             losses[s] = torch.stack([loss.mean(), loss_cos.mean(), loss_gpt.mean()]).detach()
             if bar is not None: bar.update()
     finally:
         for p, r in zip(model.parameters(), frozen): p.requires_grad_(r)
-    return v.detach().cpu(), ema.cpu(), losses.cpu()
+    v, ema = v.detach().cpu(), ema.cpu()
+    bad = int((~torch.isfinite(torch.cat([v, ema], 1)).all(1)).sum())
+    if scaler.skipped or bad: logger.warning('OTI batch of %d images (%s): %d of %d steps skipped by the %s scaler, %d tokens not finite',
+                                             B, names[0], scaler.skipped, config.steps, prec, bad)
+    if stats is not None: stats['skipped_steps'] = stats.get('skipped_steps', 0) + scaler.skipped; stats['nonfinite_tokens'] = stats.get('nonfinite_tokens', 0) + bad
+    return v, ema, losses.cpu()
 
 # %% ../nbs/07_oti.ipynb #666832e3
 @dataclass
@@ -132,6 +141,7 @@ class OTIResult:
     tokens: torch.Tensor      # [N, W]
     ema_tokens: torch.Tensor  # [N, W]
     losses: list              # one [steps, 3] curve per batch (total, cosine, GPT)
+    stats: dict = dataclasses.field(default_factory=dict)  # 'skipped_steps' (amp's scaler), 'nonfinite_tokens'
 
 def _pools(names, concept_table, phrases, config, source=None) -> list[list]:
     "Each image's phrase pool (one warning for the concepts `phrases` lacks); an error for an image left with none."
@@ -151,12 +161,12 @@ def invert(model, names:Sequence[str], image_features:torch.Tensor, # [N, D] CLI
     "Invert every image into a pseudo token (in memory; `run_oti` adds shards, resuming and processes)."
     config = config or OTIConfig()
     names = [str(n) for n in names]; pools = _pools(names, concept_table, phrases, config)
-    toks, emas, curves = [], [], []
+    toks, emas, curves, stats = [], [], [], {}
     for s in progress_bar(range(0, len(names), config.batch_size), progress, desc='OTI batches'):
         sl = slice(s, s + config.batch_size)
-        t, e, c = invert_batch(model, image_features[sl], names[sl], pools[sl], config, progress)
+        t, e, c = invert_batch(model, image_features[sl], names[sl], pools[sl], config, progress, stats)
         toks.append(t); emas.append(e); curves.append(c)
-    return OTIResult(names, torch.cat(toks), torch.cat(emas), curves)
+    return OTIResult(names, torch.cat(toks), torch.cat(emas), curves, stats)
 
 # %% ../nbs/07_oti.ipynb #8faa7927
 def names_key(names:Sequence[str]) -> str:
@@ -189,6 +199,7 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
     dist = Dist()                                      # searle.core: rank, world size, device and barrier of this process
     rank, world, barrier, dev = dist.rank, dist.world, dist.barrier, dist.resolve(device)
     model = model.to(dev)
+    config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))  # recorded resolved
     names = list(images.names) if isinstance(images, ImageList) else [str(n) for n in images[0]]
     table = concept_table if isinstance(concept_table, dict) else read_concept_table(concept_table)
     phr = phrases if isinstance(phrases, dict) else load_phrases(phrases)
@@ -211,15 +222,21 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
         if isinstance(images, ImageList):
             sub = ImageList([names[i] for b in mine for i in batches[b]], [images.paths[i] for b in mine for i in batches[b]])
             _, feats = extract_features(model, sub, model_preprocess(model, preprocess or 'targetpad'),
-                                        device=dev, cache_dir=cache_dir, progress=progress)
+                                        device=dev, cache_dir=cache_dir, progress=progress,
+                                        precision=config.precision)
         else: feats = images[1][[i for b in mine for i in batches[b]]]
         at, bar = 0, progress_bar(None, progress, total=len(mine) * config.steps, unit='step',
                                   desc=f'OTI steps of {len(mine)} batches (process {rank}/{world})')
         for j, b in enumerate(mine):
             idx = batches[b]; sl = slice(at, at + len(idx)); at += len(idx)
+            st, shard, bn = {}, shard_dir / f'batch-{b:06d}.pt', [names[i] for i in idx]
             bar.set_postfix(batch=f'{j + 1}/{len(mine)}')
-            t, e, c = invert_batch(model, feats[sl], [names[i] for i in idx], pools[sl], config, bar=bar)
-            save_tensors({'names': [names[i] for i in idx], 'tokens': t, 'ema_tokens': e, 'losses': c}, shard_dir / f'batch-{b:06d}.pt')
+            t, e, c = invert_batch(model, feats[sl], bn, pools[sl], config, bar=bar, stats=st)
+            if st['nonfinite_tokens']:                                  # the run's record of why it stopped
+                save_json({'batch': b, 'images': bn, 'precision': config.precision, **st}, out / 'nonfinite.json')
+            check_finite_rows(torch.cat([t, e], 1), bn, shard)          # a non-finite token is never written
+            save_tensors({'names': bn, 'tokens': t, 'ema_tokens': e, 'losses': c,
+                          'skipped_steps': st['skipped_steps']}, shard)
         bar.close()
     barrier()
     if rank == 0: _merge(shard_dir, batches, names, final, meta)
@@ -233,13 +250,14 @@ def load_json_roundtrip(obj):
     return json.loads(json.dumps(obj, default=str))
 
 def _merge(shard_dir:Path, batches, names, final:Path, meta:dict):
-    toks, emas = [], []
+    toks, emas, skipped = [], [], 0
     for b, idx in enumerate(batches):
         p = shard_dir / f'batch-{b:06d}.pt'
         s = load_tensors(p)
         if s['names'] != [names[i] for i in idx]: raise ValueError(f"{p} holds images {s['names'][:3]}...; expected {[names[i] for i in idx][:3]}...")
-        toks.append(s['tokens']); emas.append(s['ema_tokens'])
-    save_pseudo_tokens(final, names, torch.cat(toks), torch.cat(emas), meta)
+        toks.append(s['tokens']); emas.append(s['ema_tokens']); skipped += s.get('skipped_steps', 0)
+    if skipped: logger.warning("%s: amp's scaler skipped %d steps over %d batches", final, skipped, len(batches))
+    save_pseudo_tokens(final, names, torch.cat(toks), torch.cat(emas), meta | {'skipped_steps': skipped})
 
 # %% ../nbs/07_oti.ipynb #2166f5a5
 def import_official_tokens(tokens_path, # the original `ema_oti_pseudo_tokens.pt` (or `oti_pseudo_tokens.pt`)

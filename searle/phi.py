@@ -83,6 +83,7 @@ class PhiConfig:
     val_path: str|None = None    # ...at this folder; None: no validation (unless a callback is given)
     val_max_queries: int|None = None
     phrase_cache: int = 1_000_000  # real-phrase features kept in memory (compute only)
+    precision: str|None = None   # 'fp32', 'amp' or 'bf16' (searle.core); None: the device's default, recorded resolved
 
 _RUN_ONLY = ('epochs', 'save_every', 'keep_last', 'val_dataset', 'val_path', 'val_max_queries', 'phrase_cache')
 
@@ -122,12 +123,14 @@ def epoch_batches(n:int, epoch:int, batch_size:int, seed:int) -> list[Tensor]:
 # %% ../nbs/08_phi.ipynb #36fc386d
 class PhraseFeatures:
     "Normalised CLIP text features of phrases, computed once per distinct phrase (no gradients) and kept."
-    def __init__(self, model, max_size:int|None=1_000_000, batch_size:int=256):
+    def __init__(self, model, max_size:int|None=1_000_000, batch_size:int=256, precision:str|None='fp32'):
         self.model, self.max_size, self.batch_size, self.rows, self.encoded = model, max_size, batch_size, collections.OrderedDict(), 0
+        self.precision = resolve_precision(precision, next(model.parameters()).device)
     def __call__(self, phrases:Sequence[str]) -> Tensor:
         new = [p for p in dict.fromkeys(phrases) if p not in self.rows]
         if new:
-            with torch.no_grad(): f = F.normalize(encode_text(self.model, new, batch_size=self.batch_size).float(), dim=-1)  # [U, D]
+            with torch.no_grad(), autocast(self.precision, next(self.model.parameters()).device):
+                f = F.normalize(encode_text(self.model, new, batch_size=self.batch_size).float(), dim=-1)  # [U, D]
             self.rows.update(zip(new, f)); self.encoded += len(new)
         out = torch.stack([self.rows[p] for p in phrases])   # [B, D]
         while self.max_size is not None and len(self.rows) > self.max_size: self.rows.popitem(last=False)  # oldest first
@@ -138,16 +141,21 @@ def phi_step(phi:Phi, model, feats:Tensor, # [b, D] this process's image feature
              targets:Tensor, # [B, W] the OTI tokens of the whole global batch
              local:slice, # this process's rows of the global batch
              pseudo:Sequence[str], real:Tensor, # b pseudo phrases; [b, D] normalised features of the real phrases
-             masks:Tensor|None, config:PhiConfig, dist:Dist) -> tuple[float, float]:
+             masks:Tensor|None, config:PhiConfig, dist:Dist,
+             scaler:LossScaler|None=None, # amp: scales the backward pass (None: unscaled)
+            ) -> tuple[float, float]:
     "Accumulate the gradients of one global batch into `phi` (summed over processes); (distillation, GPT) losses."
     B = targets.shape[0]
-    p = phi(feats, masks)                                                               # [b, W]
-    q = F.normalize(encode_with_pseudo_tokens(model, pseudo, p).float(), dim=-1)       # [b, D]
+    with autocast(config.precision, feats.device):                                      # `None`: the device's default
+        p = phi(feats, masks)                                                           # [b, W]
+        q = F.normalize(encode_with_pseudo_tokens(model, pseudo, p).float(), dim=-1)   # [b, D]
+    p = p.float()
     gpt = 1 - (q * real).sum(-1)                                                        # [b]
     P = dist.gather(p).requires_grad_()                                                 # [B, W] every process's predictions
     distil = contrastive_loss(targets, P, config.tau)
     (dP,) = torch.autograd.grad(distil, P)                                              # [B, W]
-    ((dP[local] * p).sum() * config.lambda_distil + gpt.sum() * (config.lambda_gpt / B)).backward()
+    surrogate = (dP[local] * p).sum() * config.lambda_distil + gpt.sum() * (config.lambda_gpt / B)
+    surrogate.backward() if scaler is None else scaler.backward(surrogate)              # amp: the loss scaled first
     grads = [x.grad for x in phi.parameters() if x.grad is not None]
     stats = torch.stack([distil.detach(), gpt.detach().sum() / B])
     dist.sum_(grads + [stats[1:]])
@@ -157,7 +165,9 @@ def phi_step(phi:Phi, model, feats:Tensor, # [b, D] this process's image feature
 def train_epoch(phi:Phi, model, opt:torch.optim.Optimizer,
                 feats:Tensor, targets:Tensor, # [N, D] image features and [N, W] OTI tokens, on the training device
                 names:list[str], pools:ConceptPools, real:PhraseFeatures,
-                epoch:int, config:PhiConfig, dist:Dist|None=None, progress:bool=False) -> tuple[float, float]:
+                epoch:int, config:PhiConfig, dist:Dist|None=None, progress:bool=False,
+                scaler:LossScaler|None=None, # steps `opt` (amp: scaled, and skipped on inf); None: plain steps
+               ) -> tuple[float, float]:
     "Train `phi` for one epoch; the epoch's mean (distillation, GPT) losses."
     dist = dist or Dist()
     bl = config.batch_size // dist.world
@@ -170,8 +180,8 @@ def train_epoch(phi:Phi, model, opt:torch.optim.Optimizer,
         pseudo = [make_pseudo_phrase(p, c, first_only=False) for c, p, _ in draws]
         opt.zero_grad(set_to_none=True)
         sums += torch.tensor(phi_step(phi, model, feats[mine], targets[b.to(feats.device)], local, pseudo,
-                                      real([p for _, p, _ in draws]), masks, config, dist))
-        opt.step()
+                                      real([p for _, p, _ in draws]), masks, config, dist, scaler))
+        opt.step() if scaler is None else scaler.step(opt)
     return tuple((sums / len(batches)).tolist())
 
 # %% ../nbs/08_phi.ipynb #206ea35e
@@ -198,7 +208,7 @@ def _new_phi(config:PhiConfig, D:int, W:int, dev) -> tuple[Phi, torch.optim.Opti
         phi = Phi(D, config.hidden_mult * D, W, config.dropout).to(dev)
     return phi, torch.optim.AdamW(phi.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
-def _resume(out:Path, phi:Phi, opt, config:PhiConfig, data_key:dict) -> tuple[int, list]:
+def _resume(out:Path, phi:Phi, opt, config:PhiConfig, data_key:dict, scaler:LossScaler|None=None) -> tuple[int, list]:
     "Load the newest checkpoint of `out` into `phi` and `opt`, after checking it is this run's: (epoch, log)."
     path = latest_checkpoint(out)
     if path is None: return 0, []
@@ -211,6 +221,7 @@ def _resume(out:Path, phi:Phi, opt, config:PhiConfig, data_key:dict) -> tuple[in
         raise ValueError(f"{path} was trained on other data (key: checkpoint -> now): {'; '.join(diff)}; use a new out_dir")
     if ck['epoch'] > config.epochs: raise ValueError(f"{path} is at epoch {ck['epoch']}, past the {config.epochs} epochs asked for")
     phi.load_state_dict(ck['Phi']); opt.load_state_dict(ck['optimizer'])
+    if scaler is not None: scaler.load_state_dict(ck.get('scaler', {}))               # amp: the scale reached
     logger.info('resuming from %s (epoch %d of %d)', path, ck['epoch'], config.epochs)
     return ck['epoch'], list(ck['log'])
 
@@ -220,11 +231,13 @@ def save_phi(phi:Phi, path, **extra):
     save_tensors({'Phi': {k: v.detach().cpu() for k, v in phi.state_dict().items()}, 'dims': list(phi.dims),
                   'dropout': phi.dropout, **extra}, path)
 
-def _end_epoch(out:Path, phi, opt, epoch:int, config:PhiConfig, log:list, data_key:dict, clip:dict|None=None):
+def _end_epoch(out:Path, phi, opt, epoch:int, config:PhiConfig, log:list, data_key:dict, clip:dict|None=None,
+               scaler:LossScaler|None=None):
     "Write the log, and the checkpoint when one is due (atomically; only the newest `keep_last` are kept)."
     if epoch % config.save_every == 0 or epoch == config.epochs:
         save_tensors({'Phi': {k: v.detach().cpu() for k, v in phi.state_dict().items()}, 'dims': list(phi.dims), 'dropout': phi.dropout,
-                      'optimizer': opt.state_dict(), 'epoch': epoch, 'config': dataclasses.asdict(config), 'log': log, 'data': data_key, 'backbone': clip},
+                      'optimizer': opt.state_dict(), 'epoch': epoch, 'config': dataclasses.asdict(config), 'log': log, 'data': data_key,
+                      'backbone': clip, 'scaler': scaler.state_dict() if scaler is not None else {}},
                      out/'checkpoints'/f'phi_epoch{epoch:04d}.pt')
         if config.keep_last:
             for p in sorted(out.glob('checkpoints/phi_epoch*.pt'))[:-config.keep_last]: p.unlink()
@@ -256,6 +269,7 @@ def train_phi(model, # CLIP (frozen during training); its text encoder computes 
     "Distil OTI tokens into phi (SPEC, phi); resumable from `out_dir`, data-parallel under accelerate / torchrun."
     config, dist, names = config or PhiConfig(), Dist(), [str(n) for n in names]
     dev, N, main = dist.resolve(device), len(names), dist.rank == 0
+    config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))  # recorded resolved
     if image_features.shape[0] != N or tokens.shape[0] != N:
         raise ValueError(f"{N} names, {image_features.shape[0]} image features and {tokens.shape[0]} tokens: they must match")
     if N < config.batch_size: raise ValueError(f"{N} images are fewer than one batch of {config.batch_size} (the last incomplete batch is dropped)")
@@ -268,23 +282,28 @@ def train_phi(model, # CLIP (frozen during training); its text encoder computes 
                          f"CLIP ({rec['clip'] or type(model).__name__}: features {bb.dim}, tokens {bb.width})")
     phi, opt = _new_phi(config, bb.dim, bb.width, dev)
     out = Path(out_dir) if out_dir is not None else None
-    start, log = _resume(out, phi, opt, config, data_key) if out is not None else (0, [])
+    scaler = LossScaler(config.precision, dev)
+    start, log = _resume(out, phi, opt, config, data_key, scaler) if out is not None else (0, [])
     if out is not None and main:
         save_json({'phi': config, 'n_images': N, 'data': data_key, 'processes': dist.world, **(meta or {})}, out/'config.json')
-    feats, targets, real = image_features.to(dev, torch.float32), tokens.to(dev, torch.float32), PhraseFeatures(model, config.phrase_cache)
+    feats, targets = image_features.to(dev, torch.float32), tokens.to(dev, torch.float32)
+    real = PhraseFeatures(model, config.phrase_cache, precision=config.precision)
     frozen = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False); phi.train()
     bar, show = _epoch_bar(start, config.epochs, progress and main)
     try:
         for epoch in bar:
-            t0 = time.time()
-            distil, gpt = train_epoch(phi, model, opt, feats, targets, names, pools, real, epoch, config, dist, progress and main)
+            t0, skipped = time.time(), scaler.skipped
+            distil, gpt = train_epoch(phi, model, opt, feats, targets, names, pools, real, epoch, config, dist,
+                                      progress and main, scaler)
             row = {'epoch': epoch, 'loss': config.lambda_distil * distil + config.lambda_gpt * gpt, 'distil': distil, 'gpt': gpt,
                    'time_s': round(time.time() - t0, 3)}
+            if config.precision == 'amp': row['skipped_steps'] = scaler.skipped - skipped   # steps amp's scaler skipped
+            if row.get('skipped_steps'): logger.warning('phi epoch %d: amp skipped %d steps', epoch, row['skipped_steps'])
             if validate_fn is not None and main:
                 phi.eval(); row |= {f'val/{k}': v for k, v in validate_fn(phi, epoch).items()}; phi.train()
             log.append(row); logger.info(epoch_line(row, config.epochs)); show(loss=f"{row['loss']:.4f}")
-            if out is not None and main: _end_epoch(out, phi, opt, epoch, config, log, data_key, rec)
+            if out is not None and main: _end_epoch(out, phi, opt, epoch, config, log, data_key, rec, scaler)
             dist.barrier()
     finally:
         for p, r in zip(model.parameters(), frozen): p.requires_grad_(r)
@@ -398,7 +417,9 @@ def benchmark_validation(model, # the CLIP model phi is trained for
                          dataset_path=None, # the benchmark's folder
                          preprocess='targetpad', # 'targetpad', 'clip' or a callable
                          split:str='val', device=None, batch_size:int=32, cache_dir=None,
-                         max_queries:int|None=None, num_workers:int=0) -> Callable:
+                         max_queries:int|None=None, num_workers:int=0,
+                         precision:str|None=None, # of the features and queries (`None`: the device's default)
+                        ) -> Callable:
     "A validation callback `(phi, epoch) -> metrics` on a benchmark's val split, with phi as the token source."
     from searle.retrieval import validate_benchmark
     if dataset_path is None: raise ValueError(f"validation on {dataset!r} needs the dataset's folder")
@@ -406,7 +427,7 @@ def benchmark_validation(model, # the CLIP model phi is trained for
     memo, checked = {}, []
     def validate_phi(phi:Phi, epoch:int) -> dict[str, float]:
         kw = dict(split=split, token_fn=phi_token_fn(phi), batch_size=batch_size, device=device, cache_dir=cache_dir,
-                  max_queries=max_queries, progress=False, num_workers=num_workers, memo=memo, check='none' if checked else 'exists')
+                  max_queries=max_queries, progress=False, num_workers=num_workers, memo=memo, precision=precision, check='none' if checked else 'exists')
         out = validate_benchmark(model, dataset, dataset_path, pre, **kw); checked.append(epoch)
         return out
     return validate_phi
@@ -418,12 +439,12 @@ def _match_tokens(names:list[str], tnames:list[str], tokens:Tensor, source) -> T
     if missing: raise ValueError(f"{len(missing)} training images have no OTI token in {source}; the first: {missing[:5]}")
     return tokens[[row[n] for n in names]]
 
-def _training_features(model, images, preprocess, cache_dir, dev, dist, batch_size, progress, num_workers):
+def _training_features(model, images, preprocess, cache_dir, dev, dist, batch_size, progress, num_workers, precision=None):
     "(names, features) of the training images; under several processes the first one extracts, the rest read its cache."
     if isinstance(images, tuple): return [str(n) for n in images[0]], images[1]
     images = images if isinstance(images, ImageList) else images.gallery()
     pre = model_preprocess(model, preprocess)
-    kw = dict(batch_size=batch_size, device=dev, cache_dir=cache_dir, num_workers=num_workers)
+    kw = dict(batch_size=batch_size, device=dev, cache_dir=cache_dir, num_workers=num_workers, precision=precision)
     if dist.rank == 0: names, feats = extract_features(model, images, pre, progress=progress, **kw)
     dist.barrier()
     if dist.rank != 0: names, feats = extract_features(model, images, pre, progress=False, **kw)
@@ -445,14 +466,17 @@ def run_train_phi(clip_model, # an official CLIP name, a checkpoint file, or a C
     config, out, dist = config or PhiConfig(), Path(out_dir), Dist()
     dev = dist.resolve(device)
     model = as_clip(clip_model, dev)
-    names, feats = _training_features(model, images, preprocess, cache_dir or out/'features', dev, dist, batch_size, progress, num_workers)
+    config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))  # features, training, validation
+    names, feats = _training_features(model, images, preprocess, cache_dir or out/'features', dev, dist, batch_size, progress,
+                                      num_workers, config.precision)
     tnames, tok = oti_tokens if isinstance(oti_tokens, tuple) else load_pseudo_tokens(oti_tokens, which=config.tokens)
     tok = _match_tokens(names, list(tnames), tok, oti_tokens if not isinstance(oti_tokens, tuple) else 'the tokens given')
     table = concept_table if isinstance(concept_table, dict) else read_concept_table(concept_table)
     phr = phrases if isinstance(phrases, dict) else load_phrases(phrases)
     if validate_fn is None and config.val_path is not None and dist.rank == 0:
         validate_fn = benchmark_validation(model, config.val_dataset, config.val_path, preprocess, device=dev, batch_size=batch_size,
-                                           cache_dir=cache_dir or out/'features', max_queries=config.val_max_queries, num_workers=num_workers)
+                                           cache_dir=cache_dir or out/'features', max_queries=config.val_max_queries, num_workers=num_workers,
+                                           precision=config.precision)
     src = lambda x: None if isinstance(x, (dict, tuple)) else str(x)
     meta = {'clip': getattr(model, 'searle_source', None), 'clip_fingerprint': model_fingerprint(model), 'oti_tokens': src(oti_tokens),
             'concept_table': src(concept_table), 'phrases': src(phrases),

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .core import *
-from .clip import (ImageList, as_clip, check_finite_tokens, make_preprocess, model_preprocess, extract_features, encode_text,
+from .clip import (ImageList, as_clip, make_preprocess, model_preprocess, extract_features, encode_text,
                          encode_with_pseudo_tokens, load_pseudo_tokens, model_fingerprint)
 from .data import *
 from .metrics import *
@@ -67,7 +67,7 @@ def reference_tokens(names:Sequence[str], # the distinct reference images, in or
         with torch.no_grad():
             out = torch.cat([token_fn(features[s:s + batch_size].to(resolve_device(device))).float().cpu()
                              for s in range(0, len(names), batch_size)]) if len(names) else torch.zeros(0, 0)
-        return check_finite_tokens(names, out, f"the tokens of {getattr(token_fn, '__name__', 'token_fn')}")
+        return check_finite_rows(out, names, f"the tokens of {getattr(token_fn, '__name__', 'token_fn')}", doing='use')
     tnames, tok = _tokens_table(tokens)
     row = {n: i for i, n in enumerate(tnames)}
     missing = [n for n in names if n not in row]
@@ -75,7 +75,7 @@ def reference_tokens(names:Sequence[str], # the distinct reference images, in or
         raise ValueError(f"{len(missing)} reference images have no pseudo token in {tokens if isinstance(tokens, (str, Path)) else 'the tokens given'}; "
                          f"the first: {missing[:5]}")
     source = tokens if isinstance(tokens, (str, Path)) else 'the tokens given'
-    return check_finite_tokens(names, tok[[row[n] for n in names]].float(), source)
+    return check_finite_rows(tok[[row[n] for n in names]].float(), names, source, doing='use')
 
 # %% ../nbs/04_retrieval.ipynb #45da3cf1
 BASELINES = ('image', 'text', 'image+text')
@@ -85,12 +85,12 @@ def _average_prompts(feats:Tensor, owner:Tensor, n:int) -> Tensor:
     out = torch.zeros(n, feats.shape[1]).index_add_(0, owner, F.normalize(feats.float(), dim=-1))
     return F.normalize(out, dim=-1)
 
-def _encode_prompts(model, queries, template, ref_tokens, ref_row, batch_size, progress):
+def _encode_prompts(model, queries, template, ref_tokens, ref_row, batch_size, progress, precision='fp32'):
     prompts, owner = [], []
     for qi, q in enumerate(queries):
         ps = query_prompts(q, template); prompts += ps; owner += [qi] * len(ps)
     owner, feats = torch.tensor(owner, dtype=torch.long), []
-    with torch.no_grad():
+    with torch.no_grad(), autocast(precision, next(model.parameters()).device):
         for s in progress_bar(range(0, len(prompts), batch_size), progress, desc='query features'):
             if ref_tokens is None: feats.append(encode_text(model, prompts[s:s + batch_size]).float().cpu())
             else:
@@ -105,7 +105,9 @@ def query_features(model, queries:Sequence[Query], # the queries to encode
                    ref_features:Tensor|None=None, # [R, D] image features of `ref_names` (image baselines)
                    baseline:str|None=None, # None (pseudo tokens), 'image', 'text' or 'image+text'
                    template:str=QUERY_TEMPLATE, text_template:str=TEXT_TEMPLATE,
-                   batch_size:int=256, progress:bool=False) -> Tensor:
+                   batch_size:int=256, progress:bool=False,
+                   precision:str|None=None, # the text encoder's autocast (searle.core); `None`: the device's default
+                  ) -> Tensor:
     "Normalised query features `[Q, D]` (float32, CPU)."
     if baseline not in (None, *BASELINES): raise ValueError(f"unknown baseline {baseline!r}; expected one of {BASELINES}")
     if (baseline is None) != (ref_tokens is not None):
@@ -113,10 +115,10 @@ def query_features(model, queries:Sequence[Query], # the queries to encode
     if baseline is None and '$' not in template: raise ValueError(f"template {template!r} has no pseudo-word '$'")
     pos = {n: i for i, n in enumerate(ref_names)}
     ref_row = torch.tensor([pos[q.reference] for q in queries], dtype=torch.long)  # [Q]
-    if baseline is None: return _encode_prompts(model, queries, template, ref_tokens, ref_row, batch_size, progress)
+    if baseline is None: return _encode_prompts(model, queries, template, ref_tokens, ref_row, batch_size, progress, precision)
     img = F.normalize(ref_features[ref_row].float(), dim=-1) if baseline != 'text' else None
     if baseline == 'image': return img
-    txt = _encode_prompts(model, queries, text_template, None, ref_row, batch_size, progress)
+    txt = _encode_prompts(model, queries, text_template, None, ref_row, batch_size, progress, precision)
     return txt if baseline == 'text' else F.normalize(img + txt, dim=-1)
 
 # %% ../nbs/04_retrieval.ipynb #02179a85
@@ -264,7 +266,7 @@ def _group_scores(qf:Tensor, gallery:Tensor, index_of:dict, queries, chunk:int=1
 
 def _features(model, images:ImageList, preprocess, memo:dict|None, **kw) -> Tensor:
     "Image features of `images`, reused from `memo` (keyed by the model's weights, the preprocessing and the image paths)."
-    key = (model_fingerprint(model), repr(preprocess), tuple(map(str, images.paths)))  # as the disk cache; ids are reused
+    key = (model_fingerprint(model), repr(preprocess), tuple(map(str, images.paths)), kw.get('precision'))  # as the disk cache
     if memo is not None and key in memo: return memo[key]
     feats = extract_features(model, images, preprocess, **kw)[1]
     if memo is not None: memo[key] = feats
@@ -276,13 +278,16 @@ def retrieve(model, dataset:CIRDataset, preprocess:Callable, # PIL image → ten
              template:str=QUERY_TEMPLATE, text_template:str=TEXT_TEMPLATE,
              k:int=TOP_K, batch_size:int=32, text_batch_size:int=256, device=None, cache_dir=None,
              backend:str='torch', max_queries:int|None=None, progress:bool=True, num_workers:int=0,
-             memo:dict|None=None) -> Retrieval: # memo: an in-memory feature cache shared between calls
+             memo:dict|None=None, # an in-memory feature cache shared between calls
+             precision:str|None=None, # 'fp32', 'amp' or 'bf16' for image and query features; `None`: the device's default
+            ) -> Retrieval:
     "Rank `dataset`'s gallery for its queries with one method (pseudo tokens or a baseline)."
+    precision = resolve_precision(precision, next(model.parameters()).device)
     if sum(x is not None for x in (tokens, token_fn, baseline)) != 1:
         raise ValueError("choose exactly one method: tokens (a file or table), token_fn (e.g. phi) or baseline")
     queries = dataset.queries()[:max_queries]
     if not queries: raise ValueError(f"{dataset!r} has no queries to retrieve for")
-    fkw = dict(batch_size=batch_size, device=device, cache_dir=cache_dir, progress=progress, num_workers=num_workers)
+    fkw = dict(batch_size=batch_size, device=device, cache_dir=cache_dir, progress=progress, num_workers=num_workers, precision=precision)
     gal = dataset.gallery(); gfeat = _features(model, gal, preprocess, memo, **fkw)  # [N, D]
     index_of = {n: i for i, n in enumerate(gal.names)}
     refs = ImageList(*map(list, zip(*[(n, dataset.image_path(n)) for n in dict.fromkeys(q.reference for q in queries)])))
@@ -290,7 +295,8 @@ def retrieve(model, dataset:CIRDataset, preprocess:Callable, # PIL image → ten
     if token_fn is not None or baseline in ('image', 'image+text'):
         rfeat = gfeat[[index_of[n] for n in refs.names]] if all(n in index_of for n in refs.names) else _features(model, refs, preprocess, memo, **fkw)
     rtok = None if baseline else reference_tokens(refs.names, tokens, token_fn, rfeat, text_batch_size, next(model.parameters()).device)
-    qf = query_features(model, queries, refs.names, rtok, rfeat, baseline, template, text_template, text_batch_size, progress)
+    qf = query_features(model, queries, refs.names, rtok, rfeat, baseline, template, text_template, text_batch_size, progress,
+                        precision)
     exclude = torch.tensor([index_of.get(q.reference, -1) for q in queries]) if dataset.exclude_reference else None
     v, i = rank_gallery(qf, gfeat, k, exclude, device=device, backend=backend)
     gs = _group_scores(qf, gfeat, index_of, queries) if queries[0].group is not None else None
@@ -446,11 +452,15 @@ def run_validation(dataset:str, # 'fashioniq', 'cirr' or 'circo'
                    template:str=QUERY_TEMPLATE, split:str='val',
                    categories:Sequence[str]=FASHIONIQ_CATEGORIES, backend:str='torch',
                    max_queries:int|None=None, # a quick check on the first queries only (recorded in config.json)
-                   progress:bool=True, num_workers:int=0) -> dict[str, float]:
+                   progress:bool=True, num_workers:int=0,
+                   precision:str|None=None, # 'fp32', 'amp' or 'bf16'; `None`: the device's default (recorded resolved)
+                  ) -> dict[str, float]:
     "Validate one method on a benchmark; the flat metrics dict, in percent."
     model, pre = _setup(clip_model, preprocess, device)
+    precision = resolve_precision(precision, next(model.parameters()).device)
     kw = dict(tokens=tokens, token_fn=token_fn, baseline=baseline, template=template, batch_size=batch_size, device=device,
-              cache_dir=cache_dir, backend=backend, max_queries=max_queries, progress=progress, num_workers=num_workers, memo={})
+              cache_dir=cache_dir, backend=backend, max_queries=max_queries, progress=progress, num_workers=num_workers, memo={},
+              precision=precision)
     if dataset == 'fashioniq': kw['categories'] = categories
     metrics = validate_benchmark(model, dataset, dataset_path, pre, split=split, **kw)
     if out_dir is not None:
@@ -460,7 +470,8 @@ def run_validation(dataset:str, # 'fashioniq', 'cirr' or 'circo'
                           clip_fingerprint=model_fingerprint(model),
                           preprocess=preprocess if isinstance(preprocess, str) else repr(preprocess),
                           method=_method(tokens, token_fn, baseline), template=template, batch_size=batch_size, backend=backend,
-                          categories=list(categories) if dataset == 'fashioniq' else None, max_queries=max_queries), Path(out_dir)/'config.json')
+                          categories=list(categories) if dataset == 'fashioniq' else None, max_queries=max_queries, precision=precision),
+                  Path(out_dir)/'config.json')
     return metrics
 
 # %% ../nbs/04_retrieval.ipynb #3da3d7d5
@@ -470,14 +481,18 @@ def run_submission(dataset:str, # 'cirr' or 'circo'
                    out_dir='.', # the server files and config.json go here
                    device=None, batch_size:int=32, cache_dir=None, template:str=QUERY_TEMPLATE,
                    split:str|None=None, # None: 'test1' (CIRR) / 'test' (CIRCO); 'val' writes val-format files
-                   backend:str='torch', progress:bool=True, num_workers:int=0) -> dict[str, Path]:
+                   backend:str='torch', progress:bool=True, num_workers:int=0,
+                   precision:str|None=None, # 'fp32', 'amp' or 'bf16'; `None`: the device's default (recorded resolved)
+                  ) -> dict[str, Path]:
     "Write (and check) the evaluation server files of one method; returns {kind: path}."
     if dataset not in ('cirr', 'circo'): raise ValueError(f"test-server files exist for 'cirr' and 'circo', not {dataset!r}")
     split = split or {'cirr': 'test1', 'circo': 'test'}[dataset]
     model, pre = _setup(clip_model, preprocess, device)
+    precision = resolve_precision(precision, next(model.parameters()).device)
     ds = load_dataset(dataset, dataset_path, split=split)
     r = retrieve(model, ds, pre, tokens=tokens, token_fn=token_fn, baseline=baseline, template=template, batch_size=batch_size,
-                 device=device, cache_dir=cache_dir, backend=backend, progress=progress, num_workers=num_workers)
+                 device=device, cache_dir=cache_dir, backend=backend, progress=progress, num_workers=num_workers,
+                 precision=precision)
     out = Path(out_dir)
     files = dict(zip(('recall', 'recall_subset'), cirr_submissions(r))) if dataset == 'cirr' else {'circo': circo_submission(r)}
     paths = {}
@@ -488,5 +503,6 @@ def run_submission(dataset:str, # 'cirr' or 'circo'
     save_json(_config(command='submit', dataset=dataset, dataset_path=dataset_path, split=split,
                       clip_model=getattr(model, 'searle_source', 'in-memory'), clip_fingerprint=model_fingerprint(model),
                       preprocess=preprocess if isinstance(preprocess, str) else repr(preprocess),
-                      method=_method(tokens, token_fn, baseline), template=template, files={k: p.name for k, p in paths.items()}), out/'config.json')
+                      method=_method(tokens, token_fn, baseline), template=template, files={k: p.name for k, p in paths.items()},
+                      precision=precision), out/'config.json')
     return paths

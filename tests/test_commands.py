@@ -6,6 +6,7 @@ import pytest, torch
 import searle
 from searle import world
 from searle.clip import save_pseudo_tokens
+from searle.core import save_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'SEARLE_OFFLINE': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'OMP_NUM_THREADS': '1'}
@@ -100,7 +101,7 @@ def test_offline_phrase_generation_is_one_line(root, tmp_path):
 def test_non_finite_tokens_are_refused(root, tmp_path):
     names = [q['reference_img_id'] for q in json.loads((root/'annotations'/'val.json').read_text())]
     t = torch.zeros(len(names), 16); t[1, 3] = float('nan')
-    save_pseudo_tokens(tmp_path/'nan.pt', [str(n) for n in names], t)
+    save_tensors({'names': [str(n) for n in names], 'tokens': t}, tmp_path/'nan.pt')  # as a diverged run of other code writes
     one_line_error(run('searle-validate', '--dataset', 'circo', '--dataset-path', root, '--tokens', tmp_path/'nan.pt',
                        '--clip-model', world.world_clip_path(), '--out', tmp_path/'v'), 'nan.pt', '1 of', 'not finite', str(names[1]))
 

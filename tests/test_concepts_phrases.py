@@ -100,7 +100,8 @@ def test_resume_refuses_rows_made_by_another_model_vocabulary_or_preprocessing(t
         associate_images(ims, WORDS, cf, out, m, pre, k=3, chunk_size=2, progress=False)
     ims.paths[2].write_bytes(good)
     assert json.loads((tmp_path / 't.csv.meta.json').read_text()) == {
-        'model': model_fingerprint(m), 'vocabulary': vocabulary_key(WORDS), 'preprocess': repr(pre), 'k': 3}
+        'model': model_fingerprint(m), 'vocabulary': vocabulary_key(WORDS), 'preprocess': repr(pre), 'k': 3,
+        'precision': 'fp32'}  # the image features' precision (searle.core): the CPU's default
     other = build_clip('tiny', seed=1)
     with pytest.raises(ValueError, match=r"t\.csv\.meta\.json: the rows of t\.csv \(and its parts\) were made with other \['model'\]"):
         associate_images(ims, WORDS, concept_features(other, WORDS, progress=False), out, other, pre, k=3, chunk_size=2, progress=False)

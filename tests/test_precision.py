@@ -1,0 +1,46 @@
+"""`--precision` as a user gives it: bad values fail first in one line, bf16 runs every stage and is recorded, and a
+run refuses to resume in another precision (the offline world, written to a temporary folder)."""
+import json, os, subprocess
+import pytest
+from searle import world
+
+ENV = {**os.environ, 'SEARLE_OFFLINE': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'OMP_NUM_THREADS': '1'}
+
+def run(*args, timeout=600):
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=ENV)
+
+def sh(*args):
+    r = run(*args)
+    assert r.returncode == 0, f'{args[0]} failed:\n{r.stderr[-3000:]}'
+    return r.stdout
+
+@pytest.fixture(scope='module')
+def root(tmp_path_factory):
+    return world.build_world(tmp_path_factory.mktemp('world'), seed=4, n_gallery=40, n_queries=6, n_test=0, n_unlabeled=0, progress=False)
+
+@pytest.mark.parametrize('value, expected', [('amp', "precision 'amp' (fp16 autocast with a gradient scaler) needs a CUDA device"),
+                                             ('fp16', "unknown precision 'fp16'; expected one of fp32, amp, bf16")])
+def test_a_bad_precision_fails_first_in_one_line(root, tmp_path, value, expected):
+    r = run('searle-validate', '--dataset', 'circo', '--dataset-path', root, '--eval-type', 'image-only', '--out', tmp_path/'v',
+            '--device', 'cpu', '--precision', value)
+    assert r.returncode != 0 and r.stderr.startswith('error: ') and expected in r.stderr, r.stderr[-2000:]
+    assert 'Traceback' not in r.stderr and not (tmp_path/'v').exists()   # refused before any work
+
+def test_bf16_stages_are_recorded_and_not_resumed_in_another(root, tmp_path):
+    clip_file = world.world_clip_path()
+    phrases = {c: [f'a photo of {c} that is small', f'a photo of {c} on a white ground'] for c in world.world_concepts()}
+    (tmp_path/'phrases.json').write_text(json.dumps(phrases))      # written here: generation is not what is tested
+    sh('searle-concepts', tmp_path/'concepts.csv', '--dataset', 'circo', '--dataset-path', root, '--vocabulary', root/'concepts.csv',
+       '--clip-model', clip_file, '--k', 20, '--precision', 'bf16')
+    assert json.loads((tmp_path/'concepts.csv.meta.json').read_text())['precision'] == 'bf16'
+    oti = ['searle-oti', tmp_path/'concepts.csv', tmp_path/'phrases.json', '--dataset', 'circo', '--dataset-path', root,
+           '--clip-model', clip_file, '--steps', 5, '--out', tmp_path/'oti', '--no-progress']
+    sh(*oti, '--precision', 'bf16')
+    assert json.loads((tmp_path/'oti'/'config.json').read_text())['oti']['precision'] == 'bf16'
+    r = run(*oti)                                                             # the default on this CPU: fp32
+    assert r.returncode != 0 and "oti.precision: 'bf16' -> 'fp32'" in r.stderr, r.stderr[-2000:]
+    sh('searle-validate', '--dataset', 'circo', '--dataset-path', root, '--eval-type', 'oti', '--tokens', tmp_path/'oti'/'oti_pseudo_tokens.pt',
+       '--clip-model', clip_file, '--out', tmp_path/'val', '--no-progress', '--precision', 'bf16')
+    assert json.loads((tmp_path/'val'/'config.json').read_text())['precision'] == 'bf16'
+    m = json.loads((tmp_path/'val'/'metrics.json').read_text())
+    assert m and all(0 <= v <= 100 for v in m.values())
