@@ -251,6 +251,7 @@ def searle_concepts(out:str=None, # the concept table (CSV) to write; resumed wh
                                   preprocess=preprocess, cache_dir=cache_dir, device=device, progress=not no_progress,
                                   precision=precision)
     print(f'{len(table)} images in {out}')
+    return table
 
 # %% ../nbs/10_cli.ipynb #4ad95743
 @command(required=('dataset', 'dataset_path'), resume='finished batches are kept in {out}/shards; the same command resumes')
@@ -287,6 +288,7 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
     path = oti.run_oti(model, images, concepts, phrases, out, cfg, preprocess=model_preprocess(model, preprocess),
                        cache_dir=cache_dir, device=device, progress=not no_progress)
     print(path)
+    return path
 
 # %% ../nbs/10_cli.ipynb #f2e76c84
 @command(required=('dataset', 'dataset_path'), choices={'dataset': ('imagenet', 'folder')},
@@ -329,8 +331,10 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
     cfg = PhiConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, tau=tau, lambda_distil=lambda_distil,
                     lambda_gpt=lambda_gpt, top_k=top_k, dropout=dropout, seed=seed, save_every=save_every,
                     val_dataset=val_dataset, val_path=val_path, precision=precision)
-    print(run_train_phi(clip_model, images, tokens, concepts, phrases, out, cfg, preprocess=preprocess,
-                        cache_dir=cache_dir, device=device, progress=not no_progress))
+    path = run_train_phi(clip_model, images, tokens, concepts, phrases, out, cfg, preprocess=preprocess,
+                         cache_dir=cache_dir, device=device, progress=not no_progress)
+    print(path)
+    return path
 
 # %% ../nbs/10_cli.ipynb #d4d08674
 def _recorded_clip(path) -> tuple[bool, str|None]:
@@ -409,6 +413,7 @@ def searle_validate(dataset:str=None, # the benchmark ('fashioniq', 'cirr' or 'c
                                        batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress,
                                        precision=precision, **({'template': template} if template else {}), **src)
     print(json.dumps(metrics, indent=1))
+    return metrics
 
 # %% ../nbs/10_cli.ipynb #98e8e234
 @command(required=('dataset', 'dataset_path'), choices={'dataset': ('cirr', 'circo')},
@@ -439,6 +444,7 @@ def searle_submit(dataset:str=None, # 'cirr' or 'circo'
                                      batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress,
                                      precision=precision, **({'template': template} if template else {}), **src)
     for k, p in paths.items(): print(f'{k}: {p}')
+    return paths
 
 # %% ../nbs/10_cli.ipynb #a5b62f22
 @command(required=('dataset_path',))
@@ -448,7 +454,9 @@ def searle_score(predictions:str, # a CIRCO val-format file: {query id: [50 imag
     "Score CIRCO val-format predictions as the evaluation server would; prints one JSON object."
     check_input(predictions, 'PREDICTIONS')
     from searle import retrieval
-    print(json.dumps(retrieval.score_circo_submission(predictions, dataset_path), indent=1))
+    metrics = retrieval.score_circo_submission(predictions, dataset_path)
+    print(json.dumps(metrics, indent=1))
+    return metrics
 
 # %% ../nbs/10_cli.ipynb #9b29cd34
 import time

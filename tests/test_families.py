@@ -25,8 +25,8 @@ def test_every_stage_runs_on_a_tiny_family(spec, root, tmp_path):
     assert rec['clip_family'] == spec.split(':')[0]
     save_phrases({c: [f'a photo of {c}', f'a photo of {c} that is small'] for c in world.world_concepts()}, phrases)
     voc, quiet = str(root/'concepts.csv'), dict(no_progress=True)
-    searle_concepts(str(tmp_path/'val.csv'), dataset='circo', dataset_path=str(root), vocabulary=voc, clip_model=clip_file, k=10)
-    searle_concepts(str(tmp_path/'unl.csv'), dataset='folder', dataset_path=unl, vocabulary=voc, clip_model=clip_file, k=10)
+    searle_concepts(str(tmp_path/'val.csv'), dataset='circo', dataset_path=str(root), vocabulary=voc, clip_model=clip_file, top_k=10)
+    searle_concepts(str(tmp_path/'unl.csv'), dataset='folder', dataset_path=unl, vocabulary=voc, clip_model=clip_file, top_k=10)
     tok = searle_oti(str(tmp_path/'val.csv'), phrases, dataset='circo', dataset_path=str(root), out=str(tmp_path/'oti'),
                      clip_model=clip_file, steps=5, **quiet)
     unl_tok = searle_oti(str(tmp_path/'unl.csv'), phrases, dataset='folder', dataset_path=unl, out=str(tmp_path/'oti_unl'),

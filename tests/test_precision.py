@@ -19,19 +19,19 @@ def root(tmp_path_factory):
     return world.build_world(tmp_path_factory.mktemp('world'), seed=4, n_gallery=40, n_queries=6, n_test=0, n_unlabeled=0, progress=False)
 
 @pytest.mark.parametrize('value, expected', [('amp', "precision 'amp' (fp16 autocast with a gradient scaler) needs a CUDA device"),
-                                             ('fp16', "unknown precision 'fp16'; expected one of fp32, amp, bf16")])
+                                             ('fp16', "argument --precision: invalid choice: 'fp16'")])
 def test_a_bad_precision_fails_first_in_one_line(root, tmp_path, value, expected):
     r = run('searle-validate', '--dataset', 'circo', '--dataset-path', root, '--eval-type', 'image-only', '--out', tmp_path/'v',
             '--device', 'cpu', '--precision', value)
-    assert r.returncode != 0 and r.stderr.startswith('error: ') and expected in r.stderr, r.stderr[-2000:]
+    assert r.returncode != 0 and r.stderr.startswith('searle-validate: error: ') and expected in r.stderr, r.stderr[-2000:]
     assert 'Traceback' not in r.stderr and not (tmp_path/'v').exists()   # refused before any work
 
 def test_bf16_stages_are_recorded_and_not_resumed_in_another(root, tmp_path):
     clip_file = world.world_clip_path()
     phrases = {c: [f'a photo of {c} that is small', f'a photo of {c} on a white ground'] for c in world.world_concepts()}
     (tmp_path/'phrases.json').write_text(json.dumps(phrases))      # written here: generation is not what is tested
-    sh('searle-concepts', tmp_path/'concepts.csv', '--dataset', 'circo', '--dataset-path', root, '--vocabulary', root/'concepts.csv',
-       '--clip-model', clip_file, '--k', 20, '--precision', 'bf16')
+    sh('searle-concepts', '--out', tmp_path/'concepts.csv', '--dataset', 'circo', '--dataset-path', root, '--vocabulary', root/'concepts.csv',
+       '--clip-model', clip_file, '--top-k', 20, '--precision', 'bf16')
     assert json.loads((tmp_path/'concepts.csv.meta.json').read_text())['precision'] == 'bf16'
     oti = ['searle-oti', tmp_path/'concepts.csv', tmp_path/'phrases.json', '--dataset', 'circo', '--dataset-path', root,
            '--clip-model', clip_file, '--steps', 5, '--out', tmp_path/'oti', '--no-progress']
