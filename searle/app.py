@@ -8,7 +8,8 @@ import functools, logging, os
 from pathlib import Path
 from typing import Sequence
 
-from .api import METHODS, ComposedRetriever, MAX_IMAGE_BYTES, default_cache_dir, open_image, world_gallery
+from .api import (METHODS, ComposedRetriever, MAX_IMAGE_BYTES, default_cache_dir, open_image,
+                        world_gallery)
 
 # %% auto #0
 __all__ = ['logger', 'app_environment', 'run_query', 'build_app', 'launch_app']
@@ -19,7 +20,7 @@ logger = logging.getLogger(__name__)
 # %% ../nbs/09b_app.ipynb #d34cfd46
 def app_environment(cache_dir, # the app's cache folder
                    ) -> Path:
-    "Send gradio's temporary files to `cache_dir/gradio` and turn its analytics off (call before importing gradio)."
+    "Send gradio's temporary files to `cache_dir/gradio` and turn its analytics off (before importing gradio)."
     tmp = Path(cache_dir)/'gradio'
     tmp.mkdir(parents=True, exist_ok=True)
     os.environ['GRADIO_TEMP_DIR'] = str(tmp)
@@ -29,9 +30,9 @@ def app_environment(cache_dir, # the app's cache folder
 
 # %% ../nbs/09b_app.ipynb #ddfb9cf1
 def run_query(retriever:ComposedRetriever, k:int, # the retriever and how many results to show
-              reference, caption:str, method:str, # the page's inputs: an image file, the caption, the method
+              reference, caption:str, method:str, # the page's inputs: image file, caption, method
               max_bytes:int=MAX_IMAGE_BYTES) -> tuple[list, str, str]:
-    "(gallery items, results table, nearest words) of one query; raises `gradio.Error` with the reason for a bad input."
+    "(gallery items, results table, nearest words) of one query; `gradio.Error` with the reason for bad input."
     import gradio as gr
     if reference is None: raise gr.Error('Pick or upload a reference image first.')
     try:
@@ -40,7 +41,8 @@ def run_query(retriever:ComposedRetriever, k:int, # the retriever and how many r
         words = retriever.pseudo_words(reference, method, 5) if method in ('phi', 'oti') else []
     except (ValueError, FileNotFoundError) as e: raise gr.Error(str(e)) from None
     items = [(str(m.path), f'{m.rank}. {m.name} ({m.score:.3f})') for m in ms]
-    table = '| rank | image | score |\n|---:|---|---:|\n' + '\n'.join(f'| {m.rank} | {m.name} | {m.score:.4f} |' for m in ms)
+    rows = [f'| {m.rank} | {m.name} | {m.score:.4f} |' for m in ms]
+    table = '\n'.join(['| rank | image | score |', '|---:|---|---:|', *rows])
     near = f"**$ ≈** {', '.join(f'{w} ({s:.2f})' for w, s in words)}" if words else ''
     return items, table, near
 
@@ -53,11 +55,12 @@ def build_app(retriever:ComposedRetriever, # a retriever with an indexed gallery
     "The gradio Blocks of the app (not launched)."
     import gradio as gr
     with gr.Blocks(title='searle: composed image retrieval', analytics_enabled=False) as demo:
-        gr.Markdown('## Composed image retrieval with SEARLE\nA reference image, and how the image you want differs from it.')
+        gr.Markdown('## Composed image retrieval with SEARLE\n'
+                    'A reference image, and how the image you want differs from it.')
         with gr.Row():
             with gr.Column(scale=1):
                 ref = gr.Image(label='reference image', type='filepath', sources=['upload'], elem_id='reference')
-                if examples: gr.Examples([[str(p)] for p in examples], inputs=[ref], label='or pick one', examples_per_page=12)
+                if examples: gr.Examples([[str(p)] for p in examples], inputs=[ref], label='or pick one')
                 cap = gr.Textbox(label='relative caption', value=caption, elem_id='caption')
                 method = gr.Radio(list(METHODS), value=METHODS[0], label='method', elem_id='method')
                 go = gr.Button('Search', variant='primary', elem_id='search')
@@ -79,15 +82,18 @@ def launch_app(gallery=None, # a folder of images to search (None: a small offli
                block:bool=True): # False: return once the server runs (tests, notebooks)
     "Serve the app; returns the launched gradio Blocks."
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    if gallery is not None and not Path(gallery).is_dir(): raise FileNotFoundError(f"expected a folder of images at {gallery}, found nothing")
+    if gallery is not None and not Path(gallery).is_dir():
+        raise FileNotFoundError(f"expected a folder of images at {gallery}, found nothing")
     app_environment(cache)
     try: import gradio  # noqa: F401 (after app_environment, which gradio reads at import)
-    except ImportError: raise ImportError('the app needs gradio: pip install "searle[app]" (or pip install gradio)') from None
+    except ImportError: raise ImportError('the app needs gradio: pip install "searle[app]"') from None
     r = ComposedRetriever.from_pretrained(clip_model or 'world', phi=phi, cache_dir=cache, device=device)
-    if gallery is None: ds = world_gallery(cache); r.index(ds.gallery()); examples, root = ds.references().paths[:12], ds.root
+    if gallery is None:
+        ds = world_gallery(cache); r.index(ds.gallery()); examples, root = ds.references().paths[:12], ds.root
     else: r.index(gallery, progress=True); examples, root = r.gallery.paths[:12], Path(gallery)
     demo = build_app(r, examples, k)
     logger.info('serving %d images from %s on http://%s:%d', len(r.gallery), root, host, port)
-    demo.queue().launch(server_name=host, server_port=port, allowed_paths=[str(Path(root).resolve())], max_file_size=MAX_IMAGE_BYTES,
-                        prevent_thread_lock=not block, show_error=True, inbrowser=False, quiet=not block)
+    demo.queue().launch(server_name=host, server_port=port, allowed_paths=[str(Path(root).resolve())],
+                        max_file_size=MAX_IMAGE_BYTES, prevent_thread_lock=not block, show_error=True,
+                        inbrowser=False, quiet=not block)
     return demo

@@ -395,25 +395,27 @@ def searle_query(reference:str, # the reference image: a file, or the name of an
                  gallery:str=None, # the folder of images to search, recursively (required)
                  k:int=10, # how many results
                  method:str='phi', # 'phi', 'oti', 'image-only', 'text-only' or 'image+text'
-                 clip_model:str=None, # 'ViT-B/32' (SEARLE), 'ViT-L/14' (SEARLE-XL), another CLIP name or file; default: the world
+                 clip_model:str=None, # 'ViT-B/32' (SEARLE), 'ViT-L/14' (SEARLE-XL), a CLIP name/file; default: world
                  phi:str=None, # a phi checkpoint file; default: the backbone's own
                  json:bool=False, # print a JSON list of {rank, name, score}
                  cache_dir:str=None, # gallery features and downloaded weights; default: ~/.cache/searle
                  device:str=None, # default: CUDA when available
                  no_progress:bool=False, # hide the progress bar of the gallery's features
                 ):
-    "Rank a folder of images for a reference image changed as a caption says; prints the top K with their scores."
+    "Rank a folder of images for a reference image changed as a caption says; prints the top K, with scores."
     required(gallery=gallery)
     from searle.api import METHODS, ComposedRetriever
     if method not in METHODS: raise ValueError(f"unknown --method {method!r}; expected one of {METHODS}")
-    if not Path(gallery).is_dir(): raise FileNotFoundError(f"--gallery {gallery}: expected a folder of images, found nothing")
+    if not Path(gallery).is_dir():
+        raise FileNotFoundError(f"--gallery {gallery}: expected a folder of images, found nothing")
     if not (Path(reference).is_file() or (Path(gallery)/reference).is_file()):
         raise FileNotFoundError(f"no reference image at {reference} (nor in the gallery {gallery})")
     r = ComposedRetriever.from_pretrained(clip_model or 'world', phi=phi, cache_dir=cache_dir, device=device)
     hits = r.index(gallery, progress=not no_progress).search(reference, caption, k=k, method=method)
     if json:
         import json as js
-        print(js.dumps([{'rank': m.rank, 'name': m.name, 'score': round(m.score, 6)} for m in hits], indent=1))
+        rows = [{'rank': m.rank, 'name': m.name, 'score': round(m.score, 6)} for m in hits]
+        print(js.dumps(rows, indent=1))
     else:
         for m in hits: print(f'{m.rank:4d}  {m.score:.4f}  {m.name}')
     return hits
@@ -426,10 +428,10 @@ def searle_app(gallery:str=None, # a folder of images to search; default: a smal
                port:int=7860, # the port to serve on
                host:str='127.0.0.1', # the address to bind; 0.0.0.0 serves every network interface
                k:int=8, # results shown per query
-               cache_dir:str=None, # features, uploads and gradio's temporary files; default: ~/.cache/searle
+               cache_dir:str=None, # features, uploads, gradio's temporary files; default: ~/.cache/searle
                device:str=None, # default: CUDA when available
               ):
     "A web app for composed image retrieval over a folder of images (needs the `app` extra: gradio)."
     from searle.app import launch_app
-    try: launch_app(gallery, clip_model, phi, port=port, host=host, k=k, cache_dir=cache_dir, device=device)
+    try: launch_app(gallery, clip_model, phi, port, host, k, cache_dir, device)
     except ImportError as e: raise SystemExit(f'error: {e}') from None
