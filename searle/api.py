@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 def documented(f:Callable) -> Callable:
     "Append `f`'s parameter comments (docments) and defaults to its docstring, for `help()`."
     from fastcore.docments import docments
-    try: d = docments(f, full=True)
+    try: d = docments(f, full=True, args_kwargs=True)
     except (OSError, TypeError): return f  # no source to read (a frozen install): keep the one-liner
     rows = []
     for k, v in d.items():
@@ -58,6 +58,7 @@ MAX_IMAGE_PIXELS = 50_000_000    # and so are images with more pixels than this
 def _too_big(src, n:int, max_bytes:int) -> ValueError:
     return ValueError(f"{src} has {n:,} bytes; images up to {max_bytes:,} bytes are accepted")
 
+@documented
 def open_image(image, # an image file, the bytes of one, or a PIL image
                max_bytes:int=MAX_IMAGE_BYTES) -> Image.Image:
     "An RGB PIL image; a one-line error for a missing, oversized or unreadable file."
@@ -111,7 +112,8 @@ def _world_phi_inputs(out:Path, cfg:WorldPhiConfig, model, device, progress):
     tokens = run_oti(model, (names, feats), table, phr, out/'oti', ocfg, device=device, progress=progress)
     return root, pre, phr, (names, feats), table, tokens
 
-# %% ../nbs/09a_api.ipynb #e4d496a0
+# %% ../nbs/09a_api.ipynb #131b65b2
+@documented
 def train_world_phi(out_dir, # the run's folder: phi.pt (float16), phi.json, phrases.json, every stage's files
                     config:WorldPhiConfig|None=None, device=None, progress:bool=True) -> Path:
     "Distil a phi for the shipped world CLIP as `searle-demo` does; returns `out_dir/phi.pt`."
@@ -290,7 +292,11 @@ def _token(self:ComposedRetriever, feats:Tensor, method:str, progress:bool=False
     return self._tokens[key]
 
 @patch
-def pseudo_token(self:ComposedRetriever, reference_image, method:str='phi', progress:bool=False
+@documented
+def pseudo_token(self:ComposedRetriever,
+                 reference_image, # a gallery name, an image file, the bytes of one, or a PIL image
+                 method:str='phi', # 'phi' or 'oti'
+                 progress:bool=False, # show OTI's steps
                 ) -> Tensor:
     "The pseudo-word token [W] of a reference image, from 'phi' or 'oti'."
     return self._token(self._reference(reference_image)[0], method, progress)
@@ -323,7 +329,8 @@ def search(self:ComposedRetriever,
     return [Match(n + 1, self.gallery.names[j], s, self.gallery.paths[j])
             for n, (s, j) in enumerate(zip(v[0].tolist(), i[0].tolist())) if j >= 0]
 
-# %% ../nbs/09a_api.ipynb #f6292120
+# %% ../nbs/09a_api.ipynb #27afa7ad
+@documented
 def nearest_words(model, token:Tensor, # [W] a pseudo-word token
                   k:int=5) -> list[tuple[str, float]]:
     "The `k` words of the CLIP vocabulary whose token embeddings are nearest (cosine) to `token`."
@@ -336,14 +343,21 @@ def nearest_words(model, token:Tensor, # [W] a pseudo-word token
     return [(tk.decode([j]).strip(), round(s, 4)) for s, j in zip(v.tolist(), i.tolist())]
 
 @patch
-def pseudo_words(self:ComposedRetriever, reference_image, method:str='phi', k:int=5
+@documented
+def pseudo_words(self:ComposedRetriever,
+                 reference_image, # a gallery name, an image file, the bytes of one, or a PIL image
+                 method:str='phi', # 'phi' or 'oti'
+                 k:int=5, # how many words
                 ) -> list[tuple[str, float]]:
     "The real words nearest to a reference's pseudo word, from 'phi' or 'oti'."
     return nearest_words(self.model, self.pseudo_token(reference_image, method), k)
 
-# %% ../nbs/09a_api.ipynb #362d5137
+# %% ../nbs/09a_api.ipynb #600e64a7
+@documented
 def world_gallery(cache_dir=None, # where the world is written (None: `default_cache_dir()`)
-                  seed:int=0, n_gallery:int=320, n_queries:int=32):
+                  seed:int=0, # the world's seed
+                  n_gallery:int=320, # gallery images
+                  n_queries:int=32): # val queries, whose references lie outside the gallery
     "A small offline world (CIRCO's layout): `.gallery()` to index, `.queries()` for references and captions."
     root = Path(cache_dir or default_cache_dir())/f'world-gallery-{seed}-{n_gallery}-{n_queries}'
     if not (root/'world.json').is_file():
@@ -351,7 +365,10 @@ def world_gallery(cache_dir=None, # where the world is written (None: `default_c
                           progress=False)
     return load_dataset('circo', root)
 
-def plot_matches(reference:Image.Image, matches:Sequence[Match], title:str=''):
+@documented
+def plot_matches(reference:Image.Image, # the reference image
+                 matches:Sequence[Match], # `search`'s results
+                 title:str=''): # shown above the reference
     "A matplotlib figure: the reference, then each match with its rank and score."
     from matplotlib.figure import Figure
     n = len(matches) + 1
@@ -363,7 +380,8 @@ def plot_matches(reference:Image.Image, matches:Sequence[Match], title:str=''):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/09a_api.ipynb #bda4eb76
+# %% ../nbs/09a_api.ipynb #b55c1ab1
+@documented
 def query_box(retriever:ComposedRetriever, # a retriever with an indexed gallery
               references, # the reference images offered: an `ImageList`, or a list of image files
               caption:str='is green', k:int=5, methods:Sequence[str]=METHODS):

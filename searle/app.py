@@ -8,7 +8,7 @@ import functools, logging, os
 from pathlib import Path
 from typing import Sequence
 
-from .api import (METHODS, ComposedRetriever, MAX_IMAGE_BYTES, default_cache_dir, open_image,
+from .api import (METHODS, ComposedRetriever, MAX_IMAGE_BYTES, default_cache_dir, documented, open_image,
                         world_gallery)
 
 # %% auto #0
@@ -17,7 +17,8 @@ __all__ = ['logger', 'app_environment', 'run_query', 'build_app', 'launch_app']
 # %% ../nbs/09b_app.ipynb #827890ca
 logger = logging.getLogger(__name__)
 
-# %% ../nbs/09b_app.ipynb #d34cfd46
+# %% ../nbs/09b_app.ipynb #42f8c3d4
+@documented
 def app_environment(cache_dir, # the app's cache folder
                    ) -> Path:
     "Send gradio's temporary files to `cache_dir/gradio` and turn its analytics off (before importing gradio)."
@@ -28,10 +29,15 @@ def app_environment(cache_dir, # the app's cache folder
     os.environ.setdefault('HF_HUB_DISABLE_TELEMETRY', '1')
     return tmp
 
-# %% ../nbs/09b_app.ipynb #ddfb9cf1
-def run_query(retriever:ComposedRetriever, k:int, # the retriever and how many results to show
-              reference, caption:str, method:str, # the page's inputs: image file, caption, method
-              max_bytes:int=MAX_IMAGE_BYTES) -> tuple[list, str, str]:
+# %% ../nbs/09b_app.ipynb #01a9d4c9
+@documented
+def run_query(retriever:ComposedRetriever, # a retriever with an indexed gallery
+              k:int, # how many results to show
+              reference, # the page's reference: an image file (an upload or an example)
+              caption:str, # the relative caption
+              method:str, # one of `METHODS`
+              max_bytes:int=MAX_IMAGE_BYTES, # the largest image accepted
+             ) -> tuple[list, str, str]:
     "(gallery items, results table, nearest words) of one query; `gradio.Error` with the reason for bad input."
     import gradio as gr
     if reference is None: raise gr.Error('Pick or upload a reference image first.')
@@ -46,7 +52,8 @@ def run_query(retriever:ComposedRetriever, k:int, # the retriever and how many r
     near = f"**$ ≈** {', '.join(f'{w} ({s:.2f})' for w, s in words)}" if words else ''
     return items, table, near
 
-# %% ../nbs/09b_app.ipynb #3363b619
+# %% ../nbs/09b_app.ipynb #6471ee0f
+@documented
 def build_app(retriever:ComposedRetriever, # a retriever with an indexed gallery
               examples:Sequence=(), # reference image files offered as examples
               k:int=8, # results shown
@@ -73,12 +80,16 @@ def build_app(retriever:ComposedRetriever, # a retriever with an indexed gallery
         cap.submit(fn, [ref, cap, method], [gallery, table, near])
     return demo
 
-# %% ../nbs/09b_app.ipynb #9191c671
+# %% ../nbs/09b_app.ipynb #7148c84a
+@documented
 def launch_app(gallery=None, # a folder of images to search (None: a small offline world)
                clip_model=None, # a backbone for `ComposedRetriever.from_pretrained` (None: the world)
                phi=None, # a phi checkpoint file (None: the backbone's own)
-               port:int=7860, host:str='127.0.0.1', # where to serve; 127.0.0.1: this machine only
-               k:int=8, cache_dir=None, device=None,
+               port:int=7860, # the port to serve on
+               host:str='127.0.0.1', # the address to bind; 127.0.0.1: this machine only
+               k:int=8, # results shown per query
+               cache_dir=None, # features, uploads, gradio's temporary files (None: `default_cache_dir()`)
+               device=None, # None: CUDA when available
                block:bool=True): # False: return once the server runs (tests, notebooks)
     "Serve the app; returns the launched gradio Blocks."
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
