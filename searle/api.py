@@ -237,7 +237,7 @@ def from_pretrained(cls:ComposedRetriever,
     phi = phi or _RELEASE_OF.get(str(clip_model))
     return cls(clip_model, phi, vocabulary, phrases, cache_dir=cache, device=device, **kwargs)
 
-# %% ../nbs/09a_api.ipynb #74a0129a
+# %% ../nbs/09a_api.ipynb #60c74bc9
 @patch
 @documented
 def index(self:ComposedRetriever,
@@ -259,7 +259,7 @@ def index(self:ComposedRetriever,
     self._row |= {str(p.resolve()): i for i, p in enumerate(images.paths)}  # ...and files
     return self
 
-# %% ../nbs/09a_api.ipynb #b7421468
+# %% ../nbs/09a_api.ipynb #e711d12d
 @patch
 def _reference(self:ComposedRetriever, image) -> tuple[Tensor, int]:
     "Unnormalised image features [1, D] of a reference and its gallery row (-1: not in the gallery)."
@@ -275,7 +275,7 @@ def _reference(self:ComposedRetriever, image) -> tuple[Tensor, int]:
     best = int(sims.argmax())
     return f, best if sims[best] > 1 - 1e-5 else -1
 
-# %% ../nbs/09a_api.ipynb #28805581
+# %% ../nbs/09a_api.ipynb #8dcfd0a6
 @patch
 def _token(self:ComposedRetriever, feats:Tensor, method:str, progress:bool=False) -> Tensor:
     "The pseudo token [W] of image features [1, D] from 'phi' or 'oti', memoised."
@@ -301,7 +301,7 @@ def pseudo_token(self:ComposedRetriever,
     "The pseudo-word token [W] of a reference image, from 'phi' or 'oti'."
     return self._token(self._reference(reference_image)[0], method, progress)
 
-# %% ../nbs/09a_api.ipynb #084be2d4
+# %% ../nbs/09a_api.ipynb #1aa11d0f
 @patch
 @documented
 def search(self:ComposedRetriever,
@@ -329,7 +329,7 @@ def search(self:ComposedRetriever,
     return [Match(n + 1, self.gallery.names[j], s, self.gallery.paths[j])
             for n, (s, j) in enumerate(zip(v[0].tolist(), i[0].tolist())) if j >= 0]
 
-# %% ../nbs/09a_api.ipynb #27afa7ad
+# %% ../nbs/09a_api.ipynb #a0a0ce56
 @documented
 def nearest_words(model, token:Tensor, # [W] a pseudo-word token
                   k:int=5) -> list[tuple[str, float]]:
@@ -352,7 +352,7 @@ def pseudo_words(self:ComposedRetriever,
     "The real words nearest to a reference's pseudo word, from 'phi' or 'oti'."
     return nearest_words(self.model, self.pseudo_token(reference_image, method), k)
 
-# %% ../nbs/09a_api.ipynb #600e64a7
+# %% ../nbs/09a_api.ipynb #60c86add
 @documented
 def world_gallery(cache_dir=None, # where the world is written (None: `default_cache_dir()`)
                   seed:int=0, # the world's seed
@@ -380,7 +380,7 @@ def plot_matches(reference:Image.Image, # the reference image
     fig.tight_layout()
     return fig
 
-# %% ../nbs/09a_api.ipynb #b55c1ab1
+# %% ../nbs/09a_api.ipynb #c1bddf51
 @documented
 def query_box(retriever:ComposedRetriever, # a retriever with an indexed gallery
               references, # the reference images offered: an `ImageList`, or a list of image files
