@@ -4,7 +4,7 @@
 
 # %% ../nbs/09b_app.ipynb #4032b807
 from __future__ import annotations
-import functools, logging, os
+import functools, logging, os, tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -29,30 +29,48 @@ def app_environment(cache_dir, # the app's cache folder
     os.environ.setdefault('HF_HUB_DISABLE_TELEMETRY', '1')
     return tmp
 
-# %% ../nbs/09b_app.ipynb #01a9d4c9
+# %% ../nbs/09b_app.ipynb #1622dd80
+def _reference_file(reference, # gradio's file record ({'path': ...}), a path, or None
+                    allowed:Sequence=(), # folders the file must lie in (empty: anywhere)
+                   ) -> str:
+    "The reference's file, checked to lie in one of the `allowed` folders."
+    path = reference.get('path') if isinstance(reference, dict) else reference
+    if not path: raise ValueError('Pick or upload a reference image first.')
+    p = Path(path).resolve()
+    if allowed and not any(p.is_relative_to(Path(a).resolve()) for a in allowed):
+        raise ValueError('The reference must be an upload or one of the examples.')
+    return str(p)
+
+# %% ../nbs/09b_app.ipynb #08f26c67
 @documented
 def run_query(retriever:ComposedRetriever, # a retriever with an indexed gallery
               k:int, # how many results to show
-              reference, # the page's reference: an image file (an upload or an example)
+              reference, # the page's reference: gradio's file record or a path (an upload or an example)
               caption:str, # the relative caption
               method:str, # one of `METHODS`
               max_bytes:int=MAX_IMAGE_BYTES, # the largest image accepted
+              allowed:Sequence=(), # folders the reference must lie in (empty: anywhere)
              ) -> tuple[list, str, str]:
     "(gallery items, results table, nearest words) of one query; `gradio.Error` with the reason for bad input."
     import gradio as gr
-    if reference is None: raise gr.Error('Pick or upload a reference image first.')
+    ref = None
     try:
-        open_image(reference, max_bytes)  # refuse oversized or undecodable uploads with a clear message
-        ms = retriever.search(reference, caption, k, method)
-        words = retriever.pseudo_words(reference, method, 5) if method in ('phi', 'oti') else []
-    except (ValueError, FileNotFoundError) as e: raise gr.Error(str(e)) from None
+        ref = _reference_file(reference, allowed)
+        open_image(ref, max_bytes)  # refuse oversized or undecodable uploads with a clear message
+        ms = retriever.search(ref, caption, k, method)
+        words = retriever.pseudo_words(ref, method, 5) if method in ('phi', 'oti') else []
+    except (ValueError, FileNotFoundError) as e:
+        msg = str(e)
+        if ref is not None:  # name the file as the user knows it, not by gradio's copy of it
+            msg = msg.replace(ref, (reference.get('orig_name') if isinstance(reference, dict) else None) or Path(ref).name)
+        raise gr.Error(msg) from None
     items = [(str(m.path), f'{m.rank}. {m.name} ({m.score:.3f})') for m in ms]
     rows = [f'| {m.rank} | {m.name} | {m.score:.4f} |' for m in ms]
     table = '\n'.join(['| rank | image | score |', '|---:|---|---:|', *rows])
     near = f"**$ ≈** {', '.join(f'{w} ({s:.2f})' for w, s in words)}" if words else ''
     return items, table, near
 
-# %% ../nbs/09b_app.ipynb #6471ee0f
+# %% ../nbs/09b_app.ipynb #a5d69411
 @documented
 def build_app(retriever:ComposedRetriever, # a retriever with an indexed gallery
               examples:Sequence=(), # reference image files offered as examples
@@ -75,12 +93,13 @@ def build_app(retriever:ComposedRetriever, # a retriever with an indexed gallery
                 near = gr.Markdown(elem_id='words')
                 gallery = gr.Gallery(label='results', columns=4, elem_id='results')
                 table = gr.Markdown(elem_id='table')
-        fn = functools.partial(run_query, retriever, k, max_bytes=max_bytes)
-        go.click(fn, [ref, cap, method], [gallery, table, near])
-        cap.submit(fn, [ref, cap, method], [gallery, table, near])
+        uploads = Path(os.environ.get('GRADIO_TEMP_DIR') or Path(tempfile.gettempdir())/'gradio')
+        allowed = [uploads, *dict.fromkeys(Path(p).parent for p in examples)]
+        fn = functools.partial(run_query, retriever, k, max_bytes=max_bytes, allowed=allowed)
+        for event in (go.click, cap.submit): event(fn, [ref, cap, method], [gallery, table, near], preprocess=False)
     return demo
 
-# %% ../nbs/09b_app.ipynb #7148c84a
+# %% ../nbs/09b_app.ipynb #44437895
 @documented
 def launch_app(gallery=None, # a folder of images to search (None: a small offline world)
                clip_model=None, # a backbone for `ComposedRetriever.from_pretrained` (None: the world)
@@ -105,6 +124,6 @@ def launch_app(gallery=None, # a folder of images to search (None: a small offli
     demo = build_app(r, examples, k)
     logger.info('serving %d images from %s on http://%s:%d', len(r.gallery), root, host, port)
     demo.queue().launch(server_name=host, server_port=port, allowed_paths=[str(Path(root).resolve())],
-                        max_file_size=MAX_IMAGE_BYTES, prevent_thread_lock=not block, show_error=True,
+                        max_file_size=2 * MAX_IMAGE_BYTES, prevent_thread_lock=not block, show_error=True,
                         inbrowser=False, quiet=not block)
     return demo

@@ -75,6 +75,12 @@ def test_one_query_in_headless_chromium(tmp_path):
         d.save_screenshot(str(tmp_path/'app.png'))
         print('screenshot:', tmp_path/'app.png')
         words = d.find_element(By.CSS_SELECTOR, '#words').text
+        (tmp_path/'notes.png').write_text('not an image')  # an upload that is not an image gets a clear message
+        d.get(f'http://127.0.0.1:{port}/')
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#reference input[type=file]'))
+        d.find_element(By.CSS_SELECTOR, '#reference input[type=file]').send_keys(str(tmp_path/'notes.png'))
+        d.find_element(By.CSS_SELECTOR, '#search').click()
+        wait.until(lambda d: 'notes.png is not an image' in d.find_element(By.TAG_NAME, 'body').text)
     finally:
         if d is not None: d.quit()
         proc.terminate()
