@@ -74,3 +74,9 @@ def test_query_a_world_folder_as_json_and_as_text(root, tmp_path):
     assert len(lines) == 5 and lines[0].split()[0] == '1' and lines[0].split()[2] in {h['name'] for h in hits} | set(os.listdir(gallery))
     r = subprocess.run([*map(str, _cmd('searle-query')), str(ref), 'is red', '--gallery', str(tmp_path/'nowhere')], capture_output=True, text=True, env=ENV)
     assert r.returncode != 0 and 'expected a folder' in r.stderr and 'Traceback' not in r.stderr
+
+def test_query_and_app_help_state_their_options():
+    for name, opts in (('searle-query', ('--gallery', '--k', '--method', '--clip-model', '--phi', '--json')),
+                       ('searle-app', ('--gallery', '--clip-model', '--phi', '--port', '--host', '--cache-dir'))):
+        out = sh(*_cmd(name), '--help')
+        assert all(o in out for o in opts), (name, out)
