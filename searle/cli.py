@@ -16,7 +16,7 @@ __all__ = ['logger', 'DATASETS', 'BENCHMARKS', 'EVAL_TYPES', 'PRECISIONS', 'LOG_
            'check_input', 'check_precision', 'searle_phrases', 'searle_concepts', 'searle_oti', 'searle_train_phi',
            'default_clip', 'check_method', 'token_source', 'method_inputs', 'searle_validate', 'searle_submit',
            'searle_score', 'DemoConfig', 'demo_scores', 'plot_methods', 'plot_queries', 'run_demo', 'searle_demo',
-           'searle_build_world']
+           'searle_build_world', 'searle_query', 'searle_app']
 
 # %% ../nbs/10_cli.ipynb #45f096a9
 logger = logging.getLogger(__name__)
@@ -65,7 +65,8 @@ OPTIONS = {  # option name -> argparse keywords: one rule for every command that
     'precision': dict(choices=PRECISIONS), 'device': dict(type=device_option),
     'method': dict(choices=('phi', 'oti', 'image-only', 'text-only', 'image+text')),
     'missing_images': dict(choices=('error', 'skip')), 'truncated_images': dict(choices=('error', 'decode')),
-    **{k: dict(type=_COUNT) for k in ('steps', 'epochs', 'batch_size', 'top_k', 'k', 'num_return_sequences',
+    'top_k': dict(type=_COUNT, aliases=('--k',)),  # the original's and issue's short spelling still parses
+    **{k: dict(type=_COUNT) for k in ('steps', 'epochs', 'batch_size', 'num_return_sequences',
                                       'save_every', 'limit', 'n_gallery', 'n_queries')},
     'seed': dict(type=_SEED), 'port': dict(type=Number(int, 1, 65535)),
     **{k: dict(type=_POSITIVE) for k in ('lr', 'tau')},
@@ -79,12 +80,12 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message): self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
 
 class _Help(argparse.HelpFormatter):
-    "Help that names each option once, hyphenated (the underscore spelling still parses)."
+    "Help that names each option once, hyphenated (the underscore spelling and aliases still parse)."
     def __init__(self, prog):
         super().__init__(prog, max_help_position=34, width=min(100, shutil.get_terminal_size().columns))
     def _format_action_invocation(self, a):
         if not a.option_strings: return super()._format_action_invocation(a)
-        flags = ', '.join(s for s in a.option_strings if '_' not in s)
+        flags = a.option_strings[0] if a.option_strings[0].startswith('--') else ', '.join(a.option_strings)
         return flags if a.nargs == 0 else f'{flags} {self._format_args(a, self._get_default_metavar_for_optional(a))}'
 
 def _base_type(anno):
@@ -97,7 +98,7 @@ def _add_option(p, name:str, d, required:bool, choices=None):
     "Parameter `name` (its docments entry `d`) as an argument of `p`; `OPTIONS` adds choices and ranges."
     if not d.docment: raise TypeError(f"option {name!r} of {p.prog} has no help comment")
     kw, hy = {**OPTIONS.get(name, {}), **({'choices': choices} if choices else {})}, name.replace('_', '-')
-    flags = [f'--{hy}'] + ([f'--{name}'] if hy != name else [])
+    flags = [f'--{hy}'] + ([f'--{name}'] if hy != name else []) + list(kw.pop('aliases', ()))
     if d.anno is bool: return p.add_argument(*flags, dest=name, action='store_true', help=d.docment)
     kw.setdefault('type', _base_type(d.anno))
     said = [repr(kw['type'])] if isinstance(kw['type'], Number) else []
@@ -621,3 +622,50 @@ def searle_build_world(out:str=None, # folder for clip.pt, clip.json and gpt/
     check_output(out)
     from searle import world
     print(world.train_world_models(out, seed=seed, progress=not no_progress))
+
+# %% ../nbs/10_cli.ipynb #c13a0002
+@command(required=('gallery',))
+def searle_query(reference:str, # the reference image: a file, or the name of an image of the gallery
+                 caption:str, # the relative caption, e.g. "is red and on a beach"
+                 gallery:str=None, # the folder of images to search, recursively
+                 top_k:int=10, # how many results (also --k)
+                 method:str='phi', # 'phi', 'oti', 'image-only', 'text-only' or 'image+text'
+                 clip_model:str=None, # 'ViT-B/32' (SEARLE), 'ViT-L/14' (SEARLE-XL), a CLIP name/file; default: world
+                 phi:str=None, # a phi checkpoint file; default: the backbone's own
+                 json:bool=False, # print a JSON list of {rank, name, score}
+                 cache_dir:str=None, # gallery features and downloaded weights; default: ~/.cache/searle
+                 device:str=None, # default: CUDA when available
+                 no_progress:bool=False, # hide the progress bar of the gallery's features
+                ):
+    "Rank a folder of images for a reference image changed as a caption says; prints the top K, with scores."
+    from searle.api import METHODS, ComposedRetriever
+    if method not in METHODS: raise ValueError(f"unknown --method {method!r}; expected one of {METHODS}")
+    if not Path(gallery).is_dir():
+        raise FileNotFoundError(f"--gallery {gallery}: expected a folder of images, found nothing")
+    if not (Path(reference).is_file() or (Path(gallery)/reference).is_file()):
+        raise FileNotFoundError(f"no reference image at {reference} (nor in the gallery {gallery})")
+    r = ComposedRetriever.from_pretrained(clip_model or 'world', phi=phi, cache_dir=cache_dir, device=device)
+    hits = r.index(gallery, progress=not no_progress).search(reference, caption, k=top_k, method=method)
+    if json:
+        import json as js
+        rows = [{'rank': m.rank, 'name': m.name, 'score': round(m.score, 6)} for m in hits]
+        print(js.dumps(rows, indent=1))
+    else:
+        for m in hits: print(f'{m.rank:4d}  {m.score:.4f}  {m.name}')
+    return hits
+
+# %% ../nbs/10_cli.ipynb #c13a0007
+@command(resume='the app has stopped')
+def searle_app(gallery:str=None, # a folder of images to search; default: a small offline world
+               clip_model:str=None, # 'ViT-B/32', 'ViT-L/14', another CLIP name or file; default: the world
+               phi:str=None, # a phi checkpoint file; default: the backbone's own
+               port:int=7860, # the port to serve on
+               host:str='127.0.0.1', # the address to bind; 0.0.0.0 serves every network interface
+               top_k:int=8, # results shown per query (also --k)
+               cache_dir:str=None, # features, uploads, gradio's temporary files; default: ~/.cache/searle
+               device:str=None, # default: CUDA when available
+              ):
+    "A web app for composed image retrieval over a folder of images (needs the `app` extra: gradio)."
+    from searle.app import launch_app
+    try: launch_app(gallery, clip_model, phi, port, host, top_k, cache_dir, device)
+    except ImportError as e: raise ValueError(f"{e}; the app needs its extra: pip install 'searle[app]'") from None

@@ -51,3 +51,32 @@ def test_the_stages_chain_as_commands(root, tmp_path):
     assert cfg['dataset'] == 'circo' and 'oti_pseudo_tokens.pt' in cfg['method']
     sh('searle-validate', '--dataset', 'circo', '--dataset-path', root, '--eval-type', 'image+text', '--clip-model', clip_file, '--out', tmp_path/'base', '--no-progress')
     assert json.loads((tmp_path/'base'/'metrics.json').read_text()).keys() == m.keys()
+
+def _cmd(name):
+    "The console script, or the same command through Python when this checkout's scripts are not installed yet."
+    import shutil
+    exe = shutil.which(name)
+    return [exe] if exe else [sys.executable, '-c', f"from searle.cli import {name.replace('-', '_')} as f; f()"]
+
+def test_query_a_world_folder_as_json_and_as_text(root, tmp_path):
+    gallery = root/'COCO2017_unlabeled'/'unlabeled2017'
+    attrs = json.loads((root/'world.json').read_text())['images']
+    q = json.loads((root/'annotations'/'val.json').read_text())[1]  # changes the colour: 'is <colour>'
+    ref = gallery/f"{q['reference_img_id']:012d}.png"
+    args = [ref, q['relative_caption'], '--gallery', gallery, '--k', 5, '--cache-dir', tmp_path/'cache', '--device', 'cpu', '--no-progress']
+    hits = json.loads(sh(*_cmd('searle-query'), *args, '--json'))
+    assert [h['rank'] for h in hits] == [1, 2, 3, 4, 5] and all(set(h) == {'rank', 'name', 'score'} for h in hits)
+    assert all((gallery/h['name']).is_file() for h in hits) and ref.name not in [h['name'] for h in hits]
+    assert [h['score'] for h in hits] == sorted((h['score'] for h in hits), reverse=True)
+    top, want = attrs[str(int(Path(hits[0]['name']).stem))], attrs[str(q['target_img_id'])]
+    assert {k: top[k] for k in world.ASPECTS} == {k: want[k] for k in world.ASPECTS}  # phi's rank 1 is a ground truth
+    lines = sh(*_cmd('searle-query'), *args, '--method', 'image+text').splitlines()
+    assert len(lines) == 5 and lines[0].split()[0] == '1' and lines[0].split()[2] in {h['name'] for h in hits} | set(os.listdir(gallery))
+    r = subprocess.run([*map(str, _cmd('searle-query')), str(ref), 'is red', '--gallery', str(tmp_path/'nowhere')], capture_output=True, text=True, env=ENV)
+    assert r.returncode != 0 and 'expected a folder' in r.stderr and 'Traceback' not in r.stderr
+
+def test_query_and_app_help_state_their_options():
+    for name, opts in (('searle-query', ('--gallery', '--top-k', '--method', '--clip-model', '--phi', '--json')),
+                       ('searle-app', ('--gallery', '--clip-model', '--phi', '--port', '--host', '--cache-dir'))):
+        out = sh(*_cmd(name), '--help')
+        assert all(o in out for o in opts), (name, out)
