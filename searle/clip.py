@@ -357,10 +357,13 @@ def _load_open_clip(rest:str, cache_dir=None) -> nn.Module:
     tags = open_clip.list_pretrained_tags_by_model(arch)
     if not pre: raise ValueError(f"'open_clip:{arch}' names no weights: use 'open_clip:{arch}/TAG' (TAG in {tags}) or "
                                  f"'open_clip:{arch}/FILE'; build_clip('open_clip:{arch}') gives random weights")
+    tag = {} if Path(pre).is_file() else open_clip.get_pretrained_cfg(arch, pre)  # a tag's settings: QuickGELU, mean, std
     if not Path(pre).is_file():
         if pre not in tags: raise FileNotFoundError(f"no checkpoint file {pre}, and {pre!r} is not a pretrained tag of {arch} {tags}")
         pre = _open_clip_weights(arch, pre, cache_dir)
-    with _quiet_logs(): model = open_clip.create_model(arch, pretrained=str(pre))
+    keep = {k: tag[k] for k in ('mean', 'std', 'interpolation', 'resize_mode') if k in tag}
+    with _quiet_logs(): model = open_clip.create_model(arch, pretrained=str(pre), force_quick_gelu=bool(tag.get('quick_gelu')),
+                                                       force_preprocess_cfg=keep)
     model.searle_config = {'family': 'open_clip', 'arch': arch}
     return model
 
