@@ -632,11 +632,20 @@ def _images_key(images:ImageList) -> str:
     return h.hexdigest()[:24]
 
 # %% ../nbs/01_clip.ipynb #464632d6
+def _weights_key(model:nn.Module) -> str:
+    "A hash of each tensor's sum and |sum| to 6 digits: the same weights on any device (reduction order aside)."
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            v = v.detach().double()
+            h.update(f'{k}{tuple(v.shape)}{float(v.sum()):.6g}{float(v.abs().sum()):.6g}'.encode())
+    return h.hexdigest()[:16]
+
 def clip_record(model:nn.Module) -> dict:
-    "What a run records about its CLIP: the spec it was loaded by (None: built or given in memory), family, widths, fingerprint."
+    "What a run records about its CLIP: its spec (None: built or given in memory), family, widths and weights."
     bb = backbone(model)
     return {'clip': getattr(model, 'searle_source', None), 'clip_family': bb.family, 'clip_width': bb.width,
-            'clip_dim': bb.dim, 'clip_fingerprint': model_fingerprint(model)}
+            'clip_dim': bb.dim, 'clip_weights': _weights_key(model), 'clip_fingerprint': model_fingerprint(model)}
 
 # %% ../nbs/01_clip.ipynb #457deec6
 class _ImageDataset(torch.utils.data.Dataset):
