@@ -339,21 +339,22 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
 
 # %% ../nbs/10_cli.ipynb #d4d08674
 def _recorded_clip(path) -> tuple[bool, str|None]:
-    "(whether the run that wrote `path` records its CLIP, the spec it records) for OTI tokens or a phi checkpoint."
+    "(does the run that wrote `path` record its CLIP, the spec it records), for OTI tokens or a phi checkpoint."
     from searle.core import load_json, load_tensors
     obj = load_tensors(path)
     rec = (obj.get('backbone') or obj.get('config') or {}) if isinstance(obj, dict) else {}
-    for cfg in (Path(path).parent/'config.json', Path(path).parent.parent/'config.json'):
+    for cfg in (Path(path).parent/'config.json', Path(path).parent.parent/'config.json'):  # the run's folder
         if 'clip' not in rec and cfg.is_file(): rec = load_json(cfg)
     return 'clip' in rec, rec.get('clip')
 
 def default_clip(eval_type:str, clip_model:str|None, tokens=None, phi_checkpoint=None) -> str:
-    "The CLIP backbone of a run: as given, else the one the tokens' or phi's run recorded, else the release's own."
+    "The CLIP of a run: as given, else the one the tokens' or phi's run recorded, else the release's own."
     if clip_model: return clip_model
     made_by = tokens if eval_type == 'oti' else phi_checkpoint if eval_type == 'phi' else None
     if made_by is not None and Path(made_by).is_file():
         known, spec = _recorded_clip(made_by)
-        if known and spec is None: raise ValueError(f"{made_by} was made with a CLIP given in memory, which its run cannot name; pass --clip-model")
+        if known and spec is None:
+            raise ValueError(f"{made_by} was made with a CLIP given in memory, which its run cannot name; pass --clip-model")
         if known: return spec
         logger.warning('%s records no CLIP backbone; assuming ViT-B/32 (pass --clip-model to choose)', made_by)
     return {'searle': 'ViT-B/32', 'searle-xl': 'ViT-L/14'}.get(eval_type, 'ViT-B/32')

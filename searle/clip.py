@@ -42,9 +42,12 @@ CLIP_PRESETS = {
     'ViT-L/14': dict(embed_dim=768, image_resolution=224, vision_layers=24, vision_width=1024, vision_patch_size=14,
                      context_length=77, vocab_size=49408, transformer_width=768, transformer_heads=12, transformer_layers=12),
 }
-OPEN_CLIP_TINY = dict(embed_dim=64, vision_cfg=dict(image_size=32, layers=2, width=64, head_width=32, patch_size=8),
-                      text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2, ls_init_value=0.5))
-_HF_TEXT = lambda w, h: dict(hidden_size=w, intermediate_size=4 * w, num_hidden_layers=12, num_attention_heads=h)
+OPEN_CLIP_TINY = dict(embed_dim=64,  # with layer scale in the text blocks, so the tests see it at work
+                      vision_cfg=dict(image_size=32, layers=2, width=64, head_width=32, patch_size=8),
+                      text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2,
+                                    ls_init_value=0.5))
+_HF_TEXT = lambda w, h: dict(hidden_size=w, intermediate_size=4 * w, num_hidden_layers=12,
+                             num_attention_heads=h)
 HF_PRESETS = {  # CLIPConfig keyword arguments (its defaults are ViT-B/32)
     'tiny': dict(text_config=dict(_HF_TEXT(64, 2), num_hidden_layers=2), projection_dim=64,
                  vision_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
@@ -65,7 +68,8 @@ def _build_config(spec:str|dict) -> dict:
     if fam == 'open_clip' and name:
         import open_clip
         if name not in open_clip.list_models():
-            raise ValueError(f"unknown open_clip architecture {name!r}; expected one of open_clip.list_models(), e.g. ViT-B-32, ViT-H-14")
+            raise ValueError(f"unknown open_clip architecture {name!r}; expected one of "
+                             "open_clip.list_models(), e.g. ViT-B-32, ViT-H-14")
         return {'family': 'open_clip', 'arch': name}
     if fam == 'hf' and name in HF_PRESETS: return {'family': 'hf', 'config': HF_PRESETS[name]}
     raise ValueError(f"unknown CLIP preset {spec!r}; expected one of {sorted(CLIP_PRESETS)}, 'open_clip:ARCH' "
@@ -90,7 +94,7 @@ def _build_family(cfg:dict) -> nn.Module:
         return CLIPModel(CLIPConfig(**cfg['config']))
     raise ValueError(f"unknown CLIP family {cfg['family']!r}; expected 'open_clip' or 'hf'")
 
-def build_clip(config:str|dict='tiny', # a preset: 'tiny', 'ViT-B/32', 'open_clip:ARCH', 'hf:ViT-L/14'...; or a config
+def build_clip(config:str|dict='tiny', # 'tiny', 'ViT-B/32', 'open_clip:ARCH', 'hf:ViT-L/14'...; or a config
                seed:int|None=0, # seeds the random initialisation (`None`: the current global stream)
               ) -> nn.Module:
     "A CLIP of any family with random weights (no download), float32, in eval mode, on CPU."
@@ -98,7 +102,8 @@ def build_clip(config:str|dict='tiny', # a preset: 'tiny', 'ViT-B/32', 'open_cli
     with torch.random.fork_rng(devices=[], enabled=seed is not None):  # the caller's random stream is left as it was
         if seed is not None: torch.manual_seed(seed)
         model = (_build_family(cfg) if 'family' in cfg else CLIP(**cfg)).float().eval()
-    model.searle_config = cfg if 'family' not in cfg or cfg['family'] != 'hf' else {'family': 'hf', 'config': model.config.to_dict()}
+    hf = cfg.get('family') == 'hf'                                     # record the whole CLIPConfig
+    model.searle_config = {'family': 'hf', 'config': model.config.to_dict()} if hf else cfg
     return model
 
 # %% ../nbs/01_clip.ipynb #f041ddc8
@@ -132,14 +137,15 @@ def _mha_block(blk, causal:bool=True) -> TextBlock|str:
     a = getattr(blk, 'attn', None)
     if not isinstance(a, nn.MultiheadAttention) or a.in_proj_weight is None or not causal:
         return f"{type(blk).__name__} without a causal nn.MultiheadAttention with a packed in_proj_weight"
-    return TextBlock(blk.ln_1, lambda x: F.linear(x, a.in_proj_weight, a.in_proj_bias), a.num_heads, a.out_proj,
-                     getattr(blk, 'ls_1', _identity), blk.ln_2, blk.mlp, getattr(blk, 'ls_2', _identity))
+    qkv = lambda x: F.linear(x, a.in_proj_weight, a.in_proj_bias)
+    return TextBlock(blk.ln_1, qkv, a.num_heads, a.out_proj, getattr(blk, 'ls_1', _identity), blk.ln_2, blk.mlp,
+                     getattr(blk, 'ls_2', _identity))
 
 def _hf_block(layer) -> TextBlock:
     "A Hugging Face `CLIPEncoderLayer` (separate q, k, v projections)."
     a = layer.self_attn
-    return TextBlock(layer.layer_norm1, lambda x: torch.cat([a.q_proj(x), a.k_proj(x), a.v_proj(x)], -1), a.num_heads,
-                     a.out_proj, _identity, layer.layer_norm2, layer.mlp, _identity)
+    qkv = lambda x: torch.cat([a.q_proj(x), a.k_proj(x), a.v_proj(x)], -1)
+    return TextBlock(layer.layer_norm1, qkv, a.num_heads, a.out_proj, _identity, layer.layer_norm2, layer.mlp, _identity)
 
 # %% ../nbs/01_clip.ipynb #9bdd2993
 @dataclass
@@ -151,7 +157,7 @@ class Backbone:
     blocks: list                     # a TextBlock per layer, or the reason a layer has no fast path
     ln_final: Callable
     project: Callable                # [B, W] -> [B, D] the text projection
-    eot_id: int|None                 # None: end-of-text is the highest id; else the first position holding eot_id
+    eot_id: int|None                 # None: end-of-text is the highest id; else the first position holding it
     own_text: Callable               # the family's own 77-token pass: tokens [B, 77] -> features [B, D]
     own_image: Callable|None         # images [B, 3, H, W] -> features [B, D] (None: a text tower alone)
     image_size: int|None; mean: tuple; std: tuple  # the image tower's resolution and normalisation
@@ -163,18 +169,18 @@ class Backbone:
     def text_blocks(self) -> list[TextBlock]:
         "The blocks, or a TypeError naming the first one the fast path cannot run."
         for i, b in enumerate(self.blocks):
-            if isinstance(b, str): raise TypeError(f"text block {i} is {b}; use trim=False (the family's own pass)")
+            if isinstance(b, str): raise TypeError(f"text block {i} is {b}; use trim=False (the family's pass)")
         return self.blocks
-    def tokenize(self, texts) -> torch.Tensor: return tokenize(texts)   # CLIP's BPE, shared by the three families
+    def tokenize(self, texts) -> torch.Tensor: return tokenize(texts)   # CLIP's BPE, the three families'
     @property
     def pseudo_id(self) -> int: return pseudo_token_id()
 
 # %% ../nbs/01_clip.ipynb #9911ef69
 def _openai_backbone(m) -> Backbone:
     blocks = [_mha_block(b, getattr(b, 'attn_mask', None) is not None) for b in m.transformer.resblocks]
-    return Backbone('openai', m.token_embedding, m.positional_embedding, blocks, m.ln_final, lambda x: x @ m.text_projection,
-                    None, m.encode_text, m.encode_image, m.visual.input_resolution, CLIP_MEAN, CLIP_STD,
-                    m.token_embedding.embedding_dim, m.text_projection.shape[1])
+    return Backbone('openai', m.token_embedding, m.positional_embedding, blocks, m.ln_final,
+                    lambda x: x @ m.text_projection, None, m.encode_text, m.encode_image, m.visual.input_resolution,
+                    CLIP_MEAN, CLIP_STD, m.token_embedding.embedding_dim, m.text_projection.shape[1])
 
 def _hf_backbone(m) -> Backbone:
     if type(m).__name__ != 'CLIPModel':
@@ -183,10 +189,11 @@ def _hf_backbone(m) -> Backbone:
     t, tc, vc = m.text_model, m.config.text_config, m.config.vision_config
     return Backbone('hf', t.embeddings.token_embedding, t.embeddings.position_embedding.weight,
                     [_hf_block(l) for l in t.encoder.layers], t.final_layer_norm, m.text_projection,
-                    None if tc.eos_token_id == 2 else tc.eos_token_id,  # transformers' rule: 2 marks old configs (argmax)
+                    None if tc.eos_token_id == 2 else tc.eos_token_id,  # transformers: 2 marks old configs (argmax)
                     lambda ids: m.text_projection(t(input_ids=ids).pooler_output),
                     lambda x: m.visual_projection(m.vision_model(pixel_values=x).pooler_output), vc.image_size,
-                    tuple(getattr(m, 'searle_image_mean', CLIP_MEAN)), tuple(getattr(m, 'searle_image_std', CLIP_STD)),
+                    tuple(getattr(m, 'searle_image_mean', CLIP_MEAN)),
+                    tuple(getattr(m, 'searle_image_std', CLIP_STD)),
                     tc.hidden_size, m.config.projection_dim)
 
 # %% ../nbs/01_clip.ipynb #f3b612fc
@@ -195,23 +202,25 @@ def _open_clip_backbone(m) -> Backbone:
     if not hasattr(t, 'token_embedding'):
         raise ValueError(f"this {type(m).__name__}'s text tower is {type(t).__name__}, with its own tokenizer; "
                          "searle needs a CLIP BPE text transformer")
-    pool, eos = getattr(t, 'text_pool_type', getattr(t, 'pool_type', None)), getattr(t, 'text_eos_id', getattr(t, 'eos_id', None))
+    pool = getattr(t, 'text_pool_type', getattr(t, 'pool_type', None))   # open_clip.CLIP copies its tower's
+    eos = getattr(t, 'text_eos_id', getattr(t, 'eos_id', None))          # settings under `text_` names
     if pool not in ('argmax', 'eos') or getattr(t, 'cls_emb', None) is not None or t.attn_mask is None:
-        raise ValueError(f"this {type(m).__name__}'s text tower pools {pool!r} (or is not causal); searle needs CLIP's "
-                         "causal text transformer read at the end-of-text (SigLIP-style towers are not supported)")
+        raise ValueError(f"this {type(m).__name__}'s text tower pools {pool!r} (or is not causal); searle needs "
+                         "CLIP's causal text transformer read at the end-of-text (SigLIP-style towers are not)")
     p, vis = t.text_projection, getattr(m, 'visual', None)
     proj = _identity if p is None else p if isinstance(p, nn.Linear) else (lambda x: x @ p)
     size, pc = getattr(vis, 'image_size', None), getattr(vis, 'preprocess_cfg', None) or {}
     W = t.token_embedding.embedding_dim
     D = W if p is None else p.out_features if isinstance(p, nn.Linear) else p.shape[1]
-    return Backbone('open_clip', t.token_embedding, t.positional_embedding, [_mha_block(b) for b in t.transformer.resblocks],
-                    t.ln_final, proj, eos if pool == 'eos' else None, m.encode_text if vis is not None else t,
+    blocks = [_mha_block(b) for b in t.transformer.resblocks]
+    return Backbone('open_clip', t.token_embedding, t.positional_embedding, blocks, t.ln_final, proj,
+                    eos if pool == 'eos' else None, m.encode_text if vis is not None else t,
                     m.encode_image if vis is not None else None, size[0] if isinstance(size, (tuple, list)) else size,
                     tuple(pc.get('mean', CLIP_MEAN)), tuple(pc.get('std', CLIP_STD)), W, D)
 
 # %% ../nbs/01_clip.ipynb #6c25b0e4
 def backbone(model:nn.Module) -> Backbone:
-    "searle's adapter for `model`: openai `clip.model.CLIP`, `open_clip.CLIP` / `CustomTextCLIP` or `transformers.CLIPModel`."
+    "searle's adapter for openai's `CLIP`, OpenCLIP's `CLIP` / `CustomTextCLIP` or `transformers.CLIPModel`."
     mod = type(model).__module__
     if isinstance(model, CLIP): bb = _openai_backbone(model)
     elif mod.startswith('open_clip'): bb = _open_clip_backbone(model)
@@ -232,8 +241,8 @@ def clip_config(model:nn.Module) -> dict:
     fam = backbone(model).family
     if fam == 'hf': return {'family': 'hf', 'config': model.config.to_dict()}
     if fam == 'open_clip':
-        raise ValueError("this open_clip model does not record its architecture: build it with build_clip('open_clip:ARCH') "
-                         "or load it with load_clip('open_clip:ARCH/PRETRAINED')")
+        raise ValueError("this open_clip model does not record its architecture: build it with "
+                         "build_clip('open_clip:ARCH') or load it with load_clip('open_clip:ARCH/PRETRAINED')")
     return clip_config_from_state_dict(model.state_dict())
 
 def clip_config_from_state_dict(sd:dict) -> dict:
@@ -357,10 +366,13 @@ def _load_open_clip(rest:str, cache_dir=None) -> nn.Module:
     tags = open_clip.list_pretrained_tags_by_model(arch)
     if not pre: raise ValueError(f"'open_clip:{arch}' names no weights: use 'open_clip:{arch}/TAG' (TAG in {tags}) or "
                                  f"'open_clip:{arch}/FILE'; build_clip('open_clip:{arch}') gives random weights")
+    tag = {} if Path(pre).is_file() else open_clip.get_pretrained_cfg(arch, pre)  # a tag's settings: QuickGELU, mean, std
     if not Path(pre).is_file():
         if pre not in tags: raise FileNotFoundError(f"no checkpoint file {pre}, and {pre!r} is not a pretrained tag of {arch} {tags}")
         pre = _open_clip_weights(arch, pre, cache_dir)
-    with _quiet_logs(): model = open_clip.create_model(arch, pretrained=str(pre))
+    keep = {k: tag[k] for k in ('mean', 'std', 'interpolation', 'resize_mode') if k in tag}
+    with _quiet_logs(): model = open_clip.create_model(arch, pretrained=str(pre), force_quick_gelu=bool(tag.get('quick_gelu')),
+                                                       force_preprocess_cfg=keep)
     model.searle_config = {'family': 'open_clip', 'arch': arch}
     return model
 
@@ -625,11 +637,20 @@ def _images_key(images:ImageList) -> str:
     return h.hexdigest()[:24]
 
 # %% ../nbs/01_clip.ipynb #464632d6
+def _weights_key(model:nn.Module) -> str:
+    "A hash of each tensor's sum and |sum| to 6 digits: the same weights on any device (reduction order aside)."
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            v = v.detach().double()
+            h.update(f'{k}{tuple(v.shape)}{float(v.sum()):.6g}{float(v.abs().sum()):.6g}'.encode())
+    return h.hexdigest()[:16]
+
 def clip_record(model:nn.Module) -> dict:
-    "What a run records about its CLIP: the spec it was loaded by (None: built or given in memory), family, widths, fingerprint."
+    "What a run records about its CLIP: its spec (None: built or given in memory), family, widths and weights."
     bb = backbone(model)
     return {'clip': getattr(model, 'searle_source', None), 'clip_family': bb.family, 'clip_width': bb.width,
-            'clip_dim': bb.dim, 'clip_fingerprint': model_fingerprint(model)}
+            'clip_dim': bb.dim, 'clip_weights': _weights_key(model), 'clip_fingerprint': model_fingerprint(model)}
 
 # %% ../nbs/01_clip.ipynb #457deec6
 class _ImageDataset(torch.utils.data.Dataset):

@@ -397,7 +397,7 @@ def check_phi_for_clip(phi:Phi, model):
                          f"({getattr(model, 'searle_source', 'in memory')}) has {d_img}-d image features and {d_tok}-d tokens "
                          f"(releases: { {k: v['clip'] for k, v in PHI_RELEASES.items()} })")
     rec, now = getattr(phi, 'searle_backbone', None) or {}, clip_record(model)
-    diff = [k for k in ('clip_family', 'clip_fingerprint') if rec.get(k) is not None and rec[k] != now[k]]
+    diff = [k for k in ('clip_family', 'clip_weights') if rec.get(k) is not None and rec[k] != now[k]]  # device-stable
     if diff:
         raise ValueError(f"phi {getattr(phi, 'searle_source', '')!s} was trained on another CLIP backbone ({rec.get('clip')}, "
                          f"{', '.join(f'{k} {rec[k]}' for k in diff)}) than this one ({now['clip']}, "
