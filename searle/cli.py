@@ -11,7 +11,7 @@ from fastcore.script import anno_parser
 
 from .core import *
 from .clip import ImageList, load_clip
-from .data import FASHIONIQ_CATEGORIES, load_dataset
+from .data import FASHIONIQ_CATEGORIES, dataset_images, load_dataset
 from . import retrieval, concepts, phrases, oti
 from .metrics import hit_matrix, pad_ids
 
@@ -71,17 +71,6 @@ def searle_phrases(out:str, # the phrase JSON file (resumed when it exists)
     res = phrases.run_phrases(out, vocabulary=vocabulary, model=model, cache_dir=cache_dir, limit=limit, **kw)
     print(f'{len(res)} concepts with phrases in {out}')
 
-# %% ../nbs/10_cli.ipynb #5aec3f7d
-def _dataset_images(dataset:str, dataset_path, split:str|None, which:str) -> ImageList:
-    "`which` ('images' or 'references') of a dataset; for FashionIQ, the union over its three categories."
-    if which not in ('images', 'references'): raise ValueError(f"which={which!r}; expected 'images' or 'references'")
-    if dataset != 'fashioniq': return getattr(load_dataset(dataset, dataset_path, split=split), which)()
-    paths = {}
-    for c in FASHIONIQ_CATEGORIES:
-        part = getattr(load_dataset('fashioniq', dataset_path, split=split, category=c), which)()
-        for n, p in zip(part.names, part.paths): paths.setdefault(n, p)
-    return ImageList(list(paths), list(paths.values()))
-
 # %% ../nbs/10_cli.ipynb #fb8a8273
 @command
 def searle_concepts(out:str, # the concept table (CSV) to write; resumed when it exists
@@ -109,17 +98,19 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
                split:str=None, # default: the validation split ('test' for ImageNet)
                clip_model:str='ViT-B/32', # an official CLIP name or a local checkpoint file
                preprocess:str='targetpad', # 'targetpad' or 'clip'
-               steps:int=350, lr:float=2e-2, weight_decay:float=0.01, batch_size:int=32, top_k:int=15,
-               lambda_cos:float=1.0, lambda_gpt:float=0.5, ema_decay:float=0.99, seed:int=42,
+               steps:int=350, lr:float=2e-2, weight_decay:float=0.01,
+               batch_size:int=32, # compute grouping: images per forward and per shard (tokens do not depend on it)
+               math_batch_size:int=32, # the original's batch (the paper's 32): AdamW's eps is 1e-8 x this
+               top_k:int=15, lambda_cos:float=1.0, lambda_gpt:float=0.5, ema_decay:float=0.99, seed:int=42,
                cache_dir:str=None, device:str=None, no_progress:bool=False,
               ):
     "Stage 2: invert every image into a pseudo token (resumable; `accelerate launch` / `torchrun` split the work)."
     required(dataset=dataset, dataset_path=dataset_path)
-    cfg = oti.OTIConfig(steps=steps, lr=lr, weight_decay=weight_decay, batch_size=batch_size, top_k=top_k,
+    cfg = oti.OTIConfig(steps=steps, lr=lr, weight_decay=weight_decay, batch_size=batch_size, math_batch_size=math_batch_size, top_k=top_k,
                         lambda_cos=lambda_cos, lambda_gpt=lambda_gpt, ema_decay=ema_decay, seed=seed)
     model = load_clip(clip_model, device='cpu')
     from searle.clip import make_preprocess
-    path = oti.run_oti(model, _dataset_images(dataset, dataset_path, split, 'references'), concepts, phrases, out, cfg,
+    path = oti.run_oti(model, dataset_images(dataset, dataset_path, split, 'references'), concepts, phrases, out, cfg,
                        preprocess=make_preprocess(preprocess, model.visual.input_resolution), cache_dir=cache_dir,
                        device=device, progress=not no_progress)
     print(path)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_clip.ipynb #b4665880
 from __future__ import annotations
-import hashlib, logging, os, urllib.error, urllib.request
+import hashlib, logging, os, pickle, urllib.error, urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,10 +23,11 @@ from torchvision import transforms as T
 from .core import *
 
 # %% auto #0
-__all__ = ['logger', 'CLIP_PRESETS', 'CLIP_MEAN', 'CLIP_STD', 'PSEUDO_CHAR', 'build_clip', 'clip_config',
+__all__ = ['logger', 'CLIP_PRESETS', 'CLIP_MEAN', 'CLIP_STD', 'PSEUDO_CHAR', 'ORIGINAL_OTI_FILES', 'build_clip', 'clip_config',
            'clip_config_from_state_dict', 'save_clip', 'official_clip_path', 'load_clip', 'as_clip', 'TargetPad',
            'make_preprocess', 'tokenize', 'pseudo_token_id', 'encode_with_pseudo_tokens', 'encode_text',
-           'save_pseudo_tokens', 'load_pseudo_tokens', 'ImageList', 'model_fingerprint', 'extract_features']
+           'save_pseudo_tokens', 'load_pseudo_tokens', 'dedupe_named_rows', 'read_original_tokens',
+           'save_original_tokens', 'ImageList', 'model_fingerprint', 'extract_features']
 
 # %% ../nbs/01_clip.ipynb #3dfc32d6
 logger = logging.getLogger(__name__)
@@ -333,16 +334,57 @@ def save_pseudo_tokens(path, names:Sequence[str], tokens:torch.Tensor, ema_token
     if ema_tokens is not None: obj['ema_tokens'] = ema_tokens.detach().float().cpu()
     save_tensors(obj, path)
 
-def load_pseudo_tokens(path, which:str='ema', # 'ema' (falls back to 'tokens' when absent) or 'tokens'
+def load_pseudo_tokens(path, # a searle pseudo-token file, or the original OTI folder (or one of its token files)
+                       which:str='ema', # 'ema' (falls back to 'tokens' when absent) or 'tokens'
                       ) -> tuple[list[str], torch.Tensor]:
     "Read a pseudo-token file: (image names, tokens [N, W])."
+    if Path(path).is_dir(): return read_original_tokens(path, which)
     obj = load_tensors(path)
+    if isinstance(obj, torch.Tensor): return read_original_tokens(path, which)  # the original's bare tensor
     if not isinstance(obj, dict) or 'names' not in obj or 'tokens' not in obj:
         raise ValueError(f"{path} is not a pseudo-token file: expected a dict with 'names' and 'tokens'")
     if which not in ('ema', 'tokens'): raise ValueError(f"which={which!r}; expected 'ema' or 'tokens'")
     t = obj['ema_tokens'] if which == 'ema' and 'ema_tokens' in obj else obj['tokens']
     if len(obj['names']) != t.shape[0]: raise ValueError(f"{path}: {len(obj['names'])} names for {t.shape[0]} tokens")
     return list(obj['names']), t
+
+# %% ../nbs/01_clip.ipynb #93214723
+ORIGINAL_OTI_FILES = {'names': 'image_names.pkl', 'tokens': 'oti_pseudo_tokens.pt', 'ema': 'ema_oti_pseudo_tokens.pt'}
+
+def dedupe_named_rows(names:Sequence, tensors:Sequence[torch.Tensor], source='the tokens') -> tuple[list[str], list]:
+    "Keep the first row of a repeated name when every tensor repeats it exactly; refuse repeats that differ, naming them."
+    names, first, keep, differ = [str(n) for n in names], {}, [], []
+    for i, n in enumerate(names):
+        if n not in first: first[n] = i; keep.append(i)
+        elif any(not torch.equal(t[i], t[first[n]]) for t in tensors): differ.append(n)
+    if differ: raise ValueError(f"{source}: the images {sorted(set(differ))[:5]} are listed more than once with different tokens")
+    if len(keep) == len(names): return names, list(tensors)
+    return [names[i] for i in keep], [t[keep] for t in tensors]
+
+# %% ../nbs/01_clip.ipynb #50816623
+def read_original_tokens(path, # the original OTI folder, or its `oti_pseudo_tokens.pt` / `ema_oti_pseudo_tokens.pt`
+                         which:str='ema') -> tuple[list[str], torch.Tensor]:
+    "(names, tokens [N, W]) of the original OTI output: `image_names.pkl` beside the token file."
+    p = Path(path); folder = p if p.is_dir() else p.parent
+    if p.is_dir(): p = folder/ORIGINAL_OTI_FILES['ema' if which == 'ema' and (folder/ORIGINAL_OTI_FILES['ema']).is_file() else 'tokens']
+    names_path = folder/ORIGINAL_OTI_FILES['names']
+    if not names_path.is_file(): raise FileNotFoundError(f"{p} holds bare tokens; expected their names in {names_path}, found nothing")
+    names, t = safe_unpickle(names_path), load_tensors(p)
+    if not isinstance(t, torch.Tensor) or t.dim() != 2: raise ValueError(f"{p}: expected a [N, W] tensor of tokens, found {type(t).__name__}")
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, (str, int)) for n in names):
+        raise ValueError(f"{names_path}: expected a list of image names (strings or numbers)")
+    if len(names) != t.shape[0]: raise ValueError(f"{names_path} has {len(names)} names for {t.shape[0]} tokens in {p}")
+    names, (t,) = dedupe_named_rows(names, [t.float()], p)
+    return names, t
+
+def save_original_tokens(folder, names:Sequence[str], tokens:torch.Tensor, ema_tokens:torch.Tensor|None=None) -> Path:
+    "Write tokens in the original OTI layout (`image_names.pkl`, `oti_pseudo_tokens.pt`, `ema_oti_pseudo_tokens.pt`)."
+    folder = Path(folder)
+    if len(names) != tokens.shape[0]: raise ValueError(f"{len(names)} names for {tokens.shape[0]} tokens")
+    save_tensors(tokens.detach().float().cpu(), folder/ORIGINAL_OTI_FILES['tokens'])
+    if ema_tokens is not None: save_tensors(ema_tokens.detach().float().cpu(), folder/ORIGINAL_OTI_FILES['ema'])
+    with atomic_write(folder/ORIGINAL_OTI_FILES['names'], 'wb') as f: pickle.dump([str(n) for n in names], f)
+    return folder
 
 # %% ../nbs/01_clip.ipynb #bf80efa5
 @dataclass

@@ -166,11 +166,13 @@ def read_concept_table(path:PathLike, # a CSV written by `write_concept_table` o
         header = next(rows, None)
         if not header or header[0] != IMAGE_NAME_COLUMN or header[1:] != [str(i) for i in range(1, len(header))]:
             raise ValueError(f"{path}: expected the header '{IMAGE_NAME_COLUMN},1,2,...,K', found {(header or [])[:4]}...")
-        K, table = len(header) - 1, {}
+        K, table, words = len(header) - 1, {}, {}  # words: one str object per distinct concept (25M cells share ~20k)
         for line, row in enumerate(rows, start=2):
             if len(row) != K + 1: raise ValueError(f"{path}, line {line}: expected an image name and {K} concepts, found {len(row)} cells")
-            if row[0] in table: raise ValueError(f"{path}, line {line}: the image {row[0]!r} is listed twice; expected one row per image")
-            table[row[0]] = row[1:]
+            cells = [words.setdefault(c, c) for c in row[1:]]
+            if row[0] in table and table[row[0]] != cells:  # identical repeats: FashionIQ images in two categories
+                raise ValueError(f"{path}, line {line}: the image {row[0]!r} is listed twice with different concepts")
+            table[row[0]] = cells
     if k is not None and k > K: raise ValueError(f"{path} holds {K} concepts per image; {k} were asked for")
     return {n: c[:k] for n, c in table.items()} if k is not None else table
 
@@ -248,8 +250,8 @@ def run_concepts(out_path:PathLike, # the CSV table to write (see `concept_table
     "Stage 1: associate the top-`k` vocabulary concepts with every image, written to `out_path`."
     if (images is None) == (dataset is None): raise ValueError("give either `images` or `dataset` (with `root`)")
     if dataset is not None:
-        from searle.data import load_dataset
-        images = load_dataset(dataset, root, split, **dataset_kwargs).images()  # the gallery and any reference outside it
+        from searle.data import dataset_images  # FashionIQ without a category: the union of the three, as the original
+        images = dataset_images(dataset, root, split, 'images', **dataset_kwargs)  # the gallery and any reference outside it
     concepts = load_vocabulary(vocabulary, cache_dir=cache_dir)
     device = resolve_device(device)
     model = as_clip(clip_model, device)

@@ -19,7 +19,7 @@ from .clip import ImageList
 # %% auto #0
 __all__ = ['logger', 'FASHIONIQ_CATEGORIES', 'CIRCO_ASPECTS', 'IMAGE_EXTENSIONS', 'DATASETS', 'DEFAULT_SPLITS', 'Query',
            'CIRDataset', 'write_placeholder_images', 'circo_queries', 'CIRCO', 'CIRR', 'FashionIQ', 'ImageFolder',
-           'ImageNet', 'load_dataset']
+           'ImageNet', 'load_dataset', 'dataset_images']
 
 # %% ../nbs/02_data.ipynb #28890f77
 logger = logging.getLogger(__name__)
@@ -231,14 +231,14 @@ class ImageFolder(CIRDataset):
     def _name(self, p:Path): return p.relative_to(self._dir()).as_posix()
 
 class ImageNet(ImageFolder):
-    "The ImageNet1K test images (`ImageNet1K/test/*.JPEG`), named by file stem."
+    "The ImageNet1K test images (`ImageNet1K/test/*.JPEG`), named by file name, as the original code names them."
     name = 'imagenet'
     layout = "ImageNet1K/\n  test/*.JPEG"
     def __init__(self, root, split:str='test', check:str='exists', progress:bool=False):
         self._split = split
         super().__init__(root, split, check, progress)
     def _dir(self): return self.root/self._split
-    def _name(self, p:Path): return p.stem
+    def _name(self, p:Path): return p.name
 
 # %% ../nbs/02_data.ipynb #4b6c5526
 DATASETS = {'circo': CIRCO, 'cirr': CIRR, 'fashioniq': FashionIQ, 'imagenet': ImageNet, 'folder': ImageFolder}
@@ -254,3 +254,17 @@ def load_dataset(name:str, # 'circo', 'cirr', 'fashioniq', 'imagenet' or 'folder
     if key == 'fashioniq' and kwargs.get('category') is None:
         raise ValueError(f"FashionIQ is loaded one category at a time: give category=, one of {FASHIONIQ_CATEGORIES}")
     return DATASETS[key](root, split=split or DEFAULT_SPLITS[key], **kwargs)
+
+# %% ../nbs/02_data.ipynb #5d789dbc
+def dataset_images(name:str, root, split:str|None=None,
+                   which:str='images', # 'images' (gallery and outside references) or 'references'
+                   **kwargs) -> ImageList: # as `load_dataset`; FashionIQ without `category`: all three
+    "The images (or references) of a dataset; FashionIQ without a category: the union of its categories."
+    if which not in ('images', 'references'): raise ValueError(f"which={which!r}; expected 'images' or 'references'")
+    if name.lower() != 'fashioniq' or kwargs.get('category') is not None:
+        return getattr(load_dataset(name, root, split, **kwargs), which)()
+    paths = {}
+    for c in FASHIONIQ_CATEGORIES:
+        part = getattr(load_dataset('fashioniq', root, split, **{**kwargs, 'category': c}), which)()
+        for n, p in zip(part.names, part.paths): paths.setdefault(n, p)
+    return ImageList(list(paths), list(paths.values()))

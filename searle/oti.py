@@ -18,8 +18,8 @@ from .concepts import TEMPLATES, read_concept_table
 from .phrases import load_phrases, problematic_concepts, make_pseudo_phrase
 
 # %% auto #0
-__all__ = ['logger', 'OTIConfig', 'phrase_pool', 'Draws', 'draw', 'warn_unphrased', 'invert_batch', 'OTIResult', 'invert',
-           'names_key', 'run_oti', 'load_json_roundtrip', 'import_official_tokens']
+__all__ = ['logger', 'OTIConfig', 'image_concepts', 'phrase_pool', 'Draws', 'draw', 'warn_unphrased', 'invert_batch', 'OTIResult',
+           'invert', 'names_key', 'run_oti', 'load_json_roundtrip', 'import_official_tokens']
 
 # %% ../nbs/07_oti.ipynb #3b6904b9
 logger = logging.getLogger(__name__)
@@ -30,7 +30,8 @@ class OTIConfig:
     steps: int = 350            # optimisation steps per image
     lr: float = 2e-2            # AdamW learning rate
     weight_decay: float = 0.01  # AdamW weight decay
-    batch_size: int = 32        # images optimised together (compute only: results do not depend on it)
+    batch_size: int = 32        # compute grouping: images optimised together (results do not depend on it)
+    math_batch_size: int = 32   # the original's batch of the math (the paper's 32): AdamW's eps = 1e-8 * this
     top_k: int = 15             # concepts per image whose phrases regularise the token
     lambda_cos: float = 1.0     # weight of the template (cosine) loss
     lambda_gpt: float = 0.5     # weight of the GPT regularisation loss
@@ -39,16 +40,19 @@ class OTIConfig:
     seed: int = 42              # with the image name, seeds every draw of that image
 
 # %% ../nbs/07_oti.ipynb #91a69cea
+def image_concepts(concepts:Sequence[str], # an image's concepts, most similar first
+                   top_k:int=15) -> list[str]:
+    "The image's first `top_k` distinct concepts: the whole list stripped and de-duplicated, then cut (as the original)."
+    return list(dict.fromkeys(c.strip() for c in concepts))[:top_k]
+
 def phrase_pool(concepts:Sequence[str], # an image's concepts, most similar first
                 phrases:dict[str, list[str]], # concept -> GPT phrases
                 bad:set[str], # problematic concepts (skipped)
                 top_k:int=15) -> list[tuple[str, str]]:
     "The (concept, phrase) pairs an image's GPT loss draws from."
-    seen, pool = set(), []
-    for c in concepts[:top_k]:
-        c = c.strip()
-        if c in seen or c in bad or c not in phrases: continue
-        seen.add(c); pool += [(c, p) for p in phrases[c]]
+    pool = []
+    for c in image_concepts(concepts, top_k):
+        if c not in bad and c in phrases: pool += [(c, p) for p in phrases[c]]
     return pool
 
 @dataclass
@@ -102,7 +106,7 @@ def invert_batch(model, image_features:torch.Tensor, # [B, D] CLIP image feature
     img = F.normalize(image_features.to(dev).float(), dim=-1)                              # [B, D]
     v = torch.stack([d.init for d in draws]).to(dev).requires_grad_()                      # [B, W]
     ema = v.detach().clone()
-    opt = torch.optim.AdamW([v], lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW([v], lr=config.lr, weight_decay=config.weight_decay, eps=1e-8 * config.math_batch_size)  # see below
     losses, lam = torch.zeros(config.steps, 3, device=dev), config.lambda_cos + config.lambda_gpt  # on the device: no sync per step
     frozen = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
@@ -131,28 +135,33 @@ class OTIResult:
     ema_tokens: torch.Tensor  # [N, W]
     losses: list              # one [steps, 3] curve per batch (total, cosine, GPT)
 
-def _pools(names, concept_table, phrases, config, source=None) -> list[list]:
-    "Each image's phrase pool (one warning for the concepts `phrases` lacks); an error for an image left with none."
+def _check_pools(names, concept_table, phrases, config, source=None) -> set[str]:
+    "Fail early on an image without a row or usable phrases (one warning for concepts `phrases` lacks); the problematic concepts."
     unknown = [n for n in names if n not in concept_table]
     if unknown: raise KeyError(f"image {unknown[0]!r} is not in the concept table ({len(unknown)} images are not)")
-    warn_unphrased({c.strip() for n in names for c in concept_table[n][:config.top_k]}, phrases, config.top_k, source)
-    bad, pools = problematic_concepts(phrases), []
-    for n in names:
-        pool = phrase_pool(concept_table[n], phrases, bad, config.top_k)
-        if not pool: raise ValueError(f"image {n!r}: none of its top-{config.top_k} concepts {concept_table[n][:config.top_k]} has usable phrases")
-        pools.append(pool)
-    return pools
+    bad, seen, empty = problematic_concepts(phrases), set(), None
+    for n in names:  # no pool is built here: 100,000 images x 15 concepts x 256 phrases would not fit
+        top = image_concepts(concept_table[n], config.top_k); seen.update(top)
+        if empty is None and not any(c in phrases and c not in bad for c in top): empty = (n, top)
+    warn_unphrased(seen, phrases, config.top_k, source)
+    if empty: raise ValueError(f"image {empty[0]!r}: none of its top-{config.top_k} concepts {empty[1]} has usable phrases")
+    return bad
+
+def _pools(names, concept_table, phrases, config, bad) -> list[list]:
+    "The phrase pools of a few images (one batch)."
+    return [phrase_pool(concept_table[n], phrases, bad, config.top_k) for n in names]
 
 def invert(model, names:Sequence[str], image_features:torch.Tensor, # [N, D] CLIP image features
            concept_table:dict[str, list[str]], phrases:dict[str, list[str]], config:OTIConfig|None=None,
            progress:bool=True) -> OTIResult:
     "Invert every image into a pseudo token (in memory; `run_oti` adds shards, resuming and processes)."
     config = config or OTIConfig()
-    names = [str(n) for n in names]; pools = _pools(names, concept_table, phrases, config)
+    names = [str(n) for n in names]; bad = _check_pools(names, concept_table, phrases, config)
     toks, emas, curves = [], [], []
     for s in progress_bar(range(0, len(names), config.batch_size), progress, desc='OTI batches'):
         sl = slice(s, s + config.batch_size)
-        t, e, c = invert_batch(model, image_features[sl], names[sl], pools[sl], config, progress)
+        pools = _pools(names[sl], concept_table, phrases, config, bad)
+        t, e, c = invert_batch(model, image_features[sl], names[sl], pools, config, progress)
         toks.append(t); emas.append(e); curves.append(c)
     return OTIResult(names, torch.cat(toks), torch.cat(emas), curves)
 
@@ -201,8 +210,8 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
     batches = [list(range(s, min(s + config.batch_size, len(names)))) for s in range(0, len(names), config.batch_size)]
     mine = [b for b in range(len(batches)) if b % world == rank and not (shard_dir / f'batch-{b:06d}.pt').is_file()]
     if mine:
-        pools = _pools([names[i] for b in mine for i in batches[b]], table, phr, config,   # fail early on any image
-                       None if isinstance(phrases, dict) else phrases)
+        bad = _check_pools([names[i] for b in mine for i in batches[b]], table, phr, config,   # fail early on any image
+                           None if isinstance(phrases, dict) else phrases)
         if isinstance(images, ImageList):
             sub = ImageList([names[i] for b in mine for i in batches[b]], [images.paths[i] for b in mine for i in batches[b]])
             _, feats = extract_features(model, sub, preprocess or make_preprocess('targetpad', model.visual.input_resolution),
@@ -211,7 +220,8 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
         at = 0
         for b in progress_bar(mine, progress, desc=f'OTI batches (process {rank}/{world})'):
             idx = batches[b]; sl = slice(at, at + len(idx)); at += len(idx)
-            t, e, c = invert_batch(model, feats[sl], [names[i] for i in idx], pools[sl], config)
+            bnames = [names[i] for i in idx]
+            t, e, c = invert_batch(model, feats[sl], bnames, _pools(bnames, table, phr, config, bad), config)
             save_tensors({'names': [names[i] for i in idx], 'tokens': t, 'ema_tokens': e, 'losses': c}, shard_dir / f'batch-{b:06d}.pt')
     barrier()
     final = out / 'oti_pseudo_tokens.pt'
@@ -246,5 +256,6 @@ def import_official_tokens(tokens_path, # the original `ema_oti_pseudo_tokens.pt
     if not isinstance(names, (list, tuple)) or not all(isinstance(n, (str, int)) for n in names):
         raise ValueError(f"{names_path}: expected a list of image names")
     if len(names) != tokens.shape[0]: raise ValueError(f"{names_path} has {len(names)} names for {tokens.shape[0]} tokens in {tokens_path}")
-    save_pseudo_tokens(out_path, [str(n) for n in names], tokens.float(), config={'imported_from': str(tokens_path)})
+    names, (tokens,) = dedupe_named_rows(names, [tokens.float()], tokens_path)  # CIRCO test lists two references twice
+    save_pseudo_tokens(out_path, names, tokens, config={'imported_from': str(tokens_path)})
     return Path(out_path)

@@ -118,7 +118,7 @@ def test_fashioniq_loader_reads_every_query(roots, category, split):
 
 def test_fashioniq_stages_take_the_union_of_categories(roots):
     "Concepts (stage 1) and OTI (stage 2) of FashionIQ cover the images of all three categories, each once."
-    from searle.cli import _dataset_images
+    from searle.data import dataset_images as _dataset_images
     ims, refs = (_dataset_images('fashioniq', roots['fashioniq'], 'val', w) for w in ('images', 'references'))
     per_cat = [load_dataset('fashioniq', roots['fashioniq'], split='val', category=c) for c in FASHIONIQ_CATEGORIES]
     assert set(ims.names) == set().union(*(d.images().names for d in per_cat)) and len(ims.names) == len(set(ims.names))
