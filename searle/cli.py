@@ -64,9 +64,10 @@ def searle_phrases(out:str, # the phrase JSON file (resumed when it exists)
                    num_return_sequences:int=256, # phrases per concept
                    limit:int=None, # only the first LIMIT concepts (a trial run)
                    seed:int=0, device:str=None, cache_dir:str=None,
+                   original_layout:bool=False, # also write the original's concept_to_phrases.pkl beside OUT
                   ):
     "Stage 0: generate GPT phrases for every concept of the vocabulary."
-    kw = dict(num_return_sequences=num_return_sequences, seed=seed, device=device)
+    kw = dict(num_return_sequences=num_return_sequences, seed=seed, device=device, original_layout=original_layout)
     if batch_size: kw['batch_size'] = batch_size
     res = phrases.run_phrases(out, vocabulary=vocabulary, model=model, cache_dir=cache_dir, limit=limit, **kw)
     print(f'{len(res)} concepts with phrases in {out}')
@@ -103,6 +104,7 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
                math_batch_size:int=32, # the original's batch (the paper's 32): AdamW's eps is 1e-8 x this
                top_k:int=15, lambda_cos:float=1.0, lambda_gpt:float=0.5, ema_decay:float=0.99, seed:int=42,
                cache_dir:str=None, device:str=None, no_progress:bool=False,
+               original_layout:bool=False, # also write the original's image_names.pkl and two token files to OUT/original/
               ):
     "Stage 2: invert every image into a pseudo token (resumable; `accelerate launch` / `torchrun` split the work)."
     required(dataset=dataset, dataset_path=dataset_path)
@@ -112,7 +114,7 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
     from searle.clip import make_preprocess
     path = oti.run_oti(model, dataset_images(dataset, dataset_path, split, 'references'), concepts, phrases, out, cfg,
                        preprocess=make_preprocess(preprocess, model.visual.input_resolution), cache_dir=cache_dir,
-                       device=device, progress=not no_progress)
+                       device=device, progress=not no_progress, original_layout=original_layout)
     print(path)
     return path
 

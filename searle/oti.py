@@ -190,7 +190,9 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
             out_dir:os.PathLike|str, config:OTIConfig|None=None,
             preprocess=None, # for `ImageList` input; default targetpad at the model's resolution
             cache_dir=None, # image-feature cache
-            device=None, progress:bool=True) -> Path:
+            device=None, progress:bool=True,
+            original_layout:bool=False, # also write the original's three files into `out_dir/original/`
+           ) -> Path:
     "Invert `images` into `out_dir/oti_pseudo_tokens.pt`, resumably, over every process of the launch."
     config, out = config or OTIConfig(), Path(out_dir)
     dist = Dist()                                      # searle.core: rank, world size, device and barrier of this process
@@ -226,6 +228,8 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
     barrier()
     final = out / 'oti_pseudo_tokens.pt'
     if rank == 0: _merge(shard_dir, batches, names, final, meta)
+    if rank == 0 and original_layout:  # a folder of its own: the original's oti_pseudo_tokens.pt is a bare tensor
+        obj = load_tensors(final); save_original_tokens(out/'original', obj['names'], obj['tokens'], obj['ema_tokens'])
     barrier()
     return final
 

@@ -333,6 +333,11 @@ def _problems(source, problems):
         shown = '\n- '.join(problems[:10])
         raise ValueError(f"{source}: {len(problems)} problems{' (first 10)' if len(problems) > 10 else ''}:\n- {shown}")
 
+def _ids_as_strings(v):
+    "A list of ids with its integers as strings (a file written with numeric COCO ids); anything else unchanged."
+    if not isinstance(v, list): return v
+    return [str(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in v]
+
 def _check_lists(obj, queries, allowed, excluded, n_expected, where:str) -> list[str]:
     "Problems with a {query id: [names]} submission; `allowed(q)` / `excluded(q)` give sets, `n_expected(q)` a length."
     ids = {q.id for q in queries}
@@ -363,6 +368,7 @@ def check_submission(submission, # a path to a JSON file, or its dict
         if dataset_path is None: raise ValueError("dataset_path is needed when the dataset is given by name")
         dataset = load_dataset(dataset, dataset_path, split=split or {'cirr': 'test1', 'circo': 'test'}.get(dataset), check='none')
     if not isinstance(obj, dict): raise ValueError(f"{source}: expected a JSON object, found {type(obj).__name__}")
+    obj = {str(k): _ids_as_strings(v) for k, v in obj.items()}  # numeric ids (COCO ids as numbers) read as the server does
     queries, gallery = dataset.queries(), set(dataset.gallery().names)
     if dataset.name == 'cirr':
         kind = kind or obj.get('metric')
