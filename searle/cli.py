@@ -11,7 +11,7 @@ from fastcore.script import anno_parser
 
 from .core import *
 from .clip import ImageList, load_clip
-from .data import FASHIONIQ_CATEGORIES, dataset_images, load_dataset
+from .data import FASHIONIQ_CATEGORIES, LeftOut, dataset_images, load_dataset
 from . import retrieval, concepts, phrases, oti
 from .metrics import hit_matrix, pad_ids
 
@@ -82,12 +82,17 @@ def searle_concepts(out:str, # the concept table (CSV) to write; resumed when it
                     clip_model:str='ViT-B/32', # an official CLIP name or a local checkpoint file
                     k:int=250, # concepts kept per image
                     batch_size:int=32, preprocess:str='targetpad', cache_dir:str=None, device:str=None,
+                    missing_images:str='error', # 'error' or 'skip': leave out missing image files and the queries that need them (recorded)
+                    truncated_images:str='error', # 'error' or 'decode': decode truncated files as the original does (recorded)
                    ):
     "Stage 1: the top-K vocabulary concepts of every image of a dataset."
     required(dataset=dataset, dataset_path=dataset_path)
+    lo = LeftOut()
     table = concepts.run_concepts(out, dataset=dataset, root=dataset_path, split=split, vocabulary=vocabulary, clip_model=clip_model,
-                                  k=k, batch_size=batch_size, preprocess=preprocess, cache_dir=cache_dir, device=device)
+                                  k=k, batch_size=batch_size, preprocess=preprocess, cache_dir=cache_dir, device=device,
+                                  missing=missing_images, truncated=truncated_images, left_out=lo)
     print(f'{len(table)} images in {out}')
+    if (missing_images, truncated_images) != ('error', 'error'): print(f'{lo.summary()} (names in {out}.left_out.json)')
 
 # %% ../nbs/10_cli.ipynb #4ad95743
 @command
@@ -105,6 +110,8 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
                top_k:int=15, lambda_cos:float=1.0, lambda_gpt:float=0.5, ema_decay:float=0.99, seed:int=42,
                cache_dir:str=None, device:str=None, no_progress:bool=False,
                original_layout:bool=False, # also write the original's image_names.pkl and two token files to OUT/original/
+               missing_images:str='error', # 'error' or 'skip': leave out missing image files and the queries that need them (recorded)
+               truncated_images:str='error', # 'error' or 'decode': decode truncated files as the original does (recorded)
               ):
     "Stage 2: invert every image into a pseudo token (resumable; `accelerate launch` / `torchrun` split the work)."
     required(dataset=dataset, dataset_path=dataset_path)
@@ -112,10 +119,14 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
                         lambda_cos=lambda_cos, lambda_gpt=lambda_gpt, ema_decay=ema_decay, seed=seed)
     model = load_clip(clip_model, device='cpu')
     from searle.clip import make_preprocess
-    path = oti.run_oti(model, dataset_images(dataset, dataset_path, split, 'references'), concepts, phrases, out, cfg,
+    lo = LeftOut()
+    refs = dataset_images(dataset, dataset_path, split, 'references', left_out=lo, missing=missing_images)
+    path = oti.run_oti(model, refs, concepts, phrases, out, cfg,
                        preprocess=make_preprocess(preprocess, model.visual.input_resolution), cache_dir=cache_dir,
-                       device=device, progress=not no_progress, original_layout=original_layout)
+                       device=device, progress=not no_progress, original_layout=original_layout,
+                       truncated=truncated_images, left_out=lo)
     print(path)
+    if (missing_images, truncated_images) != ('error', 'error'): print(f'{lo.summary()} (names in {out}/left_out.json)')
     return path
 
 # %% ../nbs/10_cli.ipynb #f2e76c84
@@ -135,6 +146,8 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
                      val_dataset:str='cirr', # validation benchmark after every epoch
                      val_path:str=None, # its folder (no validation without it)
                      cache_dir:str=None, device:str=None, no_progress:bool=False,
+                     missing_images:str='error', # the validation set's missing images: 'error' or 'skip' (recorded)
+                     truncated_images:str='error', # 'error' or 'decode': decode truncated files as the original does (recorded)
                     ):
     "Stage 3: distil phi from OTI tokens (resumable; `accelerate launch` / `torchrun` for data parallelism)."
     required(dataset=dataset, dataset_path=dataset_path)
@@ -144,7 +157,8 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
                     lambda_gpt=lambda_gpt, top_k=top_k, dropout=dropout, seed=seed, save_every=save_every,
                     val_dataset=val_dataset, val_path=val_path)
     path = run_train_phi(clip_model, load_dataset(dataset, dataset_path, split=split).gallery(), tokens, concepts, phrases, out, cfg,
-                         preprocess=preprocess, cache_dir=cache_dir, device=device, progress=not no_progress)
+                         preprocess=preprocess, cache_dir=cache_dir, device=device, progress=not no_progress,
+                         missing=missing_images, truncated=truncated_images)
     print(path)
     return path
 
@@ -189,13 +203,18 @@ def searle_validate(dataset:str=None, # 'fashioniq', 'cirr' or 'circo' (required
                     cache_dir:str=None, # image-feature cache (and released weights)
                     device:str=None, # default: CUDA when available
                     no_progress:bool=False, # hide progress bars
+                    missing_images:str='error', # 'error' or 'skip': leave out missing image files and the queries that need them (recorded)
+                    truncated_images:str='error', # 'error' or 'decode': decode truncated files as the original does (recorded)
                    ):
     "Validate one method on a benchmark; writes OUT/metrics.json (percent) beside OUT/config.json."
     required(dataset=dataset, dataset_path=dataset_path)
     model, src = method_inputs(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
+    lo = LeftOut()
     metrics = retrieval.run_validation(dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out, split=split,
-                                       batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress, **src)
+                                       batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress,
+                                       missing=missing_images, truncated=truncated_images, left_out=lo, **src)
     print(json.dumps(metrics, indent=1))
+    if (missing_images, truncated_images) != ('error', 'error'): print(f'{lo.summary()} (names in {out}/left_out.json)')
     return metrics
 
 # %% ../nbs/10_cli.ipynb #98e8e234
@@ -211,13 +230,18 @@ def searle_submit(dataset:str=None, # 'cirr' or 'circo' (required)
                   split:str=None, # default: 'test1' (CIRR) / 'test' (CIRCO)
                   batch_size:int=32, cache_dir:str=None, device:str=None,
                   no_progress:bool=False, # hide progress bars
+                  missing_images:str='error', # 'error' or 'skip': leave out missing image files and the queries that need them (recorded)
+                  truncated_images:str='error', # 'error' or 'decode': decode truncated files as the original does (recorded)
                  ):
     "Write (and check) the evaluation-server JSON files of one method."
     required(dataset=dataset, dataset_path=dataset_path)
     model, src = method_inputs(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
+    lo = LeftOut()
     paths = retrieval.run_submission(dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out, split=split,
-                                     batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress, **src)
+                                     batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress,
+                                     missing=missing_images, truncated=truncated_images, left_out=lo, **src)
     for k, p in paths.items(): print(f'{k}: {p}')
+    if (missing_images, truncated_images) != ('error', 'error'): print(f'{lo.summary()} (names in {out}/left_out.json)')
     return paths
 
 # %% ../nbs/10_cli.ipynb #a5b62f22

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_clip.ipynb #b4665880
 from __future__ import annotations
-import hashlib, logging, os, pickle, urllib.error, urllib.request
+import contextlib, hashlib, logging, os, pickle, urllib.error, urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -27,7 +27,7 @@ __all__ = ['logger', 'CLIP_PRESETS', 'CLIP_MEAN', 'CLIP_STD', 'PSEUDO_CHAR', 'OR
            'clip_config_from_state_dict', 'save_clip', 'official_clip_path', 'load_clip', 'as_clip', 'TargetPad',
            'make_preprocess', 'tokenize', 'pseudo_token_id', 'encode_with_pseudo_tokens', 'encode_text',
            'save_pseudo_tokens', 'load_pseudo_tokens', 'dedupe_named_rows', 'read_original_tokens',
-           'save_original_tokens', 'ImageList', 'model_fingerprint', 'extract_features']
+           'save_original_tokens', 'open_rgb', 'ImageList', 'model_fingerprint', 'extract_features']
 
 # %% ../nbs/01_clip.ipynb #3dfc32d6
 logger = logging.getLogger(__name__)
@@ -386,6 +386,27 @@ def save_original_tokens(folder, names:Sequence[str], tokens:torch.Tensor, ema_t
     with atomic_write(folder/ORIGINAL_OTI_FILES['names'], 'wb') as f: pickle.dump([str(n) for n in names], f)
     return folder
 
+# %% ../nbs/01_clip.ipynb #9cb981ed
+@contextlib.contextmanager
+def _truncated_images_allowed():
+    "PIL's `ImageFile.LOAD_TRUNCATED_IMAGES` for this block only: set, then restored, so nothing is left behind."
+    from PIL import ImageFile
+    old, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, True
+    try: yield
+    finally: ImageFile.LOAD_TRUNCATED_IMAGES = old
+
+def _is_truncation(e:Exception) -> bool: return isinstance(e, OSError) and 'truncated' in str(e).lower()
+
+def open_rgb(path, truncated:str='error', # 'error', or 'decode': a truncated file decodes what is there (the original's way)
+            ) -> tuple[Image.Image, bool]:
+    "(the image at `path` as RGB, whether it was a truncated file decoded under `truncated='decode'`)."
+    if truncated not in ('error', 'decode'): raise ValueError(f"truncated={truncated!r}; expected 'error' or 'decode'")
+    try:
+        with Image.open(path) as im: return im.convert('RGB'), False
+    except OSError as e:
+        if truncated != 'decode' or not _is_truncation(e): raise
+    with _truncated_images_allowed(), Image.open(path) as im: return im.convert('RGB'), True
+
 # %% ../nbs/01_clip.ipynb #bf80efa5
 @dataclass
 class ImageList:
@@ -399,10 +420,13 @@ class ImageList:
     def __getitem__(self, i): return self.names[i], self.paths[i]
     def load(self, i:int) -> Image.Image:
         "Open image `i` as RGB, naming the file when it cannot be read."
-        try:
-            with Image.open(self.paths[i]) as im: return im.convert('RGB')
+        return self.open(i)[0]
+    def open(self, i:int, truncated:str='error') -> tuple[Image.Image, bool]:
+        "(image `i` as RGB, whether it is a truncated file decoded as the original does: `truncated='decode'`)."
+        try: return open_rgb(self.paths[i], truncated)
         except (OSError, UnidentifiedImageError) as e:
-            raise ValueError(f"cannot decode image {self.paths[i]} (name {self.names[i]!r}): {e}") from None
+            hint = '; the file is truncated (an incomplete download?): --truncated-images decode reads what is there, as the original does'
+            raise ValueError(f"cannot decode image {self.paths[i]} (name {self.names[i]!r}): {e}{hint if _is_truncation(e) else ''}") from None
 
 # %% ../nbs/01_clip.ipynb #59d273a9
 def model_fingerprint(model:torch.nn.Module) -> str:
@@ -424,27 +448,43 @@ def _images_key(images:ImageList) -> str:
 
 # %% ../nbs/01_clip.ipynb #457deec6
 class _ImageDataset(torch.utils.data.Dataset):
-    def __init__(self, images, preprocess): self.images, self.preprocess = images, preprocess
+    def __init__(self, images, preprocess, truncated): self.images, self.preprocess, self.truncated = images, preprocess, truncated
     def __len__(self): return len(self.images)
-    def __getitem__(self, i): return self.preprocess(self.images.load(i))
+    def __getitem__(self, i):
+        img, cut = self.images.open(i, self.truncated)
+        return self.preprocess(img), cut
+
+def _refuse_truncated(names, paths, source):
+    if names: raise ValueError(f"{source} holds features of {len(names)} truncated images decoded under truncated='decode' "
+                               f"(the first: {paths[0]}); asked to refuse truncated files, so not using it")
 
 def extract_features(model:CLIP, images:ImageList, preprocess:Callable, # PIL → tensor, e.g. `make_preprocess('targetpad', 224)`
                      batch_size:int=32, device=None, cache_dir=None, # reuse features keyed by model, preprocessing and images
-                     progress:bool=True, num_workers:int=0) -> tuple[list[str], torch.Tensor]:
+                     progress:bool=True, num_workers:int=0,
+                     truncated:str='error', # 'error' or 'decode' (truncated files decoded as the original does)
+                     truncated_names:list|None=None, # the names of truncated images decoded are appended here
+                    ) -> tuple[list[str], torch.Tensor]:
     "CLIP image features [N, D] (float32, CPU, unnormalised) of `images`, with their names."
-    cache = None
+    cache, cut = None, []
     if cache_dir is not None:
         key = hashlib.sha256(f'{model_fingerprint(model)}|{preprocess!r}|{_images_key(images)}'.encode()).hexdigest()[:32]
         cache = Path(cache_dir) / f'features-{key}.pt'
         if cache.is_file():
             obj = load_tensors(cache)
-            if obj['names'] == images.names: return obj['names'], obj['features']
+            if obj['names'] == images.names:
+                cut = list(obj.get('truncated', []))
+                if truncated == 'error': _refuse_truncated(cut, [images.paths[images.names.index(n)] for n in cut[:1]], cache)
+                if truncated_names is not None: truncated_names += cut
+                return obj['names'], obj['features']
     dev = next(model.parameters()).device
-    dl = torch.utils.data.DataLoader(_ImageDataset(images, preprocess), batch_size=batch_size, num_workers=num_workers)
+    dl = torch.utils.data.DataLoader(_ImageDataset(images, preprocess, truncated), batch_size=batch_size, num_workers=num_workers)
     feats = []
     with torch.no_grad():
-        for x in progress_bar(dl, progress, desc='image features'):
+        for x, flags in progress_bar(dl, progress, desc='image features'):
+            cut += [images.names[len(feats) * batch_size + j] for j in flags.nonzero().flatten().tolist()]
             feats.append(model.encode_image(x.to(dev, next(model.parameters()).dtype)).float().cpu())
     feats = torch.cat(feats) if feats else torch.zeros(0, model.text_projection.shape[1])
-    if cache is not None: save_tensors({'names': images.names, 'features': feats}, cache)
+    if cut: logger.warning('%d truncated images decoded as the original does (the first: %s)', len(cut), ', '.join(cut[:5]))
+    if cache is not None: save_tensors({'names': images.names, 'features': feats, 'truncated': cut}, cache)
+    if truncated_names is not None: truncated_names += cut
     return images.names, feats

@@ -209,6 +209,8 @@ def associate_images(images:ImageList|tuple[Sequence[str], torch.Tensor], # imag
                      out_path:PathLike, # the CSV table; resumed from its part files when interrupted
                      model=None, preprocess=None, # CLIP and its preprocessing, needed for an `ImageList`
                      k:int=250, batch_size:int=32, chunk_size:int=2048, num_workers:int=0, progress:bool=True,
+                     truncated:str='error', # 'error' or 'decode' (truncated files decoded as the original does)
+                     truncated_names:list|None=None, # names of the truncated images decoded are appended here
                     ) -> dict[str, list[str]]:
     "Write the top-`k` concepts of every image to `out_path` (resumable); return the table."
     out_path = Path(out_path)
@@ -227,7 +229,8 @@ def associate_images(images:ImageList|tuple[Sequence[str], torch.Tensor], # imag
     for j, idx in enumerate(progress_bar(chunks, progress, desc='concepts', unit='chunk')):
         if isinstance(images, ImageList):
             _, feats = extract_features(model, ImageList([names[i] for i in idx], [images.paths[i] for i in idx]), preprocess,
-                                        batch_size=batch_size, progress=False, num_workers=num_workers)
+                                        batch_size=batch_size, progress=False, num_workers=num_workers,
+                                        truncated=truncated, truncated_names=truncated_names)
         else: feats = images[1][torch.as_tensor(idx)]
         rows = top_concepts(feats, concept_feats, concepts, k)
         write_concept_table(parts / f'part-{first + j:06d}.csv', [names[i] for i in idx], rows)
@@ -246,16 +249,25 @@ def run_concepts(out_path:PathLike, # the CSV table to write (see `concept_table
                  clip_model='ViT-B/32', # name, checkpoint path, or a loaded CLIP model
                  k:int=250, batch_size:int=32, concept_batch_size:int=64, preprocess:str='targetpad',
                  device=None, cache_dir:PathLike|None=None, # caches the vocabulary and the concept features
-                 num_workers:int=0, progress:bool=True, **dataset_kwargs) -> dict[str, list[str]]:
+                 num_workers:int=0, progress:bool=True,
+                 missing:str='error', # 'error' or 'skip': leave out missing image files (recorded)
+                 truncated:str='error', # 'error' or 'decode': decode truncated files as the original does (recorded)
+                 left_out=None, # a `searle.data.LeftOut` to fill; what was left out is also written to <out_path>.left_out.json
+                 **dataset_kwargs) -> dict[str, list[str]]:
     "Stage 1: associate the top-`k` vocabulary concepts with every image, written to `out_path`."
     if (images is None) == (dataset is None): raise ValueError("give either `images` or `dataset` (with `root`)")
-    if dataset is not None:
-        from searle.data import dataset_images  # FashionIQ without a category: the union of the three, as the original
-        images = dataset_images(dataset, root, split, 'images', **dataset_kwargs)  # the gallery and any reference outside it
+    from searle.data import LeftOut, dataset_images  # FashionIQ without a category: the union of the three, as the original
+    left_out = LeftOut() if left_out is None else left_out
+    if dataset is not None:  # the gallery and any reference outside it
+        images = dataset_images(dataset, root, split, 'images', left_out=left_out, missing=missing, **dataset_kwargs)
     concepts = load_vocabulary(vocabulary, cache_dir=cache_dir)
     device = resolve_device(device)
     model = as_clip(clip_model, device)
     feats = cached_concept_features(model, concepts, cache_dir, concept_batch_size, progress)
     pre = make_preprocess(preprocess, model.visual.input_resolution) if isinstance(images, ImageList) else None
-    return associate_images(images, concepts, feats, out_path, model, pre, k=k, batch_size=batch_size,
-                            num_workers=num_workers, progress=progress)
+    cut = []
+    table = associate_images(images, concepts, feats, out_path, model, pre, k=k, batch_size=batch_size,
+                             num_workers=num_workers, progress=progress, truncated=truncated, truncated_names=cut)
+    left_out.add('truncated_images', cut)
+    if missing != 'error' or truncated != 'error': left_out.save(Path(out_path).with_name(Path(out_path).name + '.left_out.json'))
+    return table

@@ -192,6 +192,9 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
             cache_dir=None, # image-feature cache
             device=None, progress:bool=True,
             original_layout:bool=False, # also write the original's three files into `out_dir/original/`
+            truncated:str='error', # 'error' or 'decode': decode truncated image files as the original does
+            left_out=None, # a `searle.data.LeftOut` of what the caller left out: its counts go in config.json, its names
+                           # (and the truncated images decoded here) in left_out.json
            ) -> Path:
     "Invert `images` into `out_dir/oti_pseudo_tokens.pt`, resumably, over every process of the launch."
     config, out = config or OTIConfig(), Path(out_dir)
@@ -203,8 +206,10 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
     phr = phrases if isinstance(phrases, dict) else load_phrases(phrases)
     src = lambda x: None if isinstance(x, dict) else str(Path(x).resolve())
     meta = _run_meta(config, names, model, {'concept_table': src(concept_table), 'phrases': src(phrases)})
+    if left_out is not None: meta['left_out'] = left_out.counts()  # recorded, not compared on resume (downloads change)
     cfg_path, shard_dir = out / 'config.json', out / 'shards'
-    if cfg_path.is_file() and (diff := _meta_diff(load_json(cfg_path), load_json_roundtrip(meta))):
+    same = lambda m: {k: v for k, v in m.items() if k != 'left_out'}
+    if cfg_path.is_file() and (diff := _meta_diff(same(load_json(cfg_path)), same(load_json_roundtrip(meta)))):
         raise ValueError(f"{cfg_path} records an OTI run with another configuration (key: on disk -> now): {'; '.join(diff)}; "
                          f"use a new out_dir or delete {out}")
     barrier()
@@ -216,8 +221,10 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
                            None if isinstance(phrases, dict) else phrases)
         if isinstance(images, ImageList):
             sub = ImageList([names[i] for b in mine for i in batches[b]], [images.paths[i] for b in mine for i in batches[b]])
+            cut = []
             _, feats = extract_features(model, sub, preprocess or make_preprocess('targetpad', model.visual.input_resolution),
-                                        device=dev, cache_dir=cache_dir, progress=progress)
+                                        device=dev, cache_dir=cache_dir, progress=progress, truncated=truncated, truncated_names=cut)
+            if left_out is not None: left_out.add('truncated_images', cut)
         else: feats = images[1][[i for b in mine for i in batches[b]]]
         at = 0
         for b in progress_bar(mine, progress, desc=f'OTI batches (process {rank}/{world})'):
@@ -228,6 +235,8 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
     barrier()
     final = out / 'oti_pseudo_tokens.pt'
     if rank == 0: _merge(shard_dir, batches, names, final, meta)
+    if rank == 0 and left_out is not None:  # this process's truncated images join the caller's counts
+        left_out.save(out/'left_out.json'); save_json({**meta, 'left_out': left_out.counts()}, cfg_path)
     if rank == 0 and original_layout:  # a folder of its own: the original's oti_pseudo_tokens.pt is a bare tensor
         obj = load_tensors(final); save_original_tokens(out/'original', obj['names'], obj['tokens'], obj['ema_tokens'])
     barrier()

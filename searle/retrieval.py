@@ -260,12 +260,15 @@ def _group_scores(qf:Tensor, gallery:Tensor, index_of:dict, queries, chunk:int=1
     return torch.cat([torch.einsum('qd,qmd->qm', qf[s:s + chunk], F.normalize(gallery[idx[s:s + chunk]].float(), dim=-1))
                       for s in range(0, len(queries), chunk)])
 
-def _features(model, images:ImageList, preprocess, memo:dict|None, **kw) -> Tensor:
+def _features(model, images:ImageList, preprocess, memo:dict|None, left_out:LeftOut|None=None, **kw) -> Tensor:
     "Image features of `images`, reused from `memo` (keyed by the model's weights, the preprocessing and the image paths)."
-    key = (model_fingerprint(model), repr(preprocess), tuple(map(str, images.paths)))  # as the disk cache; ids are reused
-    if memo is not None and key in memo: return memo[key]
-    feats = extract_features(model, images, preprocess, **kw)[1]
-    if memo is not None: memo[key] = feats
+    key = (model_fingerprint(model), repr(preprocess), tuple(map(str, images.paths)), kw.get('truncated'))  # ids are reused
+    if memo is None or key not in memo:
+        cut = []; feats = extract_features(model, images, preprocess, truncated_names=cut, **kw)[1]
+        if memo is None: memo = {}
+        memo[key] = feats, cut
+    feats, cut = memo[key]
+    if left_out is not None: left_out.add('truncated_images', cut)
     return feats
 
 # %% ../nbs/04_retrieval.ipynb #29cb6a02
@@ -274,13 +277,17 @@ def retrieve(model, dataset:CIRDataset, preprocess:Callable, # PIL image → ten
              template:str=QUERY_TEMPLATE, text_template:str=TEXT_TEMPLATE,
              k:int=TOP_K, batch_size:int=32, text_batch_size:int=256, device=None, cache_dir=None,
              backend:str='torch', max_queries:int|None=None, progress:bool=True, num_workers:int=0,
-             memo:dict|None=None) -> Retrieval: # memo: an in-memory feature cache shared between calls
+             memo:dict|None=None, # an in-memory feature cache shared between calls
+             truncated:str='error', # 'error' or 'decode' (truncated image files decoded as the original does)
+             left_out:LeftOut|None=None, # collects the truncated images decoded
+            ) -> Retrieval:
     "Rank `dataset`'s gallery for its queries with one method (pseudo tokens or a baseline)."
     if sum(x is not None for x in (tokens, token_fn, baseline)) != 1:
         raise ValueError("choose exactly one method: tokens (a file or table), token_fn (e.g. phi) or baseline")
     queries = dataset.queries()[:max_queries]
     if not queries: raise ValueError(f"{dataset!r} has no queries to retrieve for")
-    fkw = dict(batch_size=batch_size, device=device, cache_dir=cache_dir, progress=progress, num_workers=num_workers)
+    fkw = dict(batch_size=batch_size, device=device, cache_dir=cache_dir, progress=progress, num_workers=num_workers,
+               truncated=truncated, left_out=left_out)
     gal = dataset.gallery(); gfeat = _features(model, gal, preprocess, memo, **fkw)  # [N, D]
     index_of = {n: i for i, n in enumerate(gal.names)}
     refs = ImageList(*map(list, zip(*[(n, dataset.image_path(n)) for n in dict.fromkeys(q.reference for q in queries)])))
@@ -303,12 +310,19 @@ def validate(model, dataset:CIRDataset, preprocess:Callable, **kwargs) -> dict[s
 def validate_benchmark(model, name:str, # 'fashioniq', 'cirr' or 'circo'
                        root, preprocess:Callable, split:str='val',
                        categories:Sequence[str]=FASHIONIQ_CATEGORIES, # FashionIQ only
-                       check:str='exists', **kwargs) -> dict[str, float]:
+                       check:str='exists',
+                       missing:str='error', # 'error' or 'skip' (`searle.data.leave_out_missing`)
+                       left_out:LeftOut|None=None, # collects what was left out
+                       **kwargs) -> dict[str, float]:
     "A benchmark's metrics by name; FashionIQ per category plus the average of the categories."
-    if name != 'fashioniq': return validate(model, load_dataset(name, root, split=split, check=check), preprocess, **kwargs)
+    def load(**kw):
+        ds = load_dataset(name, root, split=split, check=check, missing=missing, **kw)
+        if left_out is not None: left_out.add_dataset(ds, f"{kw['category']}/" if kw else '')
+        return ds
+    if name != 'fashioniq': return validate(model, load(), preprocess, left_out=left_out, **kwargs)
     out, per = {}, []
     for c in categories:
-        m = validate(model, load_dataset(name, root, split=split, category=c, check=check), preprocess, **kwargs)
+        m = validate(model, load(category=c), preprocess, left_out=left_out, **kwargs)
         out |= {f'{c}/{k}': v for k, v in m.items()}; per.append(m)
     return out | {f'average/{k}': sum(m[k] for m in per) / len(per) for k in per[0]}
 
@@ -444,11 +458,17 @@ def run_validation(dataset:str, # 'fashioniq', 'cirr' or 'circo'
                    template:str=QUERY_TEMPLATE, split:str='val',
                    categories:Sequence[str]=FASHIONIQ_CATEGORIES, backend:str='torch',
                    max_queries:int|None=None, # a quick check on the first queries only (recorded in config.json)
-                   progress:bool=True, num_workers:int=0) -> dict[str, float]:
+                   progress:bool=True, num_workers:int=0,
+                   missing:str='error', # 'error' or 'skip': leave out missing images and the queries that need them
+                   truncated:str='error', # 'error' or 'decode': decode truncated image files as the original does
+                   left_out:LeftOut|None=None, # filled with what was left out (also written to out_dir/left_out.json)
+                  ) -> dict[str, float]:
     "Validate one method on a benchmark; the flat metrics dict, in percent."
     model, pre = _setup(clip_model, preprocess, device)
+    left_out = LeftOut() if left_out is None else left_out
     kw = dict(tokens=tokens, token_fn=token_fn, baseline=baseline, template=template, batch_size=batch_size, device=device,
-              cache_dir=cache_dir, backend=backend, max_queries=max_queries, progress=progress, num_workers=num_workers, memo={})
+              cache_dir=cache_dir, backend=backend, max_queries=max_queries, progress=progress, num_workers=num_workers, memo={},
+              missing=missing, truncated=truncated, left_out=left_out)
     if dataset == 'fashioniq': kw['categories'] = categories
     metrics = validate_benchmark(model, dataset, dataset_path, pre, split=split, **kw)
     if out_dir is not None:
@@ -457,7 +477,9 @@ def run_validation(dataset:str, # 'fashioniq', 'cirr' or 'circo'
                           clip_model=getattr(model, 'searle_source', str(clip_model) if isinstance(clip_model, (str, Path)) else 'in-memory'),
                           preprocess=preprocess if isinstance(preprocess, str) else repr(preprocess),
                           method=_method(tokens, token_fn, baseline), template=template, batch_size=batch_size, backend=backend,
-                          categories=list(categories) if dataset == 'fashioniq' else None, max_queries=max_queries), Path(out_dir)/'config.json')
+                          categories=list(categories) if dataset == 'fashioniq' else None, max_queries=max_queries,
+                          missing_images=missing, truncated_images=truncated, left_out=left_out.counts()), Path(out_dir)/'config.json')
+        left_out.save(Path(out_dir)/'left_out.json')
     return metrics
 
 # %% ../nbs/04_retrieval.ipynb #3da3d7d5
@@ -467,14 +489,21 @@ def run_submission(dataset:str, # 'cirr' or 'circo'
                    out_dir='.', # the server files and config.json go here
                    device=None, batch_size:int=32, cache_dir=None, template:str=QUERY_TEMPLATE,
                    split:str|None=None, # None: 'test1' (CIRR) / 'test' (CIRCO); 'val' writes val-format files
-                   backend:str='torch', progress:bool=True, num_workers:int=0) -> dict[str, Path]:
+                   backend:str='torch', progress:bool=True, num_workers:int=0,
+                   missing:str='error', truncated:str='error', # as in `run_validation`
+                   left_out:LeftOut|None=None) -> dict[str, Path]:
     "Write (and check) the evaluation server files of one method; returns {kind: path}."
     if dataset not in ('cirr', 'circo'): raise ValueError(f"test-server files exist for 'cirr' and 'circo', not {dataset!r}")
     split = split or {'cirr': 'test1', 'circo': 'test'}[dataset]
     model, pre = _setup(clip_model, preprocess, device)
-    ds = load_dataset(dataset, dataset_path, split=split)
+    ds, left_out = load_dataset(dataset, dataset_path, split=split, missing=missing), LeftOut() if left_out is None else left_out
+    left_out.add_dataset(ds)
+    if ds.left_out['skipped_queries']:
+        logger.warning('the %s server expects every query: %d queries left out of these files will make it refuse them',
+                       dataset, len(ds.left_out['skipped_queries']))
     r = retrieve(model, ds, pre, tokens=tokens, token_fn=token_fn, baseline=baseline, template=template, batch_size=batch_size,
-                 device=device, cache_dir=cache_dir, backend=backend, progress=progress, num_workers=num_workers)
+                 device=device, cache_dir=cache_dir, backend=backend, progress=progress, num_workers=num_workers,
+                 truncated=truncated, left_out=left_out)
     out = Path(out_dir)
     files = dict(zip(('recall', 'recall_subset'), cirr_submissions(r))) if dataset == 'cirr' else {'circo': circo_submission(r)}
     paths = {}
@@ -484,5 +513,7 @@ def run_submission(dataset:str, # 'cirr' or 'circo'
         save_json(obj, paths[kind], indent=None)
     save_json(_config(command='submit', dataset=dataset, dataset_path=dataset_path, split=split,
                       clip_model=getattr(model, 'searle_source', 'in-memory'), preprocess=preprocess if isinstance(preprocess, str) else repr(preprocess),
-                      method=_method(tokens, token_fn, baseline), template=template, files={k: p.name for k, p in paths.items()}), out/'config.json')
+                      method=_method(tokens, token_fn, baseline), template=template, files={k: p.name for k, p in paths.items()},
+                      missing_images=missing, truncated_images=truncated, left_out=left_out.counts()), out/'config.json')
+    left_out.save(out/'left_out.json')
     return paths

@@ -169,3 +169,56 @@ def test_hub_entry_point_returns_released_phi_and_the_encoder(tmp_path, monkeypa
     assert torch.equal(phi2.state_dict()['layers.0.bias'], sd['layers.0.bias'] + 1)
     with pytest.raises(ValueError, match="expected one of \\['ViT-B/32', 'ViT-L/14'\\]"):
         torch.hub.load(str(REPO), 'searle', source='local', backbone='RN50')
+
+# --- incomplete downloads: --missing-images and --truncated-images through the commands ------------------
+
+def _copy_world(root, dst):
+    import shutil
+    shutil.copytree(root, dst); return dst
+
+def test_validate_and_submit_skip_missing_images_and_decode_truncated_ones(root, tmp_path):
+    w = _copy_world(root, tmp_path/'w')
+    ds = load_dataset('circo', w)
+    q0 = ds.queries()[0]
+    gone_gallery = next(n for n in ds.gallery().names if all(n not in (q.ground_truths or []) for q in ds.queries()))
+    ds.image_path(q0.reference).unlink(); ds.image_path(gone_gallery).unlink()       # an incomplete download
+    base = ('searle-validate', '--dataset', 'circo', '--dataset-path', w, '--clip-model', CLIP, '--eval-type', 'image+text', '--no-progress')
+    fails(*base, '--out', tmp_path/'v0', match='2 images')                                  # the default refuses
+    out = sh(*base, '--out', tmp_path/'v1', '--missing-images', 'skip')
+    assert 'left out: 2 missing images, 1 queries that needed them; 0 truncated images decoded' in out
+    lo = load_json(tmp_path/'v1'/'left_out.json')
+    assert sorted(lo['missing_images']) == sorted([q0.reference, gone_gallery]) and lo['skipped_queries'] == [q0.id]
+    cfg = load_json(tmp_path/'v1'/'config.json')
+    assert cfg['left_out'] == {'missing_images': 2, 'skipped_queries': 1, 'truncated_images': 0} and cfg['missing_images'] == 'skip'
+    # a truncated gallery image: an error by default, decoded (and recorded) with --truncated-images decode
+    cut = ds.image_path(ds.gallery().names[1])
+    write_placeholder_images([tmp_path/'full.png'], size=64); cut.write_bytes((tmp_path/'full.png').read_bytes()[:200])  # cut short
+    fails(*base, '--out', tmp_path/'v2', '--missing-images', 'skip', match='--truncated-images decode')
+    out = sh(*base, '--out', tmp_path/'v3', '--missing-images', 'skip', '--truncated-images', 'decode')
+    assert '1 truncated images decoded' in out
+    assert load_json(tmp_path/'v3'/'left_out.json')['truncated_images'] == [ds.gallery().names[1]]
+    assert load_json(tmp_path/'v3'/'config.json')['left_out']['truncated_images'] == 1
+    # the submission: the missing gallery image is not ranked, and what was left out is recorded beside the files
+    out = sh('searle-submit', '--dataset', 'circo', '--dataset-path', w, '--clip-model', CLIP, '--eval-type', 'image+text', '--no-progress',
+             '--out', tmp_path/'s', '--missing-images', 'skip', '--truncated-images', 'decode')
+    sub = load_json(tmp_path/'s'/'circo_test.json')
+    assert all(gone_gallery not in ids for ids in sub.values()) and len(sub) == len(load_json(w/'annotations'/'test.json'))
+    assert load_json(tmp_path/'s'/'left_out.json')['counts']['truncated_images'] == 1
+
+def test_concepts_and_oti_skip_missing_images(root, phrases, tmp_path):
+    fiq = tiny_fashioniq(tmp_path/'FashionIQ')
+    (fiq/'images'/'BD0005.jpg').unlink()                         # a dress gallery image, the reference of no query
+    (fiq/'images'/'BS0000.jpg').unlink()                         # the reference of a shirt query
+    c = ('searle-concepts', tmp_path/'c.csv', '--dataset', 'fashioniq', '--dataset-path', fiq, '--vocabulary', root/'concepts.csv',
+         '--clip-model', CLIP, '--k', 5)
+    fails(*c, match='missing')
+    out = sh(*c, '--missing-images', 'skip')
+    assert 'left out: 2 missing images' in out
+    assert not {'BD0005', 'BS0000'} & set(read_concept_table(tmp_path/'c.csv'))
+    assert sorted(load_json(tmp_path/'c.csv.left_out.json')['missing_images']) == ['BD0005', 'BS0000']
+    sh('searle-oti', tmp_path/'c.csv', phrases[0], '--dataset', 'fashioniq', '--dataset-path', fiq, '--clip-model', CLIP,
+       '--steps', 2, '--out', tmp_path/'oti', '--no-progress', '--missing-images', 'skip')
+    names = load_pseudo_tokens(tmp_path/'oti'/'oti_pseudo_tokens.pt')[0]
+    assert 'BS0000' not in names and 'BD0000' in names
+    assert load_json(tmp_path/'oti'/'left_out.json')['skipped_queries'] == ['shirt/0']
+    assert load_json(tmp_path/'oti'/'config.json')['left_out']['missing_images'] == 2
