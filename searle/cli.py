@@ -11,7 +11,7 @@ from fastcore.script import anno_parser
 
 from .core import *
 from .clip import ImageList, load_clip
-from .data import FASHIONIQ_CATEGORIES, LeftOut, dataset_images, load_dataset
+from .data import FASHIONIQ_CATEGORIES, LeftOut, check_incomplete_options, dataset_images, load_dataset
 from . import retrieval, concepts, phrases, oti
 from .metrics import hit_matrix, pad_ids
 
@@ -87,6 +87,7 @@ def searle_concepts(out:str, # the concept table (CSV) to write; resumed when it
                    ):
     "Stage 1: the top-K vocabulary concepts of every image of a dataset."
     required(dataset=dataset, dataset_path=dataset_path)
+    check_incomplete_options(missing_images, truncated_images)  # before any model is loaded
     lo = LeftOut()
     table = concepts.run_concepts(out, dataset=dataset, root=dataset_path, split=split, vocabulary=vocabulary, clip_model=clip_model,
                                   k=k, batch_size=batch_size, preprocess=preprocess, cache_dir=cache_dir, device=device,
@@ -115,6 +116,7 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
               ):
     "Stage 2: invert every image into a pseudo token (resumable; `accelerate launch` / `torchrun` split the work)."
     required(dataset=dataset, dataset_path=dataset_path)
+    check_incomplete_options(missing_images, truncated_images)
     cfg = oti.OTIConfig(steps=steps, lr=lr, weight_decay=weight_decay, batch_size=batch_size, math_batch_size=math_batch_size, top_k=top_k,
                         lambda_cos=lambda_cos, lambda_gpt=lambda_gpt, ema_decay=ema_decay, seed=seed)
     model = load_clip(clip_model, device='cpu')
@@ -151,6 +153,7 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
                     ):
     "Stage 3: distil phi from OTI tokens (resumable; `accelerate launch` / `torchrun` for data parallelism)."
     required(dataset=dataset, dataset_path=dataset_path)
+    check_incomplete_options(missing_images, truncated_images)
     from searle.phi import PhiConfig, run_train_phi
     from searle.data import load_dataset
     cfg = PhiConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, tau=tau, lambda_distil=lambda_distil,
@@ -208,6 +211,7 @@ def searle_validate(dataset:str=None, # 'fashioniq', 'cirr' or 'circo' (required
                    ):
     "Validate one method on a benchmark; writes OUT/metrics.json (percent) beside OUT/config.json."
     required(dataset=dataset, dataset_path=dataset_path)
+    check_incomplete_options(missing_images, truncated_images)  # before any model is loaded
     model, src = method_inputs(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
     lo = LeftOut()
     metrics = retrieval.run_validation(dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out, split=split,
@@ -235,6 +239,7 @@ def searle_submit(dataset:str=None, # 'cirr' or 'circo' (required)
                  ):
     "Write (and check) the evaluation-server JSON files of one method."
     required(dataset=dataset, dataset_path=dataset_path)
+    check_incomplete_options(missing_images, truncated_images)  # before any model is loaded
     model, src = method_inputs(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
     lo = LeftOut()
     paths = retrieval.run_submission(dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out, split=split,

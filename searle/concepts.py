@@ -256,7 +256,8 @@ def run_concepts(out_path:PathLike, # the CSV table to write (see `concept_table
                  **dataset_kwargs) -> dict[str, list[str]]:
     "Stage 1: associate the top-`k` vocabulary concepts with every image, written to `out_path`."
     if (images is None) == (dataset is None): raise ValueError("give either `images` or `dataset` (with `root`)")
-    from searle.data import LeftOut, dataset_images  # FashionIQ without a category: the union of the three, as the original
+    from searle.data import LeftOut, check_incomplete_options, dataset_images  # FashionIQ: the union of its categories
+    check_incomplete_options(missing, truncated)
     left_out = LeftOut() if left_out is None else left_out
     if dataset is not None:  # the gallery and any reference outside it
         images = dataset_images(dataset, root, split, 'images', left_out=left_out, missing=missing, **dataset_kwargs)

@@ -19,7 +19,7 @@ from .clip import ImageList
 # %% auto #0
 __all__ = ['logger', 'FASHIONIQ_CATEGORIES', 'CIRCO_ASPECTS', 'IMAGE_EXTENSIONS', 'DATASETS', 'DEFAULT_SPLITS', 'Query',
            'CIRDataset', 'write_placeholder_images', 'circo_queries', 'CIRCO', 'CIRR', 'FashionIQ', 'ImageFolder',
-           'ImageNet', 'load_dataset', 'leave_out_missing', 'LeftOut', 'dataset_images']
+           'ImageNet', 'load_dataset', 'leave_out_missing', 'check_incomplete_options', 'LeftOut', 'dataset_images']
 
 # %% ../nbs/02_data.ipynb #28890f77
 logger = logging.getLogger(__name__)
@@ -280,6 +280,11 @@ def leave_out_missing(ds:CIRDataset, n_show:int=5) -> CIRDataset:
     return ds
 
 # %% ../nbs/02_data.ipynb #872d8958
+def check_incomplete_options(missing:str='error', truncated:str='error'):
+    "Refuse, before any work, a `missing` other than 'error' / 'skip' or a `truncated` other than 'error' / 'decode'."
+    if missing not in ('error', 'skip'): raise ValueError(f"missing images: {missing!r}; expected 'error' or 'skip'")
+    if truncated not in ('error', 'decode'): raise ValueError(f"truncated images: {truncated!r}; expected 'error' or 'decode'")
+
 class LeftOut:
     "What a run left out (missing images, queries that needed them) and the truncated images it decoded."
     KINDS = ('missing_images', 'skipped_queries', 'truncated_images')

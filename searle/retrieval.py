@@ -464,6 +464,7 @@ def run_validation(dataset:str, # 'fashioniq', 'cirr' or 'circo'
                    left_out:LeftOut|None=None, # filled with what was left out (also written to out_dir/left_out.json)
                   ) -> dict[str, float]:
     "Validate one method on a benchmark; the flat metrics dict, in percent."
+    check_incomplete_options(missing, truncated)
     model, pre = _setup(clip_model, preprocess, device)
     left_out = LeftOut() if left_out is None else left_out
     kw = dict(tokens=tokens, token_fn=token_fn, baseline=baseline, template=template, batch_size=batch_size, device=device,
@@ -495,6 +496,7 @@ def run_submission(dataset:str, # 'cirr' or 'circo'
     "Write (and check) the evaluation server files of one method; returns {kind: path}."
     if dataset not in ('cirr', 'circo'): raise ValueError(f"test-server files exist for 'cirr' and 'circo', not {dataset!r}")
     split = split or {'cirr': 'test1', 'circo': 'test'}[dataset]
+    check_incomplete_options(missing, truncated)
     model, pre = _setup(clip_model, preprocess, device)
     ds, left_out = load_dataset(dataset, dataset_path, split=split, missing=missing), LeftOut() if left_out is None else left_out
     left_out.add_dataset(ds)

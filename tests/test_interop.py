@@ -222,3 +222,8 @@ def test_concepts_and_oti_skip_missing_images(root, phrases, tmp_path):
     assert 'BS0000' not in names and 'BD0000' in names
     assert load_json(tmp_path/'oti'/'left_out.json')['skipped_queries'] == ['shirt/0']
     assert load_json(tmp_path/'oti'/'config.json')['left_out']['missing_images'] == 2
+
+def test_bad_incomplete_download_options_fail_before_any_work(root, tmp_path):
+    fails('searle-validate', '--dataset', 'circo', '--dataset-path', root, '--clip-model', tmp_path/'no_such_clip.pt',
+          '--eval-type', 'image+text', '--truncated-images', 'repair', '--out', tmp_path/'v', match="'repair'; expected 'error' or 'decode'")
+    assert not (tmp_path/'v').exists()
