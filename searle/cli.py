@@ -201,6 +201,7 @@ def searle_phrases(out:str=None, # the phrase JSON file to write (resumed when i
                    seed:int=0, # seeds the sampling
                    device:str=None, # default: CUDA when available
                    cache_dir:str=None, # where the official vocabulary is cached
+                   original_layout:bool=False, # also write the original's concept_to_phrases.pkl beside OUT
                    no_progress:bool=False, # hide progress bars
                   ):
     "Stage 0: generate GPT phrases for every concept of the vocabulary."
@@ -210,21 +211,19 @@ def searle_phrases(out:str=None, # the phrase JSON file to write (resumed when i
     from searle import phrases
     model = model or phrases.DEFAULT_PHRASE_MODEL
     res = phrases.run_phrases(out, vocabulary=vocabulary, model=model, cache_dir=cache_dir, limit=limit, batch_size=batch_size,
-                              num_return_sequences=num_return_sequences, seed=seed, device=device, progress=not no_progress)
+                              num_return_sequences=num_return_sequences, seed=seed, device=device, progress=not no_progress,
+                              original_layout=original_layout)
     print(f'{len(res)} concepts with phrases in {out}')
 
 # %% ../nbs/10_cli.ipynb #5aec3f7d
-def _dataset_images(dataset:str, dataset_path, split:str|None, which:str):
-    "`which` ('images' or 'references') of a dataset, as an `ImageList`; for FashionIQ, the union of its categories."
-    from searle.clip import ImageList
-    from searle.data import FASHIONIQ_CATEGORIES, load_dataset
-    if which not in ('images', 'references'): raise ValueError(f"which={which!r}; expected 'images' or 'references'")
-    if dataset != 'fashioniq': return getattr(load_dataset(dataset, dataset_path, split=split), which)()
-    paths = {}
-    for c in FASHIONIQ_CATEGORIES:
-        part = getattr(load_dataset('fashioniq', dataset_path, split=split, category=c), which)()
-        for n, p in zip(part.names, part.paths): paths.setdefault(n, p)
-    return ImageList(list(paths), list(paths.values()))
+def _images(dataset:str, dataset_path, split:str|None, which:str, missing:str='error', left_out=None):
+    "`which` ('images' or 'references') of a dataset (FashionIQ: its three categories), checked on loading."
+    from searle.data import dataset_images
+    return dataset_images(dataset, dataset_path, split, which, left_out=left_out, missing=missing)
+
+def _left_out_line(lo, missing:str, truncated:str, where:str):
+    "Print what an incomplete download left out, beside the results (when asked to skip or decode)."
+    if (missing, truncated) != ('error', 'error'): print(f'{lo.summary()} (names in {where})')
 
 # %% ../nbs/10_cli.ipynb #fb8a8273
 @command(required=('out', 'dataset', 'dataset_path'),
@@ -241,17 +240,22 @@ def searle_concepts(out:str=None, # the concept table (CSV) to write; resumed wh
                     cache_dir:str=None, # caches the vocabulary and the concept features
                     device:str=None, # default: CUDA when available
                     precision:str=None, # amp: fp16 autocast with a gradient scaler (CUDA only); default: amp on CUDA, fp32 on CPU
+                    missing_images:str='error', # skip: leave out missing image files and the queries that need them (recorded)
+                    truncated_images:str='error', # decode: decode truncated files as the original does (recorded)
                     no_progress:bool=False, # hide progress bars
                    ):
     "Stage 1: the top-K vocabulary concepts of every image of a dataset."
     check_output(out, 'file'); check_precision(precision, device)
     if vocabulary: check_input(vocabulary, '--vocabulary')
     from searle import concepts
-    images = _dataset_images(dataset, dataset_path, split, 'images')  # the gallery and any reference outside it
+    from searle.data import LeftOut
+    lo = LeftOut()
+    images = _images(dataset, dataset_path, split, 'images', missing_images, lo)  # the gallery and references outside it
     table = concepts.run_concepts(out, images, vocabulary=vocabulary, clip_model=clip_model, k=top_k, batch_size=batch_size,
                                   preprocess=preprocess, cache_dir=cache_dir, device=device, progress=not no_progress,
-                                  precision=precision)
+                                  precision=precision, missing=missing_images, truncated=truncated_images, left_out=lo)
     print(f'{len(table)} images in {out}')
+    _left_out_line(lo, missing_images, truncated_images, f'{out}.left_out.json')
     return table
 
 # %% ../nbs/10_cli.ipynb #4ad95743
@@ -267,7 +271,8 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
                steps:int=350, # optimisation steps per image
                lr:float=2e-2, # AdamW learning rate
                weight_decay:float=0.01, # AdamW weight decay
-               batch_size:int=32, # images optimised together (compute only)
+               batch_size:int=32, # compute grouping: images per forward and per shard (tokens do not depend on it)
+               math_batch_size:int=32, # the original's batch (the paper's 32): AdamW's eps is 1e-8 x this
                top_k:int=15, # concepts per image whose phrases regularise the token
                lambda_cos:float=1.0, # weight of the template loss
                lambda_gpt:float=0.5, # weight of the GPT loss
@@ -276,19 +281,27 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
                cache_dir:str=None, # image-feature cache
                device:str=None, # default: CUDA when available
                precision:str=None, # amp: fp16 autocast with a gradient scaler (CUDA only); default: amp on CUDA, fp32 on CPU
+               original_layout:bool=False, # also write the original's image_names.pkl and two token files to OUT/original/
+               missing_images:str='error', # skip: leave out missing image files and the queries that need them (recorded)
+               truncated_images:str='error', # decode: decode truncated files as the original does (recorded)
                no_progress:bool=False, # hide progress bars
               ):
     "Stage 2: invert every image into a pseudo token (resumable; `accelerate launch` / `torchrun` split the work)."
     check_output(out); check_input(concepts, 'CONCEPTS'); check_input(phrases, 'PHRASES'); check_precision(precision, device)
     from searle import oti
     from searle.clip import load_clip, model_preprocess
-    images = _dataset_images(dataset, dataset_path, split, 'references')  # checked before CLIP is loaded
-    cfg = oti.OTIConfig(steps=steps, lr=lr, weight_decay=weight_decay, batch_size=batch_size, top_k=top_k,
-                        lambda_cos=lambda_cos, lambda_gpt=lambda_gpt, ema_decay=ema_decay, seed=seed, precision=precision)
+    from searle.data import LeftOut
+    lo = LeftOut()
+    refs = _images(dataset, dataset_path, split, 'references', missing_images, lo)  # checked before CLIP is loaded
+    cfg = oti.OTIConfig(steps=steps, lr=lr, weight_decay=weight_decay, batch_size=batch_size, math_batch_size=math_batch_size,
+                        top_k=top_k, lambda_cos=lambda_cos, lambda_gpt=lambda_gpt, ema_decay=ema_decay, seed=seed,
+                        precision=precision)
     model = load_clip(clip_model, device='cpu')
-    path = oti.run_oti(model, images, concepts, phrases, out, cfg, preprocess=model_preprocess(model, preprocess),
-                       cache_dir=cache_dir, device=device, progress=not no_progress)
+    path = oti.run_oti(model, refs, concepts, phrases, out, cfg, preprocess=model_preprocess(model, preprocess),
+                       cache_dir=cache_dir, device=device, progress=not no_progress, original_layout=original_layout,
+                       truncated=truncated_images, left_out=lo)
     print(path)
+    _left_out_line(lo, missing_images, truncated_images, f'{out}/left_out.json')
     return path
 
 # %% ../nbs/10_cli.ipynb #f2e76c84
@@ -319,6 +332,8 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
                      cache_dir:str=None, # image-feature cache (default: OUT/features)
                      device:str=None, # default: CUDA when available
                      precision:str=None, # amp: fp16 autocast with a gradient scaler (CUDA only); default: amp on CUDA, fp32 on CPU
+                     missing_images:str='error', # skip: leave out the validation set's missing images (recorded)
+                     truncated_images:str='error', # decode: decode truncated files as the original does (recorded)
                      no_progress:bool=False, # hide progress bars
                     ):
     "Stage 3: distil phi from OTI tokens (resumable; `accelerate launch` / `torchrun` for data parallelism)."
@@ -326,14 +341,14 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
     for p, o in ((tokens, 'TOKENS'), (concepts, 'CONCEPTS'), (phrases, 'PHRASES')): check_input(p, o)
     from searle.phi import PhiConfig, run_train_phi
     from searle.clip import load_pseudo_tokens
-    images = _dataset_images(dataset, dataset_path, split, 'images')
+    images = _images(dataset, dataset_path, split, 'images')
     load_pseudo_tokens(tokens)  # readable, and every token finite
-    if val_path: _dataset_images(val_dataset, val_path, 'val', 'images')  # the validation set, before any training work
+    if val_path: _images(val_dataset, val_path, 'val', 'images', missing_images)  # the validation set, before any training
     cfg = PhiConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, tau=tau, lambda_distil=lambda_distil,
                     lambda_gpt=lambda_gpt, top_k=top_k, dropout=dropout, seed=seed, save_every=save_every,
                     val_dataset=val_dataset, val_path=val_path, precision=precision)
-    path = run_train_phi(clip_model, images, tokens, concepts, phrases, out, cfg, preprocess=preprocess,
-                         cache_dir=cache_dir, device=device, progress=not no_progress)
+    path = run_train_phi(clip_model, images, tokens, concepts, phrases, out, cfg, preprocess=preprocess, cache_dir=cache_dir,
+                         device=device, progress=not no_progress, missing=missing_images, truncated=truncated_images)
     print(path)
     return path
 
@@ -404,17 +419,23 @@ def searle_validate(dataset:str=None, # the benchmark ('fashioniq', 'cirr' or 'c
                     cache_dir:str=None, # image-feature cache (and released weights)
                     device:str=None, # default: CUDA when available
                     no_progress:bool=False, # hide progress bars
-                    precision:str=None, # 'fp32', 'amp' (fp16 autocast + gradient scaler, CUDA only) or 'bf16'; default: amp on CUDA, fp32 on CPU
+                    precision:str=None, # amp: fp16 autocast with a gradient scaler (CUDA only); default: amp on CUDA, fp32 on CPU
+                    missing_images:str='error', # skip: leave out missing image files and the queries that need them (recorded)
+                    truncated_images:str='error', # decode: decode truncated files as the original does (recorded)
                    ):
     "Validate one method on a benchmark; writes OUT/metrics.json (percent) beside OUT/config.json."
     check_output(out); check_precision(precision, device)
     from searle import retrieval
-    _dataset_images(dataset, dataset_path, split, 'images')  # the benchmark, checked before CLIP is loaded
+    from searle.data import LeftOut
+    _images(dataset, dataset_path, split, 'images', missing_images)  # the benchmark, checked before CLIP is loaded
     model, src = method_inputs(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
+    lo = LeftOut()
     metrics = retrieval.run_validation(dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out, split=split,
                                        batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress,
-                                       precision=precision, **({'template': template} if template else {}), **src)
+                                       precision=precision, missing=missing_images, truncated=truncated_images, left_out=lo,
+                                       **({'template': template} if template else {}), **src)
     print(json.dumps(metrics, indent=1))
+    _left_out_line(lo, missing_images, truncated_images, f'{out}/left_out.json')
     return metrics
 
 # %% ../nbs/10_cli.ipynb #98e8e234
@@ -434,18 +455,24 @@ def searle_submit(dataset:str=None, # 'cirr' or 'circo'
                   cache_dir:str=None, # image-feature cache (and released weights)
                   device:str=None, # default: CUDA when available
                   no_progress:bool=False, # hide progress bars
-                  precision:str=None, # 'fp32', 'amp' (fp16 autocast + gradient scaler, CUDA only) or 'bf16'; default: amp on CUDA, fp32 on CPU
+                  precision:str=None, # amp: fp16 autocast with a gradient scaler (CUDA only); default: amp on CUDA, fp32 on CPU
+                  missing_images:str='error', # skip: leave out missing image files and the queries that need them (recorded)
+                  truncated_images:str='error', # decode: decode truncated files as the original does (recorded)
                  ):
     "Write (and check) the evaluation-server JSON files of one method."
     check_output(out); check_precision(precision, device)
     from searle import retrieval
+    from searle.data import LeftOut
     split = split or {'cirr': 'test1', 'circo': 'test'}[dataset]
-    _dataset_images(dataset, dataset_path, split, 'images')  # the benchmark, checked before CLIP is loaded
+    _images(dataset, dataset_path, split, 'images', missing_images)  # the benchmark, checked before CLIP is loaded
     model, src = method_inputs(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
+    lo = LeftOut()
     paths = retrieval.run_submission(dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out, split=split,
                                      batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress,
-                                     precision=precision, **({'template': template} if template else {}), **src)
+                                     precision=precision, missing=missing_images, truncated=truncated_images, left_out=lo,
+                                     **({'template': template} if template else {}), **src)
     for k, p in paths.items(): print(f'{k}: {p}')
+    _left_out_line(lo, missing_images, truncated_images, f'{out}/left_out.json')
     return paths
 
 # %% ../nbs/10_cli.ipynb #a5b62f22

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_clip.ipynb #b4665880
 from __future__ import annotations
-import hashlib, logging, os, sys, urllib.error, urllib.request
+import contextlib, hashlib, logging, os, pickle, sys, urllib.error, urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -25,10 +25,11 @@ from .core import *
 
 # %% auto #0
 __all__ = ['logger', 'CLIP_PRESETS', 'OPEN_CLIP_TINY', 'HF_PRESETS', 'PSEUDO_CHAR', 'CLIP_MEAN', 'CLIP_STD', 'CLIP_VOCAB',
-           'CLIP_EOT', 'build_clip', 'tokenize', 'pseudo_token_id', 'TextBlock', 'Backbone', 'backbone', 'clip_config',
-           'clip_config_from_state_dict', 'save_clip', 'official_clip_path', 'load_clip', 'as_clip', 'TargetPad',
-           'make_preprocess', 'model_preprocess', 'encode_with_pseudo_tokens', 'encode_text', 'save_pseudo_tokens',
-           'load_pseudo_tokens', 'ImageList', 'model_fingerprint', 'clip_record', 'extract_features']
+           'CLIP_EOT', 'ORIGINAL_OTI_FILES', 'build_clip', 'tokenize', 'pseudo_token_id', 'TextBlock', 'Backbone',
+           'backbone', 'clip_config', 'clip_config_from_state_dict', 'save_clip', 'official_clip_path', 'load_clip',
+           'as_clip', 'TargetPad', 'make_preprocess', 'model_preprocess', 'encode_with_pseudo_tokens', 'encode_text',
+           'save_pseudo_tokens', 'load_pseudo_tokens', 'dedupe_named_rows', 'read_original_tokens',
+           'save_original_tokens', 'open_rgb', 'ImageList', 'model_fingerprint', 'clip_record', 'extract_features']
 
 # %% ../nbs/01_clip.ipynb #3dfc32d6
 logger = logging.getLogger(__name__)
@@ -588,17 +589,79 @@ def save_pseudo_tokens(path, names:Sequence[str], tokens:torch.Tensor, ema_token
     if ema_tokens is not None: obj['ema_tokens'] = ema_tokens.detach().float().cpu()
     save_tensors(obj, path)
 
-def load_pseudo_tokens(path, which:str='ema', # 'ema' (falls back to 'tokens' when absent) or 'tokens'
+def load_pseudo_tokens(path, # a searle pseudo-token file, or the original OTI folder (or one of its token files)
+                       which:str='ema', # 'ema' (falls back to 'tokens' when absent) or 'tokens'
                        finite:bool=True, # refuse tokens holding NaN or inf
                       ) -> tuple[list[str], torch.Tensor]:
     "Read a pseudo-token file: (image names, tokens [N, W])."
+    if Path(path).is_dir(): return read_original_tokens(path, which)
     obj = load_tensors(path)
+    if isinstance(obj, torch.Tensor): return read_original_tokens(path, which)  # the original's bare tensor
     if not isinstance(obj, dict) or 'names' not in obj or 'tokens' not in obj:
         raise ValueError(f"{path} is not a pseudo-token file: expected a dict with 'names' and 'tokens'")
     if which not in ('ema', 'tokens'): raise ValueError(f"which={which!r}; expected 'ema' or 'tokens'")
     t = obj['ema_tokens'] if which == 'ema' and 'ema_tokens' in obj else obj['tokens']
     if len(obj['names']) != t.shape[0]: raise ValueError(f"{path}: {len(obj['names'])} names for {t.shape[0]} tokens")
     return list(obj['names']), check_finite_rows(t, obj['names'], path, doing='use') if finite else t
+
+# %% ../nbs/01_clip.ipynb #93214723
+ORIGINAL_OTI_FILES = {'names': 'image_names.pkl', 'tokens': 'oti_pseudo_tokens.pt', 'ema': 'ema_oti_pseudo_tokens.pt'}
+
+def dedupe_named_rows(names:Sequence, tensors:Sequence[torch.Tensor], source='the tokens') -> tuple[list[str], list]:
+    "Keep the first row of a repeated name when every tensor repeats it exactly; refuse repeats that differ, naming them."
+    names, first, keep, differ = [str(n) for n in names], {}, [], []
+    for i, n in enumerate(names):
+        if n not in first: first[n] = i; keep.append(i)
+        elif any(not torch.equal(t[i], t[first[n]]) for t in tensors): differ.append(n)
+    if differ: raise ValueError(f"{source}: the images {sorted(set(differ))[:5]} are listed more than once with different tokens")
+    if len(keep) == len(names): return names, list(tensors)
+    return [names[i] for i in keep], [t[keep] for t in tensors]
+
+# %% ../nbs/01_clip.ipynb #50816623
+def read_original_tokens(path, # the original OTI folder, or its `oti_pseudo_tokens.pt` / `ema_oti_pseudo_tokens.pt`
+                         which:str='ema') -> tuple[list[str], torch.Tensor]:
+    "(names, tokens [N, W]) of the original OTI output: `image_names.pkl` beside the token file."
+    p = Path(path); folder = p if p.is_dir() else p.parent
+    if p.is_dir(): p = folder/ORIGINAL_OTI_FILES['ema' if which == 'ema' and (folder/ORIGINAL_OTI_FILES['ema']).is_file() else 'tokens']
+    names_path = folder/ORIGINAL_OTI_FILES['names']
+    if not names_path.is_file(): raise FileNotFoundError(f"{p} holds bare tokens; expected their names in {names_path}, found nothing")
+    names, t = safe_unpickle(names_path), load_tensors(p)
+    if not isinstance(t, torch.Tensor) or t.dim() != 2: raise ValueError(f"{p}: expected a [N, W] tensor of tokens, found {type(t).__name__}")
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, (str, int)) for n in names):
+        raise ValueError(f"{names_path}: expected a list of image names (strings or numbers)")
+    if len(names) != t.shape[0]: raise ValueError(f"{names_path} has {len(names)} names for {t.shape[0]} tokens in {p}")
+    names, (t,) = dedupe_named_rows(names, [t.float()], p)
+    return names, t
+
+def save_original_tokens(folder, names:Sequence[str], tokens:torch.Tensor, ema_tokens:torch.Tensor|None=None) -> Path:
+    "Write tokens in the original OTI layout (`image_names.pkl`, `oti_pseudo_tokens.pt`, `ema_oti_pseudo_tokens.pt`)."
+    folder = Path(folder)
+    if len(names) != tokens.shape[0]: raise ValueError(f"{len(names)} names for {tokens.shape[0]} tokens")
+    save_tensors(tokens.detach().float().cpu(), folder/ORIGINAL_OTI_FILES['tokens'])
+    if ema_tokens is not None: save_tensors(ema_tokens.detach().float().cpu(), folder/ORIGINAL_OTI_FILES['ema'])
+    with atomic_write(folder/ORIGINAL_OTI_FILES['names'], 'wb') as f: pickle.dump([str(n) for n in names], f)
+    return folder
+
+# %% ../nbs/01_clip.ipynb #9cb981ed
+@contextlib.contextmanager
+def _truncated_images_allowed():
+    "PIL's `ImageFile.LOAD_TRUNCATED_IMAGES` for this block only: set, then restored, so nothing is left behind."
+    from PIL import ImageFile
+    old, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, True
+    try: yield
+    finally: ImageFile.LOAD_TRUNCATED_IMAGES = old
+
+def _is_truncation(e:Exception) -> bool: return isinstance(e, OSError) and 'truncated' in str(e).lower()
+
+def open_rgb(path, truncated:str='error', # 'error', or 'decode': a truncated file decodes what is there (the original's way)
+            ) -> tuple[Image.Image, bool]:
+    "(the image at `path` as RGB, whether it was a truncated file decoded under `truncated='decode'`)."
+    if truncated not in ('error', 'decode'): raise ValueError(f"truncated={truncated!r}; expected 'error' or 'decode'")
+    try:
+        with Image.open(path) as im: return im.convert('RGB'), False
+    except OSError as e:
+        if truncated != 'decode' or not _is_truncation(e): raise
+    with _truncated_images_allowed(), Image.open(path) as im: return im.convert('RGB'), True
 
 # %% ../nbs/01_clip.ipynb #bf80efa5
 @dataclass
@@ -613,10 +676,13 @@ class ImageList:
     def __getitem__(self, i): return self.names[i], self.paths[i]
     def load(self, i:int) -> Image.Image:
         "Open image `i` as RGB, naming the file when it cannot be read."
-        try:
-            with Image.open(self.paths[i]) as im: return im.convert('RGB')
+        return self.open(i)[0]
+    def open(self, i:int, truncated:str='error') -> tuple[Image.Image, bool]:
+        "(image `i` as RGB, whether it is a truncated file decoded as the original does: `truncated='decode'`)."
+        try: return open_rgb(self.paths[i], truncated)
         except (OSError, UnidentifiedImageError) as e:
-            raise ValueError(f"cannot decode image {self.paths[i]} (name {self.names[i]!r}): {e}") from None
+            hint = '; the file is truncated (an incomplete download?): --truncated-images decode reads what is there, as the original does'
+            raise ValueError(f"cannot decode image {self.paths[i]} (name {self.names[i]!r}): {e}{hint if _is_truncation(e) else ''}") from None
 
 # %% ../nbs/01_clip.ipynb #59d273a9
 def model_fingerprint(model:torch.nn.Module) -> str:
@@ -654,17 +720,25 @@ def clip_record(model:nn.Module) -> dict:
 
 # %% ../nbs/01_clip.ipynb #457deec6
 class _ImageDataset(torch.utils.data.Dataset):
-    def __init__(self, images, preprocess): self.images, self.preprocess = images, preprocess
+    def __init__(self, images, preprocess, truncated): self.images, self.preprocess, self.truncated = images, preprocess, truncated
     def __len__(self): return len(self.images)
-    def __getitem__(self, i): return self.preprocess(self.images.load(i))
+    def __getitem__(self, i):
+        img, cut = self.images.open(i, self.truncated)
+        return self.preprocess(img), cut
+
+def _refuse_truncated(names, paths, source):
+    if names: raise ValueError(f"{source} holds features of {len(names)} truncated images decoded under truncated='decode' "
+                               f"(the first: {paths[0]}); asked to refuse truncated files, so not using it")
 
 def extract_features(model:nn.Module, images:ImageList, preprocess:Callable, # PIL → tensor, e.g. `make_preprocess('targetpad', 224)`
                      batch_size:int=32, device=None, cache_dir=None, # reuse features keyed by model, preprocessing and images
                      progress:bool=True, num_workers:int=0,
                      precision:str|None=None, # 'fp32', 'amp' (fp16 features, as the original) or 'bf16'; `None`: the device's
+                     truncated:str='error', # 'error' or 'decode' (truncated files decoded as the original does)
+                     truncated_names:list|None=None, # the names of truncated images decoded are appended here
                     ) -> tuple[list[str], torch.Tensor]:
     "CLIP image features [N, D] (float32, CPU, unnormalised) of `images`, with their names."
-    cache, dev = None, next(model.parameters()).device
+    cache, cut, dev = None, [], next(model.parameters()).device
     precision = resolve_precision(precision, dev)
     if cache_dir is not None:
         key = f'{model_fingerprint(model)}|{preprocess!r}|{_images_key(images)}' + ('' if precision == 'fp32' else f'|{precision}')
@@ -672,13 +746,20 @@ def extract_features(model:nn.Module, images:ImageList, preprocess:Callable, # P
         cache = Path(cache_dir) / f'features-{key}.pt'
         if cache.is_file():
             obj = load_tensors(cache)
-            if obj['names'] == images.names: return obj['names'], obj['features']
+            if obj['names'] == images.names:
+                cut = list(obj.get('truncated', []))
+                if truncated == 'error': _refuse_truncated(cut, [images.paths[images.names.index(n)] for n in cut[:1]], cache)
+                if truncated_names is not None: truncated_names += cut
+                return obj['names'], obj['features']
     bb = backbone(model)
-    dl = torch.utils.data.DataLoader(_ImageDataset(images, preprocess), batch_size=batch_size, num_workers=num_workers)
+    dl = torch.utils.data.DataLoader(_ImageDataset(images, preprocess, truncated), batch_size=batch_size, num_workers=num_workers)
     feats = []
     with torch.no_grad(), autocast(precision, dev):
-        for x in progress_bar(dl, progress, desc='image features'):
+        for x, flags in progress_bar(dl, progress, desc='image features'):
+            cut += [images.names[len(feats) * batch_size + j] for j in flags.nonzero().flatten().tolist()]
             feats.append(bb.own_image(x.to(dev, next(model.parameters()).dtype)).float().cpu())
     feats = torch.cat(feats) if feats else torch.zeros(0, bb.dim)
-    if cache is not None: save_tensors({'names': images.names, 'features': feats}, cache)
+    if cut: logger.warning('%d truncated images decoded as the original does (the first: %s)', len(cut), ', '.join(cut[:5]))
+    if cache is not None: save_tensors({'names': images.names, 'features': feats, 'truncated': cut}, cache)
+    if truncated_names is not None: truncated_names += cut
     return images.names, feats

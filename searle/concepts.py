@@ -172,11 +172,13 @@ def read_concept_table(path:PathLike, # a CSV written by `write_concept_table` o
         header = next(rows, None)
         if not header or header[0] != IMAGE_NAME_COLUMN or header[1:] != [str(i) for i in range(1, len(header))]:
             raise ValueError(f"{path}: expected the header '{IMAGE_NAME_COLUMN},1,2,...,K', found {(header or [])[:4]}...")
-        K, table = len(header) - 1, {}
+        K, table, words = len(header) - 1, {}, {}  # words: one str object per distinct concept (25M cells share ~20k)
         for line, row in enumerate(rows, start=2):
             if len(row) != K + 1: raise ValueError(f"{path}, line {line}: expected an image name and {K} concepts, found {len(row)} cells")
-            if row[0] in table: raise ValueError(f"{path}, line {line}: the image {row[0]!r} is listed twice; expected one row per image")
-            table[row[0]] = row[1:]
+            cells = [words.setdefault(c, c) for c in row[1:]]
+            if row[0] in table and table[row[0]] != cells:  # identical repeats: FashionIQ images in two categories
+                raise ValueError(f"{path}, line {line}: the image {row[0]!r} is listed twice with different concepts")
+            table[row[0]] = cells
     if k is not None and k > K: raise ValueError(f"{path} holds {K} concepts per image; {k} were asked for")
     return {n: c[:k] for n, c in table.items()} if k is not None else table
 
@@ -214,6 +216,8 @@ def associate_images(images:ImageList|tuple[Sequence[str], torch.Tensor], # imag
                      model=None, preprocess=None, # CLIP and its preprocessing, needed for an `ImageList`
                      k:int=250, batch_size:int=32, chunk_size:int=2048, num_workers:int=0, progress:bool=True,
                      precision:str|None=None, # of the image features (for an `ImageList`); recorded in the table's meta
+                     truncated:str='error', # 'error' or 'decode' (truncated files decoded as the original does)
+                     truncated_names:list|None=None, # names of the truncated images decoded are appended here
                     ) -> dict[str, list[str]]:
     "Write the top-`k` concepts of every image to `out_path` (resumable); return the table."
     out_path = Path(out_path)
@@ -234,7 +238,8 @@ def associate_images(images:ImageList|tuple[Sequence[str], torch.Tensor], # imag
     for j, idx in enumerate(progress_bar(chunks, progress, desc='concepts', unit='chunk')):
         if isinstance(images, ImageList):
             _, feats = extract_features(model, ImageList([names[i] for i in idx], [images.paths[i] for i in idx]), preprocess,
-                                        batch_size=batch_size, progress=False, num_workers=num_workers, precision=precision)
+                                        batch_size=batch_size, progress=False, num_workers=num_workers, precision=precision,
+                                        truncated=truncated, truncated_names=truncated_names)
         else: feats = images[1][torch.as_tensor(idx)]
         rows = top_concepts(feats, concept_feats, concepts, k)
         write_concept_table(parts / f'part-{first + j:06d}.csv', [names[i] for i in idx], rows)
@@ -255,17 +260,26 @@ def run_concepts(out_path:PathLike, # the CSV table to write (see `concept_table
                  device=None, cache_dir:PathLike|None=None, # caches the vocabulary and the concept features
                  num_workers:int=0, progress:bool=True,
                  precision:str|None=None, # 'fp32', 'amp' (fp16 features, as the original) or 'bf16'; `None`: the device's
+                 missing:str='error', # 'error' or 'skip': leave out missing image files (recorded)
+                 truncated:str='error', # 'error' or 'decode': decode truncated files as the original does (recorded)
+                 left_out=None, # a `searle.data.LeftOut` to fill; what was left out is also written to <out_path>.left_out.json
                  **dataset_kwargs) -> dict[str, list[str]]:
     "Stage 1: associate the top-`k` vocabulary concepts with every image, written to `out_path`."
     if (images is None) == (dataset is None): raise ValueError("give either `images` or `dataset` (with `root`)")
-    if dataset is not None:
-        from searle.data import load_dataset
-        images = load_dataset(dataset, root, split, **dataset_kwargs).images()  # the gallery and any reference outside it
+    from searle.data import LeftOut, check_incomplete_options, dataset_images  # FashionIQ: the union of its categories
+    check_incomplete_options(missing, truncated)
+    left_out = LeftOut() if left_out is None else left_out
+    if dataset is not None:  # the gallery and any reference outside it
+        images = dataset_images(dataset, root, split, 'images', left_out=left_out, missing=missing, **dataset_kwargs)
     concepts = load_vocabulary(vocabulary, cache_dir=cache_dir)
     device = resolve_device(device)
     model = as_clip(clip_model, device)
     precision = resolve_precision(precision, device)
     feats = cached_concept_features(model, concepts, cache_dir, concept_batch_size, progress, precision)
     pre = model_preprocess(model, preprocess) if isinstance(images, ImageList) else None
-    return associate_images(images, concepts, feats, out_path, model, pre, k=k, batch_size=batch_size,
-                            num_workers=num_workers, progress=progress, precision=precision)
+    cut = []
+    table = associate_images(images, concepts, feats, out_path, model, pre, k=k, batch_size=batch_size, num_workers=num_workers,
+                             progress=progress, precision=precision, truncated=truncated, truncated_names=cut)
+    left_out.add('truncated_images', cut)
+    if missing != 'error' or truncated != 'error': left_out.save(Path(out_path).with_name(Path(out_path).name + '.left_out.json'))
+    return table

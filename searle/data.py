@@ -19,7 +19,7 @@ from .clip import ImageList
 # %% auto #0
 __all__ = ['logger', 'FASHIONIQ_CATEGORIES', 'CIRCO_ASPECTS', 'IMAGE_EXTENSIONS', 'DATASETS', 'DEFAULT_SPLITS', 'Query',
            'CIRDataset', 'write_placeholder_images', 'circo_queries', 'CIRCO', 'CIRR', 'FashionIQ', 'ImageFolder',
-           'ImageNet', 'load_dataset']
+           'ImageNet', 'load_dataset', 'leave_out_missing', 'check_incomplete_options', 'LeftOut', 'dataset_images']
 
 # %% ../nbs/02_data.ipynb #28890f77
 logger = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ class CIRDataset:
         self.root, self.split = Path(root), split
         self._names, self._paths, self._queries = [], [], []
         self._extra = {}  # name -> path of images a query may use as reference but that are not in the gallery
+        self.left_out = {'missing_images': [], 'skipped_queries': []}  # filled by `leave_out_missing`
     def gallery(self) -> ImageList: return ImageList(list(self._names), list(self._paths))
     def queries(self) -> list[Query]: return list(self._queries)
     def image_path(self, name:str) -> Path: return self._index_paths()[name]
@@ -254,14 +255,14 @@ class ImageFolder(CIRDataset):
     def _name(self, p:Path): return p.relative_to(self._dir()).as_posix()
 
 class ImageNet(ImageFolder):
-    "The ImageNet1K test images (`ImageNet1K/test/*.JPEG`), named by file stem."
+    "The ImageNet1K test images (`ImageNet1K/test/*.JPEG`), named by file name, as the original code names them."
     name = 'imagenet'
     layout = "ImageNet1K/\n  test/*.JPEG"
     def __init__(self, root, split:str='test', check:str='exists', progress:bool=False):
         self._split = split
         super().__init__(root, split, check, progress)
     def _dir(self): return self.root/self._split
-    def _name(self, p:Path): return p.stem
+    def _name(self, p:Path): return p.name
 
 # %% ../nbs/02_data.ipynb #4b6c5526
 DATASETS = {'circo': CIRCO, 'cirr': CIRR, 'fashioniq': FashionIQ, 'imagenet': ImageNet, 'folder': ImageFolder}
@@ -270,10 +271,72 @@ DEFAULT_SPLITS = {'circo': 'val', 'cirr': 'val', 'fashioniq': 'val', 'imagenet':
 def load_dataset(name:str, # 'circo', 'cirr', 'fashioniq', 'imagenet' or 'folder'
                  root, # the dataset's folder
                  split:str|None=None, # None: the validation split ('test' for ImageNet)
+                 missing:str='error', # 'error' (a missing image file stops) or 'skip' (see `leave_out_missing`)
                  **kwargs): # e.g. category='dress' for FashionIQ, check='decode'
     "Build a registered dataset by name."
     key = name.lower()
     if key not in DATASETS: raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
     if key == 'fashioniq' and kwargs.get('category') is None:
         raise ValueError(f"FashionIQ is loaded one category at a time: give category=, one of {FASHIONIQ_CATEGORIES}")
-    return DATASETS[key](root, split=split or DEFAULT_SPLITS[key], **kwargs)
+    if missing not in ('error', 'skip'): raise ValueError(f"missing={missing!r}; expected 'error' or 'skip'")
+    if missing == 'error': return DATASETS[key](root, split=split or DEFAULT_SPLITS[key], **kwargs)
+    return leave_out_missing(DATASETS[key](root, split=split or DEFAULT_SPLITS[key], **{**kwargs, 'check': 'none'}))
+
+# %% ../nbs/02_data.ipynb #a9a4daba
+def _needs(q:Query) -> set[str]: return {q.reference, q.target, *(q.ground_truths or []), *(q.group or [])} - {None}
+
+def leave_out_missing(ds:CIRDataset, n_show:int=5) -> CIRDataset:
+    "Leave out `ds`'s missing image files and the queries that need one; record them in `ds.left_out` and log them."
+    _check_dataset(ds, 'none')  # the annotations agree with each other first
+    gone = set(_missing_files(ds.required_paths()))
+    lost = [n for n, p in zip(ds._names, ds._paths) if p in gone] + [n for n, p in ds._extra.items() if p in gone]
+    if not lost: return ds
+    lost_set = set(lost)
+    keep = [(n, p) for n, p in zip(ds._names, ds._paths) if n not in lost_set]
+    ds._names, ds._paths = [n for n, _ in keep], [p for _, p in keep]
+    ds._extra = {n: p for n, p in ds._extra.items() if n not in lost_set}
+    skipped = [q.id for q in ds._queries if _needs(q) & lost_set]
+    ds._queries, ds._path_of = [q for q in ds._queries if not _needs(q) & lost_set], None
+    ds.left_out = {'missing_images': lost, 'skipped_queries': skipped}
+    logger.warning('%r: %d missing images left out (the first: %s); %d queries that need them left out (the first: %s)',
+                   ds, len(lost), ', '.join(lost[:n_show]), len(skipped), ', '.join(skipped[:n_show]))
+    return ds
+
+# %% ../nbs/02_data.ipynb #872d8958
+def check_incomplete_options(missing:str='error', truncated:str='error'):
+    "Refuse, before any work, a `missing` other than 'error' / 'skip' or a `truncated` other than 'error' / 'decode'."
+    if missing not in ('error', 'skip'): raise ValueError(f"missing images: {missing!r}; expected 'error' or 'skip'")
+    if truncated not in ('error', 'decode'): raise ValueError(f"truncated images: {truncated!r}; expected 'error' or 'decode'")
+
+class LeftOut:
+    "What a run left out (missing images, queries that needed them) and the truncated images it decoded."
+    KINDS = ('missing_images', 'skipped_queries', 'truncated_images')
+    def __init__(self): self.items = {k: {} for k in self.KINDS}  # dicts: ordered and de-duplicated
+    def add(self, kind:str, names, prefix:str=''):
+        for n in names: self.items[kind][f'{prefix}{n}'] = None
+    def add_dataset(self, ds:CIRDataset, prefix:str=''): # prefix: FashionIQ's category, for its query ids
+        self.add('missing_images', ds.left_out['missing_images']); self.add('skipped_queries', ds.left_out['skipped_queries'], prefix)
+    def counts(self) -> dict[str, int]: return {k: len(v) for k, v in self.items.items()}
+    def summary(self) -> str:
+        c = self.counts()
+        return (f"left out: {c['missing_images']} missing images, {c['skipped_queries']} queries that needed them; "
+                f"{c['truncated_images']} truncated images decoded")
+    def save(self, path) -> Path:
+        "Write the counts and every name as JSON."
+        save_json({'counts': self.counts(), **{k: list(v) for k, v in self.items.items()}}, path); return Path(path)
+
+# %% ../nbs/02_data.ipynb #5d789dbc
+def dataset_images(name:str, root, split:str|None=None,
+                   which:str='images', # 'images' (gallery and outside references) or 'references'
+                   left_out:LeftOut|None=None, # collects what `missing='skip'` left out
+                   **kwargs) -> ImageList: # as `load_dataset`; FashionIQ without `category`: all three
+    "The images (or references) of a dataset; FashionIQ without a category: the union of its categories."
+    if which not in ('images', 'references'): raise ValueError(f"which={which!r}; expected 'images' or 'references'")
+    one = name.lower() != 'fashioniq' or kwargs.get('category') is not None
+    paths = {}
+    for c in [kwargs.get('category')] if one else FASHIONIQ_CATEGORIES:
+        ds = load_dataset(name, root, split, **{**kwargs, **({} if one else {'category': c})})
+        if left_out is not None: left_out.add_dataset(ds, '' if one else f'{c}/')
+        part = getattr(ds, which)()
+        for n, p in zip(part.names, part.paths): paths.setdefault(n, p)
+    return ImageList(list(paths), list(paths.values()))

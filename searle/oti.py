@@ -18,8 +18,8 @@ from .concepts import TEMPLATES, read_concept_table
 from .phrases import load_phrases, problematic_concepts, make_pseudo_phrase
 
 # %% auto #0
-__all__ = ['logger', 'OTIConfig', 'phrase_pool', 'Draws', 'draw', 'warn_unphrased', 'invert_batch', 'OTIResult', 'invert',
-           'names_key', 'run_oti', 'load_json_roundtrip', 'import_official_tokens']
+__all__ = ['logger', 'OTIConfig', 'image_concepts', 'phrase_pool', 'Draws', 'draw', 'warn_unphrased', 'invert_batch', 'OTIResult',
+           'invert', 'names_key', 'run_oti', 'load_json_roundtrip', 'import_official_tokens']
 
 # %% ../nbs/07_oti.ipynb #3b6904b9
 logger = logging.getLogger(__name__)
@@ -30,7 +30,8 @@ class OTIConfig:
     steps: int = 350            # optimisation steps per image
     lr: float = 2e-2            # AdamW learning rate
     weight_decay: float = 0.01  # AdamW weight decay
-    batch_size: int = 32        # images optimised together (compute only: results do not depend on it)
+    batch_size: int = 32        # compute grouping: images optimised together (results do not depend on it)
+    math_batch_size: int = 32   # the original's batch of the math (the paper's 32): AdamW's eps = 1e-8 * this
     top_k: int = 15             # concepts per image whose phrases regularise the token
     lambda_cos: float = 1.0     # weight of the template (cosine) loss
     lambda_gpt: float = 0.5     # weight of the GPT regularisation loss
@@ -40,16 +41,19 @@ class OTIConfig:
     precision: str|None = None  # 'fp32', 'amp' or 'bf16' (searle.core); None: the device's default, recorded resolved
 
 # %% ../nbs/07_oti.ipynb #91a69cea
+def image_concepts(concepts:Sequence[str], # an image's concepts, most similar first
+                   top_k:int=15) -> list[str]:
+    "The image's first `top_k` distinct concepts: the whole list stripped and de-duplicated, then cut (as the original)."
+    return list(dict.fromkeys(c.strip() for c in concepts))[:top_k]
+
 def phrase_pool(concepts:Sequence[str], # an image's concepts, most similar first
                 phrases:dict[str, list[str]], # concept -> GPT phrases
                 bad:set[str], # problematic concepts (skipped)
                 top_k:int=15) -> list[tuple[str, str]]:
     "The (concept, phrase) pairs an image's GPT loss draws from."
-    seen, pool = set(), []
-    for c in concepts[:top_k]:
-        c = c.strip()
-        if c in seen or c in bad or c not in phrases: continue
-        seen.add(c); pool += [(c, p) for p in phrases[c]]
+    pool = []
+    for c in image_concepts(concepts, top_k):
+        if c not in bad and c in phrases: pool += [(c, p) for p in phrases[c]]
     return pool
 
 @dataclass
@@ -107,7 +111,7 @@ def invert_batch(model, image_features:torch.Tensor, # [B, D] CLIP image feature
     img = F.normalize(image_features.to(dev).float(), dim=-1)                              # [B, D]
     v = torch.stack([d.init for d in draws]).to(dev).requires_grad_()                      # [B, W]
     ema = v.detach().clone()
-    opt = torch.optim.AdamW([v], lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW([v], lr=config.lr, weight_decay=config.weight_decay, eps=1e-8 * config.math_batch_size)  # see below
     losses, lam = torch.zeros(config.steps, 3, device=dev), config.lambda_cos + config.lambda_gpt  # on the device: no sync per step
     frozen = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
@@ -143,28 +147,33 @@ class OTIResult:
     losses: list              # one [steps, 3] curve per batch (total, cosine, GPT)
     stats: dict = dataclasses.field(default_factory=dict)  # 'skipped_steps' (amp's scaler), 'nonfinite_tokens'
 
-def _pools(names, concept_table, phrases, config, source=None) -> list[list]:
-    "Each image's phrase pool (one warning for the concepts `phrases` lacks); an error for an image left with none."
+def _check_pools(names, concept_table, phrases, config, source=None) -> set[str]:
+    "Fail early on an image without a row or usable phrases (one warning for concepts `phrases` lacks); the problematic concepts."
     unknown = [n for n in names if n not in concept_table]
     if unknown: raise KeyError(f"image {unknown[0]!r} is not in the concept table ({len(unknown)} images are not)")
-    warn_unphrased({c.strip() for n in names for c in concept_table[n][:config.top_k]}, phrases, config.top_k, source)
-    bad, pools = problematic_concepts(phrases), []
-    for n in names:
-        pool = phrase_pool(concept_table[n], phrases, bad, config.top_k)
-        if not pool: raise ValueError(f"image {n!r}: none of its top-{config.top_k} concepts {concept_table[n][:config.top_k]} has usable phrases")
-        pools.append(pool)
-    return pools
+    bad, seen, empty = problematic_concepts(phrases), set(), None
+    for n in names:  # no pool is built here: 100,000 images x 15 concepts x 256 phrases would not fit
+        top = image_concepts(concept_table[n], config.top_k); seen.update(top)
+        if empty is None and not any(c in phrases and c not in bad for c in top): empty = (n, top)
+    warn_unphrased(seen, phrases, config.top_k, source)
+    if empty: raise ValueError(f"image {empty[0]!r}: none of its top-{config.top_k} concepts {empty[1]} has usable phrases")
+    return bad
+
+def _pools(names, concept_table, phrases, config, bad) -> list[list]:
+    "The phrase pools of a few images (one batch)."
+    return [phrase_pool(concept_table[n], phrases, bad, config.top_k) for n in names]
 
 def invert(model, names:Sequence[str], image_features:torch.Tensor, # [N, D] CLIP image features
            concept_table:dict[str, list[str]], phrases:dict[str, list[str]], config:OTIConfig|None=None,
            progress:bool=True) -> OTIResult:
     "Invert every image into a pseudo token (in memory; `run_oti` adds shards, resuming and processes)."
     config = config or OTIConfig()
-    names = [str(n) for n in names]; pools = _pools(names, concept_table, phrases, config)
+    names = [str(n) for n in names]; bad = _check_pools(names, concept_table, phrases, config)
     toks, emas, curves, stats = [], [], [], {}
     for s in progress_bar(range(0, len(names), config.batch_size), progress, desc='OTI batches'):
         sl = slice(s, s + config.batch_size)
-        t, e, c = invert_batch(model, image_features[sl], names[sl], pools[sl], config, progress, stats)
+        pools = _pools(names[sl], concept_table, phrases, config, bad)
+        t, e, c = invert_batch(model, image_features[sl], names[sl], pools, config, progress, stats=stats)
         toks.append(t); emas.append(e); curves.append(c)
     return OTIResult(names, torch.cat(toks), torch.cat(emas), curves, stats)
 
@@ -193,7 +202,12 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
             out_dir:os.PathLike|str, config:OTIConfig|None=None,
             preprocess=None, # for `ImageList` input; default targetpad at the model's resolution
             cache_dir=None, # image-feature cache
-            device=None, progress:bool=True) -> Path:
+            device=None, progress:bool=True,
+            original_layout:bool=False, # also write the original's three files into `out_dir/original/`
+            truncated:str='error', # 'error' or 'decode': decode truncated image files as the original does
+            left_out=None, # a `searle.data.LeftOut` of what the caller left out: its counts go in config.json, its names
+                           # (and the truncated images decoded here) in left_out.json
+           ) -> Path:
     "Invert `images` into `out_dir/oti_pseudo_tokens.pt`, resumably, over every process of the launch."
     config, out = config or OTIConfig(), Path(out_dir)
     dist = Dist()                                      # searle.core: rank, world size, device and barrier of this process
@@ -205,9 +219,11 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
     phr = phrases if isinstance(phrases, dict) else load_phrases(phrases)
     src = lambda x: None if isinstance(x, dict) else str(Path(x).resolve())
     meta = _run_meta(config, names, model, {'concept_table': src(concept_table), 'phrases': src(phrases)})
+    if left_out is not None: meta['left_out'] = left_out.counts()  # recorded, not compared on resume (downloads change)
     cfg_path, shard_dir, final = out / 'config.json', out / 'shards', out / 'oti_pseudo_tokens.pt'
     made = final.is_file() or any(shard_dir.glob('batch-*.pt'))  # a config without results (a failed start) is not a run
-    if made and cfg_path.is_file() and (diff := _meta_diff(load_json(cfg_path), load_json_roundtrip(meta))):
+    same = lambda m: {k: v for k, v in m.items() if k != 'left_out'}
+    if made and cfg_path.is_file() and (diff := _meta_diff(same(load_json(cfg_path)), same(load_json_roundtrip(meta)))):
         raise ValueError(f"{cfg_path} records an OTI run with another configuration (key: on disk -> now): {'; '.join(diff)}; "
                          f"use a new out_dir or delete {out}")
     barrier()
@@ -217,13 +233,15 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
     if made: logger.info('resuming %s: %d of %d batches done', out,
                          sum((shard_dir / f'batch-{b:06d}.pt').is_file() for b in range(len(batches))), len(batches))
     if mine:
-        pools = _pools([names[i] for b in mine for i in batches[b]], table, phr, config,   # fail early on any image
-                       None if isinstance(phrases, dict) else phrases)
+        bad = _check_pools([names[i] for b in mine for i in batches[b]], table, phr, config,   # fail early on any image
+                           None if isinstance(phrases, dict) else phrases)
         if isinstance(images, ImageList):
             sub = ImageList([names[i] for b in mine for i in batches[b]], [images.paths[i] for b in mine for i in batches[b]])
-            _, feats = extract_features(model, sub, model_preprocess(model, preprocess or 'targetpad'),
-                                        device=dev, cache_dir=cache_dir, progress=progress,
-                                        precision=config.precision)
+            cut = []
+            _, feats = extract_features(model, sub, model_preprocess(model, preprocess or 'targetpad'), device=dev,
+                                        cache_dir=cache_dir, progress=progress, precision=config.precision,
+                                        truncated=truncated, truncated_names=cut)
+            if left_out is not None: left_out.add('truncated_images', cut)
         else: feats = images[1][[i for b in mine for i in batches[b]]]
         at, bar = 0, progress_bar(None, progress, total=len(mine) * config.steps, unit='step',
                                   desc=f'OTI steps of {len(mine)} batches (process {rank}/{world})')
@@ -231,7 +249,7 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
             idx = batches[b]; sl = slice(at, at + len(idx)); at += len(idx)
             st, shard, bn = {}, shard_dir / f'batch-{b:06d}.pt', [names[i] for i in idx]
             bar.set_postfix(batch=f'{j + 1}/{len(mine)}')
-            t, e, c = invert_batch(model, feats[sl], bn, pools[sl], config, bar=bar, stats=st)
+            t, e, c = invert_batch(model, feats[sl], bn, _pools(bn, table, phr, config, bad), config, bar=bar, stats=st)
             if st['nonfinite_tokens']:                                  # the run's record of why it stopped
                 save_json({'batch': b, 'images': bn, 'precision': config.precision, **st}, out / 'nonfinite.json')
             check_finite_rows(torch.cat([t, e], 1), bn, shard)          # a non-finite token is never written
@@ -240,6 +258,10 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
         bar.close()
     barrier()
     if rank == 0: _merge(shard_dir, batches, names, final, meta)
+    if rank == 0 and left_out is not None:  # this process's truncated images join the caller's counts
+        left_out.save(out/'left_out.json'); save_json({**meta, 'left_out': left_out.counts()}, cfg_path)
+    if rank == 0 and original_layout:  # a folder of its own: the original's oti_pseudo_tokens.pt is a bare tensor
+        obj = load_tensors(final); save_original_tokens(out/'original', obj['names'], obj['tokens'], obj['ema_tokens'])
     barrier()
     return final
 
@@ -271,5 +293,6 @@ def import_official_tokens(tokens_path, # the original `ema_oti_pseudo_tokens.pt
     if not isinstance(names, (list, tuple)) or not all(isinstance(n, (str, int)) for n in names):
         raise ValueError(f"{names_path}: expected a list of image names")
     if len(names) != tokens.shape[0]: raise ValueError(f"{names_path} has {len(names)} names for {tokens.shape[0]} tokens in {tokens_path}")
-    save_pseudo_tokens(out_path, [str(n) for n in names], tokens.float(), config={'imported_from': str(tokens_path)})
+    names, (tokens,) = dedupe_named_rows(names, [tokens.float()], tokens_path)  # CIRCO test lists two references twice
+    save_pseudo_tokens(out_path, names, tokens, config={'imported_from': str(tokens_path)})
     return Path(out_path)

@@ -419,7 +419,8 @@ def benchmark_validation(model, # the CLIP model phi is trained for
                          split:str='val', device=None, batch_size:int=32, cache_dir=None,
                          max_queries:int|None=None, num_workers:int=0,
                          precision:str|None=None, # of the features and queries (`None`: the device's default)
-                        ) -> Callable:
+                         missing:str='error', truncated:str='error', # as in `searle.retrieval.run_validation`
+                         left_out=None) -> Callable: # a `searle.data.LeftOut`, filled at the first validation
     "A validation callback `(phi, epoch) -> metrics` on a benchmark's val split, with phi as the token source."
     from searle.retrieval import validate_benchmark
     if dataset_path is None: raise ValueError(f"validation on {dataset!r} needs the dataset's folder")
@@ -427,7 +428,9 @@ def benchmark_validation(model, # the CLIP model phi is trained for
     memo, checked = {}, []
     def validate_phi(phi:Phi, epoch:int) -> dict[str, float]:
         kw = dict(split=split, token_fn=phi_token_fn(phi), batch_size=batch_size, device=device, cache_dir=cache_dir,
-                  max_queries=max_queries, progress=False, num_workers=num_workers, memo=memo, precision=precision, check='none' if checked else 'exists')
+                  max_queries=max_queries, progress=False, num_workers=num_workers, memo=memo, precision=precision,
+                  check='none' if checked and missing == 'error' else 'exists', missing=missing, truncated=truncated,
+                  left_out=None if checked else left_out)
         out = validate_benchmark(model, dataset, dataset_path, pre, **kw); checked.append(epoch)
         return out
     return validate_phi
@@ -439,12 +442,15 @@ def _match_tokens(names:list[str], tnames:list[str], tokens:Tensor, source) -> T
     if missing: raise ValueError(f"{len(missing)} training images have no OTI token in {source}; the first: {missing[:5]}")
     return tokens[[row[n] for n in names]]
 
-def _training_features(model, images, preprocess, cache_dir, dev, dist, batch_size, progress, num_workers, precision=None):
+def _training_features(model, images, preprocess, cache_dir, dev, dist, batch_size, progress, num_workers, precision=None,
+                       truncated='error', cut=None):
     "(names, features) of the training images; under several processes the first one extracts, the rest read its cache."
     if isinstance(images, tuple): return [str(n) for n in images[0]], images[1]
     images = images if isinstance(images, ImageList) else images.gallery()
     pre = model_preprocess(model, preprocess)
-    kw = dict(batch_size=batch_size, device=dev, cache_dir=cache_dir, num_workers=num_workers, precision=precision)
+    kw = dict(batch_size=batch_size, device=dev, cache_dir=cache_dir, num_workers=num_workers, precision=precision,
+              truncated=truncated)
+    if dist.rank == 0: kw['truncated_names'] = cut
     if dist.rank == 0: names, feats = extract_features(model, images, pre, progress=progress, **kw)
     dist.barrier()
     if dist.rank != 0: names, feats = extract_features(model, images, pre, progress=False, **kw)
@@ -461,14 +467,19 @@ def run_train_phi(clip_model, # an official CLIP name, a checkpoint file, or a C
                   cache_dir=None, # image-feature cache (default out_dir/features)
                   validate_fn:Callable|None=None, # overrides config.val_dataset / val_path
                   device=None, batch_size:int=32, # feature extraction batch
-                  progress:bool=True, num_workers:int=0) -> Path:
+                  progress:bool=True, num_workers:int=0,
+                  missing:str='error', # the validation benchmark's missing images: 'error' or 'skip'
+                  truncated:str='error', # truncated image files (training and validation): 'error' or 'decode'
+                 ) -> Path:
     "Stage 3: train phi on images and their OTI tokens into `out_dir`; returns `out_dir/phi_final.pt`."
-    config, out, dist = config or PhiConfig(), Path(out_dir), Dist()
+    from searle.data import LeftOut  # what was left out goes to out_dir/left_out.json
+    config, out, dist, left_out, cut = config or PhiConfig(), Path(out_dir), Dist(), LeftOut(), []
     dev = dist.resolve(device)
     model = as_clip(clip_model, dev)
     config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))  # features, training, validation
     names, feats = _training_features(model, images, preprocess, cache_dir or out/'features', dev, dist, batch_size, progress,
-                                      num_workers, config.precision)
+                                      num_workers, config.precision, truncated, cut)
+    left_out.add('truncated_images', cut)
     tnames, tok = oti_tokens if isinstance(oti_tokens, tuple) else load_pseudo_tokens(oti_tokens, which=config.tokens)
     tok = _match_tokens(names, list(tnames), tok, oti_tokens if not isinstance(oti_tokens, tuple) else 'the tokens given')
     table = concept_table if isinstance(concept_table, dict) else read_concept_table(concept_table)
@@ -476,10 +487,11 @@ def run_train_phi(clip_model, # an official CLIP name, a checkpoint file, or a C
     if validate_fn is None and config.val_path is not None and dist.rank == 0:
         validate_fn = benchmark_validation(model, config.val_dataset, config.val_path, preprocess, device=dev, batch_size=batch_size,
                                            cache_dir=cache_dir or out/'features', max_queries=config.val_max_queries, num_workers=num_workers,
-                                           precision=config.precision)
+                                           precision=config.precision, missing=missing, truncated=truncated, left_out=left_out)
     src = lambda x: None if isinstance(x, (dict, tuple)) else str(x)
     meta = {'clip': getattr(model, 'searle_source', None), 'clip_fingerprint': model_fingerprint(model), 'oti_tokens': src(oti_tokens),
             'concept_table': src(concept_table), 'phrases': src(phrases),
             'preprocess': preprocess if isinstance(preprocess, str) else repr(preprocess)}
     train_phi(model, names, feats, tok, table, phr, config, out, validate_fn, dev, progress, meta)
+    if dist.rank == 0 and (missing, truncated) != ('error', 'error'): left_out.save(out/'left_out.json')
     return out/'phi_final.pt'

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from .core import PathLike, load_json, progress_bar, resolve_device, resolve_dtype, safe_unpickle, save_json, stable_seed
+from .core import PathLike, atomic_write, load_json, progress_bar, resolve_device, resolve_dtype, safe_unpickle, save_json, stable_seed
 
 # %% auto #0
-__all__ = ['logger', 'DEFAULT_PHRASE_MODEL', 'PHRASES_FORMAT', 'PhraseConfig', 'process_phrase', 'build_tiny_gpt_neo',
-           'load_causal_lm', 'sample_phrases', 'save_phrases', 'load_phrases', 'generate_phrases',
-           'problematic_concepts', 'make_pseudo_phrase', 'run_phrases']
+__all__ = ['logger', 'DEFAULT_PHRASE_MODEL', 'PHRASES_FORMAT', 'ORIGINAL_PHRASES_FILE', 'PhraseConfig', 'process_phrase',
+           'build_tiny_gpt_neo', 'load_causal_lm', 'sample_phrases', 'save_phrases', 'load_phrases',
+           'save_phrases_pickle', 'generate_phrases', 'problematic_concepts', 'make_pseudo_phrase', 'run_phrases']
 
 # %% ../nbs/06_phrases.ipynb #1aad72a9
 logger = logging.getLogger(__name__)
@@ -134,6 +134,15 @@ def load_phrases(path:PathLike, # our JSON, the released zip holding one pickle,
         if isinstance(obj, dict) and obj.get('format') == PHRASES_FORMAT: obj = obj['phrases']
     return _check_phrases(obj, path)
 
+# %% ../nbs/06_phrases.ipynb #e7d9fc50
+ORIGINAL_PHRASES_FILE = 'concept_to_phrases.pkl'
+
+def save_phrases_pickle(phrases:dict[str, list[str]], path:PathLike) -> Path:
+    "Write phrases as the original's pickled dict concept -> list of phrases, atomically."
+    _check_phrases(phrases, path)
+    with atomic_write(path, 'wb') as f: pickle.dump({c: list(ps) for c, ps in phrases.items()}, f)
+    return Path(path)
+
 # %% ../nbs/06_phrases.ipynb #6004de6e
 def _batches(tok, concepts:list[str], prompt:str, batch_size:int) -> list[list[str]]:
     "Concepts grouped into batches whose prompts have the same number of tokens (shortest first, file order within)."
@@ -211,9 +220,12 @@ def run_phrases(out_path:PathLike, # the JSON phrase file (resumed when it exist
                 model:str|PathLike=DEFAULT_PHRASE_MODEL, # hub name or local folder
                 cache_dir:PathLike|None=None, # where the official vocabulary is cached
                 limit:int|None=None, # only the first `limit` concepts (a trial run)
+                original_layout:bool=False, # also write the original's `concept_to_phrases.pkl` beside `out_path`
                 **kwargs, # passed on to `generate_phrases` (num_return_sequences, batch_size, seed, device, ...)
                ) -> dict[str, list[str]]:
     "Stage 0: generate phrases for a vocabulary (or a list of concepts) into `out_path`."
     from searle.concepts import load_vocabulary
     if concepts is None: concepts = load_vocabulary(vocabulary, cache_dir=cache_dir)
-    return generate_phrases(model, list(concepts)[:limit], out_path, **kwargs)
+    out = generate_phrases(model, list(concepts)[:limit], out_path, **kwargs)
+    if original_layout: save_phrases_pickle(out, Path(out_path).with_name(ORIGINAL_PHRASES_FILE))
+    return out

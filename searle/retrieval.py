@@ -264,12 +264,15 @@ def _group_scores(qf:Tensor, gallery:Tensor, index_of:dict, queries, chunk:int=1
     return torch.cat([torch.einsum('qd,qmd->qm', qf[s:s + chunk], F.normalize(gallery[idx[s:s + chunk]].float(), dim=-1))
                       for s in range(0, len(queries), chunk)])
 
-def _features(model, images:ImageList, preprocess, memo:dict|None, **kw) -> Tensor:
+def _features(model, images:ImageList, preprocess, memo:dict|None, left_out:LeftOut|None=None, **kw) -> Tensor:
     "Image features of `images`, reused from `memo` (keyed by the model's weights, the preprocessing and the image paths)."
-    key = (model_fingerprint(model), repr(preprocess), tuple(map(str, images.paths)), kw.get('precision'))  # as the disk cache
-    if memo is not None and key in memo: return memo[key]
-    feats = extract_features(model, images, preprocess, **kw)[1]
-    if memo is not None: memo[key] = feats
+    key = (model_fingerprint(model), repr(preprocess), tuple(map(str, images.paths)), kw.get('precision'), kw.get('truncated'))
+    if memo is None or key not in memo:
+        cut = []; feats = extract_features(model, images, preprocess, truncated_names=cut, **kw)[1]
+        if memo is None: memo = {}
+        memo[key] = feats, cut
+    feats, cut = memo[key]
+    if left_out is not None: left_out.add('truncated_images', cut)
     return feats
 
 # %% ../nbs/04_retrieval.ipynb #29cb6a02
@@ -280,6 +283,8 @@ def retrieve(model, dataset:CIRDataset, preprocess:Callable, # PIL image → ten
              backend:str='torch', max_queries:int|None=None, progress:bool=True, num_workers:int=0,
              memo:dict|None=None, # an in-memory feature cache shared between calls
              precision:str|None=None, # 'fp32', 'amp' or 'bf16' for image and query features; `None`: the device's default
+             truncated:str='error', # 'error' or 'decode' (truncated image files decoded as the original does)
+             left_out:LeftOut|None=None, # collects the truncated images decoded
             ) -> Retrieval:
     "Rank `dataset`'s gallery for its queries with one method (pseudo tokens or a baseline)."
     precision = resolve_precision(precision, next(model.parameters()).device)
@@ -287,7 +292,8 @@ def retrieve(model, dataset:CIRDataset, preprocess:Callable, # PIL image → ten
         raise ValueError("choose exactly one method: tokens (a file or table), token_fn (e.g. phi) or baseline")
     queries = dataset.queries()[:max_queries]
     if not queries: raise ValueError(f"{dataset!r} has no queries to retrieve for")
-    fkw = dict(batch_size=batch_size, device=device, cache_dir=cache_dir, progress=progress, num_workers=num_workers, precision=precision)
+    fkw = dict(batch_size=batch_size, device=device, cache_dir=cache_dir, progress=progress, num_workers=num_workers,
+               precision=precision, truncated=truncated, left_out=left_out)
     gal = dataset.gallery(); gfeat = _features(model, gal, preprocess, memo, **fkw)  # [N, D]
     index_of = {n: i for i, n in enumerate(gal.names)}
     refs = ImageList(*map(list, zip(*[(n, dataset.image_path(n)) for n in dict.fromkeys(q.reference for q in queries)])))
@@ -311,12 +317,19 @@ def validate(model, dataset:CIRDataset, preprocess:Callable, **kwargs) -> dict[s
 def validate_benchmark(model, name:str, # 'fashioniq', 'cirr' or 'circo'
                        root, preprocess:Callable, split:str='val',
                        categories:Sequence[str]=FASHIONIQ_CATEGORIES, # FashionIQ only
-                       check:str='exists', **kwargs) -> dict[str, float]:
+                       check:str='exists',
+                       missing:str='error', # 'error' or 'skip' (`searle.data.leave_out_missing`)
+                       left_out:LeftOut|None=None, # collects what was left out
+                       **kwargs) -> dict[str, float]:
     "A benchmark's metrics by name; FashionIQ per category plus the average of the categories."
-    if name != 'fashioniq': return validate(model, load_dataset(name, root, split=split, check=check), preprocess, **kwargs)
+    def load(**kw):
+        ds = load_dataset(name, root, split=split, check=check, missing=missing, **kw)
+        if left_out is not None: left_out.add_dataset(ds, f"{kw['category']}/" if kw else '')
+        return ds
+    if name != 'fashioniq': return validate(model, load(), preprocess, left_out=left_out, **kwargs)
     out, per = {}, []
     for c in categories:
-        m = validate(model, load_dataset(name, root, split=split, category=c, check=check), preprocess, **kwargs)
+        m = validate(model, load(category=c), preprocess, left_out=left_out, **kwargs)
         out |= {f'{c}/{k}': v for k, v in m.items()}; per.append(m)
     return out | {f'average/{k}': sum(m[k] for m in per) / len(per) for k in per[0]}
 
@@ -340,6 +353,11 @@ def _problems(source, problems):
     if problems:
         shown = '\n- '.join(problems[:10])
         raise ValueError(f"{source}: {len(problems)} problems{' (first 10)' if len(problems) > 10 else ''}:\n- {shown}")
+
+def _ids_as_strings(v):
+    "A list of ids with its integers as strings (a file written with numeric COCO ids); anything else unchanged."
+    if not isinstance(v, list): return v
+    return [str(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in v]
 
 def _check_lists(obj, queries, allowed, excluded, n_expected, where:str) -> list[str]:
     "Problems with a {query id: [names]} submission; `allowed(q)` / `excluded(q)` give sets, `n_expected(q)` a length."
@@ -371,6 +389,7 @@ def check_submission(submission, # a path to a JSON file, or its dict
         if dataset_path is None: raise ValueError("dataset_path is needed when the dataset is given by name")
         dataset = load_dataset(dataset, dataset_path, split=split or {'cirr': 'test1', 'circo': 'test'}.get(dataset), check='none')
     if not isinstance(obj, dict): raise ValueError(f"{source}: expected a JSON object, found {type(obj).__name__}")
+    obj = {str(k): _ids_as_strings(v) for k, v in obj.items()}  # numeric ids (COCO ids as numbers) read as the server does
     queries, gallery = dataset.queries(), set(dataset.gallery().names)
     if dataset.name == 'cirr':
         kind = kind or obj.get('metric')
@@ -454,13 +473,18 @@ def run_validation(dataset:str, # 'fashioniq', 'cirr' or 'circo'
                    max_queries:int|None=None, # a quick check on the first queries only (recorded in config.json)
                    progress:bool=True, num_workers:int=0,
                    precision:str|None=None, # 'fp32', 'amp' or 'bf16'; `None`: the device's default (recorded resolved)
+                   missing:str='error', # 'error' or 'skip': leave out missing images and the queries that need them
+                   truncated:str='error', # 'error' or 'decode': decode truncated image files as the original does
+                   left_out:LeftOut|None=None, # filled with what was left out (also written to out_dir/left_out.json)
                   ) -> dict[str, float]:
     "Validate one method on a benchmark; the flat metrics dict, in percent."
+    check_incomplete_options(missing, truncated)
     model, pre = _setup(clip_model, preprocess, device)
     precision = resolve_precision(precision, next(model.parameters()).device)
+    left_out = LeftOut() if left_out is None else left_out
     kw = dict(tokens=tokens, token_fn=token_fn, baseline=baseline, template=template, batch_size=batch_size, device=device,
               cache_dir=cache_dir, backend=backend, max_queries=max_queries, progress=progress, num_workers=num_workers, memo={},
-              precision=precision)
+              precision=precision, missing=missing, truncated=truncated, left_out=left_out)
     if dataset == 'fashioniq': kw['categories'] = categories
     metrics = validate_benchmark(model, dataset, dataset_path, pre, split=split, **kw)
     if out_dir is not None:
@@ -470,8 +494,10 @@ def run_validation(dataset:str, # 'fashioniq', 'cirr' or 'circo'
                           clip_fingerprint=model_fingerprint(model),
                           preprocess=preprocess if isinstance(preprocess, str) else repr(preprocess),
                           method=_method(tokens, token_fn, baseline), template=template, batch_size=batch_size, backend=backend,
-                          categories=list(categories) if dataset == 'fashioniq' else None, max_queries=max_queries, precision=precision),
+                          categories=list(categories) if dataset == 'fashioniq' else None, max_queries=max_queries,
+                          precision=precision, missing_images=missing, truncated_images=truncated, left_out=left_out.counts()),
                   Path(out_dir)/'config.json')
+        left_out.save(Path(out_dir)/'left_out.json')
     return metrics
 
 # %% ../nbs/04_retrieval.ipynb #3da3d7d5
@@ -483,16 +509,22 @@ def run_submission(dataset:str, # 'cirr' or 'circo'
                    split:str|None=None, # None: 'test1' (CIRR) / 'test' (CIRCO); 'val' writes val-format files
                    backend:str='torch', progress:bool=True, num_workers:int=0,
                    precision:str|None=None, # 'fp32', 'amp' or 'bf16'; `None`: the device's default (recorded resolved)
-                  ) -> dict[str, Path]:
+                   missing:str='error', truncated:str='error', # as in `run_validation`
+                   left_out:LeftOut|None=None) -> dict[str, Path]:
     "Write (and check) the evaluation server files of one method; returns {kind: path}."
     if dataset not in ('cirr', 'circo'): raise ValueError(f"test-server files exist for 'cirr' and 'circo', not {dataset!r}")
     split = split or {'cirr': 'test1', 'circo': 'test'}[dataset]
+    check_incomplete_options(missing, truncated)
     model, pre = _setup(clip_model, preprocess, device)
     precision = resolve_precision(precision, next(model.parameters()).device)
-    ds = load_dataset(dataset, dataset_path, split=split)
+    ds, left_out = load_dataset(dataset, dataset_path, split=split, missing=missing), LeftOut() if left_out is None else left_out
+    left_out.add_dataset(ds)
+    if ds.left_out['skipped_queries']:
+        logger.warning('the %s server expects every query: %d queries left out of these files will make it refuse them',
+                       dataset, len(ds.left_out['skipped_queries']))
     r = retrieve(model, ds, pre, tokens=tokens, token_fn=token_fn, baseline=baseline, template=template, batch_size=batch_size,
                  device=device, cache_dir=cache_dir, backend=backend, progress=progress, num_workers=num_workers,
-                 precision=precision)
+                 precision=precision, truncated=truncated, left_out=left_out)
     out = Path(out_dir)
     files = dict(zip(('recall', 'recall_subset'), cirr_submissions(r))) if dataset == 'cirr' else {'circo': circo_submission(r)}
     paths = {}
@@ -504,5 +536,7 @@ def run_submission(dataset:str, # 'cirr' or 'circo'
                       clip_model=getattr(model, 'searle_source', 'in-memory'), clip_fingerprint=model_fingerprint(model),
                       preprocess=preprocess if isinstance(preprocess, str) else repr(preprocess),
                       method=_method(tokens, token_fn, baseline), template=template, files={k: p.name for k, p in paths.items()},
-                      precision=precision), out/'config.json')
+                      precision=precision, missing_images=missing, truncated_images=truncated, left_out=left_out.counts()),
+              out/'config.json')
+    left_out.save(out/'left_out.json')
     return paths

@@ -118,7 +118,7 @@ def test_fashioniq_loader_reads_every_query(roots, category, split):
 
 def test_fashioniq_stages_take_the_union_of_categories(roots):
     "Concepts (stage 1) and OTI (stage 2) of FashionIQ cover the images of all three categories, each once."
-    from searle.cli import _dataset_images
+    from searle.data import dataset_images as _dataset_images
     ims, refs = (_dataset_images('fashioniq', roots['fashioniq'], 'val', w) for w in ('images', 'references'))
     per_cat = [load_dataset('fashioniq', roots['fashioniq'], split='val', category=c) for c in FASHIONIQ_CATEGORIES]
     assert set(ims.names) == set().union(*(d.images().names for d in per_cat)) and len(ims.names) == len(set(ims.names))
@@ -261,3 +261,22 @@ def test_submission_files_pass_the_checker(roots, tiny, tmp_path):
         check_submission({k: v for k, v in cc.items() if k != '0'}, 'circo', roots['circo'])
     with pytest.raises(ValueError, match="'metric' must be 'recall_subset'"):
         check_submission({**rs, 'metric': 'recall'}, 'cirr', roots['cirr'], kind='recall_subset')
+
+
+def test_the_original_circo_test_output_with_repeated_references(roots, tiny, tmp_path):
+    "The original's OTI on CIRCO test lists one name per query: 297636 and 304135 twice, with equal tokens."
+    import pickle
+    from searle.clip import load_pseudo_tokens
+    from searle.oti import import_official_tokens
+    names = [str(q['reference_img_id']) for q in load_json(DATA / 'circo' / 'annotations' / 'test.json')]
+    rep = sorted({n for n in names if names.count(n) > 1})
+    assert rep == ['297636', '304135']
+    tnames, tok = load_pseudo_tokens(tiny['tokens'])
+    row = {n: i for i, n in enumerate(tnames)}
+    (tmp_path / 'orig').mkdir()
+    torch.save(tok[[row[n] for n in names]], tmp_path / 'orig' / 'ema_oti_pseudo_tokens.pt')
+    (tmp_path / 'orig' / 'image_names.pkl').write_bytes(pickle.dumps(names))
+    n2, t2 = load_pseudo_tokens(import_official_tokens(tmp_path / 'orig' / 'ema_oti_pseudo_tokens.pt', tmp_path / 'orig' / 'image_names.pkl', tmp_path / 'imp.pt'))
+    assert n2 == list(dict.fromkeys(names)) and torch.equal(t2, tok[[row[n] for n in n2]])
+    paths = run_submission('circo', roots['circo'], tiny['clip'], tokens=tmp_path / 'orig', out_dir=tmp_path / 'sub', cache_dir=tiny['cache'], **tiny['kw'])
+    assert check_submission(paths['circo'], 'circo', roots['circo'])['queries'] == 800

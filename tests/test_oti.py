@@ -116,3 +116,63 @@ def test_resume_refuses_other_images_of_the_same_number_and_names_the_key(tmp_pa
     assert str(tmp_path / 'run' / 'config.json') in msg and "images: '" in msg and 'n_images' not in msg, msg
     with pytest.raises(ValueError, match=r"phrases: '.*phrases\.json' -> '.*other\.json'"):
         run_oti(m, (names, feats), table, 'other.json', 'run', cfg, progress=False)
+
+
+def original_batch_mean(model, feats, names, pools, cfg, separate):
+    """The original's math, written out: one batch, the batch-MEAN loss, AdamW with eps 1e-8.
+    separate=True encodes as the original does (templates, pseudo phrases and real phrases in three 77-token passes);
+    False encodes templates and pseudo phrases in one trimmed pass, as searle does, so only the optimiser math differs."""
+    from searle.concepts import TEMPLATES
+    from searle.clip import encode_text, tokenize
+    from searle.oti import draw
+    from searle.phrases import make_pseudo_phrase
+    W, B = model.token_embedding.weight.shape[1], len(names)
+    draws = [draw(n, len(p), W, cfg) for n, p in zip(names, pools)]
+    v = torch.stack([d.init for d in draws]).requires_grad_()
+    ema = v.detach().clone()
+    opt = torch.optim.AdamW([v], lr=cfg.lr, weight_decay=cfg.weight_decay, eps=1e-8)
+    img = F.normalize(feats, dim=-1)
+    model.requires_grad_(False)
+    for s in range(cfg.steps):
+        chosen = [pool[int(d.phrase[s])] for pool, d in zip(pools, draws)]
+        templates = [TEMPLATES[int(d.template[s])].format(' $ ') for d in draws]
+        pseudo = [make_pseudo_phrase(p, c) for c, p in chosen]
+        if separate:
+            f_t = encode_with_pseudo_tokens(model, templates, v, trim=False)
+            f_p = encode_with_pseudo_tokens(model, pseudo, v, trim=False)
+            with torch.no_grad(): f_r = F.normalize(model.encode_text(tokenize([p for _, p in chosen])), dim=-1)
+        else:
+            f_t, f_p = encode_with_pseudo_tokens(model, templates + pseudo, torch.cat([v, v])).split(B)
+            with torch.no_grad(): f_r = F.normalize(encode_text(model, [p for _, p in chosen]), dim=-1)
+        l_cos = 1 - (F.normalize(f_t, dim=-1) * img).sum(-1)
+        l_gpt = 1 - (F.normalize(f_p, dim=-1) * f_r).sum(-1)
+        loss = (cfg.lambda_cos * l_cos + cfg.lambda_gpt * l_gpt) / (cfg.lambda_cos + cfg.lambda_gpt)
+        opt.zero_grad(); loss.mean().backward(); opt.step()
+        with torch.no_grad(): ema.mul_(cfg.ema_decay).add_(v.detach(), alpha=1 - cfg.ema_decay)
+    model.requires_grad_(True)
+    return v.detach(), ema
+
+
+FULL_SIZE = pytest.mark.skipif(os.environ.get('SEARLE_SLOW') != '1', reason='full-size ViT-B/32 (about a minute of CPU): SEARLE_SLOW=1 runs it')
+
+@pytest.mark.parametrize('preset,n,separate', [('tiny', 16, True), pytest.param('ViT-B/32', 4, False, marks=FULL_SIZE)])
+def test_full_batch_equals_the_original_batch_mean_update(preset, n, separate):
+    "A full batch (n = math_batch_size) gives the original's tokens to <= 1e-6 after 20 steps; compute grouping does not matter."
+    from searle.oti import invert_batch, phrase_pool
+    m = build_clip(preset)
+    D = m.text_projection.shape[1]
+    names = [f'img{i:03d}.jpg' for i in range(n)]
+    feats = torch.randn(n, D, generator=torch.Generator().manual_seed(1))
+    concepts = list(PHRASES)
+    pools = [phrase_pool([concepts[(i + j) % 3] for j in range(3)], PHRASES, set()) for i in range(n)]
+    cfg = OTIConfig(steps=20, batch_size=n, math_batch_size=n)  # a full batch of the math: n images, math_batch_size n
+    ref, ref_ema = original_batch_mean(m, feats, names, pools, cfg, separate)
+    tok, ema, _ = invert_batch(m, feats, names, pools, cfg)
+    assert (tok - ref).abs().max() <= 1e-6 and (ema - ref_ema).abs().max() <= 1e-6, (tok - ref).abs().max()
+    if preset == 'tiny':  # the eps scaling is what makes them equal: with the plain 1e-8 on summed losses they drift apart
+        off, _, _ = invert_batch(m, feats, names, pools, OTIConfig(steps=20, batch_size=n, math_batch_size=1))
+        assert (off - ref).abs().max() > 1e-5
+    # each image's result is independent of compute grouping
+    k = n // 2 - 1
+    part, part_ema, _ = invert_batch(m, feats[k:k + 3], names[k:k + 3], pools[k:k + 3], cfg)
+    assert (part - tok[k:k + 3]).abs().max() <= 1e-6 and (part_ema - ema[k:k + 3]).abs().max() <= 1e-6
