@@ -89,7 +89,7 @@ def searle_concepts(out:str, # the concept table (CSV) to write; resumed when it
                     dataset_path:str=None, # the dataset's folder (required)
                     split:str=None, # default: the dataset's validation split ('test' for ImageNet)
                     vocabulary:str=None, # an Open Images-style CSV; default: the official file (cached)
-                    clip_model:str='ViT-B/32', # a CLIP: openai name or file, open_clip:ARCH/PRETRAINED, hf:REPO_OR_FOLDER
+                    clip_model:str='ViT-B/32', # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
                     k:int=250, # concepts kept per image
                     batch_size:int=32, preprocess:str='targetpad', cache_dir:str=None, device:str=None,
                    ):
@@ -107,7 +107,7 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
                dataset_path:str=None, # the dataset's folder (required)
                out:str='runs/oti', # oti_pseudo_tokens.pt, config.json and the shards go here
                split:str=None, # default: the validation split ('test' for ImageNet)
-               clip_model:str='ViT-B/32', # a CLIP: openai name or file, open_clip:ARCH/PRETRAINED, hf:REPO_OR_FOLDER
+               clip_model:str='ViT-B/32', # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
                preprocess:str='targetpad', # 'targetpad' or 'clip'
                steps:int=350, lr:float=2e-2, weight_decay:float=0.01, batch_size:int=32, top_k:int=15,
                lambda_cos:float=1.0, lambda_gpt:float=0.5, ema_decay:float=0.99, seed:int=42,
@@ -134,7 +134,7 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
                      dataset_path:str=None, # their folder (required)
                      out:str='runs/phi', # checkpoints, logs and phi_final.pt; an existing run resumes
                      split:str=None, # default: 'test' for ImageNet
-                     clip_model:str='ViT-B/32', # a CLIP: openai name or file, open_clip:ARCH/PRETRAINED, hf:REPO_OR_FOLDER
+                     clip_model:str='ViT-B/32', # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
                      preprocess:str='targetpad', # 'targetpad' or 'clip'
                      epochs:int=100, batch_size:int=256, lr:float=1e-4, weight_decay:float=0.01, tau:float=0.25,
                      lambda_distil:float=1.0, lambda_gpt:float=0.75, top_k:int=150, dropout:float=0.5, seed:int=42,
@@ -204,7 +204,7 @@ def searle_validate(dataset:str=None, # 'fashioniq', 'cirr' or 'circo' (required
                     eval_type:str='oti', # 'oti', 'phi', 'searle', 'searle-xl', 'image-only', 'text-only' or 'image+text'
                     tokens:str=None, # pseudo-token file for --eval-type oti
                     phi_checkpoint:str=None, # phi weights for --eval-type phi (or a local copy of the released ones)
-                    clip_model:str=None, # a CLIP spec as for searle-oti (default: the one the tokens' / phi's run recorded; searle: ViT-B/32, searle-xl: ViT-L/14)
+                    clip_model:str=None, # a CLIP spec (default: the one the tokens' / phi's run recorded; searle-xl: ViT-L/14)
                     preprocess:str='targetpad', # 'targetpad' or 'clip'
                     split:str='val', # the split with targets
                     batch_size:int=32, # images per forward
@@ -228,7 +228,7 @@ def searle_submit(dataset:str=None, # 'cirr' or 'circo' (required)
                   eval_type:str='oti', # 'oti', 'phi', 'searle', 'searle-xl', 'image-only', 'text-only' or 'image+text'
                   tokens:str=None, # pseudo-token file for --eval-type oti (computed on the test split's references)
                   phi_checkpoint:str=None, # phi weights for --eval-type phi
-                  clip_model:str=None, # a CLIP spec as for searle-oti (default: the one the tokens' / phi's run recorded; searle: ViT-B/32, searle-xl: ViT-L/14)
+                  clip_model:str=None, # a CLIP spec (default: the one the tokens' / phi's run recorded; searle-xl: ViT-L/14)
                   preprocess:str='targetpad', # 'targetpad' or 'clip'
                   split:str=None, # default: 'test1' (CIRR) / 'test' (CIRCO)
                   batch_size:int=32, cache_dir:str=None, device:str=None,
@@ -384,7 +384,7 @@ DEMO_QUICK = DemoConfig(n_gallery=500, n_queries=100, n_unlabeled=400, phrases_p
 def searle_demo(out:str='runs/demo', # the output folder
                 seed:int=0, # the world and every stage follow from it
                 quick:bool=False, # a smaller world and shorter runs (the CI preset)
-                clip_model:str=None, # a CLIP spec as for searle-oti (default: the shipped world CLIP)
+                clip_model:str=None, # a CLIP spec (default: the shipped world CLIP)
                 gpt:str=None, # default: the shipped world GPT-Neo
                 device:str=None, no_progress:bool=False):
     "Every stage of SEARLE on the offline world; prints the results table, writes metrics.json and plots to OUT."
