@@ -77,7 +77,9 @@ OPTIONS = {  # option name -> argparse keywords: one rule for every command that
 # %% ../nbs/10_cli.ipynb #3085687f
 class _Parser(argparse.ArgumentParser):
     "argparse whose errors are one line."
-    def error(self, message): self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
+    def error(self, message):
+        message = re.sub(r'(argument --[\w-]+)(/--[\w-]+)+', r'\1', message)  # the option by its hyphenated name only
+        self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
 
 class _Help(argparse.HelpFormatter):
     "Help that names each option once, hyphenated (the underscore spelling and aliases still parse)."

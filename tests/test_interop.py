@@ -52,8 +52,8 @@ def tiny_fashioniq(root:Path) -> Path:
 
 def test_fashioniq_concepts_and_the_original_table_with_repeated_rows(root, phrases, tmp_path):
     fiq = tiny_fashioniq(tmp_path/'FashionIQ')
-    sh('searle-concepts', tmp_path/'c.csv', '--dataset', 'fashioniq', '--dataset-path', fiq, '--vocabulary', root/'concepts.csv',
-       '--clip-model', CLIP, '--k', 5)
+    sh('searle-concepts', '--out', tmp_path/'c.csv', '--dataset', 'fashioniq', '--dataset-path', fiq, '--vocabulary', root/'concepts.csv',
+       '--clip-model', CLIP, '--top-k', 5)
     table = read_concept_table(tmp_path/'c.csv')
     union = {n for c in FASHIONIQ_CATEGORIES for n in load_json(fiq/'image_splits'/f'split.{c}.val.json')}
     assert set(table) == union and len((tmp_path/'c.csv').read_text().splitlines()) == len(union) + 1
@@ -78,8 +78,8 @@ def test_fashioniq_concepts_and_the_original_table_with_repeated_rows(root, phra
 def test_imagenet_names_and_original_oti_layout_both_ways(root, phrases, tmp_path):
     files = [tmp_path/'ImageNet1K'/'test'/f'ILSVRC2012_test_{i:08d}.JPEG' for i in range(1, 7)]
     write_placeholder_images(files)
-    sh('searle-concepts', tmp_path/'c.csv', '--dataset', 'imagenet', '--dataset-path', tmp_path/'ImageNet1K', '--vocabulary',
-       root/'concepts.csv', '--clip-model', CLIP, '--k', 5)
+    sh('searle-concepts', '--out', tmp_path/'c.csv', '--dataset', 'imagenet', '--dataset-path', tmp_path/'ImageNet1K', '--vocabulary',
+       root/'concepts.csv', '--clip-model', CLIP, '--top-k', 5)
     assert list(read_concept_table(tmp_path/'c.csv')) == [f.name for f in files]  # 'ILSVRC2012_test_00000001.JPEG', as the original
     # phrases as the original's concept_to_phrases.pkl and as the released GPTNeo27B.zip
     (tmp_path/'concept_to_phrases.pkl').write_bytes(pickle.dumps(phrases[1]))
@@ -100,7 +100,7 @@ def test_imagenet_names_and_original_oti_layout_both_ways(root, phrases, tmp_pat
     assert torch.equal(torch.load(orig/'ema_oti_pseudo_tokens.pt'), outs['json']['ema_tokens'])
 
 def test_phrases_command_writes_the_original_pickle(root, tmp_path):
-    sh('searle-phrases', tmp_path/'p.json', '--vocabulary', root/'concepts.csv', '--model', world.world_gpt_path(),
+    sh('searle-phrases', '--out', tmp_path/'p.json', '--vocabulary', root/'concepts.csv', '--model', world.world_gpt_path(),
        '--num-return-sequences', 2, '--limit', 3, '--original-layout')
     ours = load_json(tmp_path/'p.json')['phrases']
     assert len(ours) == 3 and pickle.loads((tmp_path/'concept_to_phrases.pkl').read_bytes()) == ours
@@ -212,8 +212,8 @@ def test_concepts_and_oti_skip_missing_images(root, phrases, tmp_path):
     fiq = tiny_fashioniq(tmp_path/'FashionIQ')
     (fiq/'images'/'BD0005.jpg').unlink()                         # a dress gallery image, the reference of no query
     (fiq/'images'/'BS0000.jpg').unlink()                         # the reference of a shirt query
-    c = ('searle-concepts', tmp_path/'c.csv', '--dataset', 'fashioniq', '--dataset-path', fiq, '--vocabulary', root/'concepts.csv',
-         '--clip-model', CLIP, '--k', 5)
+    c = ('searle-concepts', '--out', tmp_path/'c.csv', '--dataset', 'fashioniq', '--dataset-path', fiq, '--vocabulary', root/'concepts.csv',
+         '--clip-model', CLIP, '--top-k', 5)
     fails(*c, match='missing')
     out = sh(*c, '--missing-images', 'skip')
     assert 'left out: 2 missing images' in out
@@ -228,5 +228,5 @@ def test_concepts_and_oti_skip_missing_images(root, phrases, tmp_path):
 
 def test_bad_incomplete_download_options_fail_before_any_work(root, tmp_path):
     fails('searle-validate', '--dataset', 'circo', '--dataset-path', root, '--clip-model', tmp_path/'no_such_clip.pt',
-          '--eval-type', 'image+text', '--truncated-images', 'repair', '--out', tmp_path/'v', match="'repair'; expected 'error' or 'decode'")
+          '--eval-type', 'image+text', '--truncated-images', 'repair', '--out', tmp_path/'v', match="argument --truncated-images: invalid choice: 'repair'")
     assert not (tmp_path/'v').exists()
