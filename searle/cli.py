@@ -82,8 +82,8 @@ def searle_concepts(out:str, # the concept table (CSV) to write; resumed when it
                     clip_model:str='ViT-B/32', # an official CLIP name or a local checkpoint file
                     k:int=250, # concepts kept per image
                     batch_size:int=32, preprocess:str='targetpad', cache_dir:str=None, device:str=None,
-                    missing_images:str='error', # 'error' or 'skip': leave out missing image files and the queries that need them (recorded)
-                    truncated_images:str='error', # 'error' or 'decode': decode truncated files as the original does (recorded)
+                    missing_images:str='error', # 'error' or 'skip': leave out missing images and the queries needing them
+                    truncated_images:str='error', # 'error' or 'decode': decode truncated files as the original does
                    ):
     "Stage 1: the top-K vocabulary concepts of every image of a dataset."
     required(dataset=dataset, dataset_path=dataset_path)
@@ -111,8 +111,8 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
                top_k:int=15, lambda_cos:float=1.0, lambda_gpt:float=0.5, ema_decay:float=0.99, seed:int=42,
                cache_dir:str=None, device:str=None, no_progress:bool=False,
                original_layout:bool=False, # also write the original's image_names.pkl and two token files to OUT/original/
-               missing_images:str='error', # 'error' or 'skip': leave out missing image files and the queries that need them (recorded)
-               truncated_images:str='error', # 'error' or 'decode': decode truncated files as the original does (recorded)
+               missing_images:str='error', # 'error' or 'skip': leave out missing images and the queries needing them
+               truncated_images:str='error', # 'error' or 'decode': decode truncated files as the original does
               ):
     "Stage 2: invert every image into a pseudo token (resumable; `accelerate launch` / `torchrun` split the work)."
     required(dataset=dataset, dataset_path=dataset_path)
@@ -148,8 +148,8 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
                      val_dataset:str='cirr', # validation benchmark after every epoch
                      val_path:str=None, # its folder (no validation without it)
                      cache_dir:str=None, device:str=None, no_progress:bool=False,
-                     missing_images:str='error', # the validation set's missing images: 'error' or 'skip' (recorded)
-                     truncated_images:str='error', # 'error' or 'decode': decode truncated files as the original does (recorded)
+                     missing_images:str='error', # the validation set's missing images: 'error' or 'skip'
+                     truncated_images:str='error', # 'error' or 'decode': decode truncated files as the original does
                     ):
     "Stage 3: distil phi from OTI tokens (resumable; `accelerate launch` / `torchrun` for data parallelism)."
     required(dataset=dataset, dataset_path=dataset_path)
@@ -206,8 +206,8 @@ def searle_validate(dataset:str=None, # 'fashioniq', 'cirr' or 'circo' (required
                     cache_dir:str=None, # image-feature cache (and released weights)
                     device:str=None, # default: CUDA when available
                     no_progress:bool=False, # hide progress bars
-                    missing_images:str='error', # 'error' or 'skip': leave out missing image files and the queries that need them (recorded)
-                    truncated_images:str='error', # 'error' or 'decode': decode truncated files as the original does (recorded)
+                    missing_images:str='error', # 'error' or 'skip': leave out missing images and the queries needing them
+                    truncated_images:str='error', # 'error' or 'decode': decode truncated files as the original does
                    ):
     "Validate one method on a benchmark; writes OUT/metrics.json (percent) beside OUT/config.json."
     required(dataset=dataset, dataset_path=dataset_path)
@@ -234,8 +234,8 @@ def searle_submit(dataset:str=None, # 'cirr' or 'circo' (required)
                   split:str=None, # default: 'test1' (CIRR) / 'test' (CIRCO)
                   batch_size:int=32, cache_dir:str=None, device:str=None,
                   no_progress:bool=False, # hide progress bars
-                  missing_images:str='error', # 'error' or 'skip': leave out missing image files and the queries that need them (recorded)
-                  truncated_images:str='error', # 'error' or 'decode': decode truncated files as the original does (recorded)
+                  missing_images:str='error', # 'error' or 'skip': leave out missing images and the queries needing them
+                  truncated_images:str='error', # 'error' or 'decode': decode truncated files as the original does
                  ):
     "Write (and check) the evaluation-server JSON files of one method."
     required(dataset=dataset, dataset_path=dataset_path)
