@@ -172,11 +172,14 @@ def check_output(path, kind:str='dir', # 'dir' (a folder the command fills) or '
     except OSError as e: raise ValueError(f"{option} {path}: cannot write in {probe} ({e.strerror})") from None
     return path
 
-def check_input(path, option:str, kind:str='file') -> Path:
-    "Fail now, naming `option`, unless `path` is an existing file (or folder: `kind='dir'`)."
-    p = Path(path).expanduser()
-    if not (p.is_dir() if kind == 'dir' else p.is_file()):
-        raise FileNotFoundError(f"{option} {path}: expected {'a folder' if kind == 'dir' else 'a file'}, found {'a folder' if p.is_dir() else 'a file' if p.exists() else 'nothing'}")
+def check_input(path, option:str, kind:str='file', # 'file', 'dir', or 'any' (a file or a folder)
+               ) -> Path:
+    "Fail now, naming `option`, unless `path` is an existing file (or folder, or either)."
+    p, want = Path(path).expanduser(), {'file': 'a file', 'dir': 'a folder', 'any': 'a file or a folder'}[kind]
+    ok = p.is_file() if kind == 'file' else p.is_dir() if kind == 'dir' else p.exists()
+    if not ok:
+        found = 'a folder' if p.is_dir() else 'a file' if p.exists() else 'nothing'
+        raise FileNotFoundError(f"{option} {path}: expected {want}, found {found}")
     return p
 
 def check_precision(precision:str|None, device:str|None):
@@ -340,7 +343,7 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
                     ):
     "Stage 3: distil phi from OTI tokens (resumable; `accelerate launch` / `torchrun` for data parallelism)."
     check_output(out); check_precision(precision, device)
-    for p, o in ((tokens, 'TOKENS'), (concepts, 'CONCEPTS'), (phrases, 'PHRASES')): check_input(p, o)
+    for p, o, k in ((tokens, 'TOKENS', 'any'), (concepts, 'CONCEPTS', 'file'), (phrases, 'PHRASES', 'file')): check_input(p, o, k)
     from searle.phi import PhiConfig, run_train_phi
     from searle.clip import load_pseudo_tokens
     images = _images(dataset, dataset_path, split, 'images')
@@ -382,7 +385,7 @@ def check_method(eval_type:str, tokens=None, phi_checkpoint=None):
     if eval_type == 'oti':
         if tokens is None: raise ValueError("--eval-type oti needs --tokens FILE (the output of searle-oti)")
         from searle.clip import load_pseudo_tokens
-        load_pseudo_tokens(check_input(tokens, '--tokens'))  # refuses non-finite tokens, naming them
+        load_pseudo_tokens(check_input(tokens, '--tokens', 'any'))  # a file or the original's folder; refuses non-finite tokens
     if eval_type == 'phi':
         if phi_checkpoint is None: raise ValueError("--eval-type phi needs --phi-checkpoint FILE")
         check_input(phi_checkpoint, '--phi-checkpoint')
