@@ -62,9 +62,16 @@ _COUNT, _SEED, _POSITIVE, _WEIGHT, _UNIT = (Number(int, 1), Number(int, 0), Numb
 OPTIONS = {  # option name -> argparse keywords: one rule for every command that has the option
     'dataset': dict(choices=DATASETS), 'val_dataset': dict(choices=BENCHMARKS),
     'eval_type': dict(choices=EVAL_TYPES), 'preprocess': dict(choices=('targetpad', 'clip')),
-    'precision': dict(choices=PRECISIONS), 'device': dict(type=device_option),
+    'precision': dict(choices=PRECISIONS, help='amp: fp16 autocast and a gradient scaler (CUDA only); '
+                                               'default: amp on CUDA, fp32 on CPU'),
+    'device': dict(type=device_option, help='cpu, cuda or cuda:N (default: CUDA when available)'),
+    'template': dict(help='the query, with $ and {caption} (CIRCO also {shared_concept}); '
+                          'default: a photo of $ that {caption}'),
     'method': dict(choices=('phi', 'oti', 'image-only', 'text-only', 'image+text')),
-    'missing_images': dict(choices=('error', 'skip')), 'truncated_images': dict(choices=('error', 'decode')),
+    'missing_images': dict(choices=('error', 'skip'), help='skip: leave out missing images and the queries '
+                                                           'that need them (recorded in OUT)'),
+    'truncated_images': dict(choices=('error', 'decode'), help='decode: decode truncated files as the original '
+                                                               'does (recorded in OUT)'),
     'top_k': dict(type=_COUNT, aliases=('--k',)),  # the original's and issue's short spelling still parses
     **{k: dict(type=_COUNT) for k in ('steps', 'epochs', 'batch_size', 'num_return_sequences',
                                       'save_every', 'limit', 'n_gallery', 'n_queries')},
@@ -100,14 +107,15 @@ def _add_option(p, name:str, d, required:bool, choices=None):
     "Parameter `name` (its docments entry `d`) as an argument of `p`; `OPTIONS` adds choices and ranges."
     if not d.docment: raise TypeError(f"option {name!r} of {p.prog} has no help comment")
     kw, hy = {**OPTIONS.get(name, {}), **({'choices': choices} if choices else {})}, name.replace('_', '-')
+    doc = kw.pop('help', None) or d.docment  # an option every command shares is explained once, in `OPTIONS`
     flags = [f'--{hy}'] + ([f'--{name}'] if hy != name else []) + list(kw.pop('aliases', ()))
-    if d.anno is bool: return p.add_argument(*flags, dest=name, action='store_true', help=d.docment)
+    if d.anno is bool: return p.add_argument(*flags, dest=name, action='store_true', help=doc)
     kw.setdefault('type', _base_type(d.anno))
     said = [repr(kw['type'])] if isinstance(kw['type'], Number) else []
     if d.default is inspect.Parameter.empty:
-        return p.add_argument(name, metavar=hy.upper(), help=d.docment + (f" ({said[0]})" if said else ''), **kw)
+        return p.add_argument(name, metavar=hy.upper(), help=doc + (f" ({said[0]})" if said else ''), **kw)
     said += ['required'] if required else [f'default: {d.default}'] if d.default is not None else []
-    help = d.docment + (f" ({'; '.join(said)})" if said else '')
+    help = doc + (f" ({'; '.join(said)})" if said else '')
     p.add_argument(*flags, dest=name, default=d.default, required=required, help=help, **kw)
 
 def make_parser(f, required=(), choices:dict|None=None) -> argparse.ArgumentParser:
@@ -120,7 +128,8 @@ def make_parser(f, required=(), choices:dict|None=None) -> argparse.ArgumentPars
         _add_option(p, name, d, name in required, (choices or {}).get(name))
     g = p.add_argument_group('options of every command')
     g.add_argument('--quiet', action='store_true', help='warnings and errors only, and no progress bars')
-    g.add_argument('--log-level', choices=LOG_LEVELS, default='INFO', help='the least severe messages shown (default: INFO)')
+    g.add_argument('--log-level', choices=LOG_LEVELS, default='INFO',
+                   help='the least severe messages shown (default: INFO)')
     g.add_argument('--pdb', action='store_true', help='show the traceback of an error (or set SEARLE_DEBUG=1)')
     g.add_argument('--version', action='version', version=f'{prog} {__version__}')
     return p
@@ -192,19 +201,21 @@ def check_precision(precision:str|None, device:str|None):
 def _local_model(name:str, option:str):
     "Fail now when `name` is meant as a local folder (not a hub id such as `org/model`) and is not one."
     p = Path(name).expanduser()
-    if p.exists() and not p.is_dir(): raise ValueError(f"{option} {name} is a file; expected a model folder or a hub id")
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{option} {name} is a file; expected a model folder or a hub id")
     if not p.exists() and (name.startswith(('.', '/', '~')) or name.count('/') > 1):
-        raise FileNotFoundError(f"{option} {name}: no model folder there (expected config.json, weights and tokenizer files)")
+        raise FileNotFoundError(f"{option} {name}: no model folder there "
+                                "(expected config.json, weights and tokenizer files)")
 
 @command(required=('out',), resume='the phrases of finished concepts are saved in {out}; the same command resumes')
 def searle_phrases(out:str=None, # the phrase JSON file to write (resumed when it exists)
                    vocabulary:str=None, # an Open Images-style CSV; default: the official Open Images V7 file (cached)
-                   model:str=None, # a causal LM: hub name or local folder (default: EleutherAI/gpt-neo-2.7B, the paper's)
+                   model:str=None, # a causal LM, hub name or folder (default: the paper's EleutherAI/gpt-neo-2.7B)
                    batch_size:int=4, # concepts per generate call
                    num_return_sequences:int=256, # phrases per concept
                    limit:int=None, # only the first LIMIT concepts (a trial run)
                    seed:int=0, # seeds the sampling
-                   device:str=None, # default: CUDA when available
+                   device:str=None, # where the models run
                    cache_dir:str=None, # where the official vocabulary is cached
                    original_layout:bool=False, # also write the original's concept_to_phrases.pkl beside OUT
                    no_progress:bool=False, # hide progress bars
@@ -215,9 +226,9 @@ def searle_phrases(out:str=None, # the phrase JSON file to write (resumed when i
     if model: _local_model(model, '--model')
     from searle import phrases
     model = model or phrases.DEFAULT_PHRASE_MODEL
-    res = phrases.run_phrases(out, vocabulary=vocabulary, model=model, cache_dir=cache_dir, limit=limit, batch_size=batch_size,
-                              num_return_sequences=num_return_sequences, seed=seed, device=device, progress=not no_progress,
-                              original_layout=original_layout)
+    res = phrases.run_phrases(out, vocabulary=vocabulary, model=model, cache_dir=cache_dir, limit=limit,
+                              batch_size=batch_size, num_return_sequences=num_return_sequences, seed=seed,
+                              device=device, progress=not no_progress, original_layout=original_layout)
     print(f'{len(res)} concepts with phrases in {out}')
 
 # %% ../nbs/10_cli.ipynb #5aec3f7d
@@ -243,10 +254,10 @@ def searle_concepts(out:str=None, # the concept table (CSV) to write; resumed wh
                     batch_size:int=32, # images per forward
                     preprocess:str='targetpad', # image preprocessing
                     cache_dir:str=None, # caches the vocabulary and the concept features
-                    device:str=None, # default: CUDA when available
-                    precision:str=None, # amp: fp16 autocast with a gradient scaler (CUDA only); default: amp on CUDA, fp32 on CPU
-                    missing_images:str='error', # skip: leave out missing image files and the queries that need them (recorded)
-                    truncated_images:str='error', # decode: decode truncated files as the original does (recorded)
+                    device:str=None, # where the models run
+                    precision:str=None, # mixed precision
+                    missing_images:str='error', # an incomplete download's missing images
+                    truncated_images:str='error', # an incomplete download's truncated images
                     no_progress:bool=False, # hide progress bars
                    ):
     "Stage 1: the top-K vocabulary concepts of every image of a dataset."
@@ -255,16 +266,18 @@ def searle_concepts(out:str=None, # the concept table (CSV) to write; resumed wh
     from searle import concepts
     from searle.data import LeftOut
     lo = LeftOut()
-    images = _images(dataset, dataset_path, split, 'images', missing_images, lo)  # the gallery and references outside it
-    table = concepts.run_concepts(out, images, vocabulary=vocabulary, clip_model=clip_model, k=top_k, batch_size=batch_size,
-                                  preprocess=preprocess, cache_dir=cache_dir, device=device, progress=not no_progress,
-                                  precision=precision, missing=missing_images, truncated=truncated_images, left_out=lo)
+    images = _images(dataset, dataset_path, split, 'images', missing_images, lo)  # gallery, and references outside it
+    table = concepts.run_concepts(out, images, vocabulary=vocabulary, clip_model=clip_model, k=top_k,
+                                  batch_size=batch_size, preprocess=preprocess, cache_dir=cache_dir, device=device,
+                                  progress=not no_progress, precision=precision, missing=missing_images,
+                                  truncated=truncated_images, left_out=lo)
     print(f'{len(table)} images in {out}')
     _left_out_line(lo, missing_images, truncated_images, f'{out}.left_out.json')
     return table
 
 # %% ../nbs/10_cli.ipynb #4ad95743
-@command(required=('dataset', 'dataset_path'), resume='finished batches are kept in {out}/shards; the same command resumes')
+@command(required=('dataset', 'dataset_path'),
+         resume='finished batches are kept in {out}/shards; the same command resumes')
 def searle_oti(concepts:str, # the concept table of these images (searle-concepts)
                phrases:str, # the phrase file (searle-phrases, or the released GPTNeo27B.zip)
                dataset:str=None, # whose references are inverted ('imagenet' and 'folder': every image)
@@ -284,22 +297,23 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
                ema_decay:float=0.99, # EMA of the token
                seed:int=42, # with the image name, seeds every draw of that image
                cache_dir:str=None, # image-feature cache
-               device:str=None, # default: CUDA when available
-               precision:str=None, # amp: fp16 autocast with a gradient scaler (CUDA only); default: amp on CUDA, fp32 on CPU
-               original_layout:bool=False, # also write the original's image_names.pkl and two token files to OUT/original/
-               missing_images:str='error', # skip: leave out missing image files and the queries that need them (recorded)
-               truncated_images:str='error', # decode: decode truncated files as the original does (recorded)
+               device:str=None, # where the models run
+               precision:str=None, # mixed precision
+               original_layout:bool=False, # also write the original's three files to OUT/original/
+               missing_images:str='error', # an incomplete download's missing images
+               truncated_images:str='error', # an incomplete download's truncated images
                no_progress:bool=False, # hide progress bars
               ):
     "Stage 2: invert every image into a pseudo token (resumable; `accelerate launch` / `torchrun` split the work)."
-    check_output(out); check_input(concepts, 'CONCEPTS'); check_input(phrases, 'PHRASES'); check_precision(precision, device)
+    check_output(out); check_precision(precision, device)
+    check_input(concepts, 'CONCEPTS'); check_input(phrases, 'PHRASES')
     from searle import oti
     from searle.clip import load_clip, model_preprocess
     from searle.data import LeftOut
     lo = LeftOut()
     refs = _images(dataset, dataset_path, split, 'references', missing_images, lo)  # checked before CLIP is loaded
-    cfg = oti.OTIConfig(steps=steps, lr=lr, weight_decay=weight_decay, batch_size=batch_size, math_batch_size=math_batch_size,
-                        top_k=top_k, lambda_cos=lambda_cos, lambda_gpt=lambda_gpt, ema_decay=ema_decay, seed=seed,
+    cfg = oti.OTIConfig(steps=steps, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+                        math_batch_size=math_batch_size, top_k=top_k, lambda_cos=lambda_cos, lambda_gpt=lambda_gpt, ema_decay=ema_decay, seed=seed,
                         precision=precision)
     model = load_clip(clip_model, device='cpu')
     path = oti.run_oti(model, refs, concepts, phrases, out, cfg, preprocess=model_preprocess(model, preprocess),
@@ -311,7 +325,8 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
 
 # %% ../nbs/10_cli.ipynb #f2e76c84
 @command(required=('dataset', 'dataset_path'), choices={'dataset': ('imagenet', 'folder')},
-         resume='checkpoints are in {out}/checkpoints (every --save-every epochs); the same command resumes from the newest')
+         resume='checkpoints are in {out}/checkpoints (every --save-every epochs); '
+                'the same command resumes from the newest')
 def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
                      concepts:str, # their concept table (searle-concepts)
                      phrases:str, # the phrase file
@@ -335,25 +350,25 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
                      val_dataset:str='cirr', # validation benchmark after every epoch
                      val_path:str=None, # its folder (no validation without it)
                      cache_dir:str=None, # image-feature cache (default: OUT/features)
-                     device:str=None, # default: CUDA when available
-                     precision:str=None, # amp: fp16 autocast with a gradient scaler (CUDA only); default: amp on CUDA, fp32 on CPU
-                     missing_images:str='error', # skip: leave out the validation set's missing images (recorded)
-                     truncated_images:str='error', # decode: decode truncated files as the original does (recorded)
+                     device:str=None, # where the models run
+                     precision:str=None, # mixed precision
+                     missing_images:str='error', # the validation set's missing images
+                     truncated_images:str='error', # an incomplete download's truncated images
                      no_progress:bool=False, # hide progress bars
                     ):
     "Stage 3: distil phi from OTI tokens (resumable; `accelerate launch` / `torchrun` for data parallelism)."
     check_output(out); check_precision(precision, device)
-    for p, o, k in ((tokens, 'TOKENS', 'any'), (concepts, 'CONCEPTS', 'file'), (phrases, 'PHRASES', 'file')): check_input(p, o, k)
+    check_input(tokens, 'TOKENS', 'any'); check_input(concepts, 'CONCEPTS'); check_input(phrases, 'PHRASES')
     from searle.phi import PhiConfig, run_train_phi
     from searle.clip import load_pseudo_tokens
     images = _images(dataset, dataset_path, split, 'images')
     load_pseudo_tokens(tokens)  # readable, and every token finite
-    if val_path: _images(val_dataset, val_path, 'val', 'images', missing_images)  # the validation set, before any training
-    cfg = PhiConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, tau=tau, lambda_distil=lambda_distil,
-                    lambda_gpt=lambda_gpt, top_k=top_k, dropout=dropout, seed=seed, save_every=save_every,
+    if val_path: _images(val_dataset, val_path, 'val', 'images', missing_images)  # before any training work
+    cfg = PhiConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, tau=tau,
+                    lambda_distil=lambda_distil, lambda_gpt=lambda_gpt, top_k=top_k, dropout=dropout, seed=seed, save_every=save_every,
                     val_dataset=val_dataset, val_path=val_path, precision=precision)
-    path = run_train_phi(clip_model, images, tokens, concepts, phrases, out, cfg, preprocess=preprocess, cache_dir=cache_dir,
-                         device=device, progress=not no_progress, missing=missing_images, truncated=truncated_images)
+    path = run_train_phi(clip_model, images, tokens, concepts, phrases, out, cfg, preprocess=preprocess,
+                         cache_dir=cache_dir, device=device, progress=not no_progress, missing=missing_images, truncated=truncated_images)
     print(path)
     return path
 
@@ -385,7 +400,7 @@ def check_method(eval_type:str, tokens=None, phi_checkpoint=None):
     if eval_type == 'oti':
         if tokens is None: raise ValueError("--eval-type oti needs --tokens FILE (the output of searle-oti)")
         from searle.clip import load_pseudo_tokens
-        load_pseudo_tokens(check_input(tokens, '--tokens', 'any'))  # a file or the original's folder; refuses non-finite tokens
+        load_pseudo_tokens(check_input(tokens, '--tokens', 'any'))  # a file or the original's folder; finite
     if eval_type == 'phi':
         if phi_checkpoint is None: raise ValueError("--eval-type phi needs --phi-checkpoint FILE")
         check_input(phi_checkpoint, '--phi-checkpoint')
@@ -416,17 +431,17 @@ def searle_validate(dataset:str=None, # the benchmark ('fashioniq', 'cirr' or 'c
                     eval_type:str='oti', # where pseudo tokens come from, or a baseline
                     tokens:str=None, # pseudo-token file for --eval-type oti
                     phi_checkpoint:str=None, # phi weights for --eval-type phi (or a local copy of the released ones)
-                    clip_model:str=None, # a CLIP spec (default: the one the tokens' / phi's run recorded; searle-xl: ViT-L/14)
-                    template:str=None, # the query with $ and {caption} (CIRCO also {shared_concept}); default: a photo of $ that {caption}
+                    clip_model:str=None, # a CLIP spec; default: the one the tokens' or phi's run recorded
+                    template:str=None, # the query prompt
                     preprocess:str='targetpad', # image preprocessing
                     split:str='val', # the split with targets
                     batch_size:int=32, # images per forward
                     cache_dir:str=None, # image-feature cache (and released weights)
-                    device:str=None, # default: CUDA when available
+                    device:str=None, # where the models run
                     no_progress:bool=False, # hide progress bars
-                    precision:str=None, # amp: fp16 autocast with a gradient scaler (CUDA only); default: amp on CUDA, fp32 on CPU
-                    missing_images:str='error', # skip: leave out missing image files and the queries that need them (recorded)
-                    truncated_images:str='error', # decode: decode truncated files as the original does (recorded)
+                    precision:str=None, # mixed precision
+                    missing_images:str='error', # an incomplete download's missing images
+                    truncated_images:str='error', # an incomplete download's truncated images
                    ):
     "Validate one method on a benchmark; writes OUT/metrics.json (percent) beside OUT/config.json."
     check_output(out); check_precision(precision, device)
@@ -435,10 +450,10 @@ def searle_validate(dataset:str=None, # the benchmark ('fashioniq', 'cirr' or 'c
     _images(dataset, dataset_path, split, 'images', missing_images)  # the benchmark, checked before CLIP is loaded
     model, src = method_inputs(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
     lo = LeftOut()
-    metrics = retrieval.run_validation(dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out, split=split,
-                                       batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress,
-                                       precision=precision, missing=missing_images, truncated=truncated_images, left_out=lo,
-                                       **({'template': template} if template else {}), **src)
+    metrics = retrieval.run_validation(dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out,
+        split=split, batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress,
+        precision=precision, missing=missing_images, truncated=truncated_images, left_out=lo,
+        **({'template': template} if template else {}), **src)
     print(json.dumps(metrics, indent=1))
     _left_out_line(lo, missing_images, truncated_images, f'{out}/left_out.json')
     return metrics
@@ -452,17 +467,17 @@ def searle_submit(dataset:str=None, # 'cirr' or 'circo'
                   eval_type:str='oti', # where pseudo tokens come from, or a baseline
                   tokens:str=None, # pseudo-token file for --eval-type oti (computed on the test split's references)
                   phi_checkpoint:str=None, # phi weights for --eval-type phi
-                  clip_model:str=None, # a CLIP spec (default: the one the tokens' / phi's run recorded; searle-xl: ViT-L/14)
-                  template:str=None, # the query with $ and {caption} (CIRCO also {shared_concept}); default: a photo of $ that {caption}
+                  clip_model:str=None, # a CLIP spec; default: the one the tokens' or phi's run recorded
+                  template:str=None, # the query prompt
                   preprocess:str='targetpad', # image preprocessing
                   split:str=None, # default: 'test1' (CIRR) / 'test' (CIRCO)
                   batch_size:int=32, # images per forward
                   cache_dir:str=None, # image-feature cache (and released weights)
-                  device:str=None, # default: CUDA when available
+                  device:str=None, # where the models run
                   no_progress:bool=False, # hide progress bars
-                  precision:str=None, # amp: fp16 autocast with a gradient scaler (CUDA only); default: amp on CUDA, fp32 on CPU
-                  missing_images:str='error', # skip: leave out missing image files and the queries that need them (recorded)
-                  truncated_images:str='error', # decode: decode truncated files as the original does (recorded)
+                  precision:str=None, # mixed precision
+                  missing_images:str='error', # an incomplete download's missing images
+                  truncated_images:str='error', # an incomplete download's truncated images
                  ):
     "Write (and check) the evaluation-server JSON files of one method."
     check_output(out); check_precision(precision, device)
@@ -472,10 +487,10 @@ def searle_submit(dataset:str=None, # 'cirr' or 'circo'
     _images(dataset, dataset_path, split, 'images', missing_images)  # the benchmark, checked before CLIP is loaded
     model, src = method_inputs(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
     lo = LeftOut()
-    paths = retrieval.run_submission(dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out, split=split,
-                                     batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress,
-                                     precision=precision, missing=missing_images, truncated=truncated_images, left_out=lo,
-                                     **({'template': template} if template else {}), **src)
+    paths = retrieval.run_submission(dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out,
+        split=split, batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress,
+        precision=precision, missing=missing_images, truncated=truncated_images, left_out=lo,
+        **({'template': template} if template else {}), **src)
     for k, p in paths.items(): print(f'{k}: {p}')
     _left_out_line(lo, missing_images, truncated_images, f'{out}/left_out.json')
     return paths
@@ -631,8 +646,8 @@ def searle_demo(out:str='runs/demo', # the output folder (a rerun resumes it)
                 quick:bool=False, # a smaller world and shorter runs (the CI preset)
                 clip_model:str=None, # a CLIP spec (default: the shipped world CLIP)
                 gpt:str=None, # default: the shipped world GPT-Neo
-                device:str=None, # default: CUDA when available
-                precision:str=None, # amp: fp16 autocast with a gradient scaler (CUDA only); default: amp on CUDA, fp32 on CPU
+                device:str=None, # where the models run
+                precision:str=None, # mixed precision
                 no_progress:bool=False, # hide progress bars
                ):
     "Every stage of SEARLE on the offline world; prints the results table, writes metrics.json and plots to OUT."
@@ -667,7 +682,7 @@ def searle_query(reference:str, # the reference image: a file, or the name of an
                  phi:str=None, # a phi checkpoint file; default: the backbone's own
                  json:bool=False, # print a JSON list of {rank, name, score}
                  cache_dir:str=None, # gallery features and downloaded weights; default: ~/.cache/searle
-                 device:str=None, # default: CUDA when available
+                 device:str=None, # where the models run
                  no_progress:bool=False, # hide the progress bar of the gallery's features
                 ):
     "Rank a folder of images for a reference image changed as a caption says; prints the top K, with scores."
@@ -696,7 +711,7 @@ def searle_app(gallery:str=None, # a folder of images to search; default: a smal
                host:str='127.0.0.1', # the address to bind; 0.0.0.0 serves every network interface
                top_k:int=8, # results shown per query (also --k)
                cache_dir:str=None, # features, uploads, gradio's temporary files; default: ~/.cache/searle
-               device:str=None, # default: CUDA when available
+               device:str=None, # where the models run
               ):
     "A web app for composed image retrieval over a folder of images (needs the `app` extra: gradio)."
     from searle.app import launch_app
