@@ -105,8 +105,8 @@ def main():
         run('CIRCO val: validate with OTI tokens', 'searle-validate', *common, '--tokens', work/'tokens.pt', '--out', work/'v3', n=n_circo)
         run('CIRCO test: submit with OTI tokens', 'searle-submit', *common, '--tokens', work/'tokens.pt', '--out', work/'s', n=n_circo)
         i = ('--dataset', 'imagenet', '--dataset-path', work/'ImageNet1K', '--clip-model', clip)
-        run(f'ImageNet: concept table {n_inet:,} x {a.top_k} (write)', 'searle-concepts', work/'table.csv', *i, '--vocabulary', work/'vocab.csv',
-            '--k', a.top_k, '--cache-dir', work/'cache', n=n_inet)
+        run(f'ImageNet: concept table {n_inet:,} x {a.top_k} (write)', 'searle-concepts', '--out', work/'table.csv', *i, '--vocabulary', work/'vocab.csv',
+            '--top-k', a.top_k, '--cache-dir', work/'cache', n=n_inet)
         mb = (work/'table.csv').stat().st_size / 2**20
         run('ImageNet: concept table (read back)', sys.executable, '-c',
             f"from searle.concepts import read_concept_table; t = read_concept_table({str(work/'table.csv')!r}); assert len(t) == {n_inet}", n=n_inet)
