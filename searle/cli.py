@@ -282,7 +282,7 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
                phrases:str, # the phrase file (searle-phrases, or the released GPTNeo27B.zip)
                dataset:str=None, # whose references are inverted ('imagenet' and 'folder': every image)
                dataset_path:str=None, # the dataset's folder
-               out:str='runs/oti', # oti_pseudo_tokens.pt, config.json and the shards go here
+               out:str='runs/oti', # oti_pseudo_tokens.pt and config.json (and the shards, until the merge)
                split:str=None, # default: the validation split ('test' for ImageNet)
                clip_model:str='ViT-B/32', # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
                preprocess:str='targetpad', # image preprocessing

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import collections, csv, hashlib, logging, os, shutil, urllib.request
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -161,26 +161,33 @@ def write_concept_table(path:PathLike, names:Sequence[str], rows:Sequence[Sequen
         w.writerows([str(n), *r] for n, r in zip(names, rows))
 
 # %% ../nbs/05_concepts.ipynb #e556165d
+def _table_header(path:Path, rows) -> int:
+    "Check the header `Image Name,1,2,...,K`; return K."
+    header = next(rows, None)
+    if not header or header[0] != IMAGE_NAME_COLUMN or header[1:] != [str(i) for i in range(1, len(header))]:
+        raise ValueError(f"{path}: expected the header '{IMAGE_NAME_COLUMN},1,2,...,K', "
+                         f"found {(header or [])[:4]}...")
+    return len(header) - 1
+
 def read_concept_table(path:PathLike, # a CSV written by `write_concept_table` or by the original code
                        k:int|None=None, # keep only the first k concepts of each image (`None`: all)
+                       row:Callable|None=None, # what to keep of each image's concepts, applied as it is read
                       ) -> dict[str, list[str]]:
     "Read a concept table: image name -> its concepts, most similar first."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"expected a concept table (CSV) at {path}, found nothing")
     with open(path, newline='', encoding='utf-8') as f:
-        rows = csv.reader(f)
-        header = next(rows, None)
-        if not header or header[0] != IMAGE_NAME_COLUMN or header[1:] != [str(i) for i in range(1, len(header))]:
-            raise ValueError(f"{path}: expected the header '{IMAGE_NAME_COLUMN},1,2,...,K', found {(header or [])[:4]}...")
-        K, table, words = len(header) - 1, {}, {}  # words: one str object per distinct concept (25M cells share ~20k)
-        for line, row in enumerate(rows, start=2):
-            if len(row) != K + 1: raise ValueError(f"{path}, line {line}: expected an image name and {K} concepts, found {len(row)} cells")
-            cells = [words.setdefault(c, c) for c in row[1:]]
-            if row[0] in table and table[row[0]] != cells:  # identical repeats: FashionIQ images in two categories
-                raise ValueError(f"{path}, line {line}: the image {row[0]!r} is listed twice with different concepts")
-            table[row[0]] = cells
-    if k is not None and k > K: raise ValueError(f"{path} holds {K} concepts per image; {k} were asked for")
-    return {n: c[:k] for n, c in table.items()} if k is not None else table
+        rows = csv.reader(f); K = _table_header(path, rows)
+        if k is not None and k > K: raise ValueError(f"{path} holds {K} concepts per image; {k} were asked for")
+        table, whole, words = {}, {}, {}  # words: one str per distinct concept (25M cells share ~20k)
+        for line, cells in enumerate(rows, start=2):
+            if len(cells) != K + 1:
+                raise ValueError(f"{path}, line {line}: expected an image name and {K} concepts, found {len(cells)} cells")
+            name, cells = cells[0], [words.setdefault(c, c) for c in cells[1:]]
+            if whole.setdefault(name, hash(tuple(cells))) != hash(tuple(cells)):  # FashionIQ repeats rows
+                raise ValueError(f"{path}, line {line}: the image {name!r} is listed twice with different concepts")
+            table[name] = row(cells[:k]) if row else cells[:k]
+    return table
 
 # %% ../nbs/05_concepts.ipynb #31d2ed57
 def _parts_dir(out_path:Path) -> Path: return out_path.with_name(out_path.name + '.parts')

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_oti.ipynb #6e4a0013
 from __future__ import annotations
-import dataclasses, hashlib, logging, os
+import dataclasses, functools, hashlib, logging, os, shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -195,6 +195,57 @@ def _meta_diff(old:dict, new:dict, prefix:str='') -> list[str]:
         elif a != b: out.append(f'{prefix}{k}: {a!r} -> {b!r}')
     return out
 
+# %% ../nbs/07_oti.ipynb #d2f6a8b3
+def _check_run(out:Path, meta:dict, n_batches:int) -> bool:
+    "Refuse to mix with a run of another configuration in `out`; whether the run there is finished."
+    cfg_path, final, shards = out/'config.json', out/'oti_pseudo_tokens.pt', out/'shards'
+    made = final.is_file() or any(shards.glob('batch-*.pt'))  # a config without results (a failed start): no run
+    same = lambda m: {k: v for k, v in m.items() if k != 'left_out'}  # downloads change: not compared
+    if made and cfg_path.is_file() and (diff := _meta_diff(same(load_json(cfg_path)), same(load_json_roundtrip(meta)))):
+        raise ValueError(f"{cfg_path} records an OTI run with another configuration (key: on disk -> now): "
+                         f"{'; '.join(diff)}; use a new out_dir or delete {out}")
+    finished = final.is_file() and cfg_path.is_file()  # and its config matched: nothing left to do
+    if finished: logger.info('%s is finished: %s', out, final)
+    elif made: logger.info('resuming %s: %d of %d batches done', out, len(list(shards.glob('batch-*.pt'))), n_batches)
+    return finished
+
+def _batch_features(model, images, rows:list[int], preprocess, dev, config, cache_dir, progress, truncated, left_out):
+    "Image features [len(rows), D] of the images at `rows`: given, or extracted (and cached) for an `ImageList`."
+    if not isinstance(images, ImageList): return images[1][rows]
+    sub, cut = ImageList([images.names[i] for i in rows], [images.paths[i] for i in rows]), []
+    _, feats = extract_features(model, sub, model_preprocess(model, preprocess or 'targetpad'), device=dev,
+                                cache_dir=cache_dir, progress=progress, precision=config.precision,
+                                truncated=truncated, truncated_names=cut)
+    if left_out is not None: left_out.add('truncated_images', cut)
+    return feats
+
+# %% ../nbs/07_oti.ipynb #e3a7b9c4
+def _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, config, out:Path, progress, where:str):
+    "Invert the batches `mine` (`feats`: their features, in order), each into an atomic shard."
+    bar = progress_bar(None, progress, total=len(mine) * config.steps, unit='step',
+                       desc=f'OTI steps of {len(mine)} batches ({where})')
+    at = 0
+    for j, b in enumerate(mine):
+        bn, shard = [names[i] for i in batches[b]], out/'shards'/f'batch-{b:06d}.pt'
+        f, at, st = feats[at:at + len(bn)], at + len(bn), {}
+        bar.set_postfix(batch=f'{j + 1}/{len(mine)}')
+        t, e, c = invert_batch(model, f, bn, _pools(bn, table, phr, config, bad), config, bar=bar, stats=st)
+        if st['nonfinite_tokens']:                                  # the run's record of why it stopped
+            save_json({'batch': b, 'images': bn, 'precision': config.precision, **st}, out/'nonfinite.json')
+        check_finite_rows(torch.cat([t, e], 1), bn, shard)          # a non-finite token is never written
+        save_tensors({'names': bn, 'tokens': t, 'ema_tokens': e, 'losses': c,
+                      'skipped_steps': st['skipped_steps']}, shard)
+    bar.close()
+
+def _finish_run(out:Path, batches, names, meta, finished:bool, left_out, original_layout:bool):
+    "The first process's end of a run: the shards merged (then removed), what was left out, the original's layout."
+    final = out/'oti_pseudo_tokens.pt'
+    if not finished: _merge(out/'shards', batches, names, final, meta); shutil.rmtree(out/'shards')
+    if left_out is not None:  # this process's truncated images join the caller's counts
+        left_out.save(out/'left_out.json'); save_json({**meta, 'left_out': left_out.counts()}, out/'config.json')
+    if original_layout:  # a folder of its own: the original's oti_pseudo_tokens.pt is a bare tensor
+        obj = load_tensors(final); save_original_tokens(out/'original', obj['names'], obj['tokens'], obj['ema_tokens'])
+
 # %% ../nbs/07_oti.ipynb #ce3e3db9
 def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images, or (names, image features [N, D])
             concept_table:dict|os.PathLike|str, # image name -> concepts, or the CSV of `searle.concepts`
@@ -209,61 +260,33 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
                            # (and the truncated images decoded here) in left_out.json
            ) -> Path:
     "Invert `images` into `out_dir/oti_pseudo_tokens.pt`, resumably, over every process of the launch."
-    config, out = config or OTIConfig(), Path(out_dir)
-    dist = Dist()                                      # searle.core: rank, world size, device and barrier of this process
-    rank, world, barrier, dev = dist.rank, dist.world, dist.barrier, dist.resolve(device)
-    model = model.to(dev)
+    config, out, dist = config or OTIConfig(), Path(out_dir), Dist()  # searle.core: rank, world size, device
+    dev = dist.resolve(device); model = model.to(dev)
     config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))  # recorded resolved
     names = list(images.names) if isinstance(images, ImageList) else [str(n) for n in images[0]]
-    table = concept_table if isinstance(concept_table, dict) else read_concept_table(concept_table)
+    top = functools.partial(image_concepts, top_k=config.top_k)   # all OTI reads of a row: 15 of its 250 cells
+    table = concept_table if isinstance(concept_table, dict) else read_concept_table(concept_table, row=top)
     phr = phrases if isinstance(phrases, dict) else load_phrases(phrases)
     src = lambda x: None if isinstance(x, dict) else str(Path(x).resolve())
     meta = _run_meta(config, names, model, {'concept_table': src(concept_table), 'phrases': src(phrases)})
-    if left_out is not None: meta['left_out'] = left_out.counts()  # recorded, not compared on resume (downloads change)
-    cfg_path, shard_dir, final = out / 'config.json', out / 'shards', out / 'oti_pseudo_tokens.pt'
-    made = final.is_file() or any(shard_dir.glob('batch-*.pt'))  # a config without results (a failed start) is not a run
-    same = lambda m: {k: v for k, v in m.items() if k != 'left_out'}
-    if made and cfg_path.is_file() and (diff := _meta_diff(same(load_json(cfg_path)), same(load_json_roundtrip(meta)))):
-        raise ValueError(f"{cfg_path} records an OTI run with another configuration (key: on disk -> now): {'; '.join(diff)}; "
-                         f"use a new out_dir or delete {out}")
-    barrier()
-    if rank == 0: save_json(meta, cfg_path)
+    if left_out is not None: meta['left_out'] = left_out.counts()  # recorded, not compared on resume
     batches = [list(range(s, min(s + config.batch_size, len(names)))) for s in range(0, len(names), config.batch_size)]
-    mine = [b for b in range(len(batches)) if b % world == rank and not (shard_dir / f'batch-{b:06d}.pt').is_file()]
-    if made: logger.info('resuming %s: %d of %d batches done', out,
-                         sum((shard_dir / f'batch-{b:06d}.pt').is_file() for b in range(len(batches))), len(batches))
+    finished = _check_run(out, meta, len(batches))
+    dist.barrier()
+    if dist.rank == 0: save_json(meta, out/'config.json')
+    mine = [] if finished else [b for b in range(dist.rank, len(batches), dist.world)
+                                if not (out/'shards'/f'batch-{b:06d}.pt').is_file()]
     if mine:
-        bad = _check_pools([names[i] for b in mine for i in batches[b]], table, phr, config,   # fail early on any image
+        rows = [i for b in mine for i in batches[b]]
+        bad = _check_pools([names[i] for i in rows], table, phr, config,   # fail early on any image
                            None if isinstance(phrases, dict) else phrases)
-        if isinstance(images, ImageList):
-            sub = ImageList([names[i] for b in mine for i in batches[b]], [images.paths[i] for b in mine for i in batches[b]])
-            cut = []
-            _, feats = extract_features(model, sub, model_preprocess(model, preprocess or 'targetpad'), device=dev,
-                                        cache_dir=cache_dir, progress=progress, precision=config.precision,
-                                        truncated=truncated, truncated_names=cut)
-            if left_out is not None: left_out.add('truncated_images', cut)
-        else: feats = images[1][[i for b in mine for i in batches[b]]]
-        at, bar = 0, progress_bar(None, progress, total=len(mine) * config.steps, unit='step',
-                                  desc=f'OTI steps of {len(mine)} batches (process {rank}/{world})')
-        for j, b in enumerate(mine):
-            idx = batches[b]; sl = slice(at, at + len(idx)); at += len(idx)
-            st, shard, bn = {}, shard_dir / f'batch-{b:06d}.pt', [names[i] for i in idx]
-            bar.set_postfix(batch=f'{j + 1}/{len(mine)}')
-            t, e, c = invert_batch(model, feats[sl], bn, _pools(bn, table, phr, config, bad), config, bar=bar, stats=st)
-            if st['nonfinite_tokens']:                                  # the run's record of why it stopped
-                save_json({'batch': b, 'images': bn, 'precision': config.precision, **st}, out / 'nonfinite.json')
-            check_finite_rows(torch.cat([t, e], 1), bn, shard)          # a non-finite token is never written
-            save_tensors({'names': bn, 'tokens': t, 'ema_tokens': e, 'losses': c,
-                          'skipped_steps': st['skipped_steps']}, shard)
-        bar.close()
-    barrier()
-    if rank == 0: _merge(shard_dir, batches, names, final, meta)
-    if rank == 0 and left_out is not None:  # this process's truncated images join the caller's counts
-        left_out.save(out/'left_out.json'); save_json({**meta, 'left_out': left_out.counts()}, cfg_path)
-    if rank == 0 and original_layout:  # a folder of its own: the original's oti_pseudo_tokens.pt is a bare tensor
-        obj = load_tensors(final); save_original_tokens(out/'original', obj['names'], obj['tokens'], obj['ema_tokens'])
-    barrier()
-    return final
+        feats = _batch_features(model, images, rows, preprocess, dev, config, cache_dir, progress, truncated, left_out)
+        _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, config, out, progress,
+                          f'process {dist.rank}/{dist.world}')
+    dist.barrier()
+    if dist.rank == 0: _finish_run(out, batches, names, meta, finished, left_out, original_layout)
+    dist.barrier()
+    return out/'oti_pseudo_tokens.pt'
 
 # %% ../nbs/07_oti.ipynb #64d87889
 def load_json_roundtrip(obj):
@@ -272,14 +295,17 @@ def load_json_roundtrip(obj):
     return json.loads(json.dumps(obj, default=str))
 
 def _merge(shard_dir:Path, batches, names, final:Path, meta:dict):
-    toks, emas, skipped = [], [], 0
+    "Gather the shards into `final`, filling one tensor per kind in place (the tokens are held once)."
+    toks = emas = None; skipped = 0
     for b, idx in enumerate(batches):
         p = shard_dir / f'batch-{b:06d}.pt'
-        s = load_tensors(p)
-        if s['names'] != [names[i] for i in idx]: raise ValueError(f"{p} holds images {s['names'][:3]}...; expected {[names[i] for i in idx][:3]}...")
-        toks.append(s['tokens']); emas.append(s['ema_tokens']); skipped += s.get('skipped_steps', 0)
+        s, expected = load_tensors(p), [names[i] for i in idx]
+        if s['names'] != expected: raise ValueError(f"{p} holds images {s['names'][:3]}...; expected {expected[:3]}...")
+        if toks is None: toks, emas = (torch.empty(len(names), s['tokens'].shape[1]) for _ in 'te')
+        toks[idx[0]:idx[-1] + 1], emas[idx[0]:idx[-1] + 1] = s['tokens'], s['ema_tokens']
+        skipped += s.get('skipped_steps', 0)
     if skipped: logger.warning("%s: amp's scaler skipped %d steps over %d batches", final, skipped, len(batches))
-    save_pseudo_tokens(final, names, torch.cat(toks), torch.cat(emas), meta | {'skipped_steps': skipped})
+    save_pseudo_tokens(final, names, toks, emas, meta | {'skipped_steps': skipped})
 
 # %% ../nbs/07_oti.ipynb #2166f5a5
 def import_official_tokens(tokens_path, # the original `ema_oti_pseudo_tokens.pt` (or `oti_pseudo_tokens.pt`)

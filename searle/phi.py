@@ -482,7 +482,8 @@ def run_train_phi(clip_model, # an official CLIP name, a checkpoint file, or a C
     left_out.add('truncated_images', cut)
     tnames, tok = oti_tokens if isinstance(oti_tokens, tuple) else load_pseudo_tokens(oti_tokens, which=config.tokens)
     tok = _match_tokens(names, list(tnames), tok, oti_tokens if not isinstance(oti_tokens, tuple) else 'the tokens given')
-    table = concept_table if isinstance(concept_table, dict) else read_concept_table(concept_table)
+    keep = lambda row: row[:config.top_k]  # all phi reads of a row (150 of 250 cells), cut as it is read
+    table = concept_table if isinstance(concept_table, dict) else read_concept_table(concept_table, row=keep)
     phr = phrases if isinstance(phrases, dict) else load_phrases(phrases)
     if validate_fn is None and config.val_path is not None and dist.rank == 0:
         validate_fn = benchmark_validation(model, config.val_dataset, config.val_path, preprocess, device=dev, batch_size=batch_size,
