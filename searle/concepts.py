@@ -160,7 +160,7 @@ def write_concept_table(path:PathLike, names:Sequence[str], rows:Sequence[Sequen
         w.writerow([IMAGE_NAME_COLUMN] + [str(i) for i in range(1, k + 1)])
         w.writerows([str(n), *r] for n, r in zip(names, rows))
 
-# %% ../nbs/05_concepts.ipynb #e556165d
+# %% ../nbs/05_concepts.ipynb #f4b8c0d5
 def _table_header(path:Path, rows) -> int:
     "Check the header `Image Name,1,2,...,K`; return K."
     header = next(rows, None)
@@ -169,6 +169,7 @@ def _table_header(path:Path, rows) -> int:
                          f"found {(header or [])[:4]}...")
     return len(header) - 1
 
+# %% ../nbs/05_concepts.ipynb #e556165d
 def read_concept_table(path:PathLike, # a CSV written by `write_concept_table` or by the original code
                        k:int|None=None, # keep only the first k concepts of each image (`None`: all)
                        row:Callable|None=None, # what to keep of each image's concepts, applied as it is read
@@ -182,10 +183,12 @@ def read_concept_table(path:PathLike, # a CSV written by `write_concept_table` o
         table, whole, words = {}, {}, {}  # words: one str per distinct concept (25M cells share ~20k)
         for line, cells in enumerate(rows, start=2):
             if len(cells) != K + 1:
-                raise ValueError(f"{path}, line {line}: expected an image name and {K} concepts, found {len(cells)} cells")
+                raise ValueError(f"{path}, line {line}: expected an image name and {K} concepts, "
+                                 f"found {len(cells)} cells")
             name, cells = cells[0], [words.setdefault(c, c) for c in cells[1:]]
             if whole.setdefault(name, hash(tuple(cells))) != hash(tuple(cells)):  # FashionIQ repeats rows
-                raise ValueError(f"{path}, line {line}: the image {name!r} is listed twice with different concepts")
+                raise ValueError(f"{path}, line {line}: the image {name!r} is listed twice "
+                                 "with different concepts")
             table[name] = row(cells[:k]) if row else cells[:k]
     return table
 

@@ -201,15 +201,18 @@ def _check_run(out:Path, meta:dict, n_batches:int) -> bool:
     cfg_path, final, shards = out/'config.json', out/'oti_pseudo_tokens.pt', out/'shards'
     made = final.is_file() or any(shards.glob('batch-*.pt'))  # a config without results (a failed start): no run
     same = lambda m: {k: v for k, v in m.items() if k != 'left_out'}  # downloads change: not compared
-    if made and cfg_path.is_file() and (diff := _meta_diff(same(load_json(cfg_path)), same(load_json_roundtrip(meta)))):
+    diff = _meta_diff(same(load_json(cfg_path)), same(load_json_roundtrip(meta))) if made and cfg_path.is_file() else []
+    if diff:
         raise ValueError(f"{cfg_path} records an OTI run with another configuration (key: on disk -> now): "
                          f"{'; '.join(diff)}; use a new out_dir or delete {out}")
     finished = final.is_file() and cfg_path.is_file()  # and its config matched: nothing left to do
     if finished: logger.info('%s is finished: %s', out, final)
-    elif made: logger.info('resuming %s: %d of %d batches done', out, len(list(shards.glob('batch-*.pt'))), n_batches)
+    elif made: logger.info('resuming %s: %d of %d batches done', out, len(list(shards.glob('batch-*.pt'))),
+                           n_batches)
     return finished
 
-def _batch_features(model, images, rows:list[int], preprocess, dev, config, cache_dir, progress, truncated, left_out):
+def _batch_features(model, images, rows:list[int], preprocess, dev, config, cache_dir, progress,
+                    truncated, left_out):
     "Image features [len(rows), D] of the images at `rows`: given, or extracted (and cached) for an `ImageList`."
     if not isinstance(images, ImageList): return images[1][rows]
     sub, cut = ImageList([images.names[i] for i in rows], [images.paths[i] for i in rows]), []
@@ -244,7 +247,8 @@ def _finish_run(out:Path, batches, names, meta, finished:bool, left_out, origina
     if left_out is not None:  # this process's truncated images join the caller's counts
         left_out.save(out/'left_out.json'); save_json({**meta, 'left_out': left_out.counts()}, out/'config.json')
     if original_layout:  # a folder of its own: the original's oti_pseudo_tokens.pt is a bare tensor
-        obj = load_tensors(final); save_original_tokens(out/'original', obj['names'], obj['tokens'], obj['ema_tokens'])
+        obj = load_tensors(final)
+        save_original_tokens(out/'original', obj['names'], obj['tokens'], obj['ema_tokens'])
 
 # %% ../nbs/07_oti.ipynb #ce3e3db9
 def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images, or (names, image features [N, D])
@@ -256,8 +260,8 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
             device=None, progress:bool=True,
             original_layout:bool=False, # also write the original's three files into `out_dir/original/`
             truncated:str='error', # 'error' or 'decode': decode truncated image files as the original does
-            left_out=None, # a `searle.data.LeftOut` of what the caller left out: its counts go in config.json, its names
-                           # (and the truncated images decoded here) in left_out.json
+            left_out=None, # a `searle.data.LeftOut` of what the caller left out: its counts go in
+                           # config.json, its names (and the truncated images decoded here) in left_out.json
            ) -> Path:
     "Invert `images` into `out_dir/oti_pseudo_tokens.pt`, resumably, over every process of the launch."
     config, out, dist = config or OTIConfig(), Path(out_dir), Dist()  # searle.core: rank, world size, device
@@ -270,7 +274,8 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
     src = lambda x: None if isinstance(x, dict) else str(Path(x).resolve())
     meta = _run_meta(config, names, model, {'concept_table': src(concept_table), 'phrases': src(phrases)})
     if left_out is not None: meta['left_out'] = left_out.counts()  # recorded, not compared on resume
-    batches = [list(range(s, min(s + config.batch_size, len(names)))) for s in range(0, len(names), config.batch_size)]
+    step = config.batch_size
+    batches = [list(range(s, min(s + step, len(names)))) for s in range(0, len(names), step)]
     finished = _check_run(out, meta, len(batches))
     dist.barrier()
     if dist.rank == 0: save_json(meta, out/'config.json')
@@ -280,7 +285,8 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
         rows = [i for b in mine for i in batches[b]]
         bad = _check_pools([names[i] for i in rows], table, phr, config,   # fail early on any image
                            None if isinstance(phrases, dict) else phrases)
-        feats = _batch_features(model, images, rows, preprocess, dev, config, cache_dir, progress, truncated, left_out)
+        feats = _batch_features(model, images, rows, preprocess, dev, config, cache_dir, progress,
+                                truncated, left_out)
         _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, config, out, progress,
                           f'process {dist.rank}/{dist.world}')
     dist.barrier()
@@ -300,7 +306,8 @@ def _merge(shard_dir:Path, batches, names, final:Path, meta:dict):
     for b, idx in enumerate(batches):
         p = shard_dir / f'batch-{b:06d}.pt'
         s, expected = load_tensors(p), [names[i] for i in idx]
-        if s['names'] != expected: raise ValueError(f"{p} holds images {s['names'][:3]}...; expected {expected[:3]}...")
+        if s['names'] != expected:
+            raise ValueError(f"{p} holds images {s['names'][:3]}...; expected {expected[:3]}...")
         if toks is None: toks, emas = (torch.empty(len(names), s['tokens'].shape[1]) for _ in 'te')
         toks[idx[0]:idx[-1] + 1], emas[idx[0]:idx[-1] + 1] = s['tokens'], s['ema_tokens']
         skipped += s.get('skipped_steps', 0)
