@@ -186,7 +186,8 @@ def read_concept_table(path:PathLike, # a CSV written by `write_concept_table` o
                 raise ValueError(f"{path}, line {line}: expected an image name and {K} concepts, "
                                  f"found {len(cells)} cells")
             name, cells = cells[0], [words.setdefault(c, c) for c in cells[1:]]
-            if whole.setdefault(name, hash(tuple(cells))) != hash(tuple(cells)):  # FashionIQ repeats rows
+            h = hash(tuple(cells))                          # the whole row, even when only part is kept
+            if whole.setdefault(name, h) != h:              # FashionIQ repeats rows
                 raise ValueError(f"{path}, line {line}: the image {name!r} is listed twice "
                                  "with different concepts")
             table[name] = row(cells[:k]) if row else cells[:k]

@@ -199,26 +199,26 @@ def _meta_diff(old:dict, new:dict, prefix:str='') -> list[str]:
 def _check_run(out:Path, meta:dict, n_batches:int) -> bool:
     "Refuse to mix with a run of another configuration in `out`; whether the run there is finished."
     cfg_path, final, shards = out/'config.json', out/'oti_pseudo_tokens.pt', out/'shards'
-    made = final.is_file() or any(shards.glob('batch-*.pt'))  # a config without results (a failed start): no run
+    made = final.is_file() or any(shards.glob('batch-*.pt'))  # a config without results: no run
     same = lambda m: {k: v for k, v in m.items() if k != 'left_out'}  # downloads change: not compared
-    diff = _meta_diff(same(load_json(cfg_path)), same(load_json_roundtrip(meta))) if made and cfg_path.is_file() else []
-    if diff:
-        raise ValueError(f"{cfg_path} records an OTI run with another configuration (key: on disk -> now): "
-                         f"{'; '.join(diff)}; use a new out_dir or delete {out}")
+    old = same(load_json(cfg_path)) if made and cfg_path.is_file() else None
+    if old is not None and (diff := _meta_diff(old, same(load_json_roundtrip(meta)))):
+        raise ValueError(f"{cfg_path} records an OTI run with another configuration "
+                         f"(key: on disk -> now): {'; '.join(diff)}; use a new out_dir or delete {out}")
     finished = final.is_file() and cfg_path.is_file()  # and its config matched: nothing left to do
     if finished: logger.info('%s is finished: %s', out, final)
-    elif made: logger.info('resuming %s: %d of %d batches done', out, len(list(shards.glob('batch-*.pt'))),
-                           n_batches)
+    elif made:
+        logger.info('resuming %s: %d of %d batches done', out, len(list(shards.glob('batch-*.pt'))), n_batches)
     return finished
 
 def _batch_features(model, images, rows:list[int], preprocess, dev, config, cache_dir, progress,
                     truncated, left_out):
-    "Image features [len(rows), D] of the images at `rows`: given, or extracted (and cached) for an `ImageList`."
+    "Features [len(rows), D] of the images at `rows`: given, or extracted (and cached) from an `ImageList`."
     if not isinstance(images, ImageList): return images[1][rows]
     sub, cut = ImageList([images.names[i] for i in rows], [images.paths[i] for i in rows]), []
-    _, feats = extract_features(model, sub, model_preprocess(model, preprocess or 'targetpad'), device=dev,
-                                cache_dir=cache_dir, progress=progress, precision=config.precision,
-                                truncated=truncated, truncated_names=cut)
+    pre = model_preprocess(model, preprocess or 'targetpad')
+    _, feats = extract_features(model, sub, pre, device=dev, cache_dir=cache_dir, progress=progress,
+                                precision=config.precision, truncated=truncated, truncated_names=cut)
     if left_out is not None: left_out.add('truncated_images', cut)
     return feats
 
@@ -241,11 +241,12 @@ def _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, confi
     bar.close()
 
 def _finish_run(out:Path, batches, names, meta, finished:bool, left_out, original_layout:bool):
-    "The first process's end of a run: the shards merged (then removed), what was left out, the original's layout."
+    "The first process's end of a run: shards merged (then removed), what was left out, original layout."
     final = out/'oti_pseudo_tokens.pt'
     if not finished: _merge(out/'shards', batches, names, final, meta); shutil.rmtree(out/'shards')
     if left_out is not None:  # this process's truncated images join the caller's counts
-        left_out.save(out/'left_out.json'); save_json({**meta, 'left_out': left_out.counts()}, out/'config.json')
+        left_out.save(out/'left_out.json')
+        save_json({**meta, 'left_out': left_out.counts()}, out/'config.json')
     if original_layout:  # a folder of its own: the original's oti_pseudo_tokens.pt is a bare tensor
         obj = load_tensors(final)
         save_original_tokens(out/'original', obj['names'], obj['tokens'], obj['ema_tokens'])
@@ -268,9 +269,6 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
     dev = dist.resolve(device); model = model.to(dev)
     config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))  # recorded resolved
     names = list(images.names) if isinstance(images, ImageList) else [str(n) for n in images[0]]
-    top = functools.partial(image_concepts, top_k=config.top_k)   # all OTI reads of a row: 15 of its 250 cells
-    table = concept_table if isinstance(concept_table, dict) else read_concept_table(concept_table, row=top)
-    phr = phrases if isinstance(phrases, dict) else load_phrases(phrases)
     src = lambda x: None if isinstance(x, dict) else str(Path(x).resolve())
     meta = _run_meta(config, names, model, {'concept_table': src(concept_table), 'phrases': src(phrases)})
     if left_out is not None: meta['left_out'] = left_out.counts()  # recorded, not compared on resume
@@ -281,7 +279,10 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
     if dist.rank == 0: save_json(meta, out/'config.json')
     mine = [] if finished else [b for b in range(dist.rank, len(batches), dist.world)
                                 if not (out/'shards'/f'batch-{b:06d}.pt').is_file()]
-    if mine:
+    if mine:  # the table and phrases are read only when there is work (a finished rerun reads nothing)
+        top = functools.partial(image_concepts, top_k=config.top_k)  # of a row's 250 cells, its 15 concepts
+        table = concept_table if isinstance(concept_table, dict) else read_concept_table(concept_table, row=top)
+        phr = phrases if isinstance(phrases, dict) else load_phrases(phrases)
         rows = [i for b in mine for i in batches[b]]
         bad = _check_pools([names[i] for i in rows], table, phr, config,   # fail early on any image
                            None if isinstance(phrases, dict) else phrases)
@@ -308,7 +309,8 @@ def _merge(shard_dir:Path, batches, names, final:Path, meta:dict):
         s, expected = load_tensors(p), [names[i] for i in idx]
         if s['names'] != expected:
             raise ValueError(f"{p} holds images {s['names'][:3]}...; expected {expected[:3]}...")
-        if toks is None: toks, emas = (torch.empty(len(names), s['tokens'].shape[1]) for _ in 'te')
+        if toks is None:  # the shards' own dtype and width
+            toks, emas = (s[k].new_empty(len(names), s[k].shape[1]) for k in ('tokens', 'ema_tokens'))
         toks[idx[0]:idx[-1] + 1], emas[idx[0]:idx[-1] + 1] = s['tokens'], s['ema_tokens']
         skipped += s.get('skipped_steps', 0)
     if skipped: logger.warning("%s: amp's scaler skipped %d steps over %d batches", final, skipped, len(batches))
