@@ -5,34 +5,35 @@
 # %% ../nbs/09a_api.ipynb #42314133
 from __future__ import annotations
 import dataclasses, hashlib, inspect, io, logging, os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from fastcore.basics import patch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from .core import *
-from .clip import (ImageList, as_clip, extract_features, make_preprocess, model_fingerprint,
-                         pseudo_token_id)
+from .clip import (ImageList, as_clip, backbone, extract_features, model_fingerprint,
+                         model_preprocess, pseudo_token_id)
 from .data import Query, load_dataset
 from .concepts import (cached_concept_features, concept_features, associate_images, load_vocabulary,
                              top_concepts)
 from .phrases import generate_phrases, load_phrases
-from .retrieval import QUERY_TEMPLATE, query_features, rank_gallery, reference_tokens, validate
+from .methods import METHODS, OWN_METHODS, Method, get_method
+from .retrieval import query_features, rank_gallery, reference_tokens, validate
 from .oti import OTIConfig, invert, run_oti
-from .phi import (Phi, PhiConfig, check_phi_for_clip, load_phi, load_phi_token_fn, phi_token_fn,
-                        run_train_phi, save_phi)
+from .phi import (PHI_RELEASES, Phi, PhiConfig, check_phi_for_clip, load_phi, load_phi_token_fn,
+                        phi_token_fn, run_train_phi, save_phi)
 from . import world
 import clip  # openai's (searle.clip has silenced its import warning)
 
 # %% auto #0
-__all__ = ['logger', 'MAX_IMAGE_BYTES', 'MAX_IMAGE_PIXELS', 'METHODS', 'documented', 'open_image', 'WorldPhiConfig',
-           'default_cache_dir', 'train_world_phi', 'world_phi_path', 'world_phrases_path', 'Match', 'ComposedRetriever',
-           'nearest_words', 'world_gallery', 'plot_matches', 'query_box']
+__all__ = ['logger', 'MAX_IMAGE_BYTES', 'MAX_IMAGE_PIXELS', 'documented', 'open_image', 'WorldPhiConfig', 'default_cache_dir',
+           'train_world_phi', 'world_phi_path', 'world_phrases_path', 'Match', 'OTISetup', 'oti_inputs', 'oti_token',
+           'as_gallery', 'image_features', 'ComposedRetriever', 'nearest_words', 'world_gallery', 'plot_matches',
+           'query_box']
 
 # %% ../nbs/09a_api.ipynb #4d2349b8
 logger = logging.getLogger(__name__)
@@ -149,11 +150,7 @@ def world_phrases_path(cache_dir=None, device=None) -> Path:
     "The phrases the world's phi was trained with (OTI's regulariser on the world)."
     return _world_file('phrases.json', cache_dir, device)
 
-# %% ../nbs/09a_api.ipynb #6a7b05dd
-METHODS = ('phi', 'oti', 'image-only', 'text-only', 'image+text')
-_BASELINES = {'image-only': 'image', 'text-only': 'text', 'image+text': 'image+text'}
-_RELEASE_OF = {'ViT-B/32': 'searle', 'ViT-L/14': 'searle-xl'}  # the released phi of each backbone
-
+# %% ../nbs/09a_api.ipynb #be4bf485
 @dataclass
 class Match:
     "One ranked gallery image."
@@ -162,195 +159,185 @@ class Match:
     score: float  # cosine similarity of the query and image features
     path: Path    # the image file
 
-# %% ../nbs/09a_api.ipynb #e175a318
+@dataclass
+class OTISetup:
+    "What OTI needs to invert one image at query time (Sec. 3.1): concepts, phrases, settings."
+    phrases: dict|str|os.PathLike  # {concept: phrases} or a phrase file (searle-phrases, released zip)
+    vocabulary: Sequence[str]|str|os.PathLike|None = None  # concepts, or a CSV; None: Open Images'
+    config: OTIConfig = field(default_factory=OTIConfig)  # the paper's settings by default
+    _inputs: tuple|None = field(default=None, init=False, repr=False, compare=False)
+
+# %% ../nbs/09a_api.ipynb #f204a7c9
+def oti_inputs(oti:OTISetup, model, cache_dir) -> tuple[list, Tensor, dict]:
+    "OTI's (concepts, their text features [C, D], phrases), read once per `OTISetup`."
+    if oti._inputs is None:
+        voc, phr = oti.vocabulary, oti.phrases
+        voc = list(voc) if isinstance(voc, (list, tuple)) else load_vocabulary(voc, cache_dir=cache_dir)
+        phr = phr if isinstance(phr, dict) else load_phrases(phr)
+        oti._inputs = (voc, cached_concept_features(model, voc, cache_dir, progress=False), phr)
+    return oti._inputs
+
+def oti_token(model, feats:Tensor, # [1, D] the image's features
+              oti:OTISetup, cache_dir, progress:bool=False) -> Tensor:
+    "The EMA pseudo token [W] of one image, by OTI."
+    voc, cf, phr = oti_inputs(oti, model, cache_dir)
+    k = min(oti.config.top_k, len(voc))
+    table = {'reference': top_concepts(feats, cf, voc, k=k)[0]}
+    return invert(model, ['reference'], feats, table, phr, oti.config, progress=progress).ema_tokens[0]
+
+# %% ../nbs/09a_api.ipynb #b68e5470
+def as_gallery(images) -> ImageList:
+    "A gallery from a folder (searched recursively), a list of image files, or an `ImageList`."
+    if isinstance(images, ImageList): return images
+    if isinstance(images, (str, os.PathLike)): return load_dataset('folder', images).gallery()
+    paths = [Path(p) for p in images]
+    names = [p.name for p in paths]
+    return ImageList(names if len(set(names)) == len(names) else [str(p) for p in paths], paths)
+
+def image_features(model, preprocess:Callable, image, # a file, the bytes of one, or a PIL image
+                  ) -> Tensor:
+    "Unnormalised CLIP image features [1, D] (float32, CPU) of one image, through the adapter."
+    p = next(model.parameters())
+    x = preprocess(open_image(image))[None].to(p.device, p.dtype)  # [1, 3, H, W]
+    with torch.no_grad(): return backbone(model).own_image(x).float().cpu()
+
+# %% ../nbs/09a_api.ipynb #a09abd97
 class ComposedRetriever:
-    "Composed image retrieval: a CLIP, a pseudo-token source (phi, or OTI per image), an indexed gallery."
-    @documented
-    def __init__(self, model, # a CLIP model, an official CLIP name or a checkpoint file
-                 phi=None, # for method 'phi': a `Phi`, a phi file or a release name ('searle', 'searle-xl')
-                 vocabulary=None, # OTI's concepts: a list or an Open Images-style CSV (None: the official)
-                 phrases=None, # OTI's GPT phrases: a {concept: phrases} dict or a phrase file
-                 oti_config:OTIConfig|None=None, # OTI's settings (None: the paper's)
-                 preprocess='targetpad', # 'targetpad', 'clip' or a callable PIL image -> tensor [3, H, W]
-                 cache_dir=None, # features, released weights (None: `default_cache_dir()`)
-                 device=None, # None: CUDA when available
-                ):
-        "A retriever without a gallery (see `index`); phi, concepts and phrases load on first use."
+    "Composed image retrieval: a CLIP, the methods' token sources, and an indexed gallery."
+    def __init__(self, model, # a CLIP of any family, or a `load_clip` spec
+                 phi=None, # method 'phi': a `Phi`, a phi file, or a release ('searle', 'searle-xl')
+                 oti:OTISetup|None=None, # method 'oti': its concepts, phrases and settings
+                 preprocess='targetpad', # 'targetpad', 'clip' or a callable: PIL image -> [3, H, W]
+                 cache_dir=None, # gallery features, released weights (None: `default_cache_dir()`)
+                 device=None): # None: CUDA when available
+        "A retriever without a gallery (see `index`); phi and OTI's inputs load on first use."
         self.device = resolve_device(device)
         self.model = as_clip(model, self.device)
-        res = self.model.visual.input_resolution
-        self.preprocess = make_preprocess(preprocess, res) if isinstance(preprocess, str) else preprocess
+        self.preprocess = model_preprocess(self.model, preprocess)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.phi_source, self.vocabulary_source, self.phrases_source = phi, vocabulary, phrases
-        self.oti_config = oti_config or OTIConfig()
-        self.gallery, self.features, self._lazy, self._tokens, self._row = None, None, {}, {}, {}
+        self.phi, self.oti = phi, oti
+        self.gallery, self.features, self._row, self._phi_fns, self._tokens = None, None, {}, {}, {}
+
+    @classmethod
+    def from_pretrained(cls, clip_model='world', # 'world', 'ViT-B/32', 'ViT-L/14', any CLIP spec/file
+                        phi=None, # None: the backbone's own (the world's, 'searle', 'searle-xl')
+                        phrases=None, vocabulary=None, # OTI's; None: the world's (others: none)
+                        oti_config:OTIConfig|None=None, **kwargs): # preprocess, cache_dir, device
+        "A retriever for a backbone by name, with its own token sources."
+        cache, dev = kwargs.get('cache_dir'), kwargs.get('device')
+        if str(clip_model) == 'world':
+            phi, phrases = phi or world_phi_path(cache, dev), phrases or world_phrases_path(cache, dev)
+            clip_model, vocabulary = world.world_clip_path(), vocabulary or world.world_concepts()
+        phi = phi or {v['clip']: k for k, v in PHI_RELEASES.items()}.get(str(clip_model))
+        oti = None if phrases is None else OTISetup(phrases, vocabulary, oti_config or OTIConfig())
+        return cls(clip_model, phi, oti, **kwargs)
+
+    def methods(self) -> tuple[str, ...]:
+        "The methods this retriever has the inputs for."
+        have = {'phi': self.phi is not None, 'oti': self.oti is not None}
+        return tuple(n for n in OWN_METHODS if have.get(n, True))
+
+    def index(self, images, # a folder (recursive), a list of image files, or an `ImageList`
+              batch_size:int=32, progress:bool=False) -> ComposedRetriever:
+        "Compute (or read from the cache) the gallery's image features; returns the retriever."
+        images = as_gallery(images)
+        if not len(images): raise ValueError("the gallery is empty: give a folder or image files")
+        _, self.features = extract_features(self.model, images, self.preprocess, batch_size=batch_size,
+                                            cache_dir=self.cache_dir/'features', progress=progress)
+        self.gallery = images
+        self._row = {n: i for i, n in enumerate(images.names)}                   # names...
+        self._row |= {str(p.resolve()): i for i, p in enumerate(images.paths)}  # ...and files
+        return self
+
+    def reference(self, image) -> tuple[Tensor, int]:
+        "A reference's unnormalised features [1, D] and its gallery row (-1: not in the gallery)."
+        if self.gallery is not None and isinstance(image, (str, os.PathLike)):
+            row = self._row.get(str(image), self._row.get(str(Path(image).resolve()), -1))
+            if row >= 0: return self.features[row:row + 1], row
+        f = image_features(self.model, self.preprocess, image)
+        if self.features is None: return f, -1
+        sims = F.normalize(self.features.float(), dim=-1) @ F.normalize(f, dim=-1)[0]  # [N]
+        best = int(sims.argmax())
+        return f, best if sims[best] > 1 - 1e-5 else -1
+
+    def pseudo_token(self, reference_image, method:str='phi', progress:bool=False) -> Tensor:
+        "The pseudo-word token [W] of a reference image, by a pseudo-word method."
+        return self._token(self.reference(reference_image)[0], get_method(method), progress)
+
+    def _token(self, feats:Tensor, m:Method, progress:bool=False) -> Tensor:
+        key = (m.name, hashlib.sha256(feats.numpy().tobytes()).hexdigest())
+        if key not in self._tokens:
+            if m.tokens == 'oti': tok = oti_token(self.model, feats, self._oti(), self.cache_dir, progress)
+            elif m.tokens == 'phi': tok = reference_tokens(['reference'], None, self._phi_fn(m), feats)[0]
+            else: raise ValueError(f"method {m.name!r} makes no pseudo word; 'phi' and 'oti' do")
+            while len(self._tokens) >= 256: self._tokens.pop(next(iter(self._tokens)))  # oldest first
+            self._tokens[key] = tok
+        return self._tokens[key]
+
+    def _phi_fn(self, m:Method) -> Callable:
+        src = m.release or self.phi
+        if src is None:
+            raise ValueError("method 'phi' needs a phi: give phi= (a checkpoint file, or 'searle' / "
+                             "'searle-xl' for ViT-B/32 / ViT-L/14; the commands: --phi)")
+        if id(src) not in self._phi_fns:
+            if isinstance(src, Phi): check_phi_for_clip(src, self.model); fn = phi_token_fn(src, self.device)
+            else: fn = load_phi_token_fn(src, self.model, self.device, self.cache_dir)
+            self._phi_fns[id(src)] = fn
+        return self._phi_fns[id(src)]
+
+    def _oti(self) -> OTISetup:
+        if self.oti is None:
+            raise ValueError("method 'oti' needs GPT phrases: give phrases= (a file or a dict) and a "
+                             "vocabulary (the commands: --phrases, --vocabulary)")
+        return self.oti
+
+    def search(self, reference_image, # a gallery name, an image file, its bytes, or a PIL image
+               caption:str, # the relative caption: how the wanted image differs, e.g. 'is red'
+               k:int=10, # how many results
+               method:str='phi', # a `METHODS` name
+               template:str|None=None, # the prompt of a pseudo-word method (None: the method's)
+               exclude_reference:bool=True, # leave the reference out when it is in the gallery
+               progress:bool=False) -> list[Match]: # show OTI's steps
+        "The gallery images that best match the reference changed as the caption says, best first."
+        if self.features is None: raise ValueError("no gallery yet: call .index(folder) first")
+        m, caption = get_method(method), str(caption or '').strip()
+        if k < 1: raise ValueError(f"k={k}; expected a positive number of results")
+        if m.needs_caption and not caption: raise ValueError(f"method {m.name!r} needs a caption")
+        feats, row = self.reference(reference_image)
+        q = [Query(id='query', reference='reference', captions=[caption])]
+        if m.baseline: kw = dict(ref_features=feats, baseline=m.baseline)
+        else: kw = dict(ref_tokens=self._token(feats, m, progress)[None], template=template or m.template)
+        qf = query_features(self.model, q, ['reference'], **kw)                  # [1, D]
+        ex = torch.tensor([row]) if exclude_reference and row >= 0 else None
+        v, i = rank_gallery(qf, self.features, k, exclude=ex, device=self.device)
+        return [Match(n + 1, self.gallery.names[j], s, self.gallery.paths[j])
+                for n, (s, j) in enumerate(zip(v[0].tolist(), i[0].tolist())) if j >= 0]
+
+    def pseudo_words(self, reference_image, method:str='phi', k:int=5) -> list[tuple[str, float]]:
+        "The real words nearest to a reference's pseudo word."
+        return nearest_words(self.model, self.pseudo_token(reference_image, method), k)
 
     def __repr__(self):
         g = f'{len(self.gallery)} images' if self.gallery is not None else 'no gallery'
-        clip_src = getattr(self.model, 'searle_source', 'in memory')
-        return f"ComposedRetriever(clip={clip_src!r}, phi={str(self.phi_source)!r}, {g})"
+        src = getattr(self.model, 'searle_source', 'in memory')
+        return f"ComposedRetriever(clip={src!r}, methods={self.methods()}, {g})"
 
-# %% ../nbs/09a_api.ipynb #f1fe1219
-@patch
-def token_fn(self:ComposedRetriever) -> Callable:
-    "phi as a token source, loaded and checked against the CLIP on first use."
-    if 'phi' not in self._lazy:
-        if self.phi_source is None:
-            raise ValueError("method 'phi' needs a phi: give phi= (a checkpoint file, "
-                             "or 'searle' / 'searle-xl' for ViT-B/32 / ViT-L/14)")
-        src = self.phi_source
-        if isinstance(src, Phi): check_phi_for_clip(src, self.model); fn = phi_token_fn(src, self.device)
-        else: fn = load_phi_token_fn(src, self.model, self.device, self.cache_dir)
-        self._lazy['phi'] = fn
-    return self._lazy['phi']
-
-@patch
-def oti_inputs(self:ComposedRetriever) -> tuple[list, Tensor, dict]:
-    "OTI's (concepts, their text features [C, D], phrases), read on first use."
-    if 'oti' not in self._lazy:
-        voc, phr = self.vocabulary_source, self.phrases_source
-        if phr is None: raise ValueError("method 'oti' needs GPT phrases: give phrases= (a file or a dict)")
-        voc = list(voc) if isinstance(voc, (list, tuple)) else load_vocabulary(voc, cache_dir=self.cache_dir)
-        phr = phr if isinstance(phr, dict) else load_phrases(phr)
-        cf = cached_concept_features(self.model, voc, self.cache_dir, progress=False)  # [C, D]
-        self._lazy['oti'] = (voc, cf, phr)
-    return self._lazy['oti']
-
-# %% ../nbs/09a_api.ipynb #a6d8e335
-@patch(cls_method=True)
-@documented
-def from_pretrained(cls:ComposedRetriever,
-                    clip_model='world', # 'world', 'ViT-B/32' (SEARLE), 'ViT-L/14' (SEARLE-XL), a CLIP name/file
-                    phi=None, # a phi file or release; None: the backbone's own (world, 'searle', 'searle-xl')
-                    vocabulary=None, # OTI's concepts (list or CSV); None: the world's, else Open Images'
-                    phrases=None, # OTI's phrases (dict or file); None: the world's (others need them for OTI)
-                    cache_dir=None, # features, released weights... (None: `default_cache_dir()`)
-                    device=None, # None: CUDA when available
-                    **kwargs, # more `ComposedRetriever` arguments: oti_config, preprocess
-                   ) -> ComposedRetriever:
-    "A retriever for a backbone by name, with its token sources."
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    if str(clip_model) == 'world':
-        phi, vocabulary = phi or world_phi_path(cache, device), vocabulary or world.world_concepts()
-        phrases = phrases or world_phrases_path(cache, device)
-        return cls(world.world_clip_path(), phi, vocabulary, phrases, cache_dir=cache, device=device, **kwargs)
-    phi = phi or _RELEASE_OF.get(str(clip_model))
-    return cls(clip_model, phi, vocabulary, phrases, cache_dir=cache, device=device, **kwargs)
-
-# %% ../nbs/09a_api.ipynb #60c74bc9
-@patch
-@documented
-def index(self:ComposedRetriever,
-          images, # a folder (searched recursively), a list of image files, or an `ImageList`
-          batch_size:int=32, # images per forward
-          progress:bool=False, # show a progress bar
-         ) -> ComposedRetriever:
-    "Compute (or read from the cache) the gallery's image features; returns the retriever."
-    if isinstance(images, (str, os.PathLike)): images = load_dataset('folder', images).gallery()
-    elif not isinstance(images, ImageList):
-        paths = [Path(p) for p in images]
-        names = [p.name for p in paths]
-        images = ImageList(names if len(set(names)) == len(names) else [str(p) for p in paths], paths)
-    if not len(images): raise ValueError("the gallery is empty: give a folder or a list of image files")
-    _, self.features = extract_features(self.model, images, self.preprocess, batch_size=batch_size,
-                                        cache_dir=self.cache_dir/'features', progress=progress)
-    self.gallery = images
-    self._row = {n: i for i, n in enumerate(images.names)}                   # gallery names...
-    self._row |= {str(p.resolve()): i for i, p in enumerate(images.paths)}  # ...and files
-    return self
-
-# %% ../nbs/09a_api.ipynb #e711d12d
-@patch
-def _reference(self:ComposedRetriever, image) -> tuple[Tensor, int]:
-    "Unnormalised image features [1, D] of a reference and its gallery row (-1: not in the gallery)."
-    if self.gallery is not None and isinstance(image, (str, os.PathLike)):
-        row = self._row.get(str(image), self._row.get(str(Path(image).resolve()), -1))
-        if row >= 0: return self.features[row:row + 1], row
-    img = open_image(image)
-    dt = next(self.model.parameters()).dtype
-    x = self.preprocess(img)[None].to(self.device, dt)                      # [1, 3, H, W]
-    with torch.no_grad(): f = self.model.encode_image(x).float().cpu()      # [1, D]
-    if self.features is None: return f, -1
-    sims = F.normalize(self.features.float(), dim=-1) @ F.normalize(f, dim=-1)[0]  # [N]
-    best = int(sims.argmax())
-    return f, best if sims[best] > 1 - 1e-5 else -1
-
-# %% ../nbs/09a_api.ipynb #8dcfd0a6
-@patch
-def _token(self:ComposedRetriever, feats:Tensor, method:str, progress:bool=False) -> Tensor:
-    "The pseudo token [W] of image features [1, D] from 'phi' or 'oti', memoised."
-    if method not in ('phi', 'oti'): raise ValueError(f"pseudo tokens come from 'phi' or 'oti', not {method!r}")
-    key, name = (method, hashlib.sha256(feats.numpy().tobytes()).hexdigest()), ['reference']
-    if key not in self._tokens:
-        if method == 'phi': tok = reference_tokens(name, None, self.token_fn(), feats, device=self.device)
-        else:
-            (voc, cf, phr), cfg = self.oti_inputs(), self.oti_config
-            table = {name[0]: top_concepts(feats, cf, voc, k=min(cfg.top_k, len(voc)))[0]}
-            tok = invert(self.model, name, feats, table, phr, cfg, progress=progress).ema_tokens
-        while len(self._tokens) >= 256: self._tokens.pop(next(iter(self._tokens)))  # oldest first
-        self._tokens[key] = tok[0]
-    return self._tokens[key]
-
-@patch
-@documented
-def pseudo_token(self:ComposedRetriever,
-                 reference_image, # a gallery name, an image file, the bytes of one, or a PIL image
-                 method:str='phi', # 'phi' or 'oti'
-                 progress:bool=False, # show OTI's steps
-                ) -> Tensor:
-    "The pseudo-word token [W] of a reference image, from 'phi' or 'oti'."
-    return self._token(self._reference(reference_image)[0], method, progress)
-
-# %% ../nbs/09a_api.ipynb #1aa11d0f
-@patch
-@documented
-def search(self:ComposedRetriever,
-           reference_image, # a gallery name, an image file, the bytes of one, or a PIL image
-           caption:str, # the relative caption: how the wanted image differs, e.g. 'is red'
-           k:int=10, # how many results
-           method:str='phi', # 'phi', 'oti', 'image-only', 'text-only' or 'image+text'
-           template:str=QUERY_TEMPLATE, # the query of 'phi' and 'oti', '$' standing for the pseudo word
-           exclude_reference:bool=True, # leave the reference out when it is in the gallery
-           progress:bool=False, # show OTI's steps
-          ) -> list[Match]:
-    "The gallery images that best match the reference changed as the caption says, best first."
-    if self.features is None: raise ValueError("no gallery yet: call .index(folder) first")
-    if method not in METHODS: raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-    if k < 1: raise ValueError(f"k={k}; expected a positive number of results")
-    caption = str(caption or '').strip()
-    if method != 'image-only' and not caption: raise ValueError(f"method {method!r} needs a caption ('is red')")
-    feats, row = self._reference(reference_image)
-    q, ref = [Query(id='query', reference='reference', captions=[caption])], ['reference']
-    if method in _BASELINES: kw = dict(ref_features=feats, baseline=_BASELINES[method])
-    else: kw = dict(ref_tokens=self._token(feats, method, progress)[None], template=template)  # [1, W]
-    qf = query_features(self.model, q, ref, **kw)                                           # [1, D]
-    ex = torch.tensor([row]) if exclude_reference and row >= 0 else None
-    v, i = rank_gallery(qf, self.features, k, exclude=ex, device=self.device)
-    return [Match(n + 1, self.gallery.names[j], s, self.gallery.paths[j])
-            for n, (s, j) in enumerate(zip(v[0].tolist(), i[0].tolist())) if j >= 0]
+for _n in ('__init__', 'from_pretrained', 'index', 'search'):  # `help()` lists their parameters
+    documented(getattr(ComposedRetriever.__dict__[_n], '__func__', ComposedRetriever.__dict__[_n]))
 
 # %% ../nbs/09a_api.ipynb #a0a0ce56
 @documented
-def nearest_words(model, token:Tensor, # [W] a pseudo-word token
+def nearest_words(model, # a CLIP of any family
+                  token:Tensor, # [W] a pseudo-word token
                   k:int=5) -> list[tuple[str, float]]:
-    "The `k` words of the CLIP vocabulary whose token embeddings are nearest (cosine) to `token`."
-    emb = model.token_embedding.weight.detach().float().cpu()                            # [V, W]
+    "The `k` words of CLIP's vocabulary whose token embeddings are nearest (cosine) to `token`."
+    emb = backbone(model).token_embedding.weight.detach().float().cpu()                # [V, W]
     sims = F.normalize(emb, dim=-1) @ F.normalize(token.detach().float().cpu().flatten(), dim=0)  # [V]
-    tk = clip.clip._tokenizer
+    tk = clip.clip._tokenizer  # CLIP's BPE, the same for the three families
     skip = [tk.encoder['<|startoftext|>'], tk.encoder['<|endoftext|>'], pseudo_token_id()]
     sims[emb.norm(dim=-1) == 0] = -float('inf'); sims[skip] = -float('inf')
     v, i = sims.topk(min(k, int(torch.isfinite(sims).sum())))
     return [(tk.decode([j]).strip(), round(s, 4)) for s, j in zip(v.tolist(), i.tolist())]
-
-@patch
-@documented
-def pseudo_words(self:ComposedRetriever,
-                 reference_image, # a gallery name, an image file, the bytes of one, or a PIL image
-                 method:str='phi', # 'phi' or 'oti'
-                 k:int=5, # how many words
-                ) -> list[tuple[str, float]]:
-    "The real words nearest to a reference's pseudo word, from 'phi' or 'oti'."
-    return nearest_words(self.model, self.pseudo_token(reference_image, method), k)
 
 # %% ../nbs/09a_api.ipynb #60c86add
 @documented
@@ -384,18 +371,20 @@ def plot_matches(reference:Image.Image, # the reference image
 @documented
 def query_box(retriever:ComposedRetriever, # a retriever with an indexed gallery
               references, # the reference images offered: an `ImageList`, or a list of image files
-              caption:str='is green', k:int=5, methods:Sequence[str]=METHODS):
+              caption:str='is green', k:int=5,
+              methods:Sequence[str]|None=None): # None: the retriever's `methods()`
     "ipywidgets to pick a reference, type a caption and choose a method; 'Search' shows the top `k`."
     import ipywidgets as widgets
+    methods = list(methods or retriever.methods())
     if not isinstance(references, ImageList):
         references = ImageList([Path(p).name for p in references], references)
     path_of = dict(zip(references.names, references.paths))
     def show(reference:str, caption:str, method:str):
         ref = path_of[reference]
         ms = retriever.search(ref, caption, k, method)
-        near = retriever.pseudo_words(ref, method, 3) if method in ('phi', 'oti') else []
+        near = retriever.pseudo_words(ref, method, 3) if get_method(method).tokens else []
         words = f" ($ ≈ {', '.join(w for w, _ in near)})" if near else ''
         return plot_matches(open_image(ref), ms, f'{caption} [{method}]{words}')
     return widgets.interactive(show, {'manual': True, 'manual_name': 'Search'},
                                reference=widgets.Dropdown(options=references.names),
-                               caption=widgets.Text(caption), method=widgets.Dropdown(options=list(methods)))
+                               caption=widgets.Text(caption), method=widgets.Dropdown(options=methods))

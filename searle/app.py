@@ -8,7 +8,8 @@ import functools, logging, os, tempfile
 from pathlib import Path
 from typing import Sequence
 
-from .api import (METHODS, ComposedRetriever, MAX_IMAGE_BYTES, default_cache_dir, documented, open_image,
+from .methods import get_method
+from .api import (ComposedRetriever, MAX_IMAGE_BYTES, default_cache_dir, documented, open_image,
                         world_gallery)
 
 # %% auto #0
@@ -47,7 +48,7 @@ def run_query(retriever:ComposedRetriever, # a retriever with an indexed gallery
               k:int, # how many results to show
               reference, # the page's reference: gradio's file record or a path (an upload or an example)
               caption:str, # the relative caption
-              method:str, # one of `METHODS`
+              method:str, # one of the retriever's `methods()`
               max_bytes:int=MAX_IMAGE_BYTES, # the largest image accepted
               allowed:Sequence=(), # folders the reference must lie in (empty: anywhere)
              ) -> tuple[list, str, str]:
@@ -58,7 +59,7 @@ def run_query(retriever:ComposedRetriever, # a retriever with an indexed gallery
         ref = _reference_file(reference, allowed)
         open_image(ref, max_bytes)  # refuse oversized or undecodable uploads with a clear message
         ms = retriever.search(ref, caption, k, method)
-        words = retriever.pseudo_words(ref, method, 5) if method in ('phi', 'oti') else []
+        words = retriever.pseudo_words(ref, method, 5) if get_method(method).tokens else []
     except (ValueError, FileNotFoundError) as e:
         msg = str(e)
         if ref is not None:  # name the file as the user knows it, not by gradio's copy of it
@@ -87,7 +88,8 @@ def build_app(retriever:ComposedRetriever, # a retriever with an indexed gallery
                 ref = gr.Image(label='reference image', type='filepath', sources=['upload'], elem_id='reference')
                 if examples: gr.Examples([[str(p)] for p in examples], inputs=[ref], label='or pick one')
                 cap = gr.Textbox(label='relative caption', value=caption, elem_id='caption')
-                method = gr.Radio(list(METHODS), value=METHODS[0], label='method', elem_id='method')
+                ms = list(retriever.methods())
+                method = gr.Radio(ms, value=ms[-1], label='method', elem_id='method')
                 go = gr.Button('Search', variant='primary', elem_id='search')
             with gr.Column(scale=2):
                 near = gr.Markdown(elem_id='words')
@@ -104,6 +106,8 @@ def build_app(retriever:ComposedRetriever, # a retriever with an indexed gallery
 def launch_app(gallery=None, # a folder of images to search (None: a small offline world)
                clip_model=None, # a backbone for `ComposedRetriever.from_pretrained` (None: the world)
                phi=None, # a phi checkpoint file (None: the backbone's own)
+               phrases=None, # OTI's GPT phrases (None: the world's; other CLIPs: no OTI)
+               vocabulary=None, # OTI's concepts, a list or CSV (None: the world's, else Open Images')
                port:int=7860, # the port to serve on
                host:str='127.0.0.1', # the address to bind; 127.0.0.1: this machine only
                k:int=8, # results shown per query
@@ -117,7 +121,8 @@ def launch_app(gallery=None, # a folder of images to search (None: a small offli
     app_environment(cache)
     try: import gradio  # noqa: F401 (after app_environment, which gradio reads at import)
     except ImportError: raise ImportError('the app needs gradio: pip install "searle[app]"') from None
-    r = ComposedRetriever.from_pretrained(clip_model or 'world', phi=phi, cache_dir=cache, device=device)
+    r = ComposedRetriever.from_pretrained(clip_model or 'world', phi=phi, phrases=phrases,
+                                      vocabulary=vocabulary, cache_dir=cache, device=device)
     if gallery is None:
         ds = world_gallery(cache); r.index(ds.gallery()); examples, root = ds.references().paths[:12], ds.root
     else: r.index(gallery, progress=True); examples, root = r.gallery.paths[:12], Path(gallery)

@@ -4,19 +4,19 @@
 
 # %% ../nbs/10_cli.ipynb #4b73f436
 from __future__ import annotations
-import argparse, functools, inspect, json, logging, os, re, shutil, sys, tempfile
+import argparse, functools, inspect, json, json as _json, logging, os, re, shutil, sys, tempfile
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
 from fastcore.docments import docments
+from .methods import METHODS
 
 # %% auto #0
 __all__ = ['logger', 'DATASETS', 'BENCHMARKS', 'EVAL_TYPES', 'PRECISIONS', 'LOG_LEVELS', 'OPTIONS', 'USER_ERRORS', 'DEMO_METHODS',
            'DEMO_METRICS', 'DEMO_QUICK', 'Number', 'device_option', 'make_parser', 'command', 'check_output',
            'check_input', 'check_precision', 'searle_phrases', 'searle_concepts', 'searle_oti', 'searle_train_phi',
-           'default_clip', 'check_method', 'token_source', 'method_inputs', 'searle_validate', 'searle_submit',
-           'searle_score', 'DemoConfig', 'demo_scores', 'plot_methods', 'plot_queries', 'run_demo', 'searle_demo',
-           'searle_build_world', 'searle_query', 'searle_app']
+           'searle_validate', 'searle_submit', 'searle_score', 'DemoConfig', 'demo_scores', 'plot_methods',
+           'plot_queries', 'run_demo', 'searle_demo', 'searle_build_world', 'searle_query', 'searle_app']
 
 # %% ../nbs/10_cli.ipynb #45f096a9
 logger = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 # %% ../nbs/10_cli.ipynb #f8bf4bf9
 DATASETS = ('fashioniq', 'cirr', 'circo', 'imagenet', 'folder')
 BENCHMARKS = ('fashioniq', 'cirr', 'circo')
-EVAL_TYPES = ('oti', 'phi', 'searle', 'searle-xl', 'image-only', 'text-only', 'image+text')
+EVAL_TYPES = tuple(METHODS)  # searle.methods' registry: --eval-type and --method
 PRECISIONS = ('fp32', 'amp', 'bf16')
 LOG_LEVELS = ('DEBUG', 'INFO', 'WARNING', 'ERROR')
 
@@ -67,7 +67,7 @@ OPTIONS = {  # option name -> argparse keywords: one rule for every command that
     'device': dict(type=device_option, help='cpu, cuda or cuda:N (default: CUDA when available)'),
     'template': dict(help='the query, with $ and {caption} (CIRCO also {shared_concept}); '
                           'default: a photo of $ that {caption}'),
-    'method': dict(choices=('phi', 'oti', 'image-only', 'text-only', 'image+text')),
+    'method': dict(choices=EVAL_TYPES),
     'missing_images': dict(choices=('error', 'skip'), help='skip: leave out missing images and the queries '
                                                            'that need them (recorded in OUT)'),
     'truncated_images': dict(choices=('error', 'decode'), help='decode: decode truncated files as the original '
@@ -372,56 +372,6 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
     print(path)
     return path
 
-# %% ../nbs/10_cli.ipynb #d4d08674
-def _recorded_clip(path) -> tuple[bool, str|None]:
-    "(does the run that wrote `path` record its CLIP, the spec it records), for OTI tokens or a phi checkpoint."
-    from searle.core import load_json, load_tensors
-    obj = load_tensors(path)
-    rec = (obj.get('backbone') or obj.get('config') or {}) if isinstance(obj, dict) else {}
-    for cfg in (Path(path).parent/'config.json', Path(path).parent.parent/'config.json'):  # the run's folder
-        if 'clip' not in rec and cfg.is_file(): rec = load_json(cfg)
-    return 'clip' in rec, rec.get('clip')
-
-def default_clip(eval_type:str, clip_model:str|None, tokens=None, phi_checkpoint=None) -> str:
-    "The CLIP of a run: as given, else the one the tokens' or phi's run recorded, else the release's own."
-    if clip_model: return clip_model
-    made_by = tokens if eval_type == 'oti' else phi_checkpoint if eval_type == 'phi' else None
-    if made_by is not None and Path(made_by).is_file():
-        known, spec = _recorded_clip(made_by)
-        if known and spec is None:
-            raise ValueError(f"{made_by} was made with a CLIP given in memory, which its run cannot name; pass --clip-model")
-        if known: return spec
-        logger.warning('%s records no CLIP backbone; assuming ViT-B/32 (pass --clip-model to choose)', made_by)
-    return {'searle': 'ViT-B/32', 'searle-xl': 'ViT-L/14'}.get(eval_type, 'ViT-B/32')
-
-def check_method(eval_type:str, tokens=None, phi_checkpoint=None):
-    "Fail now unless the files `eval_type` needs are given and readable (tokens: finite too)."
-    if eval_type not in EVAL_TYPES: raise ValueError(f"unknown --eval-type {eval_type!r}; expected one of {EVAL_TYPES}")
-    if eval_type == 'oti':
-        if tokens is None: raise ValueError("--eval-type oti needs --tokens FILE (the output of searle-oti)")
-        from searle.clip import load_pseudo_tokens
-        load_pseudo_tokens(check_input(tokens, '--tokens', 'any'))  # a file or the original's folder; finite
-    if eval_type == 'phi':
-        if phi_checkpoint is None: raise ValueError("--eval-type phi needs --phi-checkpoint FILE")
-        check_input(phi_checkpoint, '--phi-checkpoint')
-
-def token_source(eval_type:str, model=None, # the CLIP model (phi is checked against it)
-                 tokens=None, phi_checkpoint=None, device=None, cache_dir=None) -> dict:
-    "The `tokens` / `token_fn` / `baseline` arguments of `searle.retrieval` for an evaluation type."
-    check_method(eval_type, tokens, phi_checkpoint)
-    if eval_type == 'oti': return dict(tokens=tokens)
-    if eval_type in ('image-only', 'text-only', 'image+text'):
-        return dict(baseline={'image-only': 'image', 'text-only': 'text', 'image+text': 'image+text'}[eval_type])
-    from searle.phi import load_phi_token_fn
-    return dict(token_fn=load_phi_token_fn(phi_checkpoint or eval_type, model, device=device, cache_dir=cache_dir))
-
-def method_inputs(eval_type:str, clip_model=None, tokens=None, phi_checkpoint=None, device=None, cache_dir=None):
-    "The CLIP model of a run and its token source (`token_source`'s dict), its files checked before CLIP loads."
-    from searle.clip import load_clip
-    check_method(eval_type, tokens, phi_checkpoint)
-    model = load_clip(default_clip(eval_type, clip_model, tokens, phi_checkpoint), device=device)
-    return model, token_source(eval_type, model, tokens, phi_checkpoint, device, cache_dir)
-
 # %% ../nbs/10_cli.ipynb #47507972
 @command(required=('dataset', 'dataset_path'), choices={'dataset': BENCHMARKS},
          resume='no metrics were written (image features already cached are kept)')
@@ -448,12 +398,13 @@ def searle_validate(dataset:str=None, # the benchmark ('fashioniq', 'cirr' or 'c
     from searle import retrieval
     from searle.data import LeftOut
     _images(dataset, dataset_path, split, 'images', missing_images)  # the benchmark, checked before CLIP is loaded
-    model, src = method_inputs(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
+    model, src = retrieval.load_method(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
+    if template: src['template'] = template
     lo = LeftOut()
     metrics = retrieval.run_validation(dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out,
         split=split, batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress,
         precision=precision, missing=missing_images, truncated=truncated_images, left_out=lo,
-        **({'template': template} if template else {}), **src)
+        **src)
     print(json.dumps(metrics, indent=1))
     _left_out_line(lo, missing_images, truncated_images, f'{out}/left_out.json')
     return metrics
@@ -485,12 +436,13 @@ def searle_submit(dataset:str=None, # 'cirr' or 'circo'
     from searle.data import LeftOut
     split = split or {'cirr': 'test1', 'circo': 'test'}[dataset]
     _images(dataset, dataset_path, split, 'images', missing_images)  # the benchmark, checked before CLIP is loaded
-    model, src = method_inputs(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
+    model, src = retrieval.load_method(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
+    if template: src['template'] = template
     lo = LeftOut()
     paths = retrieval.run_submission(dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out,
         split=split, batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress,
         precision=precision, missing=missing_images, truncated=truncated_images, left_out=lo,
-        **({'template': template} if template else {}), **src)
+        **src)
     for k, p in paths.items(): print(f'{k}: {p}')
     _left_out_line(lo, missing_images, truncated_images, f'{out}/left_out.json')
     return paths
@@ -677,29 +629,34 @@ def searle_query(reference:str, # the reference image: a file, or the name of an
                  caption:str, # the relative caption, e.g. "is red and on a beach"
                  gallery:str=None, # the folder of images to search, recursively
                  top_k:int=10, # how many results (also --k)
-                 method:str='phi', # 'phi', 'oti', 'image-only', 'text-only' or 'image+text'
-                 clip_model:str=None, # 'ViT-B/32' (SEARLE), 'ViT-L/14' (SEARLE-XL), a CLIP name/file; default: world
+                 method:str='phi', # how the query is made
+                 clip_model:str=None, # a CLIP spec or file; default: the release's, else the world's
                  phi:str=None, # a phi checkpoint file; default: the backbone's own
+                 phrases:str=None, # OTI's GPT phrases (searle-phrases); default: the world's
+                 vocabulary:str=None, # OTI's concepts (a CSV); default: the world's, else Open Images'
                  json:bool=False, # print a JSON list of {rank, name, score}
                  cache_dir:str=None, # gallery features and downloaded weights; default: ~/.cache/searle
                  device:str=None, # where the models run
                  no_progress:bool=False, # hide the progress bar of the gallery's features
                 ):
-    "Rank a folder of images for a reference image changed as a caption says; prints the top K, with scores."
-    from searle.api import METHODS, ComposedRetriever
-    if method not in METHODS: raise ValueError(f"unknown --method {method!r}; expected one of {METHODS}")
+    "Rank a folder of images for a reference image changed as a caption says; prints the top K."
+    from searle.methods import get_method
+    m = get_method(method)
     if not Path(gallery).is_dir():
         raise FileNotFoundError(f"--gallery {gallery}: expected a folder of images, found nothing")
     if not (Path(reference).is_file() or (Path(gallery)/reference).is_file()):
         raise FileNotFoundError(f"no reference image at {reference} (nor in the gallery {gallery})")
-    r = ComposedRetriever.from_pretrained(clip_model or 'world', phi=phi, cache_dir=cache_dir, device=device)
-    hits = r.index(gallery, progress=not no_progress).search(reference, caption, k=top_k, method=method)
-    if json:
-        import json as js
-        rows = [{'rank': m.rank, 'name': m.name, 'score': round(m.score, 6)} for m in hits]
-        print(js.dumps(rows, indent=1))
-    else:
-        for m in hits: print(f'{m.rank:4d}  {m.score:.4f}  {m.name}')
+    for opt, v in (('--phi', phi), ('--phrases', phrases), ('--vocabulary', vocabulary)):
+        if v is not None: check_input(v, opt)
+    from searle.api import ComposedRetriever
+    from searle.retrieval import method_clip
+    clip_model = clip_model or (method_clip(m) if m.release else 'world')
+    r = ComposedRetriever.from_pretrained(clip_model, phi=phi, phrases=phrases, vocabulary=vocabulary,
+                                          cache_dir=cache_dir, device=device)
+    hits = r.index(gallery, progress=not no_progress).search(reference, caption, top_k, method)
+    rows = [{'rank': m.rank, 'name': m.name, 'score': round(m.score, 6)} for m in hits]
+    if json: print(_json.dumps(rows, indent=1))
+    for m in ([] if json else hits): print(f'{m.rank:4d}  {m.score:.4f}  {m.name}')
     return hits
 
 # %% ../nbs/10_cli.ipynb #c13a0007
@@ -707,6 +664,8 @@ def searle_query(reference:str, # the reference image: a file, or the name of an
 def searle_app(gallery:str=None, # a folder of images to search; default: a small offline world
                clip_model:str=None, # 'ViT-B/32', 'ViT-L/14', another CLIP name or file; default: the world
                phi:str=None, # a phi checkpoint file; default: the backbone's own
+               phrases:str=None, # OTI's GPT phrases (searle-phrases); default: the world's
+               vocabulary:str=None, # OTI's concepts (a CSV); default: the world's, else Open Images'
                port:int=7860, # the port to serve on
                host:str='127.0.0.1', # the address to bind; 0.0.0.0 serves every network interface
                top_k:int=8, # results shown per query (also --k)
@@ -715,5 +674,6 @@ def searle_app(gallery:str=None, # a folder of images to search; default: a smal
               ):
     "A web app for composed image retrieval over a folder of images (needs the `app` extra: gradio)."
     from searle.app import launch_app
-    try: launch_app(gallery, clip_model, phi, port, host, top_k, cache_dir, device)
+    try: launch_app(gallery, clip_model, phi, phrases, vocabulary, port=port, host=host, k=top_k,
+                    cache_dir=cache_dir, device=device)
     except ImportError as e: raise ValueError(f"{e}; the app needs its extra: pip install 'searle[app]'") from None

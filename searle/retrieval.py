@@ -12,25 +12,28 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch import Tensor
 
 from .core import *
-from .clip import (ImageList, as_clip, make_preprocess, model_preprocess, extract_features, encode_text,
+from .clip import (ImageList, as_clip, load_clip, make_preprocess, model_preprocess, extract_features, encode_text,
                          encode_with_pseudo_tokens, load_pseudo_tokens, model_fingerprint)
 from .data import *
 from .metrics import *
+from .methods import *
+from .phi import PHI_RELEASES, load_phi_token_fn
 
 # %% auto #0
-__all__ = ['logger', 'QUERY_TEMPLATE', 'TEXT_TEMPLATE', 'BASELINES', 'RECALL_KS', 'SUBSET_KS', 'MAP_KS', 'ASPECT_MAP_K', 'TOP_K',
-           'query_prompts', 'reference_tokens', 'query_features', 'rank_gallery', 'benchmark_metrics', 'Retrieval',
-           'retrieve', 'validate', 'validate_benchmark', 'results_table', 'cirr_submissions', 'circo_submission',
-           'check_submission', 'score_circo_submission', 'run_validation', 'run_submission']
+__all__ = ['logger', 'TEXT_TEMPLATE', 'BASELINES', 'RECALL_KS', 'SUBSET_KS', 'MAP_KS', 'ASPECT_MAP_K', 'TOP_K', 'query_prompts',
+           'reference_tokens', 'query_features', 'rank_gallery', 'benchmark_metrics', 'Retrieval', 'retrieve',
+           'validate', 'validate_benchmark', 'results_table', 'cirr_submissions', 'circo_submission',
+           'check_submission', 'score_circo_submission', 'recorded_clip', 'method_clip', 'check_method',
+           'method_source', 'load_method', 'run_validation', 'run_submission']
 
 # %% ../nbs/04_retrieval.ipynb #8f5a6d1c
 logger = logging.getLogger(__name__)
 
 # %% ../nbs/04_retrieval.ipynb #74334806
-QUERY_TEMPLATE = 'a photo of $ that {caption}'  # SPEC "Queries"
 TEXT_TEMPLATE = '{caption}'  # the text-only baseline encodes the caption alone
 
 def query_prompts(query:Query, # one query of any benchmark
@@ -78,7 +81,7 @@ def reference_tokens(names:Sequence[str], # the distinct reference images, in or
     return check_finite_rows(tok[[row[n] for n in names]].float(), names, source, doing='use')
 
 # %% ../nbs/04_retrieval.ipynb #45da3cf1
-BASELINES = ('image', 'text', 'image+text')
+BASELINES = tuple(m.baseline for m in METHODS.values() if m.baseline)  # how each baseline encodes
 
 def _average_prompts(feats:Tensor, owner:Tensor, n:int) -> Tensor:
     "normalise(mean of the normalised features of each query's prompts) → [n, D]."
@@ -440,6 +443,65 @@ def score_circo_submission(predictions, # path to a {query id: [image ids]} JSON
     for q in queries:
         for x in q.ground_truths: vocab.setdefault(x, len(vocab))
     return benchmark_metrics('circo', queries, pad_ids(rows), vocab)
+
+# %% ../nbs/04_retrieval.ipynb #697278f3
+def recorded_clip(path) -> tuple[bool, str|None]:
+    "(whether the run that wrote a token file or phi checkpoint records its CLIP, the spec recorded)."
+    obj = load_tensors(path)
+    rec = (obj.get('backbone') or obj.get('config') or {}) if isinstance(obj, dict) else {}
+    for cfg in (Path(path).parent/'config.json', Path(path).parent.parent/'config.json'):
+        if 'clip' not in rec and cfg.is_file(): rec = load_json(cfg)  # the run's folder
+    return 'clip' in rec, rec.get('clip')
+
+def method_clip(method, # a `METHODS` name
+                clip_model=None, # a `load_clip` spec; None: the recorded one, else the release's
+                tokens=None, phi=None) -> str:
+    "The CLIP a method runs with: as given, else as its tokens' or phi's run recorded it."
+    m = get_method(method)
+    if clip_model: return str(clip_model)
+    if m.release: return PHI_RELEASES[m.release]['clip']
+    made_by = tokens if m.tokens == 'oti' else phi if m.tokens == 'phi' else None
+    if made_by is not None and Path(made_by).is_file():
+        known, spec = recorded_clip(made_by)
+        if known and spec is None:
+            raise ValueError(f"{made_by} was made with a CLIP given in memory, which its run cannot "
+                             "name; pass --clip-model")
+        if known: return spec
+        logger.warning('%s records no CLIP; assuming ViT-B/32 (pass --clip-model)', made_by)
+    return 'ViT-B/32'
+
+# %% ../nbs/04_retrieval.ipynb #57be310e
+def check_method(method, # a `METHODS` name
+                 tokens=None, # OTI's pseudo tokens: a file, or the original's OTI folder
+                 phi=None) -> Method: # a phi checkpoint (a release name for the released methods)
+    "The method, once the files it needs are given, readable and (tokens) finite; no CLIP loaded."
+    m = get_method(method)
+    if m.tokens == 'oti':
+        if tokens is None:
+            raise ValueError("method 'oti' needs the images' pseudo tokens: --tokens FILE "
+                             "(the output of searle-oti)")
+        if not Path(tokens).exists(): raise FileNotFoundError(f"--tokens {tokens}: no such file")
+        load_pseudo_tokens(tokens)
+    if m.tokens == 'phi' and m.release is None:
+        if phi is None: raise ValueError("method 'phi' needs a phi: --phi-checkpoint FILE")
+        if not Path(phi).is_file(): raise FileNotFoundError(f"--phi-checkpoint {phi}: no such file")
+    return m
+
+def method_source(method, model, # a `METHODS` name; the CLIP the queries are encoded with
+                  tokens=None, phi=None, device=None, cache_dir=None) -> dict:
+    "The `retrieve` arguments of a method: its baseline, or its token source and its prompt."
+    m = check_method(method, tokens, phi)
+    if m.baseline: return dict(baseline=m.baseline)
+    if m.tokens == 'oti': return dict(tokens=tokens, template=m.template)
+    fn = load_phi_token_fn(phi or m.release, model, device=device, cache_dir=cache_dir)
+    return dict(token_fn=fn, template=m.template)
+
+def load_method(method, clip_model=None, # a `METHODS` name; a `load_clip` spec (see `method_clip`)
+                tokens=None, phi=None, device=None, cache_dir=None) -> tuple[nn.Module, dict]:
+    "The CLIP a method runs with and its `retrieve` arguments; its files checked before CLIP loads."
+    check_method(method, tokens, phi)
+    model = load_clip(method_clip(method, clip_model, tokens, phi), device=device)
+    return model, method_source(method, model, tokens, phi, device, cache_dir)
 
 # %% ../nbs/04_retrieval.ipynb #4765ef68
 def _method(tokens, token_fn, baseline) -> str:

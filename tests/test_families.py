@@ -1,5 +1,5 @@
-"Every stage on a tiny OpenCLIP and a tiny Hugging Face CLIP: concepts, OTI, phi, validation and submission through the commands."
-import os
+"""Every CLIP family through the commands: every stage on a tiny OpenCLIP and a tiny Hugging Face CLIP, and\nsearle-query / the API on tiny openai, OpenCLIP and Hugging Face CLIP files, with every method."""
+import json, os, subprocess
 os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('TRANSFORMERS_OFFLINE', '1'); os.environ.setdefault('SEARLE_OFFLINE', '1')
 import pytest
 import torch
@@ -46,3 +46,57 @@ def test_every_stage_runs_on_a_tiny_family(spec, root, tmp_path):
     with pytest.raises(ValueError, match='another CLIP backbone'):
         searle_validate(dataset='circo', dataset_path=str(root), out=str(tmp_path/'x'), eval_type='phi', phi_checkpoint=str(phi),
                         clip_model=other, **quiet)
+
+
+METHODS5 = ('image-only', 'text-only', 'image+text', 'phi', 'oti')
+
+@pytest.fixture(scope='module')
+def query_inputs(root, tmp_path_factory):
+    "A gallery, the world's phrases (a file) and its vocabulary (a CSV), for OTI on any CLIP."
+    d = tmp_path_factory.mktemp('query')
+    save_phrases({c: [f'a photo of {c}', f'a {c} thing'] for c in world.world_concepts()}, d/'phrases.json')
+    return root/'COCO2017_unlabeled'/'unlabeled2017', d/'phrases.json', root/'concepts.csv'
+
+def clip_with_phi(spec:str, d) -> tuple[str, str]:
+    "A tiny CLIP of `spec`'s family saved to a file, and a phi file sized and recorded for it."
+    from searle.clip import backbone
+    from searle.phi import Phi, save_phi
+    save_clip(build_clip(spec, seed=0), d/'clip.pt')
+    model = load_clip(d/'clip.pt', device='cpu'); bb = backbone(model)
+    save_phi(Phi(bb.dim, 4 * bb.dim, bb.width), d/'phi.pt', backbone=clip_record(model))
+    return str(d/'clip.pt'), str(d/'phi.pt')
+
+@pytest.mark.parametrize('spec', ['tiny', 'open_clip:tiny', 'hf:tiny'])
+def test_query_command_and_api_on_each_family(spec, query_inputs, tmp_path, monkeypatch, capsys):
+    "`searle-query` as typed (parsed from argv) and `ComposedRetriever.search`, for every method."
+    from searle.api import ComposedRetriever
+    from searle.cli import searle_query
+    gallery, phrases, voc = query_inputs
+    clip_file, phi = clip_with_phi(spec, tmp_path)
+    ref = sorted(gallery.iterdir())[0]
+    for m in METHODS5:
+        argv = ['searle-query', str(ref), 'is red', '--gallery', str(gallery), '--clip-model', clip_file,
+                '--method', m, '--phi', phi, '--phrases', str(phrases), '--vocabulary', str(voc), '--top-k', '3',
+                '--cache-dir', str(tmp_path/'cache'), '--device', 'cpu', '--json', '--quiet']
+        monkeypatch.setattr('sys.argv', argv)
+        searle_query()
+        rows = json.loads(capsys.readouterr().out)
+        assert [r['rank'] for r in rows] == [1, 2, 3] and ref.name not in [r['name'] for r in rows], (m, rows)
+    r = ComposedRetriever.from_pretrained(clip_file, phi=phi, phrases=phrases, vocabulary=voc,
+                                          cache_dir=tmp_path/'cache', device='cpu').index(gallery)
+    assert r.methods() == METHODS5[:3] + ('oti', 'phi')
+    for m in METHODS5:
+        hits = r.search(ref, 'is red', k=4, method=m)
+        scores = [h.score for h in hits]
+        assert len(hits) == 4 and scores == sorted(scores, reverse=True), (m, hits)
+
+def test_query_command_on_a_hugging_face_clip_file(query_inputs, tmp_path):
+    "The console script itself, on the CLIP family whose attributes the API used to read directly."
+    gallery, phrases, voc = query_inputs
+    clip_file, phi = clip_with_phi('hf:tiny', tmp_path)
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    r = subprocess.run(['searle-query', str(sorted(gallery.iterdir())[0]), 'is red', '--gallery', str(gallery),
+                        '--clip-model', clip_file, '--method', 'oti', '--phrases', str(phrases), '--vocabulary',
+                        str(voc), '--cache-dir', str(tmp_path/'cache'), '--top-k', '2', '--quiet'],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2, r.stderr[-2000:]
