@@ -18,22 +18,21 @@ from .core import *
 from .clip import (ImageList, as_clip, backbone, extract_features, model_fingerprint,
                          model_preprocess, pseudo_token_id)
 from .data import Query, load_dataset
-from .concepts import (cached_concept_features, concept_features, associate_images, load_vocabulary,
-                             top_concepts)
-from .phrases import generate_phrases, load_phrases
+from .concepts import cached_concept_features, load_vocabulary, top_concepts
+from .phrases import load_phrases
 from .methods import METHODS, OWN_METHODS, Method, get_method
 from .retrieval import query_features, rank_gallery, reference_tokens, validate
-from .oti import OTIConfig, invert, run_oti
-from .phi import (PHI_RELEASES, Phi, PhiConfig, check_phi_for_clip, load_phi, load_phi_token_fn,
-                        phi_token_fn, run_train_phi, save_phi)
+from .oti import OTIConfig, invert
+from .phi import (PHI_RELEASES, Phi, check_phi_for_clip, load_phi, load_phi_token_fn, phi_token_fn,
+                        save_phi)
 from . import world
+from .demo import WORLD_PHI, DemoConfig, run_world
 import clip  # openai's (searle.clip has silenced its import warning)
 
 # %% auto #0
-__all__ = ['logger', 'MAX_IMAGE_BYTES', 'MAX_IMAGE_PIXELS', 'documented', 'open_image', 'WorldPhiConfig', 'default_cache_dir',
-           'train_world_phi', 'world_phi_path', 'world_phrases_path', 'Match', 'OTISetup', 'oti_inputs', 'oti_token',
-           'as_gallery', 'image_features', 'ComposedRetriever', 'nearest_words', 'world_gallery', 'plot_matches',
-           'query_box']
+__all__ = ['logger', 'MAX_IMAGE_BYTES', 'MAX_IMAGE_PIXELS', 'documented', 'open_image', 'default_cache_dir', 'train_world_phi',
+           'world_phi_path', 'world_phrases_path', 'Match', 'OTISetup', 'oti_inputs', 'oti_token', 'as_gallery',
+           'image_features', 'ComposedRetriever', 'nearest_words', 'world_gallery', 'plot_matches', 'query_box']
 
 # %% ../nbs/09a_api.ipynb #4d2349b8
 logger = logging.getLogger(__name__)
@@ -81,54 +80,24 @@ def open_image(image, # an image file, the bytes of one, or a PIL image
         raise ValueError(f"{src} is not an image that can be read (PNG, JPEG...): {type(e).__name__}") from None
 
 # %% ../nbs/09a_api.ipynb #a7f9d6d1
-@dataclass
-class WorldPhiConfig:
-    "How the world's phi is made: `searle-demo`'s recipe on more unlabelled images."
-    seed: int = 0
-    n_unlabeled: int = 1000        # phi's training images (ImageNet's role in the paper)
-    n_val: int = 100               # world val queries on which phi.json records its metrics
-    phrases_per_concept: int = 16  # GPT samples per concept (the paper: 256)
-    oti_steps: int = 150           # OTI steps for the distillation targets (the demo's)
-    epochs: int = 40
-    batch_size: int = 128
-    hidden_mult: int = 2           # the paper: 4; 2 keeps the shipped float16 file near 260 KB
-
 def default_cache_dir() -> Path:
     "Where the API caches features and trained files: `$SEARLE_CACHE_DIR`, else `~/.cache/searle`."
     return Path(os.environ.get('SEARLE_CACHE_DIR') or '~/.cache/searle').expanduser()
 
-# %% ../nbs/09a_api.ipynb #84c162fd
-def _world_phi_inputs(out:Path, cfg:WorldPhiConfig, model, device, progress):
-    "The world, its phrases, and the unlabelled images' (names, features), concept table and OTI tokens."
-    root = world.build_world(out/'world', seed=cfg.seed, n_gallery=4 * cfg.n_val, n_queries=cfg.n_val,
-                             n_test=0, n_unlabeled=cfg.n_unlabeled, progress=progress)
-    vocab, pre = world.world_concepts(), make_preprocess('targetpad', model.visual.input_resolution)
-    phr = generate_phrases(world.world_gpt_path(), vocab, out/'phrases.json', seed=cfg.seed, device=device,
-                           num_return_sequences=cfg.phrases_per_concept, save_every_s=0, progress=progress)
-    unl = load_dataset('folder', root/'unlabeled').gallery()
-    names, feats = extract_features(model, unl, pre, cache_dir=out/'features', progress=progress)
-    cf = concept_features(model, vocab, progress=False)
-    table = associate_images((names, feats), vocab, cf, out/'concepts.csv', k=len(vocab), progress=progress)
-    ocfg = OTIConfig(steps=cfg.oti_steps, batch_size=200)
-    tokens = run_oti(model, (names, feats), table, phr, out/'oti', ocfg, device=device, progress=progress)
-    return root, pre, phr, (names, feats), table, tokens
-
 # %% ../nbs/09a_api.ipynb #131b65b2
 @documented
-def train_world_phi(out_dir, # the run's folder: phi.pt (float16), phi.json, phrases.json, every stage's files
-                    config:WorldPhiConfig|None=None, device=None, progress:bool=True) -> Path:
-    "Distil a phi for the shipped world CLIP as `searle-demo` does; returns `out_dir/phi.pt`."
-    cfg, out = config or WorldPhiConfig(), Path(out_dir)
-    model = world.load_world_clip(device=device)
-    root, pre, phr, images, table, tokens = _world_phi_inputs(out, cfg, model, device, progress)
-    pcfg = PhiConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, hidden_mult=cfg.hidden_mult,
-                     save_every=cfg.epochs, val_path=None)
-    path = run_train_phi(model, images, tokens, table, phr, out/'run', pcfg, device=device, progress=progress)
-    phi = load_phi(path, device=device)
-    val = validate(model, load_dataset('circo', root), pre, token_fn=phi_token_fn(phi), progress=False)
-    save_phi(phi.half(), out/'phi.pt', clip=model_fingerprint(model))
-    save_json({'world_phi': dataclasses.asdict(cfg), 'phi': dataclasses.asdict(pcfg),
-               'clip': model_fingerprint(model), 'val_percent': {k: round(v, 2) for k, v in val.items() if '/' not in k}}, out/'phi.json')
+def train_world_phi(out_dir, # the run's folder: phi.pt (float16), phi.json, every stage's files
+                    config:DemoConfig=WORLD_PHI, # the pipeline's sizes (the shipped phi's by default)
+                    device=None, progress:bool=True) -> Path:
+    "Distil a phi for the world's CLIP with `run_world`; returns `out_dir/phi.pt`."
+    out = Path(out_dir)
+    run = run_world(out, dataclasses.replace(config, oti_steps=0), device=device, progress=progress)
+    phi = load_phi(run.phi, device=device)
+    val = validate(run.model, load_dataset('circo', run.root), run.preprocess, token_fn=phi_token_fn(phi),
+                   progress=False)
+    save_phi(phi.half(), out/'phi.pt', clip=model_fingerprint(run.model))
+    save_json({'world_phi': dataclasses.asdict(config), 'clip': model_fingerprint(run.model),
+               'val_percent': {k: round(v, 2) for k, v in val.items() if '/' not in k}}, out/'phi.json')
     return out/'phi.pt'
 
 # %% ../nbs/09a_api.ipynb #bae6f3a0

@@ -12,11 +12,10 @@ from fastcore.docments import docments
 from .methods import METHODS
 
 # %% auto #0
-__all__ = ['logger', 'DATASETS', 'BENCHMARKS', 'EVAL_TYPES', 'PRECISIONS', 'LOG_LEVELS', 'OPTIONS', 'USER_ERRORS', 'DEMO_METHODS',
-           'DEMO_METRICS', 'DEMO_QUICK', 'Number', 'device_option', 'make_parser', 'command', 'check_output',
-           'check_input', 'check_precision', 'searle_phrases', 'searle_concepts', 'searle_oti', 'searle_train_phi',
-           'searle_validate', 'searle_submit', 'searle_score', 'DemoConfig', 'demo_scores', 'plot_methods',
-           'plot_queries', 'run_demo', 'searle_demo', 'searle_build_world', 'searle_query', 'searle_app']
+__all__ = ['logger', 'DATASETS', 'BENCHMARKS', 'EVAL_TYPES', 'PRECISIONS', 'LOG_LEVELS', 'OPTIONS', 'USER_ERRORS', 'Number',
+           'device_option', 'make_parser', 'command', 'check_output', 'check_input', 'check_precision',
+           'searle_phrases', 'searle_concepts', 'searle_oti', 'searle_train_phi', 'searle_validate', 'searle_submit',
+           'searle_score', 'searle_demo', 'searle_build_world', 'searle_query', 'searle_app']
 
 # %% ../nbs/10_cli.ipynb #45f096a9
 logger = logging.getLogger(__name__)
@@ -459,139 +458,7 @@ def searle_score(predictions:str, # a CIRCO val-format file: {query id: [50 imag
     print(json.dumps(metrics, indent=1))
     return metrics
 
-# %% ../nbs/10_cli.ipynb #9b29cd34
-import time
-
-@dataclass
-class DemoConfig:
-    seed: int = 0                  # the world and its phrases follow from it (OTI and phi keep their configs' seed, 42)
-    n_gallery: int = 1000          # retrievable world images
-    n_queries: int = 200           # val queries (references outside the gallery)
-    n_unlabeled: int = 500         # phi's training images (ImageNet's role)
-    phrases_per_concept: int = 64  # GPT samples per concept (the paper: 256)
-    oti_steps: int = 350           # the paper's OTI, for the evaluated SEARLE-OTI tokens of the val references
-    oti_steps_unlabeled: int = 150 # OTI for phi's distillation targets: shorter, to keep the demo within minutes on a CPU
-    oti_batch_size: int = 200      # compute only: tokens do not depend on it
-    phi_epochs: int = 40
-    phi_batch_size: int = 128      # the paper: 256 over 100,000 images; the demo distils from its n_unlabeled images
-    phi_lr: float = 1e-4
-    phi_dropout: float = 0.5
-
-DEMO_METHODS = ('image-only', 'text-only', 'image+text', 'searle-oti', 'searle')
-DEMO_METRICS = ('recall@1', 'recall@5', 'recall@10', 'map@5', 'map@10', 'map@25', 'map@50')
-
-# %% ../nbs/10_cli.ipynb #ffde5a46
-def demo_scores(model, dataset, preprocess, memo:dict|None=None, **method) -> tuple[dict, 'retrieval.Retrieval']:
-    "Rank `dataset` with one method; its DEMO_METRICS (percent; recall counts any ground truth) and the ranking."
-    from searle import retrieval
-    from searle.metrics import hit_matrix, pad_ids
-    r = retrieval.retrieve(model, dataset, preprocess, memo=memo, progress=False, **method)
-    index_of = {n: i for i, n in enumerate(r.names)}
-    m = retrieval.benchmark_metrics('circo', r.queries, r.ranking, index_of)
-    gts = pad_ids([[index_of[g] for g in q.ground_truths] for q in r.queries])          # [Q, G] every ground truth
-    for k in (1, 5, 10): m[f'recall@{k}'] = 100 * hit_matrix(r.ranking[:, :k], gts).any(1).double().mean().item()
-    return {k: m[k] for k in DEMO_METRICS}, r
-
-# %% ../nbs/10_cli.ipynb #934087dc
-def plot_methods(results:dict, metrics=('recall@1', 'map@5', 'map@10')):
-    "Grouped bars: one group per metric, one bar per method."
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(7, 3)); ax = fig.subplots()
-    w = 0.8 / len(results)
-    for i, (name, m) in enumerate(results.items()):
-        ax.bar([j + i * w for j in range(len(metrics))], [m[k] for k in metrics], w, label=name)
-    ax.set_xticks([j + 0.4 - w / 2 for j in range(len(metrics))], metrics); ax.set_ylabel('%'); ax.set_ylim(0, 100)
-    ax.legend(fontsize=7, ncol=len(results)); fig.tight_layout()
-    return fig
-
-def plot_queries(dataset, r, # a dataset and a `Retrieval` of it
-                 idx=(0, 1, 2, 3), k:int=5, title:str=''):
-    "For each query: its reference, its caption and the top-k images (ground truths framed green)."
-    from matplotlib.figure import Figure
-    from PIL import Image
-    fig = Figure(figsize=(1.4 * (k + 1), 1.6 * len(idx))); axes = fig.subplots(len(idx), k + 1, squeeze=False)
-    names = r.ranked_names(k)
-    for row, qi in zip(axes, idx):
-        q = r.queries[qi]
-        for ax in row: ax.set_xticks([]); ax.set_yticks([])
-        row[0].imshow(Image.open(dataset.image_path(q.reference)).convert('RGB')); row[0].set_title(q.captions[0], fontsize=7)
-        for ax, n in zip(row[1:], names[qi]):
-            ax.imshow(Image.open(dataset.image_path(n)).convert('RGB'))
-            for sp in ax.spines.values(): sp.set_color('limegreen' if n in (q.ground_truths or []) else 'lightgrey'); sp.set_linewidth(3)
-    if title: fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-# %% ../nbs/10_cli.ipynb #7af02c8c
-def run_demo(out, # the output folder (the world, every stage's files, metrics.json, plots)
-             config:DemoConfig|None=None, clip_model=None, # default: the shipped world CLIP
-             gpt=None, # default: the shipped world GPT-Neo
-             device=None, progress:bool=True,
-             precision:str|None=None, # 'fp32', 'amp' or 'bf16' for every stage but phrase generation; `None`: the device's
-            ) -> dict:
-    "Every stage of SEARLE on the offline world; returns `{method: {metric: value}}`."
-    from searle import concepts, oti, phrases, retrieval, world
-    from searle.core import load_json, resolve_precision, save_json
-    from searle.clip import extract_features, load_clip, model_fingerprint, model_preprocess
-    from searle.data import load_dataset
-    from searle.phi import PhiConfig, run_train_phi, benchmark_validation, load_phi, phi_token_fn
-    cfg, out, times, t0 = config or DemoConfig(), Path(out), {}, time.time()
-    prec = resolve_precision(precision, device)
-    def lap(stage): times[stage] = round(time.time() - t0 - sum(times.values()), 1); logger.info('%s: %.1f s', stage, times[stage])
-    if (out/'config.json').is_file():  # a rerun resumes every stage, so it must be the same demo
-        old = load_json(out/'config.json').get('demo', {})
-        diff = {k: (old.get(k), v) for k, v in asdict(cfg).items() if old.get(k) != v}
-        was = load_json(out/'config.json').get('precision', 'fp32')   # demos written before the option ran in fp32
-        if was != prec: diff['precision'] = (was, prec)
-        if diff: raise ValueError(f"{out} holds a demo with another config (key: (there, asked)) {diff}; use another output folder")
-    root = out/'world'
-    wcfg = dict(seed=cfg.seed, n_gallery=cfg.n_gallery, n_queries=cfg.n_queries, n_test=0, n_unlabeled=cfg.n_unlabeled)
-    if not (root/'world.json').is_file() or {k: load_json(root/'world.json')['config'][k] for k in wcfg} != wcfg:
-        world.build_world(root, progress=progress, **wcfg)
-    lap('world')
-    model = load_clip(clip_model or world.world_clip_path(), device=device)
-    pre = model_preprocess(model, 'targetpad')
-    vocab = world.world_concepts()
-    phr = phrases.generate_phrases(gpt or world.world_gpt_path(), vocab, out/'phrases.json', num_return_sequences=cfg.phrases_per_concept,
-                                   seed=cfg.seed, device=device, save_every_s=0, progress=progress)
-    lap('phrases')
-    ds, unl = load_dataset('circo', root, split='val'), load_dataset('folder', root/'unlabeled').gallery()
-    refs = ds.references()
-    _, rf = extract_features(model, refs, pre, device=device, cache_dir=out/'features', progress=progress, precision=prec)
-    _, uf = extract_features(model, unl, pre, device=device, cache_dir=out/'features', progress=progress, precision=prec)
-    cf = concepts.concept_features(model, vocab, progress=False, precision=prec)
-    t_val = concepts.associate_images((refs.names, rf), vocab, cf, out/'concepts_val.csv', k=len(vocab), progress=progress)
-    t_unl = concepts.associate_images((unl.names, uf), vocab, cf, out/'concepts_unlabeled.csv', k=len(vocab), progress=progress)
-    lap('concepts')
-    ocfg = oti.OTIConfig(steps=cfg.oti_steps, batch_size=cfg.oti_batch_size, precision=prec)
-    ucfg = oti.OTIConfig(steps=cfg.oti_steps_unlabeled, batch_size=cfg.oti_batch_size, precision=prec)
-    val_tokens = oti.run_oti(model, (refs.names, rf), t_val, phr, out/'oti_val', ocfg, device=device, progress=progress)
-    unl_tokens = oti.run_oti(model, (unl.names, uf), t_unl, phr, out/'oti_unlabeled', ucfg, device=device, progress=progress)
-    lap('oti')
-    pcfg = PhiConfig(epochs=cfg.phi_epochs, batch_size=cfg.phi_batch_size, lr=cfg.phi_lr, dropout=cfg.phi_dropout,
-                     save_every=cfg.phi_epochs, val_path=None, precision=prec)
-    val_fn = benchmark_validation(model, 'circo', root, pre, device=device, precision=prec)
-    phi = load_phi(run_train_phi(model, (unl.names, uf), unl_tokens, t_unl, phr, out/'phi', pcfg, validate_fn=val_fn,
-                                 device=device, progress=progress), device=device)
-    lap('phi')
-    memo, results, rankings = {}, {}, {}
-    methods = {'image-only': dict(baseline='image'), 'text-only': dict(baseline='text'), 'image+text': dict(baseline='image+text'),
-               'searle-oti': dict(tokens=val_tokens), 'searle': dict(token_fn=phi_token_fn(phi, device=device))}
-    for name, kw in methods.items(): results[name], rankings[name] = demo_scores(model, ds, pre, memo, precision=prec, **kw)
-    lap('evaluation')
-    save_json(results, out/'metrics.json')
-    retrieval.results_table(results).to_csv(out/'results.csv')
-    plot_methods(results).savefig(out/'methods.png', dpi=120)
-    plot_queries(ds, rankings['searle-oti'], title='SEARLE-OTI on the offline world').savefig(out/'queries.png', dpi=120)
-    save_json({'demo': asdict(cfg), 'clip': str(clip_model or world.world_clip_path()), 'clip_fingerprint': model_fingerprint(model),
-               'gpt': str(gpt or world.world_gpt_path()), 'oti': asdict(ocfg), 'oti_unlabeled': asdict(ucfg), 'phi': asdict(pcfg),
-               'precision': prec, 'seconds': times, 'total_seconds': round(time.time() - t0, 1)}, out/'config.json')
-    return results
-
 # %% ../nbs/10_cli.ipynb #4b5e5ae4
-DEMO_QUICK = DemoConfig(n_gallery=500, n_queries=100, n_unlabeled=400, phrases_per_concept=16, oti_steps=150, oti_steps_unlabeled=150,
-                        phi_epochs=30, phi_batch_size=64)
-
 @command(resume='finished stages are kept in {out}; the same command resumes')
 def searle_demo(out:str='runs/demo', # the output folder (a rerun resumes it)
                 seed:int=0, # the world and every stage follow from it
@@ -604,12 +471,15 @@ def searle_demo(out:str='runs/demo', # the output folder (a rerun resumes it)
                ):
     "Every stage of SEARLE on the offline world; prints the results table, writes metrics.json and plots to OUT."
     import dataclasses
-    from searle import retrieval
+    from searle.demo import DEMO_QUICK, DemoConfig, run_demo
+    from searle.methods import METHODS
+    from searle.retrieval import results_table
     check_output(out); check_precision(precision, device)
     cfg = dataclasses.replace(DEMO_QUICK if quick else DemoConfig(), seed=seed)
     results = run_demo(out, cfg, clip_model, gpt, device, progress=not no_progress, precision=precision)
-    print(retrieval.results_table(results).to_string())
-    print(f'written: {out}/metrics.json, {out}/results.csv, {out}/methods.png, {out}/queries.png')
+    print(results_table({METHODS[k].label: v for k, v in results.items()}).to_string())
+    print(f'written: {out}/metrics.json, results.csv, methods.png, queries.png and config.json '
+          '(the other files are the stages\', kept for a rerun)')
     return results
 
 # %% ../nbs/10_cli.ipynb #0603fbbc

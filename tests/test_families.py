@@ -12,9 +12,9 @@ from searle.phrases import save_phrases
 
 
 @pytest.fixture(scope='module')
-def root(tmp_path_factory):
+def root(small_world):
     torch.set_num_threads(1)
-    return world.build_world(tmp_path_factory.mktemp('world'), seed=3, n_gallery=60, n_queries=8, n_test=4, n_unlabeled=64, progress=False)
+    return small_world(3, 60, 8, 4, 64)
 
 
 @pytest.mark.parametrize('spec', ['open_clip:tiny', 'hf:tiny'])

@@ -9,27 +9,14 @@ from searle.concepts import read_concept_table
 from searle.core import load_json, save_json
 from searle.data import FASHIONIQ_CATEGORIES, load_dataset, write_placeholder_images
 from searle.phrases import save_phrases
+from conftest import REPO, sh, fails
 
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, 'SEARLE_OFFLINE': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'OMP_NUM_THREADS': '1',
-       'PYTHONPATH': f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 CLIP = world.world_clip_path()
 
-def run(*args, timeout=600):
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=ENV)
-
-def sh(*args, timeout=600):
-    r = run(*args, timeout=timeout)
-    assert r.returncode == 0, f'{args[0]} failed:\n{r.stderr[-3000:]}'
-    return r.stdout
-
-def fails(*args, match:str):
-    r = run(*args)
-    assert r.returncode != 0 and match in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
 
 @pytest.fixture(scope='module')
-def root(tmp_path_factory):
-    return world.build_world(tmp_path_factory.mktemp('world'), seed=3, n_gallery=40, n_queries=8, n_test=4, n_unlabeled=0, progress=False)
+def root(small_world):
+    return small_world(3, 40, 8, 4, 0)
 
 @pytest.fixture(scope='module')
 def phrases(root, tmp_path_factory):

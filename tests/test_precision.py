@@ -3,20 +3,12 @@ run refuses to resume in another precision (the offline world, written to a temp
 import json, os, subprocess
 import pytest
 from searle import world
+from conftest import run, sh
 
-ENV = {**os.environ, 'SEARLE_OFFLINE': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'OMP_NUM_THREADS': '1'}
-
-def run(*args, timeout=600):
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=ENV)
-
-def sh(*args):
-    r = run(*args)
-    assert r.returncode == 0, f'{args[0]} failed:\n{r.stderr[-3000:]}'
-    return r.stdout
 
 @pytest.fixture(scope='module')
-def root(tmp_path_factory):
-    return world.build_world(tmp_path_factory.mktemp('world'), seed=4, n_gallery=40, n_queries=6, n_test=0, n_unlabeled=0, progress=False)
+def root(small_world):
+    return small_world(4, 40, 6, 0, 0)
 
 @pytest.mark.parametrize('value, expected', [('amp', "precision 'amp' (fp16 autocast with a gradient scaler) needs a CUDA device"),
                                              ('fp16', "argument --precision: invalid choice: 'fp16'")])

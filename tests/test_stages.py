@@ -1,25 +1,14 @@
-"""The console commands, run as a user runs them, on a small offline world written to a temporary folder."""
-import json, os, subprocess, sys
+"""The stages as commands on a small offline world, as a user chains them: phrases, concepts, OTI, validation;
+CIRCO predictions scored offline; searle-query over a folder."""
+import json, os, shutil, sys
 from pathlib import Path
 import pytest
 from searle import world
-
-ENV = {**os.environ, 'SEARLE_OFFLINE': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'OMP_NUM_THREADS': '1'}
-
-def sh(*args, timeout=600):
-    r = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=ENV)
-    assert r.returncode == 0, f'{args[0]} failed:\n{r.stderr[-3000:]}'
-    return r.stdout
+from conftest import run, sh, one_line_error
 
 @pytest.fixture(scope='module')
-def root(tmp_path_factory):
-    return world.build_world(tmp_path_factory.mktemp('world'), seed=3, n_gallery=80, n_queries=12, n_test=6, n_unlabeled=0, progress=False)
-
-def test_help_shows_hyphenated_options():
-    out = sh('searle-validate', '--help')
-    for opt in ('--dataset', '--dataset-path', '--clip-model', '--eval-type', '--out', '--preprocess', '--tokens', '--phi-checkpoint'): assert opt in out
-    r = subprocess.run(['searle-validate', '--dataset', 'circo'], capture_output=True, text=True, env=ENV)
-    assert r.returncode != 0 and '--dataset-path' in r.stderr
+def root(small_world):
+    return small_world(3, 80, 12, 6, 0)
 
 def test_score_an_oracle_and_refuse_bad_files(root, tmp_path):
     val = json.loads((root/'annotations'/'val.json').read_text())
@@ -31,10 +20,10 @@ def test_score_an_oracle_and_refuse_bad_files(root, tmp_path):
     assert any(k.startswith('semantic_map@10/') for k in m)
     bad = dict(preds); first = next(iter(bad)); bad[first] = [bad[first][0]] * 2 + bad[first][2:]
     (tmp_path/'dup.json').write_text(json.dumps(bad))
-    r = subprocess.run(['searle-score', str(tmp_path/'dup.json'), '--dataset-path', str(root)], capture_output=True, text=True, env=ENV)
+    r = run('searle-score', str(tmp_path/'dup.json'), '--dataset-path', str(root))
     assert r.returncode != 0 and 'more than once' in r.stderr and 'Traceback' not in r.stderr
     del bad[first]; (tmp_path/'missing.json').write_text(json.dumps(bad))
-    r = subprocess.run(['searle-score', str(tmp_path/'missing.json'), '--dataset-path', str(root)], capture_output=True, text=True, env=ENV)
+    r = run('searle-score', str(tmp_path/'missing.json'), '--dataset-path', str(root))
     assert r.returncode != 0 and first in r.stderr
 
 def test_the_stages_chain_as_commands(root, tmp_path):
@@ -51,6 +40,12 @@ def test_the_stages_chain_as_commands(root, tmp_path):
     assert cfg['dataset'] == 'circo' and 'oti_pseudo_tokens.pt' in cfg['method']
     sh('searle-validate', '--dataset', 'circo', '--dataset-path', root, '--eval-type', 'image+text', '--clip-model', clip_file, '--out', tmp_path/'base', '--no-progress')
     assert json.loads((tmp_path/'base'/'metrics.json').read_text()).keys() == m.keys()
+
+def test_score_takes_exactly_fifty_ids(root, tmp_path):
+    val = json.loads((root/'annotations'/'val.json').read_text())
+    preds = {str(q['id']): [str(q['gt_img_ids'][0])] for q in val}
+    (tmp_path/'p.json').write_text(json.dumps(preds))
+    one_line_error(run('searle-score', tmp_path/'p.json', '--dataset-path', root), 'lists 1 ids', 'exactly 50')
 
 def _cmd(name):
     "The console script, or the same command through Python when this checkout's scripts are not installed yet."
@@ -72,11 +67,5 @@ def test_query_a_world_folder_as_json_and_as_text(root, tmp_path):
     assert {k: top[k] for k in world.ASPECTS} == {k: want[k] for k in world.ASPECTS}  # phi's rank 1 is a ground truth
     lines = sh(*_cmd('searle-query'), *args, '--method', 'image+text').splitlines()
     assert len(lines) == 5 and lines[0].split()[0] == '1' and lines[0].split()[2] in {h['name'] for h in hits} | set(os.listdir(gallery))
-    r = subprocess.run([*map(str, _cmd('searle-query')), str(ref), 'is red', '--gallery', str(tmp_path/'nowhere')], capture_output=True, text=True, env=ENV)
+    r = run(*_cmd("searle-query"), ref, "is red", "--gallery", tmp_path/"nowhere")
     assert r.returncode != 0 and 'expected a folder' in r.stderr and 'Traceback' not in r.stderr
-
-def test_query_and_app_help_state_their_options():
-    for name, opts in (('searle-query', ('--gallery', '--top-k', '--method', '--clip-model', '--phi', '--json')),
-                       ('searle-app', ('--gallery', '--clip-model', '--phi', '--port', '--host', '--cache-dir'))):
-        out = sh(*_cmd(name), '--help')
-        assert all(o in out for o in opts), (name, out)

@@ -1,35 +1,15 @@
-"""Issue 12's rules, through the commands as a user types them: options checked by the parser, one-line errors,
-outputs and inputs checked before any work, Ctrl-C, quiet logs, and reruns after a failed start."""
-import configparser, json, os, signal, subprocess, sys, time
-from pathlib import Path
+"""Bad input fails first and in one line, through the commands as a user types them: outputs and inputs checked
+before any work, broken files named, Ctrl-C saying what was kept, and a rerun after a failed start."""
+import json, signal, subprocess, time
 import pytest, torch
-import searle
 from searle import world
 from searle.clip import save_pseudo_tokens
 from searle.core import save_tensors
-
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, 'SEARLE_OFFLINE': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'OMP_NUM_THREADS': '1'}
-
-def commands() -> list[str]:
-    cfg = configparser.ConfigParser(delimiters=['=']); cfg.read(ROOT/'settings.ini')
-    return [line.split('=')[0].strip() for line in cfg['DEFAULT']['console_scripts'].split() if line.strip()]
-
-def run(*args, timeout=300):
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=ENV)
-
-def one_line_error(r, *needles, code=None):
-    "The command failed with a final `error:` line holding every needle, and no traceback."
-    assert r.returncode != 0 and (code is None or r.returncode == code), (r.returncode, r.stderr[-2000:])
-    assert 'Traceback' not in r.stderr, r.stderr[-2000:]
-    last = r.stderr.strip().splitlines()[-1]
-    assert ': error: ' in last and all(n in last for n in needles), last
-    return last
+from conftest import ENV, run, one_line_error
 
 @pytest.fixture(scope='module')
-def root(tmp_path_factory):
-    return world.build_world(tmp_path_factory.mktemp('world'), seed=4, n_gallery=60, n_queries=8, n_test=0, n_unlabeled=0,
-                             progress=False)
+def root(small_world):
+    return small_world(4, 60, 8, 0, 0)
 
 @pytest.fixture(scope='module')
 def stage_files(root, tmp_path_factory):
@@ -40,39 +20,6 @@ def stage_files(root, tmp_path_factory):
     assert run('searle-concepts', '--out', d/'concepts.csv', '--dataset', 'circo', '--dataset-path', root, '--vocabulary',
                root/'concepts.csv', '--clip-model', world.world_clip_path(), '--top-k', 20, '--quiet').returncode == 0
     return d
-
-def test_every_command_states_its_rules():
-    from searle import cli
-    names = commands()
-    assert len(names) >= 9
-    for name in names:
-        f = getattr(cli, name.replace('-', '_'))
-        for a in f.parser()._actions: assert a.help, f'{name}: {a.option_strings or a.dest} has no help'
-        r = run(name, '--version'); assert r.stdout == f'{name} {searle.__version__}\n', r.stdout
-        h = ' '.join(run(name, '--help').stdout.split())
-        for opt in ('--quiet', '--log-level', '--version', '--pdb'): assert opt in h, (name, opt)
-        assert '--k ' not in h and '_' not in ' '.join(s for a in f.parser()._actions for s in a.option_strings[:1]), name
-
-def test_commands_import_neither_torch_nor_clip():
-    code = "import sys, searle.cli; print(sorted(m for m in ('torch', 'clip', 'transformers') if m in sys.modules))"
-    assert run(sys.executable, '-c', code).stdout.strip() == '[]'
-
-@pytest.mark.parametrize('args,needle', [
-    (('searle-oti', 'c.csv', 'p.json', '--dataset', 'circo', '--dataset-path', '.', '--steps', '-5'), "expected an integer >= 1, got '-5'"),
-    (('searle-validate', '--dataset', 'circo', '--dataset-path', '.', '--device', 'gpu'), 'expected cpu, cuda or cuda:N'),
-    (('searle-validate', '--dataset', 'imagenet', '--dataset-path', '.'), "invalid choice: 'imagenet'"),
-    (('searle-train-phi', 't', 'c', 'p', '--dataset', 'folder', '--dataset-path', '.', '--dropout', '1'), 'a number in [0, 1)'),
-    (('searle-demo', '--precision', 'fp8'), "invalid choice: 'fp8'"),
-    (('searle-validate', '--dataset-path', '.'), 'the following arguments are required: --dataset'),
-])
-def test_the_parser_refuses_bad_values_in_one_line(args, needle):
-    r = run(*args)
-    assert r.returncode == 2 and r.stderr.count('\n') == 1 and needle in r.stderr, r.stderr
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason='a GPU is present')
-def test_cuda_without_a_gpu_is_one_line():
-    r = run('searle-demo', '--device', 'cuda')
-    assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'torch sees 0 CUDA devices' in r.stderr
 
 def test_outputs_and_inputs_are_checked_before_any_work(root, tmp_path):
     (tmp_path/'file').write_text('x')
@@ -135,9 +82,3 @@ def test_ctrl_c_says_what_was_kept(root, stage_files, tmp_path):
     err = p.communicate(timeout=60)[1]
     assert p.returncode == 130, err[-2000:]
     assert err.strip().splitlines()[-1] == f"searle-oti: interrupted; finished batches are kept in {tmp_path/'oti'}/shards; the same command resumes"
-
-def test_score_takes_exactly_fifty_ids(root, tmp_path):
-    val = json.loads((root/'annotations'/'val.json').read_text())
-    preds = {str(q['id']): [str(q['gt_img_ids'][0])] for q in val}
-    (tmp_path/'p.json').write_text(json.dumps(preds))
-    one_line_error(run('searle-score', tmp_path/'p.json', '--dataset-path', root), 'lists 1 ids', 'exactly 50')
