@@ -9,7 +9,7 @@ __all__ = ['ComposedRetriever', 'Match', 'OTISetup', 'open_image', 'nearest_word
            'load_phi', 'validate']
 
 # %% ../nbs/09c_init.ipynb #9fc5b315
-__doc__ = """SEARLE (ICCV 2023): zero-shot composed image retrieval with textual inversion, notebook first.
+__doc__ = """SEARLE (ICCV 2023): zero-shot composed image retrieval with textual inversion.
 
 A reference image and a relative caption ("is red") become the query "a photo of $ that is red",
 where `$` is a pseudo word: the image mapped into CLIP's token space, by optimisation (OTI) or by
@@ -27,11 +27,12 @@ import importlib as _importlib
 _LAZY = {'ComposedRetriever': 'api', 'Match': 'api', 'OTISetup': 'api', 'open_image': 'api',
          'nearest_words': 'api', 'world_gallery': 'api', 'query_box': 'api', 'plot_matches': 'api',
          'build_app': 'app', 'launch_app': 'app', 'METHODS': 'methods', 'get_method': 'methods',
-         'load_clip': 'clip', 'encode_with_pseudo_tokens': 'clip', 'invert': 'oti', 'load_phi': 'phi',
-         'validate': 'retrieval'}
+         'load_clip': 'clip', 'encode_with_pseudo_tokens': 'clip', 'invert': 'oti',
+         'load_phi': 'phi', 'validate': 'retrieval'}
+# nbdev's __all__: the names of _LAZY
 _all_ = ['ComposedRetriever', 'Match', 'OTISetup', 'open_image', 'nearest_words', 'world_gallery',
-         'query_box', 'plot_matches', 'build_app', 'launch_app', 'METHODS', 'get_method', 'load_clip',
-         'encode_with_pseudo_tokens', 'invert', 'load_phi', 'validate']  # nbdev's __all__: _LAZY's names
+         'query_box', 'plot_matches', 'build_app', 'launch_app', 'METHODS', 'get_method',
+         'load_clip', 'encode_with_pseudo_tokens', 'invert', 'load_phi', 'validate']
 
 # %% ../nbs/09c_init.ipynb #3437fa30
 def __getattr__(name:str):

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Sequence
 
 from .methods import get_method
-from .api import (ComposedRetriever, MAX_IMAGE_BYTES, default_cache_dir, documented, open_image,
-                        world_gallery)
+from .api import (ComposedRetriever, MAX_IMAGE_BYTES, default_cache_dir, documented,
+                        open_image, world_gallery)
 
 # %% auto #0
 __all__ = ['logger', 'app_environment', 'run_query', 'build_app', 'launch_app']
@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 @documented
 def app_environment(cache_dir, # the app's cache folder
                    ) -> Path:
-    "Send gradio's temporary files to `cache_dir/gradio` and turn its analytics off (before importing gradio)."
+    "Send gradio's temporary files to `cache_dir/gradio` and turn its analytics off."
     tmp = Path(cache_dir)/'gradio'
     tmp.mkdir(parents=True, exist_ok=True)
     os.environ['GRADIO_TEMP_DIR'] = str(tmp)
@@ -42,17 +42,26 @@ def _reference_file(reference, # gradio's file record ({'path': ...}), a path, o
         raise ValueError('The reference must be an upload or one of the examples.')
     return str(p)
 
+# %% ../nbs/09b_app.ipynb #49256732
+def _page_results(ms:list, words:list) -> tuple[list, str, str]:
+    "What the page shows of a query: gallery items, a results table, the pseudo word's nearest words."
+    items = [(str(m.path), f'{m.rank}. {m.name} ({m.score:.3f})') for m in ms]
+    rows = [f'| {m.rank} | {m.name} | {m.score:.4f} |' for m in ms]
+    table = '\n'.join(['| rank | image | score |', '|---:|---|---:|', *rows])
+    near = f"**$ ≈** {', '.join(f'{w} ({s:.2f})' for w, s in words)}" if words else ''
+    return items, table, near
+
 # %% ../nbs/09b_app.ipynb #08f26c67
 @documented
 def run_query(retriever:ComposedRetriever, # a retriever with an indexed gallery
               k:int, # how many results to show
-              reference, # the page's reference: gradio's file record or a path (an upload or an example)
+              reference, # the page's reference: gradio's file record or a path (upload or example)
               caption:str, # the relative caption
               method:str, # one of the retriever's `methods()`
               max_bytes:int=MAX_IMAGE_BYTES, # the largest image accepted
               allowed:Sequence=(), # folders the reference must lie in (empty: anywhere)
              ) -> tuple[list, str, str]:
-    "(gallery items, results table, nearest words) of one query; `gradio.Error` with the reason for bad input."
+    "(gallery items, results table, nearest words) of one query; `gradio.Error` for bad input."
     import gradio as gr
     ref = None
     try:
@@ -63,15 +72,13 @@ def run_query(retriever:ComposedRetriever, # a retriever with an indexed gallery
     except (ValueError, FileNotFoundError) as e:
         msg = str(e)
         if ref is not None:  # name the file as the user knows it, not by gradio's copy of it
-            msg = msg.replace(ref, (reference.get('orig_name') if isinstance(reference, dict) else None) or Path(ref).name)
+            known = reference.get('orig_name') if isinstance(reference, dict) else None
+            msg = msg.replace(ref, known or Path(ref).name)
         raise gr.Error(msg) from None
-    items = [(str(m.path), f'{m.rank}. {m.name} ({m.score:.3f})') for m in ms]
-    rows = [f'| {m.rank} | {m.name} | {m.score:.4f} |' for m in ms]
-    table = '\n'.join(['| rank | image | score |', '|---:|---|---:|', *rows])
-    near = f"**$ ≈** {', '.join(f'{w} ({s:.2f})' for w, s in words)}" if words else ''
-    return items, table, near
+    return _page_results(ms, words)
 
 # %% ../nbs/09b_app.ipynb #a5d69411
+# long: the page, laid out top to bottom as the user sees it
 @documented
 def build_app(retriever:ComposedRetriever, # a retriever with an indexed gallery
               examples:Sequence=(), # reference image files offered as examples
@@ -85,8 +92,10 @@ def build_app(retriever:ComposedRetriever, # a retriever with an indexed gallery
                     'A reference image, and how the image you want differs from it.')
         with gr.Row():
             with gr.Column(scale=1):
-                ref = gr.Image(label='reference image', type='filepath', sources=['upload'], elem_id='reference')
-                if examples: gr.Examples([[str(p)] for p in examples], inputs=[ref], label='or pick one')
+                ref = gr.Image(label='reference image', type='filepath', sources=['upload'],
+                               elem_id='reference')
+                if examples:
+                    gr.Examples([[str(p)] for p in examples], inputs=[ref], label='or pick one')
                 cap = gr.Textbox(label='relative caption', value=caption, elem_id='caption')
                 ms = list(retriever.methods())
                 method = gr.Radio(ms, value=ms[-1], label='method', elem_id='method')
@@ -98,20 +107,35 @@ def build_app(retriever:ComposedRetriever, # a retriever with an indexed gallery
         uploads = Path(os.environ.get('GRADIO_TEMP_DIR') or Path(tempfile.gettempdir())/'gradio')
         allowed = [uploads, *dict.fromkeys(Path(p).parent for p in examples)]
         fn = functools.partial(run_query, retriever, k, max_bytes=max_bytes, allowed=allowed)
-        for event in (go.click, cap.submit): event(fn, [ref, cap, method], [gallery, table, near], preprocess=False)
+        for event in (go.click, cap.submit):
+            event(fn, [ref, cap, method], [gallery, table, near], preprocess=False)
     return demo
+
+# %% ../nbs/09b_app.ipynb #8dc1bd5d
+def _indexed(r:ComposedRetriever, gallery, cache:Path) -> tuple[ComposedRetriever, list, Path]:
+    "The retriever with the gallery indexed (None: a small world), example references, the root."
+    if gallery is None:
+        ds = world_gallery(cache); r.index(ds.gallery())
+        return r, ds.references().paths[:12], ds.root
+    r.index(gallery, progress=True)
+    return r, r.gallery.paths[:12], Path(gallery)
+
+def _need_gradio():
+    "Import gradio (after `app_environment`, which it reads at import), or say how to install it."
+    try: import gradio  # noqa: F401
+    except ImportError: raise ImportError('the app needs gradio: pip install "searle[app]"') from None
 
 # %% ../nbs/09b_app.ipynb #44437895
 @documented
 def launch_app(gallery=None, # a folder of images to search (None: a small offline world)
-               clip_model=None, # a backbone for `ComposedRetriever.from_pretrained` (None: the world)
+               clip_model=None, # a backbone of `ComposedRetriever.from_pretrained` (None: world)
                phi=None, # a phi checkpoint file (None: the backbone's own)
                phrases=None, # OTI's GPT phrases (None: the world's; other CLIPs: no OTI)
-               vocabulary=None, # OTI's concepts, a list or CSV (None: the world's, else Open Images')
+               vocabulary=None, # OTI's concepts, a list or CSV (None: the world's / Open Images')
                port:int=7860, # the port to serve on
                host:str='127.0.0.1', # the address to bind; 127.0.0.1: this machine only
                k:int=8, # results shown per query
-               cache_dir=None, # features, uploads, gradio's temporary files (None: `default_cache_dir()`)
+               cache_dir=None, # features, uploads, gradio's files (None: `default_cache_dir()`)
                device=None, # None: CUDA when available
                block:bool=True): # False: return once the server runs (tests, notebooks)
     "Serve the app; returns the launched gradio Blocks."
@@ -119,16 +143,13 @@ def launch_app(gallery=None, # a folder of images to search (None: a small offli
     if gallery is not None and not Path(gallery).is_dir():
         raise FileNotFoundError(f"expected a folder of images at {gallery}, found nothing")
     app_environment(cache)
-    try: import gradio  # noqa: F401 (after app_environment, which gradio reads at import)
-    except ImportError: raise ImportError('the app needs gradio: pip install "searle[app]"') from None
+    _need_gradio()
     r = ComposedRetriever.from_pretrained(clip_model or 'world', phi=phi, phrases=phrases,
-                                      vocabulary=vocabulary, cache_dir=cache, device=device)
-    if gallery is None:
-        ds = world_gallery(cache); r.index(ds.gallery()); examples, root = ds.references().paths[:12], ds.root
-    else: r.index(gallery, progress=True); examples, root = r.gallery.paths[:12], Path(gallery)
+                                          vocabulary=vocabulary, cache_dir=cache, device=device)
+    r, examples, root = _indexed(r, gallery, cache)
     demo = build_app(r, examples, k)
     logger.info('serving %d images from %s on http://%s:%d', len(r.gallery), root, host, port)
     demo.queue().launch(server_name=host, server_port=port, allowed_paths=[str(Path(root).resolve())],
-                        max_file_size=2 * MAX_IMAGE_BYTES, prevent_thread_lock=not block, show_error=True,
-                        inbrowser=False, quiet=not block)
+                        max_file_size=2 * MAX_IMAGE_BYTES, prevent_thread_lock=not block,
+                        show_error=True, inbrowser=False, quiet=not block)
     return demo

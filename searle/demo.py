@@ -12,8 +12,8 @@ from typing import Callable
 from torch import nn
 
 from .core import *
-from .clip import (ImageList, extract_features, load_clip, model_fingerprint, model_preprocess,
-                         open_rgb)
+from .clip import (ImageList, extract_features, load_clip, model_fingerprint,
+                         model_preprocess, open_rgb)
 from .concepts import associate_images, concept_features
 from .phrases import generate_phrases
 from .oti import OTIConfig, run_oti
@@ -25,8 +25,8 @@ from .retrieval import Retrieval, benchmark_metrics, results_table, retrieve
 from . import world
 
 # %% auto #0
-__all__ = ['logger', 'DEMO_QUICK', 'WORLD_PHI', 'DEMO_METRICS', 'DemoConfig', 'oti_stage', 'WorldRun', 'run_world', 'demo_scores',
-           'score_world', 'plot_methods', 'plot_queries', 'run_demo']
+__all__ = ['logger', 'DEMO_QUICK', 'WORLD_PHI', 'DEMO_METRICS', 'DemoConfig', 'oti_stage', 'WorldRun', 'stage_configs',
+           'run_world', 'demo_scores', 'score_world', 'plot_methods', 'plot_queries', 'run_demo']
 
 # %% ../nbs/12_demo.ipynb #42e19a3a
 logger = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class DemoConfig:
     "The sizes of every stage of SEARLE on the world."
-    seed: int = 0                   # the world and its phrases (OTI and phi keep their own seed, 42)
+    seed: int = 0                   # the world, its phrases (OTI and phi keep their own seed, 42)
     n_gallery: int = 1000           # retrievable world images
     n_queries: int = 200            # val queries (references outside the gallery)
     n_unlabeled: int = 500          # phi's training images (ImageNet's role)
@@ -66,8 +66,8 @@ def oti_stage(model, images:ImageList, name:str, # the images, and the name of t
     cf = concept_features(model, vocab, progress=False, precision=precision)
     table = associate_images((images.names, f), vocab, cf, out/f'concepts_{name}.csv', k=len(vocab),
                              progress=progress)
-    tokens = run_oti(model, (images.names, f), table, phrases, out/f'oti_{name}', oti, device=device,
-                     progress=progress)
+    tokens = run_oti(model, (images.names, f), table, phrases, out/f'oti_{name}', oti,
+                     device=device, progress=progress)
     return (images.names, f), table, tokens
 
 # %% ../nbs/12_demo.ipynb #5cd841c7
@@ -87,40 +87,47 @@ def _world_root(out:Path, cfg:DemoConfig, progress:bool) -> Path:
         world.build_world(root, progress=progress, **kw)
     return root
 
+def stage_configs(cfg:DemoConfig, precision:str) -> dict:
+    "The settings of OTI on the val references ('oti', if steps), on the unlabelled images, of phi."
+    oti = {n: OTIConfig(steps=s, batch_size=cfg.oti_batch_size, precision=precision)
+           for n, s in (('oti', cfg.oti_steps), ('oti_unlabeled', cfg.oti_steps_unlabeled)) if s}
+    phi = PhiConfig(epochs=cfg.phi_epochs, batch_size=cfg.phi_batch_size, lr=cfg.phi_lr,
+                    dropout=cfg.phi_dropout, hidden_mult=cfg.phi_hidden_mult,
+                    save_every=cfg.phi_epochs, val_path=None, precision=precision)
+    return oti | {'phi': phi}
+
 # %% ../nbs/12_demo.ipynb #b7f33449
 def run_world(out, config:DemoConfig|None=None, clip_model=None, # default: the world's CLIP
               gpt=None, # default: the world's GPT-Neo
               device=None, progress:bool=True, precision:str|None=None) -> WorldRun:
-    "Every stage of SEARLE on the world, into `out`; OTI on the val references when `oti_steps`."
+    "Every stage of SEARLE on the world, into `out` (OTI on the val references if `oti_steps`)."
     cfg, out, times, t0 = config or DemoConfig(), Path(out), {}, time.time()
     prec = resolve_precision(precision, device)
+    c = stage_configs(cfg, prec)
     def lap(stage): times[stage] = round(time.time() - t0 - sum(times.values()), 1)
     root = _world_root(out, cfg, progress); lap('world')
     model = load_clip(clip_model or world.world_clip_path(), device=device)
-    phr = generate_phrases(gpt or world.world_gpt_path(), world.world_concepts(), out/'phrases.json',
-                           num_return_sequences=cfg.phrases_per_concept, seed=cfg.seed, device=device,
-                           save_every_s=0, progress=progress); lap('phrases')
+    phr = generate_phrases(gpt or world.world_gpt_path(), world.world_concepts(),
+                           out/'phrases.json', num_return_sequences=cfg.phrases_per_concept,
+                           seed=cfg.seed, device=device, save_every_s=0, progress=progress)
+    lap('phrases')
     ds, unl = load_dataset('circo', root), load_dataset('folder', root/'unlabeled').gallery()
     kw = dict(out=out, phrases=phr, device=device, progress=progress, precision=prec)
-    oti = {n: OTIConfig(steps=s, batch_size=cfg.oti_batch_size, precision=prec)
-           for n, s in (('oti', cfg.oti_steps), ('oti_unlabeled', cfg.oti_steps_unlabeled)) if s}
-    val = oti_stage(model, ds.references(), 'val', oti=oti['oti'], **kw)[2] if 'oti' in oti else None
-    images, table, tokens = oti_stage(model, unl, 'unlabeled', oti=oti['oti_unlabeled'], **kw)
+    val = None if 'oti' not in c else oti_stage(model, ds.references(), 'val', oti=c['oti'], **kw)[2]
+    images, table, tokens = oti_stage(model, unl, 'unlabeled', oti=c['oti_unlabeled'], **kw)
     lap('concepts and oti')
-    pcfg = PhiConfig(epochs=cfg.phi_epochs, batch_size=cfg.phi_batch_size, lr=cfg.phi_lr,
-                     dropout=cfg.phi_dropout, hidden_mult=cfg.phi_hidden_mult,
-                     save_every=cfg.phi_epochs, val_path=None, precision=prec)
     pre = model_preprocess(model, 'targetpad')
     val_fn = benchmark_validation(model, 'circo', root, pre, device=device, precision=prec)
-    phi = run_train_phi(model, images, tokens, table, phr, out/'phi', pcfg, validate_fn=val_fn,
+    phi = run_train_phi(model, images, tokens, table, phr, out/'phi', c['phi'], validate_fn=val_fn,
                         device=device, progress=progress); lap('phi')
-    configs = {k: dataclasses.asdict(v) for k, v in (*oti.items(), ('phi', pcfg))}
+    configs = {k: dataclasses.asdict(v) for k, v in c.items()}
     return WorldRun(out, root, model, pre, phr, val, phi, times, configs)
 
 # %% ../nbs/12_demo.ipynb #fdb2cdd6
 DEMO_METRICS = ('recall@1', 'recall@5', 'recall@10', 'map@5', 'map@10', 'map@25', 'map@50')
 
-def demo_scores(model, dataset, preprocess, memo:dict|None=None, **method) -> tuple[dict, Retrieval]:
+def demo_scores(model, dataset, preprocess, memo:dict|None=None,
+                **method) -> tuple[dict, Retrieval]:
     "Rank `dataset` with one method: its `DEMO_METRICS` (percent) and the ranking."
     r = retrieve(model, dataset, preprocess, memo=memo, progress=False, **method)
     index_of = {n: i for i, n in enumerate(r.names)}
@@ -130,8 +137,9 @@ def demo_scores(model, dataset, preprocess, memo:dict|None=None, **method) -> tu
         m[f'recall@{k}'] = 100 * hit_matrix(r.ranking[:, :k], gts).any(1).double().mean().item()
     return {k: m[k] for k in DEMO_METRICS}, r
 
+# %% ../nbs/12_demo.ipynb #6fc20100
 def score_world(run:WorldRun, precision:str|None=None) -> tuple[dict, dict]:
-    "({method: metrics}, {method: ranking}) of the baselines, SEARLE-OTI and SEARLE on the val queries."
+    "({method: metrics}, {method: ranking}): the baselines, SEARLE-OTI and SEARLE on val queries."
     ds, dev = load_dataset('circo', run.root), next(run.model.parameters()).device
     phi = load_phi(run.phi, device=dev)
     source = {'oti': dict(tokens=run.val_tokens), 'phi': dict(token_fn=phi_token_fn(phi))}
@@ -168,11 +176,13 @@ def plot_queries(dataset, r:Retrieval, # a dataset and a `Retrieval` of it
     for row, qi in zip(axes, idx):
         q = r.queries[qi]
         for ax in row: ax.set_xticks([]); ax.set_yticks([])
-        row[0].imshow(open_rgb(dataset.image_path(q.reference))[0]); row[0].set_title(q.captions[0], fontsize=7)
+        row[0].imshow(open_rgb(dataset.image_path(q.reference))[0])
+        row[0].set_title(q.captions[0], fontsize=7)
         for ax, n in zip(row[1:], names[qi]):
             ax.imshow(open_rgb(dataset.image_path(n))[0])
             hit = n in (q.ground_truths or [])
-            for sp in ax.spines.values(): sp.set_color('limegreen' if hit else 'lightgrey'); sp.set_linewidth(3)
+            for sp in ax.spines.values():
+                sp.set_color('limegreen' if hit else 'lightgrey'); sp.set_linewidth(3)
     fig.suptitle(f"{title + ': ' if title else ''}reference and caption, then the top {k} "
                  "(green frame: a ground truth)", fontsize=8)
     fig.tight_layout()
@@ -185,14 +195,16 @@ def _check_demo_folder(out:Path, cfg:DemoConfig, precision:str):
     old = load_json(out/'config.json')
     diff = {k: (old.get('demo', {}).get(k), v) for k, v in dataclasses.asdict(cfg).items()
             if old.get('demo', {}).get(k) != v}
-    if old.get('precision', 'fp32') != precision: diff['precision'] = (old.get('precision'), precision)
-    if diff: raise ValueError(f"{out} holds a demo with another config (key: (there, asked)) {diff}; "
-                              "use another output folder")
+    if old.get('precision', 'fp32') != precision:
+        diff['precision'] = (old.get('precision'), precision)
+    if diff: raise ValueError(f"{out} holds a demo with another config (key: (there, asked)) "
+                              f"{diff}; use another output folder")
 
 # %% ../nbs/12_demo.ipynb #6f142414
 def run_demo(out, # the output folder: every stage's files, metrics.json, results.csv, plots
-             config:DemoConfig|None=None, clip_model=None, gpt=None, device=None, progress:bool=True,
-             precision:str|None=None, # 'fp32', 'amp' or 'bf16' (not the phrases); None: the device's
+             config:DemoConfig|None=None, clip_model=None, gpt=None, device=None,
+             progress:bool=True,
+             precision:str|None=None, # 'fp32', 'amp' or 'bf16' (not phrases); None: the device's
             ) -> dict:
     "Every stage of SEARLE on the world, and every method scored; `{method: {metric: value}}`."
     cfg, out, t0 = config or DemoConfig(), Path(out), time.time()
@@ -208,6 +220,7 @@ def run_demo(out, # the output folder: every stage's files, metrics.json, result
     save_json({'demo': dataclasses.asdict(cfg), 'clip': str(clip_model or world.world_clip_path()),
                'clip_fingerprint': model_fingerprint(run.model),
                'gpt': str(gpt or world.world_gpt_path()),
-               **run.configs, 'precision': prec, 'seconds': run.seconds, 'total_seconds': round(time.time() - t0, 1)},
+               **run.configs, 'precision': prec, 'seconds': run.seconds,
+               'total_seconds': round(time.time() - t0, 1)},
               out/'config.json')
     return results

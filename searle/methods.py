@@ -10,7 +10,7 @@ from dataclasses import dataclass
 __all__ = ['QUERY_TEMPLATE', 'METHODS', 'OWN_METHODS', 'Method', 'get_method']
 
 # %% ../nbs/04a_methods.ipynb #d5569653
-QUERY_TEMPLATE = 'a photo of $ that {caption}'  # the paper's prompt (Sec. 3); `$` is the pseudo word
+QUERY_TEMPLATE = 'a photo of $ that {caption}'  # the paper's prompt (Sec. 3); `$`: the pseudo word
 
 @dataclass(frozen=True)
 class Method:
