@@ -19,6 +19,8 @@ def process(nbs:Path, n_workers:int) -> Path:
     "nbdev's processors (front matter, show_doc blocks, links, hidden cells) on every notebook."
     from nbdev.serve import proc_nbs  # what nbdev_proc_nbs runs, without its Quarto install
     os.environ.setdefault('OMP_NUM_THREADS', '1')
+    # nbdev's workers import this checkout's package, whatever else is installed
+    os.environ['PYTHONPATH'] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))
     return proc_nbs(nbs, n_workers=n_workers)
 
 def text(x) -> str: return ''.join(x) if isinstance(x, list) else (x or '')
