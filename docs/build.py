@@ -20,7 +20,8 @@ def process(nbs:Path, n_workers:int) -> Path:
     from nbdev.serve import proc_nbs  # what nbdev_proc_nbs runs, without its Quarto install
     os.environ.setdefault('OMP_NUM_THREADS', '1')
     # nbdev's workers import this checkout's package, whatever else is installed
-    os.environ['PYTHONPATH'] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))
+    path = [str(ROOT), os.environ.get('PYTHONPATH')]
+    os.environ['PYTHONPATH'] = os.pathsep.join(filter(None, path))
     return proc_nbs(nbs, n_workers=n_workers)
 
 def text(x) -> str: return ''.join(x) if isinstance(x, list) else (x or '')
