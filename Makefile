@@ -1,8 +1,8 @@
 # The project's checks, in the order CI runs them (`make test`), and the README generator.
 SHELL := /bin/bash
-.PHONY: test clean-check export-check readme readme-check html-check nbtest nbexec pytest demo
+.PHONY: test clean-check export-check readme readme-check docs nbtest nbexec pytest demo
 
-test: clean-check export-check readme-check html-check nbtest nbexec pytest
+test: clean-check export-check readme-check docs nbtest nbexec pytest
 
 clean-check:  ## notebooks are clean: nbdev_clean leaves no diff
 	nbdev_clean
@@ -18,8 +18,8 @@ readme:  ## README.md from nbs/index.ipynb, offline (no Quarto)
 readme-check:
 	python .ci/make_readme.py --check
 
-html-check:  ## every notebook converts to HTML (what can be checked of the docs without Quarto)
-	python .ci/html_check.py
+docs:  ## the site in _docs/, offline: nbdev's processing, then Sphinx (tests/test_site.py opens it)
+	python docs/build.py
 
 nbtest:  ## every notebook executes (cuda / data / slow cells skipped)
 	OMP_NUM_THREADS=1 nbdev_test --n_workers 2 --timing

@@ -1,6 +1,6 @@
 """Write README.md from nbs/index.ipynb without Quarto: drop `#| hide` cells and nbdev directives,
 keep the outputs, convert to Markdown with nbconvert. `--check` fails when README.md is out of date."""
-import sys, copy
+import sys, copy, re
 from pathlib import Path
 import nbformat
 from nbconvert import MarkdownExporter
@@ -16,6 +16,8 @@ def render() -> str:
         if c.cell_type == 'code' and any(d.replace(' ', '') in ('#|hide', '#|exporti', '#|export') for d in directives): continue
         c = copy.deepcopy(c)
         if c.cell_type == 'code': c.source = '\n'.join(l for l in lines if not l.startswith('#|')).strip('\n')
+        else:  # a link to a notebook is relative to nbs/
+            c.source = re.sub(r'\]\((?![a-z]+:|/|#)([^)\s]+\.ipynb)', r'](nbs/\1', c.source)
         cells.append(c)
     nb.cells = cells
     body, _ = MarkdownExporter().from_notebook_node(nb)
