@@ -270,5 +270,6 @@ def progress_bar(it:Iterable|None=None, # what to iterate (`None`: advance by ha
 
 # %% ../nbs/00_core.ipynb #d2caf7b1
 def setup_logging(level:str|int='INFO'):
-    "Configure the root logger for command-line use (library code only logs)."
+    "Configure the root logger for command-line use (library code only logs); no hub progress bars."
+    os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')  # transformers' "Loading weights" bar
     logging.basicConfig(level=level, format='%(asctime)s %(levelname)s %(name)s: %(message)s', datefmt='%H:%M:%S', force=True)
