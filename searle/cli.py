@@ -71,7 +71,7 @@ OPTIONS = {  # option name -> argparse keywords: one rule for every command that
                                                            'that need them (recorded in OUT)'),
     'truncated_images': dict(choices=('error', 'decode'), help='decode: decode truncated files as the original '
                                                                'does (recorded in OUT)'),
-    'top_k': dict(type=_COUNT, aliases=('--k',)),  # the original's and issue's short spelling still parses
+    'top_k': dict(type=_COUNT, aliases=('--k',)),  # `--k`, the original's spelling, parses too
     **{k: dict(type=_COUNT) for k in ('steps', 'epochs', 'batch_size', 'num_return_sequences',
                                       'save_every', 'limit', 'n_gallery', 'n_queries')},
     'seed': dict(type=_SEED), 'port': dict(type=Number(int, 1, 65535)),

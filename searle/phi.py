@@ -266,7 +266,7 @@ def train_phi(model, # CLIP (frozen during training); its text encoder computes 
               out_dir=None, # checkpoints, logs and resuming; None: train in memory only
               validate_fn:Callable|None=None, # (phi, epoch) -> metrics dict, run after every epoch (first process only)
               device=None, progress:bool=True, meta:dict|None=None) -> Phi:
-    "Distil OTI tokens into phi (SPEC, phi); resumable from `out_dir`, data-parallel under accelerate / torchrun."
+    "Distil OTI tokens into phi (Sec. 3.2); resumable, data-parallel under accelerate or torchrun."
     config, dist, names = config or PhiConfig(), Dist(), [str(n) for n in names]
     dev, N, main = dist.resolve(device), len(names), dist.rank == 0
     config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))  # recorded resolved
