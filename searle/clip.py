@@ -150,7 +150,8 @@ def _identity(x): return x
 @dataclass
 class TextBlock:
     "One pre-norm text block: x + ls_1(out_proj(attn(ln_1(x)))), then x + ls_2(mlp(ln_2(x)))."
-    ln_1: Callable; qkv: Callable; heads: int; out_proj: Callable  # qkv: [N, W] -> [N, 3W]: q|k|v
+    ln_1: Callable; qkv: Callable  # qkv: [N, W] -> [N, 3W], q | k | v
+    heads: int; out_proj: Callable
     ls_1: Callable; ln_2: Callable; mlp: Callable; ls_2: Callable
 
 # %% ../nbs/01_clip.ipynb #7bf24373
@@ -199,8 +200,8 @@ class Backbone:
             if isinstance(b, str):
                 raise TypeError(f"text block {i} is {b}; use trim=False (the family's pass)")
         return self.blocks
-    # CLIP's BPE, the three families'
-    def tokenize(self, texts) -> torch.Tensor: return tokenize(texts)
+    def tokenize(self, texts) -> torch.Tensor: # CLIP's BPE, the three families'
+        return tokenize(texts)
     @property
     def pseudo_id(self) -> int: return pseudo_token_id()
 
@@ -557,8 +558,9 @@ def model_preprocess(model,
 @dataclass
 class _TextPlan:
     "Where each position of each prompt lives among the flat rows the text transformer runs on."
-    B: int; L: int; S: int  # prompts; longest prompt up to its end-of-text;
-                            # rows shared through the prefix tree (numbered first)
+    B: int                  # prompts
+    L: int                  # longest prompt up to its end-of-text
+    S: int                  # rows shared through the prefix tree (numbered first)
     index: torch.Tensor     # [B, L] flat row of each (prompt, position); padding points at row 0
     rep: torch.Tensor       # [N] prompt*L + position whose attention output each flat row takes
     token: torch.Tensor     # [N] token id of each flat row
