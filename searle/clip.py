@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 import warnings
 
-warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)  # raised by clip's import
+# raised by clip's import
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
 import clip
 import numpy as np
 import torch
@@ -37,36 +38,46 @@ logger = logging.getLogger(__name__)
 
 # %% ../nbs/01_clip.ipynb #be795d3f
 CLIP_PRESETS = {
-    'tiny':     dict(embed_dim=64, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,
-                     context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=2, transformer_layers=2),
-    'ViT-B/32': dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=32,
-                     context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8, transformer_layers=12),
-    'ViT-L/14': dict(embed_dim=768, image_resolution=224, vision_layers=24, vision_width=1024, vision_patch_size=14,
-                     context_length=77, vocab_size=49408, transformer_width=768, transformer_heads=12, transformer_layers=12),
+    'tiny':     dict(embed_dim=64, image_resolution=32, vision_layers=2, vision_width=64,
+                     vision_patch_size=8, context_length=77, vocab_size=49408,
+                     transformer_width=64, transformer_heads=2, transformer_layers=2),
+    'ViT-B/32': dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+                     vision_patch_size=32, context_length=77, vocab_size=49408,
+                     transformer_width=512, transformer_heads=8, transformer_layers=12),
+    'ViT-L/14': dict(embed_dim=768, image_resolution=224, vision_layers=24, vision_width=1024,
+                     vision_patch_size=14, context_length=77, vocab_size=49408,
+                     transformer_width=768, transformer_heads=12, transformer_layers=12),
 }
-OPEN_CLIP_TINY = dict(embed_dim=64,  # with layer scale in the text blocks, so the tests see it at work
-                      vision_cfg=dict(image_size=32, layers=2, width=64, head_width=32, patch_size=8),
-                      text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2,
-                                    ls_init_value=0.5))
+
+# %% ../nbs/01_clip.ipynb #bd748615
+# with layer scale in the text blocks, so the tests see it at work
+OPEN_CLIP_TINY = dict(embed_dim=64,
+                      vision_cfg=dict(image_size=32, layers=2, width=64, head_width=32,
+                                      patch_size=8),
+                      text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2,
+                                    layers=2, ls_init_value=0.5))
 _HF_TEXT = lambda w, h: dict(hidden_size=w, intermediate_size=4 * w, num_hidden_layers=12,
                              num_attention_heads=h)
 HF_PRESETS = {  # CLIPConfig keyword arguments (its defaults are ViT-B/32)
     'tiny': dict(text_config=dict(_HF_TEXT(64, 2), num_hidden_layers=2), projection_dim=64,
-                 vision_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-                                    image_size=32, patch_size=8)),
+                 vision_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                                    num_attention_heads=2, image_size=32, patch_size=8)),
     'ViT-B/32': dict(),
     'ViT-L/14': dict(text_config=_HF_TEXT(768, 12), projection_dim=768,
-                     vision_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                                        num_attention_heads=16, image_size=224, patch_size=14)),
+                     vision_config=dict(hidden_size=1024, intermediate_size=4096,
+                                        num_hidden_layers=24, num_attention_heads=16,
+                                        image_size=224, patch_size=14)),
 }
 
 # %% ../nbs/01_clip.ipynb #3a9ab1b1
 def _build_config(spec:str|dict) -> dict:
-    "What `build_clip` builds for `spec`: `clip.model.CLIP` kwargs, or {'family': 'open_clip'|'hf', ...}."
+    ("What `build_clip` builds for `spec`: `clip.model.CLIP` kwargs, "
+     "or {'family': 'open_clip'|'hf', ...}.")
     if isinstance(spec, dict): return dict(spec)
     if spec in CLIP_PRESETS: return dict(CLIP_PRESETS[spec])
     fam, _, name = str(spec).partition(':')
-    if fam == 'open_clip' and name == 'tiny': return {'family': 'open_clip', 'model_cfg': OPEN_CLIP_TINY}
+    if fam == 'open_clip' and name == 'tiny':
+        return {'family': 'open_clip', 'model_cfg': OPEN_CLIP_TINY}
     if fam == 'open_clip' and name:
         import open_clip
         if name not in open_clip.list_models():
@@ -74,11 +85,13 @@ def _build_config(spec:str|dict) -> dict:
                              "open_clip.list_models(), e.g. ViT-B-32, ViT-H-14")
         return {'family': 'open_clip', 'arch': name}
     if fam == 'hf' and name in HF_PRESETS: return {'family': 'hf', 'config': HF_PRESETS[name]}
-    raise ValueError(f"unknown CLIP preset {spec!r}; expected one of {sorted(CLIP_PRESETS)}, 'open_clip:ARCH' "
-                     f"(any open_clip architecture, or 'tiny') or 'hf:' + one of {sorted(HF_PRESETS)}")
+    raise ValueError(f"unknown CLIP preset {spec!r}; expected one of {sorted(CLIP_PRESETS)}, "
+                     f"'open_clip:ARCH' (any open_clip architecture, or 'tiny') "
+                     f"or 'hf:' + one of {sorted(HF_PRESETS)}")
 
 class _quiet_logs:
-    "Silence library log records below ERROR for a moment (open_clip warns that random weights are random)."
+    ("Silence library log records below ERROR for a moment "
+     "(open_clip warns that random weights are random).")
     def __enter__(self): logging.disable(logging.WARNING)
     def __exit__(self, *a): logging.disable(logging.NOTSET)
 
@@ -96,12 +109,15 @@ def _build_family(cfg:dict) -> nn.Module:
         return CLIPModel(CLIPConfig(**cfg['config']))
     raise ValueError(f"unknown CLIP family {cfg['family']!r}; expected 'open_clip' or 'hf'")
 
-def build_clip(config:str|dict='tiny', # 'tiny', 'ViT-B/32', 'open_clip:ARCH', 'hf:ViT-L/14'...; or a config
-               seed:int|None=0, # seeds the random initialisation (`None`: the current global stream)
-              ) -> nn.Module:
+# %% ../nbs/01_clip.ipynb #0dfaa3f2
+def build_clip(
+    config:str|dict='tiny', # 'tiny', 'ViT-B/32', 'open_clip:ARCH', 'hf:ViT-L/14'...; or a config
+    seed:int|None=0, # seeds the random initialisation (`None`: the current global stream)
+    ) -> nn.Module:
     "A CLIP of any family with random weights (no download), float32, in eval mode, on CPU."
     cfg = _build_config(config)
-    with torch.random.fork_rng(devices=[], enabled=seed is not None):  # the caller's random stream is left as it was
+    # the caller's random stream is left as it was
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None: torch.manual_seed(seed)
         model = (_build_family(cfg) if 'family' in cfg else CLIP(**cfg)).float().eval()
     hf = cfg.get('family') == 'hf'                                     # record the whole CLIPConfig
@@ -118,11 +134,14 @@ def tokenize(texts:str|Sequence[str]) -> torch.Tensor:
 def pseudo_token_id() -> int:
     "The BPE id of `$`."
     ids = clip.clip._tokenizer.encode(PSEUDO_CHAR)
-    if len(ids) != 1: raise RuntimeError(f"CLIP's tokenizer splits {PSEUDO_CHAR!r} into {ids}; expected one token")
+    if len(ids) != 1:
+        raise RuntimeError(f"CLIP's tokenizer splits {PSEUDO_CHAR!r} into {ids}; "
+                           "expected one token")
     return ids[0]
 
 # %% ../nbs/01_clip.ipynb #209761c0
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # openai's image normalisation (OpenCLIP's default too)
+# openai's image normalisation (OpenCLIP's default too)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CLIP_VOCAB, CLIP_EOT = 49408, 49407                 # CLIP's BPE: its size and the end-of-text id
 
@@ -131,135 +150,166 @@ def _identity(x): return x
 @dataclass
 class TextBlock:
     "One pre-norm text block: x + ls_1(out_proj(attn(ln_1(x)))), then x + ls_2(mlp(ln_2(x)))."
-    ln_1: Callable; qkv: Callable; heads: int; out_proj: Callable  # qkv: [N, W] -> [N, 3W], q | k | v
+    ln_1: Callable; qkv: Callable  # qkv: [N, W] -> [N, 3W], q | k | v
+    heads: int; out_proj: Callable
     ls_1: Callable; ln_2: Callable; mlp: Callable; ls_2: Callable
 
+# %% ../nbs/01_clip.ipynb #7bf24373
 def _mha_block(blk, causal:bool=True) -> TextBlock|str:
     "openai's and OpenCLIP's block (packed `in_proj_weight`), or why it has no fast path."
     a = getattr(blk, 'attn', None)
     if not isinstance(a, nn.MultiheadAttention) or a.in_proj_weight is None or not causal:
-        return f"{type(blk).__name__} without a causal nn.MultiheadAttention with a packed in_proj_weight"
+        return (f"{type(blk).__name__} without a causal nn.MultiheadAttention "
+                "with a packed in_proj_weight")
     qkv = lambda x: F.linear(x, a.in_proj_weight, a.in_proj_bias)
-    return TextBlock(blk.ln_1, qkv, a.num_heads, a.out_proj, getattr(blk, 'ls_1', _identity), blk.ln_2, blk.mlp,
-                     getattr(blk, 'ls_2', _identity))
+    return TextBlock(blk.ln_1, qkv, a.num_heads, a.out_proj, getattr(blk, 'ls_1', _identity),
+                     blk.ln_2, blk.mlp, getattr(blk, 'ls_2', _identity))
 
 def _hf_block(layer) -> TextBlock:
     "A Hugging Face `CLIPEncoderLayer` (separate q, k, v projections)."
     a = layer.self_attn
     qkv = lambda x: torch.cat([a.q_proj(x), a.k_proj(x), a.v_proj(x)], -1)
-    return TextBlock(layer.layer_norm1, qkv, a.num_heads, a.out_proj, _identity, layer.layer_norm2, layer.mlp, _identity)
+    return TextBlock(layer.layer_norm1, qkv, a.num_heads, a.out_proj, _identity, layer.layer_norm2,
+                     layer.mlp, _identity)
 
 # %% ../nbs/01_clip.ipynb #9bdd2993
+# long: one dataclass, the adapter every family fills: its fields and its two rules together
 @dataclass
 class Backbone:
-    "searle's view of one CLIP of any family: its text tower's parts, its tokenizer's rules, its image tower."
-    family: str                      # 'openai', 'open_clip' or 'hf'
+    ("searle's view of one CLIP of any family: its text tower's parts, its tokenizer's rules, "
+     "its image tower.")
+    family: str                  # 'openai', 'open_clip' or 'hf'
     token_embedding: nn.Embedding    # [vocab, W]
-    positions: torch.Tensor          # [77, W] positional embeddings
-    blocks: list                     # a TextBlock per layer, or the reason a layer has no fast path
+    positions: torch.Tensor      # [77, W] positional embeddings
+    blocks: list                 # a TextBlock per layer, or the reason a layer has no fast path
     ln_final: Callable
-    project: Callable                # [B, W] -> [B, D] the text projection
-    eot_id: int|None                 # None: end-of-text is the highest id; else the first position holding it
-    own_text: Callable               # the family's own 77-token pass: tokens [B, 77] -> features [B, D]
-    own_image: Callable|None         # images [B, 3, H, W] -> features [B, D] (None: a text tower alone)
+    project: Callable            # [B, W] -> [B, D] the text projection
+    eot_id: int|None    # None: end-of-text is the highest id; else the first position holding it
+    own_text: Callable           # the family's own 77-token pass: tokens [B, 77] -> features [B, D]
+    own_image: Callable|None     # images [B, 3, H, W] -> features [B, D] (None: a text tower alone)
     image_size: int|None; mean: tuple; std: tuple  # the image tower's resolution and normalisation
-    width: int; dim: int             # token width W, feature dim D
+    width: int; dim: int         # token width W, feature dim D
 
     def eot(self, tokens:torch.Tensor) -> torch.Tensor:
         "[B] position of each row's end-of-text, by the family's rule."
-        return tokens.argmax(-1) if self.eot_id is None else (tokens == self.eot_id).int().argmax(-1)
+        return (tokens.argmax(-1) if self.eot_id is None
+                else (tokens == self.eot_id).int().argmax(-1))
     def text_blocks(self) -> list[TextBlock]:
         "The blocks, or a TypeError naming the first one the fast path cannot run."
         for i, b in enumerate(self.blocks):
-            if isinstance(b, str): raise TypeError(f"text block {i} is {b}; use trim=False (the family's pass)")
+            if isinstance(b, str):
+                raise TypeError(f"text block {i} is {b}; use trim=False (the family's pass)")
         return self.blocks
-    def tokenize(self, texts) -> torch.Tensor: return tokenize(texts)   # CLIP's BPE, the three families'
+    def tokenize(self, texts) -> torch.Tensor: # CLIP's BPE, the three families'
+        return tokenize(texts)
     @property
     def pseudo_id(self) -> int: return pseudo_token_id()
 
 # %% ../nbs/01_clip.ipynb #9911ef69
 def _openai_backbone(m) -> Backbone:
-    blocks = [_mha_block(b, getattr(b, 'attn_mask', None) is not None) for b in m.transformer.resblocks]
+    blocks = [_mha_block(b, getattr(b, 'attn_mask', None) is not None)
+              for b in m.transformer.resblocks]
     return Backbone('openai', m.token_embedding, m.positional_embedding, blocks, m.ln_final,
-                    lambda x: x @ m.text_projection, None, m.encode_text, m.encode_image, m.visual.input_resolution,
-                    CLIP_MEAN, CLIP_STD, m.token_embedding.embedding_dim, m.text_projection.shape[1])
+                    lambda x: x @ m.text_projection, None, m.encode_text, m.encode_image,
+                    m.visual.input_resolution, CLIP_MEAN, CLIP_STD,
+                    m.token_embedding.embedding_dim, m.text_projection.shape[1])
 
 def _hf_backbone(m) -> Backbone:
     if type(m).__name__ != 'CLIPModel':
-        raise ValueError(f"{type(m).__name__} is not a transformers CLIPModel; searle needs CLIP's BPE tokenizer "
+        raise ValueError(f"{type(m).__name__} is not a transformers CLIPModel; "
+                         "searle needs CLIP's BPE tokenizer "
                          "(SigLIP and other models with their own tokenizer are not supported)")
     t, tc, vc = m.text_model, m.config.text_config, m.config.vision_config
     return Backbone('hf', t.embeddings.token_embedding, t.embeddings.position_embedding.weight,
                     [_hf_block(l) for l in t.encoder.layers], t.final_layer_norm, m.text_projection,
-                    None if tc.eos_token_id == 2 else tc.eos_token_id,  # transformers: 2 marks old configs (argmax)
+                    # transformers: 2 marks old configs (argmax)
+                    None if tc.eos_token_id == 2 else tc.eos_token_id,
                     lambda ids: m.text_projection(t(input_ids=ids).pooler_output),
-                    lambda x: m.visual_projection(m.vision_model(pixel_values=x).pooler_output), vc.image_size,
+                    lambda x: m.visual_projection(m.vision_model(pixel_values=x).pooler_output),
+                    vc.image_size,
                     tuple(getattr(m, 'searle_image_mean', CLIP_MEAN)),
                     tuple(getattr(m, 'searle_image_std', CLIP_STD)),
                     tc.hidden_size, m.config.projection_dim)
 
 # %% ../nbs/01_clip.ipynb #f3b612fc
 def _open_clip_backbone(m) -> Backbone:
-    t = getattr(m, 'text', m) if type(m).__name__ != 'CLIP' else m  # CustomTextCLIP keeps its text tower in `.text`
+    t = getattr(m, 'text', m) if type(m).__name__ != 'CLIP' else m  # CustomTextCLIP: in `.text`
     if not hasattr(t, 'token_embedding'):
-        raise ValueError(f"this {type(m).__name__}'s text tower is {type(t).__name__}, with its own tokenizer; "
-                         "searle needs a CLIP BPE text transformer")
-    pool = getattr(t, 'text_pool_type', getattr(t, 'pool_type', None))   # open_clip.CLIP copies its tower's
-    eos = getattr(t, 'text_eos_id', getattr(t, 'eos_id', None))          # settings under `text_` names
-    if pool not in ('argmax', 'eos') or getattr(t, 'cls_emb', None) is not None or t.attn_mask is None:
-        raise ValueError(f"this {type(m).__name__}'s text tower pools {pool!r} (or is not causal); searle needs "
-                         "CLIP's causal text transformer read at the end-of-text (SigLIP-style towers are not)")
+        raise ValueError(f"this {type(m).__name__}'s text tower is {type(t).__name__}, "
+                         "with its own tokenizer; searle needs a CLIP BPE text transformer")
+    # open_clip.CLIP copies its tower's settings under `text_` names
+    pool = getattr(t, 'text_pool_type', getattr(t, 'pool_type', None))
+    eos = getattr(t, 'text_eos_id', getattr(t, 'eos_id', None))
+    if (pool not in ('argmax', 'eos') or getattr(t, 'cls_emb', None) is not None
+            or t.attn_mask is None):
+        raise ValueError(f"this {type(m).__name__}'s text tower pools {pool!r} (or is not causal); "
+                         "searle needs CLIP's causal text transformer read at the end-of-text "
+                         "(SigLIP-style towers are not)")
     p, vis = t.text_projection, getattr(m, 'visual', None)
     proj = _identity if p is None else p if isinstance(p, nn.Linear) else (lambda x: x @ p)
     size, pc = getattr(vis, 'image_size', None), getattr(vis, 'preprocess_cfg', None) or {}
     W = t.token_embedding.embedding_dim
     D = W if p is None else p.out_features if isinstance(p, nn.Linear) else p.shape[1]
     blocks = [_mha_block(b) for b in t.transformer.resblocks]
-    return Backbone('open_clip', t.token_embedding, t.positional_embedding, blocks, t.ln_final, proj,
-                    eos if pool == 'eos' else None, m.encode_text if vis is not None else t,
-                    m.encode_image if vis is not None else None, size[0] if isinstance(size, (tuple, list)) else size,
+    return Backbone('open_clip', t.token_embedding, t.positional_embedding, blocks, t.ln_final,
+                    proj, eos if pool == 'eos' else None, m.encode_text if vis is not None else t,
+                    m.encode_image if vis is not None else None,
+                    size[0] if isinstance(size, (tuple, list)) else size,
                     tuple(pc.get('mean', CLIP_MEAN)), tuple(pc.get('std', CLIP_STD)), W, D)
 
 # %% ../nbs/01_clip.ipynb #6c25b0e4
 def backbone(model:nn.Module) -> Backbone:
-    "searle's adapter for openai's `CLIP`, OpenCLIP's `CLIP` / `CustomTextCLIP` or `transformers.CLIPModel`."
+    ("searle's adapter for openai's `CLIP`, OpenCLIP's `CLIP` / `CustomTextCLIP` "
+     "or `transformers.CLIPModel`.")
     mod = type(model).__module__
     if isinstance(model, CLIP): bb = _openai_backbone(model)
     elif mod.startswith('open_clip'): bb = _open_clip_backbone(model)
     elif mod.startswith('transformers'): bb = _hf_backbone(model)
-    else: raise TypeError(f"{type(model).__name__} ({mod}) is not a CLIP searle knows; expected clip.model.CLIP, "
+    else: raise TypeError(f"{type(model).__name__} ({mod}) is not a CLIP searle knows; "
+                          "expected clip.model.CLIP, "
                           "open_clip.CLIP / CustomTextCLIP or transformers.CLIPModel")
     V = bb.token_embedding.num_embeddings
     if V != CLIP_VOCAB or bb.eot_id not in (None, CLIP_EOT) or bb.positions.shape[0] != 77:
-        raise ValueError(f"this {type(model).__name__} has {V} token ids, end-of-text {bb.eot_id or 'argmax'} and "
-                         f"{bb.positions.shape[0]} positions; searle needs CLIP's BPE ({CLIP_VOCAB} ids, end-of-text "
-                         f"{CLIP_EOT}, 77 positions), as openai, OpenCLIP and Hugging Face CLIP models have")
+        raise ValueError(f"this {type(model).__name__} has {V} token ids, "
+                         f"end-of-text {bb.eot_id or 'argmax'} and "
+                         f"{bb.positions.shape[0]} positions; searle needs CLIP's BPE "
+                         f"({CLIP_VOCAB} ids, end-of-text {CLIP_EOT}, 77 positions), "
+                         "as openai, OpenCLIP and Hugging Face CLIP models have")
     return bb
 
 # %% ../nbs/01_clip.ipynb #27438e53
 def clip_config(model:nn.Module) -> dict:
-    "What rebuilds `model`: `clip.model.CLIP` keyword arguments, or {'family': 'open_clip' | 'hf', ...}."
+    ("What rebuilds `model`: `clip.model.CLIP` keyword arguments, "
+     "or {'family': 'open_clip' | 'hf', ...}.")
     if getattr(model, 'searle_config', None): return dict(model.searle_config)
     fam = backbone(model).family
     if fam == 'hf': return {'family': 'hf', 'config': model.config.to_dict()}
     if fam == 'open_clip':
         raise ValueError("this open_clip model does not record its architecture: build it with "
-                         "build_clip('open_clip:ARCH') or load it with load_clip('open_clip:ARCH/PRETRAINED')")
+                         "build_clip('open_clip:ARCH') or load it with "
+                         "load_clip('open_clip:ARCH/PRETRAINED')")
     return clip_config_from_state_dict(model.state_dict())
 
+# %% ../nbs/01_clip.ipynb #f0dfd5a2
 def clip_config_from_state_dict(sd:dict) -> dict:
-    "Infer a ViT CLIP's configuration from the shapes of its state dict (heads: width // 64, the official rule)."
-    if 'visual.proj' not in sd: raise ValueError("only ViT CLIP state dicts can be inferred; ResNet checkpoints go through clip.model.build_model")
+    ("Infer a ViT CLIP's configuration from the shapes of its state dict "
+     "(heads: width // 64, the official rule).")
+    if 'visual.proj' not in sd:
+        raise ValueError("only ViT CLIP state dicts can be inferred; "
+                         "ResNet checkpoints go through clip.model.build_model")
     width = sd['visual.conv1.weight'].shape[0]
     patch = sd['visual.conv1.weight'].shape[-1]
     grid = round((sd['visual.positional_embedding'].shape[0] - 1) ** 0.5)
     t_width = sd['ln_final.weight'].shape[0]
     return dict(embed_dim=sd['text_projection'].shape[1], image_resolution=patch * grid,
-                vision_layers=len([k for k in sd if k.startswith('visual.') and k.endswith('.attn.in_proj_weight')]),
-                vision_width=width, vision_patch_size=patch, context_length=sd['positional_embedding'].shape[0],
+                vision_layers=len([k for k in sd if k.startswith('visual.')
+                                   and k.endswith('.attn.in_proj_weight')]),
+                vision_width=width, vision_patch_size=patch,
+                context_length=sd['positional_embedding'].shape[0],
                 vocab_size=sd['token_embedding.weight'].shape[0], transformer_width=t_width,
                 transformer_heads=t_width // 64,
-                transformer_layers=len({k.split('.')[2] for k in sd if k.startswith('transformer.resblocks')}))
+                transformer_layers=len({k.split('.')[2] for k in sd
+                                        if k.startswith('transformer.resblocks')}))
 
 # %% ../nbs/01_clip.ipynb #d4eae23a
 def _embedding_key(model:nn.Module) -> str:
@@ -282,8 +332,10 @@ def save_clip(model:nn.Module, path, # where to write the checkpoint
 
 # %% ../nbs/01_clip.ipynb #cb8885d1
 def _clip_from_state_dict(sd:dict, config:dict|None=None, token_ids=None) -> nn.Module:
-    sd = {k: v for k, v in sd.items() if k not in ('input_resolution', 'context_length', 'vocab_size')}
-    if config is None and 'visual.proj' not in sd:  # ResNet CLIP: openai's builder (it rounds through fp16)
+    sd = {k: v for k, v in sd.items()
+          if k not in ('input_resolution', 'context_length', 'vocab_size')}
+    # ResNet CLIP: openai's builder (it rounds through fp16)
+    if config is None and 'visual.proj' not in sd:
         return clip.model.build_model(sd).float().eval()
     config = config or clip_config_from_state_dict(sd)
     model = build_clip(config, seed=None)
@@ -294,17 +346,22 @@ def _clip_from_state_dict(sd:dict, config:dict|None=None, token_ids=None) -> nn.
         sd = {**sd, key: emb}
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
     if missing or unexpected:
-        raise ValueError(f"CLIP checkpoint does not match its configuration {str(config)[:200]}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(f"CLIP checkpoint does not match its configuration {str(config)[:200]}: "
+                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model.eval()
 
+# %% ../nbs/01_clip.ipynb #be458d8d
 def _read_clip_file(path:Path) -> nn.Module:
     try: obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception:  # the official files are TorchScript archives
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter('ignore', FutureWarning)  # torch.jit.load's deprecation notice
-                return _clip_from_state_dict(torch.jit.load(str(path), map_location='cpu').state_dict())
-        except Exception as e: raise ValueError(f"{path} is neither a CLIP state dict nor a CLIP TorchScript archive ({e})") from None
+                warnings.simplefilter('ignore', FutureWarning)  # torch.jit.load's deprecation
+                return _clip_from_state_dict(
+                    torch.jit.load(str(path), map_location='cpu').state_dict())
+        except Exception as e:
+            raise ValueError(f"{path} is neither a CLIP state dict "
+                             f"nor a CLIP TorchScript archive ({e})") from None
     if isinstance(obj, dict) and obj.get('format') == 'searle-clip':
         return _clip_from_state_dict(obj['state_dict'], obj['config'], obj.get('token_ids'))
     if isinstance(obj, dict) and isinstance(obj.get('state_dict'), dict): obj = obj['state_dict']
@@ -315,48 +372,63 @@ def _read_clip_file(path:Path) -> nn.Module:
 # %% ../nbs/01_clip.ipynb #5a11fbd6
 def official_clip_path(name:str, download_root=None) -> tuple[Path, str]:
     "Where openai's `clip` caches the official model `name`, and its URL."
-    if name not in clip.clip._MODELS: raise ValueError(f"unknown CLIP model {name!r}; expected a file or one of {clip.available_models()}")
+    if name not in clip.clip._MODELS:
+        raise ValueError(f"unknown CLIP model {name!r}; "
+                         f"expected a file or one of {clip.available_models()}")
     url = clip.clip._MODELS[name]
     root = Path(download_root or Path('~/.cache/clip').expanduser())
     return root / os.path.basename(url), url
 
-def _offline() -> bool: return '1' in (os.environ.get('SEARLE_OFFLINE'), os.environ.get('HF_HUB_OFFLINE'))
+def _offline() -> bool:
+    return '1' in (os.environ.get('SEARLE_OFFLINE'), os.environ.get('HF_HUB_OFFLINE'))
 
+# %% ../nbs/01_clip.ipynb #2fe94a6b
 def _openai_file(name_or_path, download_root=None) -> Path:
     "The local file of an openai name (cached or downloaded) or path."
     p = Path(name_or_path)
     if p.is_file(): return p
     if str(name_or_path) not in clip.clip._MODELS:
-        raise FileNotFoundError(f"no CLIP checkpoint at {p}, and {str(name_or_path)!r} is not an official name {clip.available_models()}, "
+        raise FileNotFoundError(f"no CLIP checkpoint at {p}, and {str(name_or_path)!r} is not an "
+                                f"official name {clip.available_models()}, "
                                 "'open_clip:ARCH/PRETRAINED' or 'hf:REPO_OR_FOLDER'")
     target, url = official_clip_path(str(name_or_path), download_root)
     try:
-        if os.environ.get('SEARLE_OFFLINE') == '1' and not target.is_file(): raise OSError('SEARLE_OFFLINE=1')
+        if os.environ.get('SEARLE_OFFLINE') == '1' and not target.is_file():
+            raise OSError('SEARLE_OFFLINE=1')
         return Path(clip.clip._download(url, str(target.parent)))
     except (OSError, urllib.error.URLError) as e:
-        raise FileNotFoundError(f"CLIP {name_or_path} is not cached and could not be downloaded ({e}). "
-                                f"Put the file from {url} at {target}, or pass the file's path.") from None
+        raise FileNotFoundError(f"CLIP {name_or_path} is not cached and could not be downloaded "
+                                f"({e}). Put the file from {url} at {target}, "
+                                "or pass the file's path.") from None
 
 # %% ../nbs/01_clip.ipynb #9d5161b4
+# long: two sources (the Hugging Face hub or a URL) and one error that names both
 def _open_clip_weights(arch:str, tag:str, cache_dir=None) -> str:
-    "The local file of OpenCLIP's pretrained `arch`/`tag`: its cache, or a download; one clear error when neither."
+    ("The local file of OpenCLIP's pretrained `arch`/`tag`: its cache, or a download; "
+     "one clear error when neither.")
     import open_clip, huggingface_hub
     cfg = open_clip.get_pretrained_cfg(arch, tag)
     if cfg.get('hf_hub'):
-        repo, fname = os.path.split(cfg['hf_hub'].rstrip('/') + ('/open_clip_pytorch_model.bin' if cfg['hf_hub'].endswith('/') else ''))
-        where, cache = f'https://huggingface.co/{repo}', cache_dir or huggingface_hub.constants.HF_HUB_CACHE
-        get = lambda: huggingface_hub.hf_hub_download(repo, fname, cache_dir=cache_dir, local_files_only=_offline())
+        repo, fname = os.path.split(cfg['hf_hub'].rstrip('/') + (
+            '/open_clip_pytorch_model.bin' if cfg['hf_hub'].endswith('/') else ''))
+        where, cache = (f'https://huggingface.co/{repo}',
+                        cache_dir or huggingface_hub.constants.HF_HUB_CACHE)
+        get = lambda: huggingface_hub.hf_hub_download(repo, fname, cache_dir=cache_dir,
+                                                      local_files_only=_offline())
     else:
         url = cfg['url']; fname, where = os.path.basename(url), url
         cache = Path(cache_dir or Path('~/.cache/clip').expanduser())
         if (cache / fname).is_file(): return str(cache / fname)
-        get = lambda: open_clip.pretrained.download_pretrained_from_url(url, cache_dir=str(cache)) if not _offline() else None
+        get = lambda: (open_clip.pretrained.download_pretrained_from_url(url, cache_dir=str(cache))
+                       if not _offline() else None)
     try: f = get()
     except Exception as e: f, err = None, str(e).splitlines()[0] if str(e) else type(e).__name__
     else: err = 'offline'
     if f: return f
-    raise FileNotFoundError(f"OpenCLIP weights {arch}/{tag} are not in the cache {cache} and could not be downloaded ({err}). "
-                            f"Get {fname} from {where} and pass 'open_clip:{arch}/PATH/TO/{fname}', or put it in that cache.")
+    raise FileNotFoundError(f"OpenCLIP weights {arch}/{tag} are not in the cache {cache} "
+                            f"and could not be downloaded ({err}). Get {fname} from {where} "
+                            f"and pass 'open_clip:{arch}/PATH/TO/{fname}', "
+                            "or put it in that cache.")
 
 # %% ../nbs/01_clip.ipynb #257b09e6
 def _load_open_clip(rest:str, cache_dir=None) -> nn.Module:
@@ -364,48 +436,64 @@ def _load_open_clip(rest:str, cache_dir=None) -> nn.Module:
     import open_clip
     arch, _, pre = rest.partition('/')
     if arch not in open_clip.list_models():
-        raise ValueError(f"unknown open_clip architecture {arch!r} in 'open_clip:{rest}'; expected one of open_clip.list_models()")
+        raise ValueError(f"unknown open_clip architecture {arch!r} in 'open_clip:{rest}'; "
+                         "expected one of open_clip.list_models()")
     tags = open_clip.list_pretrained_tags_by_model(arch)
-    if not pre: raise ValueError(f"'open_clip:{arch}' names no weights: use 'open_clip:{arch}/TAG' (TAG in {tags}) or "
-                                 f"'open_clip:{arch}/FILE'; build_clip('open_clip:{arch}') gives random weights")
-    tag = {} if Path(pre).is_file() else open_clip.get_pretrained_cfg(arch, pre)  # a tag's settings: QuickGELU, mean, std
+    if not pre: raise ValueError(f"'open_clip:{arch}' names no weights: use 'open_clip:{arch}/TAG' "
+                                 f"(TAG in {tags}) or 'open_clip:{arch}/FILE'; "
+                                 f"build_clip('open_clip:{arch}') gives random weights")
+    # a tag's settings: QuickGELU, mean, std
+    tag = {} if Path(pre).is_file() else open_clip.get_pretrained_cfg(arch, pre)
     if not Path(pre).is_file():
-        if pre not in tags: raise FileNotFoundError(f"no checkpoint file {pre}, and {pre!r} is not a pretrained tag of {arch} {tags}")
+        if pre not in tags: raise FileNotFoundError(
+            f"no checkpoint file {pre}, and {pre!r} is not a pretrained tag of {arch} {tags}")
         pre = _open_clip_weights(arch, pre, cache_dir)
     keep = {k: tag[k] for k in ('mean', 'std', 'interpolation', 'resize_mode') if k in tag}
-    with _quiet_logs(): model = open_clip.create_model(arch, pretrained=str(pre), force_quick_gelu=bool(tag.get('quick_gelu')),
-                                                       force_preprocess_cfg=keep)
+    with _quiet_logs(): model = open_clip.create_model(
+        arch, pretrained=str(pre), force_quick_gelu=bool(tag.get('quick_gelu')),
+        force_preprocess_cfg=keep)
     model.searle_config = {'family': 'open_clip', 'arch': arch}
     return model
 
 # %% ../nbs/01_clip.ipynb #10dabedd
+# long: a folder's checks, the hub, and the one error that says what to put where
 def _load_hf(name:str, cache_dir=None) -> nn.Module:
-    "`hf:REPO_OR_FOLDER` as a `transformers.CLIPModel`, with the folder's image mean and std when it has them."
+    ("`hf:REPO_OR_FOLDER` as a `transformers.CLIPModel`, "
+     "with the folder's image mean and std when it has them.")
     from transformers import CLIPModel
     import huggingface_hub
     p = Path(name)
     if p.is_dir():
-        if not (p/'config.json').is_file(): raise FileNotFoundError(f"{p} has no config.json; expected a folder written by CLIPModel.save_pretrained")
-        if (mt := load_json(p/'config.json').get('model_type')) != 'clip':
-            raise ValueError(f"{p/'config.json'} describes a {mt!r} model; searle needs a CLIPModel ('clip'), whose tokenizer is CLIP's BPE")
-    try: model = CLIPModel.from_pretrained(str(p) if p.is_dir() else name, cache_dir=cache_dir, local_files_only=_offline())
+        if not (p/'config.json').is_file(): raise FileNotFoundError(
+            f"{p} has no config.json; expected a folder written by CLIPModel.save_pretrained")
+        if (mt := load_json(p/'config.json').get('model_type')) != 'clip': raise ValueError(
+            f"{p/'config.json'} describes a {mt!r} model; "
+            "searle needs a CLIPModel ('clip'), whose tokenizer is CLIP's BPE")
+    try: model = CLIPModel.from_pretrained(str(p) if p.is_dir() else name, cache_dir=cache_dir,
+                                           local_files_only=_offline())
     except (OSError, ValueError) as e:
         cache = cache_dir or huggingface_hub.constants.HF_HUB_CACHE
-        raise FileNotFoundError(f"Hugging Face CLIP {name!r} is not in the cache {cache} and could not be downloaded "
-                                f"({str(e).splitlines()[0]}). Put a folder written by CLIPModel.save_pretrained (config.json and "
-                                f"model.safetensors) somewhere and pass 'hf:FOLDER', or fill that cache.") from None
+        raise FileNotFoundError(
+            f"Hugging Face CLIP {name!r} is not in the cache {cache} and could not be downloaded "
+            f"({str(e).splitlines()[0]}). Put a folder written by CLIPModel.save_pretrained "
+            "(config.json and model.safetensors) somewhere and pass 'hf:FOLDER', "
+            "or fill that cache.") from None
     pp = p/'preprocessor_config.json'
     if p.is_dir() and pp.is_file():
-        pc = load_json(pp); model.searle_image_mean, model.searle_image_std = pc.get('image_mean', CLIP_MEAN), pc.get('image_std', CLIP_STD)
+        pc = load_json(pp); model.searle_image_mean, model.searle_image_std = (
+            pc.get('image_mean', CLIP_MEAN), pc.get('image_std', CLIP_STD))
     return model
 
 # %% ../nbs/01_clip.ipynb #dd67a568
-def load_clip(spec:str|os.PathLike, # 'ViT-B/32' or a file; 'open_clip:ARCH/PRETRAINED'; 'hf:REPO_OR_FOLDER'
-              device=None, # `None`: CUDA when available, else CPU
-              download_root=None, # the family's cache folder (openai: ~/.cache/clip; others: their own default)
-              dtype=None, # `None`: float32
-             ) -> nn.Module:
-    "Load a CLIP of any family, in eval mode, as the library's own model object; `searle_source` records `spec`."
+def load_clip(
+    spec:str|os.PathLike, # 'ViT-B/32' or a file; 'open_clip:ARCH/PRETRAINED'; 'hf:REPO_OR_FOLDER'
+    device=None, # `None`: CUDA when available, else CPU
+    # the family's cache folder (openai: ~/.cache/clip; others: their own default)
+    download_root=None,
+    dtype=None, # `None`: float32
+    ) -> nn.Module:
+    ("Load a CLIP of any family, in eval mode, as the library's own model object; "
+     "`searle_source` records `spec`.")
     device, dtype, s = resolve_device(device), resolve_dtype(dtype), str(spec)
     if s.startswith('open_clip:'): model = _load_open_clip(s[len('open_clip:'):], download_root)
     elif s.startswith('hf:'): model = _load_hf(s[len('hf:'):], download_root)
@@ -435,35 +523,44 @@ class TargetPad:
 
 # %% ../nbs/01_clip.ipynb #3ccadf12
 class _ToRGB:
-    "PIL → RGB, with a repr that is the same in every process (the feature cache is keyed by the preprocessing's repr)."
+    ("PIL → RGB, with a repr that is the same in every process "
+     "(the feature cache is keyed by the preprocessing's repr).")
     def __call__(self, img): return img.convert('RGB')
     def __repr__(self): return 'ToRGB()'
 
 def make_preprocess(kind:str='targetpad', # 'targetpad' (SEARLE's default) or 'clip'
                     size:int=224, # the model's input resolution (`backbone(model).image_size`)
                     ratio:float=1.25, # targetpad's target aspect ratio
-                    mean:Sequence[float]=CLIP_MEAN, std:Sequence[float]=CLIP_STD, # the image tower's normalisation
+                    # the image tower's normalisation
+                    mean:Sequence[float]=CLIP_MEAN, std:Sequence[float]=CLIP_STD,
                    ) -> Callable:
     "PIL image → normalised tensor [3, size, size]."
-    if kind not in ('targetpad', 'clip'): raise ValueError(f"unknown preprocessing {kind!r}; expected 'targetpad' or 'clip'")
+    if kind not in ('targetpad', 'clip'):
+        raise ValueError(f"unknown preprocessing {kind!r}; expected 'targetpad' or 'clip'")
     steps = [TargetPad(ratio)] if kind == 'targetpad' else []
-    steps += [T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size), _ToRGB(),
-              T.ToTensor(), T.Normalize(tuple(mean), tuple(std))]
+    steps += [T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size),
+              _ToRGB(), T.ToTensor(), T.Normalize(tuple(mean), tuple(std))]
     return T.Compose(steps)
 
-def model_preprocess(model, kind:str|Callable='targetpad', # 'targetpad', 'clip', or a callable (returned as it is)
+# %% ../nbs/01_clip.ipynb #7cfc809e
+def model_preprocess(model,
+                     # 'targetpad', 'clip', or a callable (returned as it is)
+                     kind:str|Callable='targetpad',
                      ratio:float=1.25) -> Callable:
     "`make_preprocess` at `model`'s input resolution, with its image tower's mean and std."
     if callable(kind): return kind
     bb = backbone(model)
-    if bb.image_size is None: raise ValueError(f"this {type(model).__name__} has no image tower to preprocess for")
+    if bb.image_size is None:
+        raise ValueError(f"this {type(model).__name__} has no image tower to preprocess for")
     return make_preprocess(kind, bb.image_size, ratio, bb.mean, bb.std)
 
 # %% ../nbs/01_clip.ipynb #9fc8cf1e
 @dataclass
 class _TextPlan:
     "Where each position of each prompt lives among the flat rows the text transformer runs on."
-    B: int; L: int; S: int  # prompts; longest prompt up to its end-of-text; rows shared through the prefix tree (numbered first)
+    B: int                  # prompts
+    L: int                  # longest prompt up to its end-of-text
+    S: int                  # rows shared through the prefix tree (numbered first)
     index: torch.Tensor     # [B, L] flat row of each (prompt, position); padding points at row 0
     rep: torch.Tensor       # [N] prompt*L + position whose attention output each flat row takes
     token: torch.Tensor     # [N] token id of each flat row
@@ -471,91 +568,117 @@ class _TextPlan:
     eot: torch.Tensor       # [B] flat row of each prompt's end-of-text
 
     def to(self, device) -> '_TextPlan':
-        return _TextPlan(self.B, self.L, self.S, *(getattr(self, k).to(device) for k in ('index', 'rep', 'token', 'pos', 'eot')))
+        return _TextPlan(self.B, self.L, self.S,
+                         *(getattr(self, k).to(device)
+                           for k in ('index', 'rep', 'token', 'pos', 'eot')))
 
+# %% ../nbs/01_clip.ipynb #0057eac8
+# long: the prefix tree in one piece: each loop fills the rows the next one reads
 def _text_plan(tokens:torch.Tensor, # [B, 77] CLIP tokens
-               shared:Sequence[int]|None=None, # per prompt, how many leading positions depend on the tokens alone (default: all)
-               eot:Sequence[int]|None=None, # per prompt, its end-of-text position (default: the highest id, CLIP's rule)
+               # per prompt, how many leading positions depend on the tokens alone (default: all)
+               shared:Sequence[int]|None=None,
+               # per prompt, its end-of-text position (default: the highest id, CLIP's rule)
+               eot:Sequence[int]|None=None,
               ) -> _TextPlan:
-    "Flat rows for `tokens` trimmed at end-of-text, their leading positions shared through a prefix tree."
+    ("Flat rows for `tokens` trimmed at end-of-text, "
+     "their leading positions shared through a prefix tree.")
     rows, eot = tokens.tolist(), tokens.argmax(-1).tolist() if eot is None else list(eot)
     B, L = len(rows), max(eot) + 1
     shared = [e + 1 for e in eot] if shared is None else list(shared)
-    tree, flat_s, flat_r, index = {}, [], [], []  # tree: (parent row, token) → shared row; flat_*: (b*L + p, token, p)
+    # tree: (parent row, token) → shared row; flat_*: (b*L + p, token, p)
+    tree, flat_s, flat_r, index = {}, [], [], []
     for b, row in enumerate(rows):
         node, idx = -1, []
         for p in range(eot[b] + 1):
             if p < shared[b]:
-                if (node, row[p]) not in tree: tree[(node, row[p])] = len(flat_s); flat_s.append((b * L + p, row[p], p))
+                if (node, row[p]) not in tree:
+                    tree[(node, row[p])] = len(flat_s); flat_s.append((b * L + p, row[p], p))
                 node = tree[(node, row[p])]; idx.append(node)
-            else: idx.append(-1 - len(flat_r)); flat_r.append((b * L + p, row[p], p))  # per-prompt rows: -1, -2, ...
+            # per-prompt rows: -1, -2, ...
+            else: idx.append(-1 - len(flat_r)); flat_r.append((b * L + p, row[p], p))
         index.append(idx + [0] * (L - len(idx)))
     S, (rep, token, pos) = len(flat_s), map(list, zip(*(flat_s + flat_r)))
     index = torch.tensor(index)
     index = torch.where(index < 0, S - 1 - index, index)  # per-prompt rows follow the shared ones
-    return _TextPlan(B, L, S, index, torch.tensor(rep), torch.tensor(token), torch.tensor(pos), index[torch.arange(B), eot])
+    return _TextPlan(B, L, S, index, torch.tensor(rep), torch.tensor(token), torch.tensor(pos),
+                     index[torch.arange(B), eot])
 
 # %% ../nbs/01_clip.ipynb #7c586591
 def _attention(blk:TextBlock, x:torch.Tensor, plan:_TextPlan) -> torch.Tensor:
     "Causal self-attention of one block on flat rows x [N, W], before out_proj: [N, W]."
     W, H = x.shape[-1], blk.heads
-    qkv = blk.qkv(blk.ln_1(x))                                                                          # [N, 3W]
-    q, k, v = qkv.index_select(0, plan.index.flatten()).view(plan.B, plan.L, 3, H, W // H).permute(2, 0, 3, 1, 4)  # [B, H, L, W/H]
-    o = F.scaled_dot_product_attention(q, k, v, is_causal=True)                                        # [B, H, L, W/H]
-    return o.transpose(1, 2).reshape(plan.B * plan.L, W).index_select(0, plan.rep)                     # [N, W]
+    qkv = blk.qkv(blk.ln_1(x))                                                     # [N, 3W]
+    q, k, v = (qkv.index_select(0, plan.index.flatten())
+               .view(plan.B, plan.L, 3, H, W // H).permute(2, 0, 3, 1, 4))        # [B, H, L, W/H]
+    o = F.scaled_dot_product_attention(q, k, v, is_causal=True)                   # [B, H, L, W/H]
+    return o.transpose(1, 2).reshape(plan.B * plan.L, W).index_select(0, plan.rep)  # [N, W]
 
-def _text_tower(bb:Backbone, x:torch.Tensor, # [N, W] flat rows: token embeddings plus positional embeddings
+def _text_tower(bb:Backbone,
+                x:torch.Tensor, # [N, W] flat rows: token embeddings plus positional embeddings
                 plan:_TextPlan) -> torch.Tensor:
-    "The family's text blocks, final norm and projection on flat rows: features [B, D] at the end-of-text."
+    ("The family's text blocks, final norm and projection on flat rows: "
+     "features [B, D] at the end-of-text.")
     *blocks, last = bb.text_blocks()
     for blk in blocks:
         x = x + blk.ls_1(blk.out_proj(_attention(blk, x, plan)))
         x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
-    o = _attention(last, x, plan).index_select(0, plan.eot)                                            # last block: end-of-text only
-    x = x.index_select(0, plan.eot) + last.ls_1(last.out_proj(o))                                      # [B, W]
+    o = _attention(last, x, plan).index_select(0, plan.eot)        # last block: end-of-text only
+    x = x.index_select(0, plan.eot) + last.ls_1(last.out_proj(o))  # [B, W]
     x = x + last.ls_2(last.mlp(last.ln_2(x)))
-    return bb.project(bb.ln_final(x))                                                                   # [B, D]
+    return bb.project(bb.ln_final(x))                              # [B, D]
 
 # %% ../nbs/01_clip.ipynb #83ee8a31
 def _as_tokens(prompts) -> torch.Tensor:
     return prompts.cpu() if isinstance(prompts, torch.Tensor) else tokenize(prompts)
 
 def _own_text_with(bb:Backbone, tokens:torch.Tensor, # [B, 77] on the model's device
-                   first:torch.Tensor, pt:torch.Tensor, # [B] position of each `$`; [B, W] pseudo tokens
+                   first:torch.Tensor, # [B] position of each `$`
+                   pt:torch.Tensor, # [B, W] pseudo tokens
                   ) -> torch.Tensor:
-    "The family's own 77-token text pass with the embedding of each prompt's first `$` replaced: the reference (`trim=False`)."
+    ("The family's own 77-token text pass with the embedding of each prompt's first `$` replaced: "
+     "the reference (`trim=False`).")
     hit = F.one_hot(first, tokens.shape[1]).bool().unsqueeze(-1)      # [B, 77, 1]
-    h = bb.token_embedding.register_forward_hook(lambda mod, args, out: torch.where(hit, pt.unsqueeze(1).to(out.dtype), out))
+    h = bb.token_embedding.register_forward_hook(
+        lambda mod, args, out: torch.where(hit, pt.unsqueeze(1).to(out.dtype), out))
     try: return bb.own_text(tokens)                                   # [B, D]
     finally: h.remove()
 
 # %% ../nbs/01_clip.ipynb #6567cd0c
-def encode_with_pseudo_tokens(model:nn.Module, prompts:Sequence[str]|torch.Tensor, # B prompts (or tokens [B, 77]) each holding `$`
-                              pseudo_tokens:torch.Tensor, # [B, W] one per prompt, or [W] / [1, W] shared
-                              trim:bool=True, # run only the positions that can matter (same result, less work); False: the family's 77-token pass
-                             ) -> torch.Tensor:
-    "Text features [B, D] of `prompts` with the first `$` of each replaced by its pseudo token (any CLIP family)."
+# long: one pass from prompts and pseudo tokens to text features, its checks beside it
+def encode_with_pseudo_tokens(
+    model:nn.Module,
+    prompts:Sequence[str]|torch.Tensor, # B prompts (or tokens [B, 77]) each holding `$`
+    pseudo_tokens:torch.Tensor, # [B, W] one per prompt, or [W] / [1, W] shared
+    # run only the positions that can matter (same result, less work);
+    # False: the family's 77-token pass
+    trim:bool=True,
+    ) -> torch.Tensor:
+    ("Text features [B, D] of `prompts` with the first `$` of each replaced by its pseudo token "
+     "(any CLIP family).")
     bb = backbone(model)
     dev, dt, W = bb.token_embedding.weight.device, bb.token_embedding.weight.dtype, bb.width
-    tokens = _as_tokens(prompts)                                        # [B, 77] on the CPU, where the plan is made
+    tokens = _as_tokens(prompts)         # [B, 77] on the CPU, where the plan is made
     B, pid = tokens.shape[0], bb.pseudo_id
     pt = pseudo_tokens.to(dev).reshape(-1, pseudo_tokens.shape[-1])
     if pt.shape[0] == 1: pt = pt.expand(B, -1)
     if pt.shape != (B, W):
-        raise ValueError(f"pseudo_tokens has shape {tuple(pseudo_tokens.shape)}; expected [{B}, {W}] or one shared token")
-    is_p = tokens == pid                                                # [B, 77]
+        raise ValueError(f"pseudo_tokens has shape {tuple(pseudo_tokens.shape)}; "
+                         f"expected [{B}, {W}] or one shared token")
+    is_p = tokens == pid                 # [B, 77]
     if not is_p.any(1).all():
         i = int((~is_p.any(1)).nonzero()[0])
         shown = prompts[i] if not isinstance(prompts, torch.Tensor) else tokens[i].tolist()
         raise ValueError(f"prompt {i} has no pseudo-word {PSEUDO_CHAR!r}: {shown!r}")
-    first = is_p.int().argmax(1)                                        # [B] position of the first `$`
+    first = is_p.int().argmax(1)         # [B] position of the first `$`
     if not trim: return _own_text_with(bb, tokens.to(dev), first.to(dev), pt)
-    bad = ~torch.isfinite(pt).all(1)                                    # [B] NaN / inf tokens: their rows only are NaN
-    if bad.any(): pt = pt.masked_fill(bad[:, None], 0)                 # (shared rows must not carry them to other prompts)
+    bad = ~torch.isfinite(pt).all(1)    # [B] NaN / inf tokens: their rows only are NaN
+    # (shared rows must not carry them to other prompts)
+    if bad.any(): pt = pt.masked_fill(bad[:, None], 0)
     bb.text_blocks()
-    plan, first = _text_plan(tokens, shared=first.tolist(), eot=bb.eot(tokens).tolist()).to(dev), first.to(dev)
-    x = bb.token_embedding(plan.token) + bb.positions[plan.pos].to(dt)  # [N, W] in the model's dtype
-    slot = plan.index[torch.arange(B, device=dev), first]              # [B] the row of each prompt's `$`
+    plan, first = (_text_plan(tokens, shared=first.tolist(), eot=bb.eot(tokens).tolist()).to(dev),
+                   first.to(dev))
+    x = bb.token_embedding(plan.token) + bb.positions[plan.pos].to(dt)  # [N, W], the model's dtype
+    slot = plan.index[torch.arange(B, device=dev), first]  # [B] the row of each prompt's `$`
     x = x.index_copy(0, slot, pt.to(dt) + bb.positions[first].to(dt))
     out = _text_tower(bb, x, plan)
     return out.masked_fill(bad[:, None], float('nan')) if bad.any() else out
@@ -563,101 +686,138 @@ def encode_with_pseudo_tokens(model:nn.Module, prompts:Sequence[str]|torch.Tenso
 # %% ../nbs/01_clip.ipynb #1f9ac3d7
 def encode_text(model:nn.Module, texts:Sequence[str]|torch.Tensor, # prompts, or tokens [B, 77]
                 batch_size:int=256, # prompts per forward
-                trim:bool=True, # run only the positions that can matter (same result, less work); False: the family's 77-token pass
+                # run only the positions that can matter (same result, less work);
+                # False: the family's 77-token pass
+                trim:bool=True,
                ) -> torch.Tensor:
-    "CLIP text features [B, D] (unnormalised) of prompts without pseudo tokens, any family; respects the caller's grad mode."
+    ("CLIP text features [B, D] (unnormalised) of prompts without pseudo tokens, any family; "
+     "respects the caller's grad mode.")
     bb = backbone(model)
     dev, tokens, out = bb.token_embedding.weight.device, _as_tokens(texts), []
     if trim: bb.text_blocks()
     for s in range(0, tokens.shape[0], batch_size):
         t = tokens[s:s + batch_size]
         if not trim: out.append(bb.own_text(t.to(dev))); continue
-        plan = _text_plan(t, eot=bb.eot(t).tolist()).to(dev)              # every position shared: prompts that begin alike share rows
+        # every position shared: prompts that begin alike share rows
+        plan = _text_plan(t, eot=bb.eot(t).tolist()).to(dev)
         x = bb.token_embedding(plan.token)
         x = x + bb.positions[plan.pos].to(x.dtype)                        # [N, W]
         out.append(_text_tower(bb, x, plan))
     return torch.cat(out)
 
 # %% ../nbs/01_clip.ipynb #399cee1a
-def save_pseudo_tokens(path, names:Sequence[str], tokens:torch.Tensor, ema_tokens:torch.Tensor|None=None, config:dict|None=None):
+def save_pseudo_tokens(path, names:Sequence[str], tokens:torch.Tensor,
+                       ema_tokens:torch.Tensor|None=None, config:dict|None=None):
     "Write pseudo tokens with their image names (and the config that made them), atomically."
     names = [str(n) for n in names]
-    if len(names) != tokens.shape[0] or (ema_tokens is not None and ema_tokens.shape != tokens.shape):
-        raise ValueError(f"{len(names)} names for tokens {tuple(tokens.shape)} / ema {None if ema_tokens is None else tuple(ema_tokens.shape)}")
-    if len(set(names)) != len(names): raise ValueError(f"duplicate image names in pseudo tokens for {path}")
-    for t in (tokens, ema_tokens): t is None or check_finite_rows(t, names, path)  # a NaN token is never written
+    if (len(names) != tokens.shape[0]
+            or (ema_tokens is not None and ema_tokens.shape != tokens.shape)):
+        raise ValueError(f"{len(names)} names for tokens {tuple(tokens.shape)} / ema "
+                         f"{None if ema_tokens is None else tuple(ema_tokens.shape)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate image names in pseudo tokens for {path}")
+    # a NaN token is never written
+    for t in (tokens, ema_tokens): t is None or check_finite_rows(t, names, path)
     obj = {'names': names, 'tokens': tokens.detach().float().cpu(), 'config': config or {}}
     if ema_tokens is not None: obj['ema_tokens'] = ema_tokens.detach().float().cpu()
     save_tensors(obj, path)
 
-def load_pseudo_tokens(path, # a searle pseudo-token file, or the original OTI folder (or one of its token files)
-                       which:str='ema', # 'ema' (falls back to 'tokens' when absent) or 'tokens'
-                       finite:bool=True, # refuse tokens holding NaN or inf
-                      ) -> tuple[list[str], torch.Tensor]:
+# %% ../nbs/01_clip.ipynb #31db5886
+def load_pseudo_tokens(
+    path, # a searle pseudo-token file, or the original OTI folder (or one of its token files)
+    which:str='ema', # 'ema' (falls back to 'tokens' when absent) or 'tokens'
+    finite:bool=True, # refuse tokens holding NaN or inf
+    ) -> tuple[list[str], torch.Tensor]:
     "Read a pseudo-token file: (image names, tokens [N, W])."
     if Path(path).is_dir(): return read_original_tokens(path, which)
     obj = load_tensors(path)
-    if isinstance(obj, torch.Tensor): return read_original_tokens(path, which)  # the original's bare tensor
+    # the original's bare tensor
+    if isinstance(obj, torch.Tensor): return read_original_tokens(path, which)
     if not isinstance(obj, dict) or 'names' not in obj or 'tokens' not in obj:
-        raise ValueError(f"{path} is not a pseudo-token file: expected a dict with 'names' and 'tokens'")
-    if which not in ('ema', 'tokens'): raise ValueError(f"which={which!r}; expected 'ema' or 'tokens'")
+        raise ValueError(f"{path} is not a pseudo-token file: "
+                         "expected a dict with 'names' and 'tokens'")
+    if which not in ('ema', 'tokens'):
+        raise ValueError(f"which={which!r}; expected 'ema' or 'tokens'")
     t = obj['ema_tokens'] if which == 'ema' and 'ema_tokens' in obj else obj['tokens']
-    if len(obj['names']) != t.shape[0]: raise ValueError(f"{path}: {len(obj['names'])} names for {t.shape[0]} tokens")
-    return list(obj['names']), check_finite_rows(t, obj['names'], path, doing='use') if finite else t
+    if len(obj['names']) != t.shape[0]:
+        raise ValueError(f"{path}: {len(obj['names'])} names for {t.shape[0]} tokens")
+    return (list(obj['names']),
+            check_finite_rows(t, obj['names'], path, doing='use') if finite else t)
 
 # %% ../nbs/01_clip.ipynb #93214723
-ORIGINAL_OTI_FILES = {'names': 'image_names.pkl', 'tokens': 'oti_pseudo_tokens.pt', 'ema': 'ema_oti_pseudo_tokens.pt'}
+ORIGINAL_OTI_FILES = {'names': 'image_names.pkl', 'tokens': 'oti_pseudo_tokens.pt',
+                      'ema': 'ema_oti_pseudo_tokens.pt'}
 
-def dedupe_named_rows(names:Sequence, tensors:Sequence[torch.Tensor], source='the tokens') -> tuple[list[str], list]:
-    "Keep the first row of a repeated name when every tensor repeats it exactly; refuse repeats that differ, naming them."
+def dedupe_named_rows(names:Sequence, tensors:Sequence[torch.Tensor],
+                      source='the tokens') -> tuple[list[str], list]:
+    ("Keep the first row of a repeated name when every tensor repeats it exactly; "
+     "refuse repeats that differ, naming them.")
     names, first, keep, differ = [str(n) for n in names], {}, [], []
     for i, n in enumerate(names):
         if n not in first: first[n] = i; keep.append(i)
         elif any(not torch.equal(t[i], t[first[n]]) for t in tensors): differ.append(n)
-    if differ: raise ValueError(f"{source}: the images {sorted(set(differ))[:5]} are listed more than once with different tokens")
+    if differ: raise ValueError(f"{source}: the images {sorted(set(differ))[:5]} are listed "
+                                "more than once with different tokens")
     if len(keep) == len(names): return names, list(tensors)
     return [names[i] for i in keep], [t[keep] for t in tensors]
 
 # %% ../nbs/01_clip.ipynb #50816623
-def read_original_tokens(path, # the original OTI folder, or its `oti_pseudo_tokens.pt` / `ema_oti_pseudo_tokens.pt`
-                         which:str='ema') -> tuple[list[str], torch.Tensor]:
+def read_original_tokens(
+    path, # the original OTI folder, or its `oti_pseudo_tokens.pt` / `ema_oti_pseudo_tokens.pt`
+    which:str='ema') -> tuple[list[str], torch.Tensor]:
     "(names, tokens [N, W]) of the original OTI output: `image_names.pkl` beside the token file."
     p = Path(path); folder = p if p.is_dir() else p.parent
-    if p.is_dir(): p = folder/ORIGINAL_OTI_FILES['ema' if which == 'ema' and (folder/ORIGINAL_OTI_FILES['ema']).is_file() else 'tokens']
+    if p.is_dir():
+        p = folder/ORIGINAL_OTI_FILES[
+            'ema' if which == 'ema' and (folder/ORIGINAL_OTI_FILES['ema']).is_file() else 'tokens']
     names_path = folder/ORIGINAL_OTI_FILES['names']
-    if not names_path.is_file(): raise FileNotFoundError(f"{p} holds bare tokens; expected their names in {names_path}, found nothing")
+    if not names_path.is_file(): raise FileNotFoundError(
+        f"{p} holds bare tokens; expected their names in {names_path}, found nothing")
     names, t = safe_unpickle(names_path), load_tensors(p)
-    if not isinstance(t, torch.Tensor) or t.dim() != 2: raise ValueError(f"{p}: expected a [N, W] tensor of tokens, found {type(t).__name__}")
+    if not isinstance(t, torch.Tensor) or t.dim() != 2:
+        raise ValueError(f"{p}: expected a [N, W] tensor of tokens, found {type(t).__name__}")
     if not isinstance(names, (list, tuple)) or not all(isinstance(n, (str, int)) for n in names):
         raise ValueError(f"{names_path}: expected a list of image names (strings or numbers)")
-    if len(names) != t.shape[0]: raise ValueError(f"{names_path} has {len(names)} names for {t.shape[0]} tokens in {p}")
+    if len(names) != t.shape[0]:
+        raise ValueError(f"{names_path} has {len(names)} names for {t.shape[0]} tokens in {p}")
     names, (t,) = dedupe_named_rows(names, [t.float()], p)
     return names, t
 
-def save_original_tokens(folder, names:Sequence[str], tokens:torch.Tensor, ema_tokens:torch.Tensor|None=None) -> Path:
-    "Write tokens in the original OTI layout (`image_names.pkl`, `oti_pseudo_tokens.pt`, `ema_oti_pseudo_tokens.pt`)."
+# %% ../nbs/01_clip.ipynb #3a9db6fe
+def save_original_tokens(folder, names:Sequence[str], tokens:torch.Tensor,
+                         ema_tokens:torch.Tensor|None=None) -> Path:
+    ("Write tokens in the original OTI layout "
+     "(`image_names.pkl`, `oti_pseudo_tokens.pt`, `ema_oti_pseudo_tokens.pt`).")
     folder = Path(folder)
-    if len(names) != tokens.shape[0]: raise ValueError(f"{len(names)} names for {tokens.shape[0]} tokens")
+    if len(names) != tokens.shape[0]:
+        raise ValueError(f"{len(names)} names for {tokens.shape[0]} tokens")
     save_tensors(tokens.detach().float().cpu(), folder/ORIGINAL_OTI_FILES['tokens'])
-    if ema_tokens is not None: save_tensors(ema_tokens.detach().float().cpu(), folder/ORIGINAL_OTI_FILES['ema'])
-    with atomic_write(folder/ORIGINAL_OTI_FILES['names'], 'wb') as f: pickle.dump([str(n) for n in names], f)
+    if ema_tokens is not None:
+        save_tensors(ema_tokens.detach().float().cpu(), folder/ORIGINAL_OTI_FILES['ema'])
+    with atomic_write(folder/ORIGINAL_OTI_FILES['names'], 'wb') as f:
+        pickle.dump([str(n) for n in names], f)
     return folder
 
 # %% ../nbs/01_clip.ipynb #9cb981ed
 @contextlib.contextmanager
 def _truncated_images_allowed():
-    "PIL's `ImageFile.LOAD_TRUNCATED_IMAGES` for this block only: set, then restored, so nothing is left behind."
+    ("PIL's `ImageFile.LOAD_TRUNCATED_IMAGES` for this block only: set, then restored, "
+     "so nothing is left behind.")
     from PIL import ImageFile
     old, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, True
     try: yield
     finally: ImageFile.LOAD_TRUNCATED_IMAGES = old
+def _is_truncation(e:Exception) -> bool:
+    return isinstance(e, OSError) and 'truncated' in str(e).lower()
 
-def _is_truncation(e:Exception) -> bool: return isinstance(e, OSError) and 'truncated' in str(e).lower()
-
-def open_rgb(path, truncated:str='error', # 'error', or 'decode': a truncated file decodes what is there (the original's way)
-            ) -> tuple[Image.Image, bool]:
-    "(the image at `path` as RGB, whether it was a truncated file decoded under `truncated='decode'`)."
-    if truncated not in ('error', 'decode'): raise ValueError(f"truncated={truncated!r}; expected 'error' or 'decode'")
+def open_rgb(path,
+             # 'error', or 'decode': a truncated file decodes what is there (the original's way)
+             truncated:str='error',
+             ) -> tuple[Image.Image, bool]:
+    ("(the image at `path` as RGB, "
+     "whether it was a truncated file decoded under `truncated='decode'`).")
+    if truncated not in ('error', 'decode'):
+        raise ValueError(f"truncated={truncated!r}; expected 'error' or 'decode'")
     try:
         with Image.open(path) as im: return im.convert('RGB'), False
     except OSError as e:
@@ -672,18 +832,22 @@ class ImageList:
     paths: list
     def __post_init__(self):
         self.names, self.paths = [str(n) for n in self.names], [Path(p) for p in self.paths]
-        if len(self.names) != len(self.paths): raise ValueError(f"{len(self.names)} names for {len(self.paths)} paths")
+        if len(self.names) != len(self.paths):
+            raise ValueError(f"{len(self.names)} names for {len(self.paths)} paths")
     def __len__(self): return len(self.names)
     def __getitem__(self, i): return self.names[i], self.paths[i]
     def load(self, i:int) -> Image.Image:
         "Open image `i` as RGB, naming the file when it cannot be read."
         return self.open(i)[0]
     def open(self, i:int, truncated:str='error') -> tuple[Image.Image, bool]:
-        "(image `i` as RGB, whether it is a truncated file decoded as the original does: `truncated='decode'`)."
+        ("(image `i` as RGB, whether it is a truncated file decoded as the original does: "
+         "`truncated='decode'`).")
         try: return open_rgb(self.paths[i], truncated)
         except (OSError, UnidentifiedImageError) as e:
-            hint = '; the file is truncated (an incomplete download?): --truncated-images decode reads what is there, as the original does'
-            raise ValueError(f"cannot decode image {self.paths[i]} (name {self.names[i]!r}): {e}{hint if _is_truncation(e) else ''}") from None
+            hint = ('; the file is truncated (an incomplete download?): '
+                    '--truncated-images decode reads what is there, as the original does')
+            raise ValueError(f"cannot decode image {self.paths[i]} (name {self.names[i]!r}): "
+                             f"{e}{hint if _is_truncation(e) else ''}") from None
 
 # %% ../nbs/01_clip.ipynb #59d273a9
 def model_fingerprint(model:torch.nn.Module) -> str:
@@ -692,20 +856,24 @@ def model_fingerprint(model:torch.nn.Module) -> str:
     with torch.no_grad():
         for k, v in model.state_dict().items():
             v = v.detach().double().flatten()
-            stats = torch.stack([v.sum(), v.abs().sum(), v[::max(1, v.numel() // 16)][:16].sum(), v[-1]]) if v.numel() else v
-            h.update(k.encode()); h.update(str(tuple(v.shape)).encode()); h.update(stats.cpu().numpy().tobytes())
+            stats = (torch.stack([v.sum(), v.abs().sum(), v[::max(1, v.numel() // 16)][:16].sum(),
+                                  v[-1]]) if v.numel() else v)
+            h.update(k.encode()); h.update(str(tuple(v.shape)).encode())
+            h.update(stats.cpu().numpy().tobytes())
     return h.hexdigest()[:24]
 
 def _images_key(images:ImageList) -> str:
     h = hashlib.sha256()
     for n, p in zip(images.names, images.paths):
         st = p.stat() if p.exists() else None
-        h.update(f'{n}\x1f{p}\x1f{st.st_size if st else -1}\x1f{st.st_mtime_ns if st else -1}\n'.encode())
+        h.update(f'{n}\x1f{p}\x1f{st.st_size if st else -1}\x1f{st.st_mtime_ns if st else -1}\n'
+                 .encode())
     return h.hexdigest()[:24]
 
 # %% ../nbs/01_clip.ipynb #464632d6
 def _weights_key(model:nn.Module) -> str:
-    "A hash of each tensor's sum and |sum| to 6 digits: the same weights on any device (reduction order aside)."
+    ("A hash of each tensor's sum and |sum| to 6 digits: the same weights on any device "
+     "(reduction order aside).")
     h = hashlib.sha256()
     with torch.no_grad():
         for k, v in model.state_dict().items():
@@ -714,10 +882,12 @@ def _weights_key(model:nn.Module) -> str:
     return h.hexdigest()[:16]
 
 def clip_record(model:nn.Module) -> dict:
-    "What a run records about its CLIP: its spec (None: built or given in memory), family, widths and weights."
+    ("What a run records about its CLIP: its spec (None: built or given in memory), "
+     "family, widths and weights.")
     bb = backbone(model)
-    return {'clip': getattr(model, 'searle_source', None), 'clip_family': bb.family, 'clip_width': bb.width,
-            'clip_dim': bb.dim, 'clip_weights': _weights_key(model), 'clip_fingerprint': model_fingerprint(model)}
+    return {'clip': getattr(model, 'searle_source', None), 'clip_family': bb.family,
+            'clip_width': bb.width, 'clip_dim': bb.dim, 'clip_weights': _weights_key(model),
+            'clip_fingerprint': model_fingerprint(model)}
 
 # %% ../nbs/01_clip.ipynb #457deec6
 def release_heap():
@@ -730,48 +900,65 @@ def release_heap():
     if _LIBC: _LIBC.malloc_trim(0)
 _LIBC = None
 
+# %% ../nbs/01_clip.ipynb #a2a401d3
 class _ImageDataset(torch.utils.data.Dataset):
-    def __init__(self, images, preprocess, truncated): self.images, self.preprocess, self.truncated = images, preprocess, truncated
+    def __init__(self, images, preprocess, truncated):
+        self.images, self.preprocess, self.truncated = images, preprocess, truncated
     def __len__(self): return len(self.images)
     def __getitem__(self, i):
         img, cut = self.images.open(i, self.truncated)
         return self.preprocess(img), cut
 
 def _refuse_truncated(names, paths, source):
-    if names: raise ValueError(f"{source} holds features of {len(names)} truncated images decoded under truncated='decode' "
-                               f"(the first: {paths[0]}); asked to refuse truncated files, so not using it")
+    if names: raise ValueError(f"{source} holds features of {len(names)} truncated images "
+                               "decoded under truncated='decode' "
+                               f"(the first: {paths[0]}); asked to refuse truncated files, "
+                               "so not using it")
 
-def extract_features(model:nn.Module, images:ImageList, preprocess:Callable, # PIL → tensor, e.g. `make_preprocess('targetpad', 224)`
-                     batch_size:int=32, device=None, cache_dir=None, # reuse features keyed by model, preprocessing and images
-                     progress:bool=True, num_workers:int=0,
-                     precision:str|None=None, # 'fp32', 'amp' (fp16 features, as the original) or 'bf16'; `None`: the device's
-                     truncated:str='error', # 'error' or 'decode' (truncated files decoded as the original does)
-                     truncated_names:list|None=None, # the names of truncated images decoded are appended here
-                    ) -> tuple[list[str], torch.Tensor]:
+# %% ../nbs/01_clip.ipynb #5d785d33
+# long: one pass with its cache: the cache's key, its reuse and its refusals belong together
+def extract_features(
+    model:nn.Module, images:ImageList,
+    preprocess:Callable, # PIL → tensor, e.g. `make_preprocess('targetpad', 224)`
+    batch_size:int=32, device=None,
+    cache_dir=None, # reuse features keyed by model, preprocessing and images
+    progress:bool=True, num_workers:int=0,
+    # 'fp32', 'amp' (fp16 features, as the original) or 'bf16'; `None`: the device's
+    precision:str|None=None,
+    truncated:str='error', # 'error' or 'decode' (truncated files decoded as the original does)
+    truncated_names:list|None=None, # the names of truncated images decoded are appended here
+    ) -> tuple[list[str], torch.Tensor]:
     "CLIP image features [N, D] (float32, CPU, unnormalised) of `images`, with their names."
     cache, cut, dev = None, [], next(model.parameters()).device
     precision = resolve_precision(precision, dev)
     if cache_dir is not None:
-        key = f'{model_fingerprint(model)}|{preprocess!r}|{_images_key(images)}' + ('' if precision == 'fp32' else f'|{precision}')
+        key = (f'{model_fingerprint(model)}|{preprocess!r}|{_images_key(images)}'
+               + ('' if precision == 'fp32' else f'|{precision}'))
         key = hashlib.sha256(key.encode()).hexdigest()[:32]
         cache = Path(cache_dir) / f'features-{key}.pt'
         if cache.is_file():
             obj = load_tensors(cache)
             if obj['names'] == images.names:
                 cut = list(obj.get('truncated', []))
-                if truncated == 'error': _refuse_truncated(cut, [images.paths[images.names.index(n)] for n in cut[:1]], cache)
+                if truncated == 'error': _refuse_truncated(
+                    cut, [images.paths[images.names.index(n)] for n in cut[:1]], cache)
                 if truncated_names is not None: truncated_names += cut
                 return obj['names'], obj['features']
     bb = backbone(model)
-    dl = torch.utils.data.DataLoader(_ImageDataset(images, preprocess, truncated), batch_size=batch_size, num_workers=num_workers)
+    dl = torch.utils.data.DataLoader(_ImageDataset(images, preprocess, truncated),
+                                     batch_size=batch_size, num_workers=num_workers)
     feats = []
     with torch.no_grad(), autocast(precision, dev):
         for x, flags in progress_bar(dl, progress, desc='image features'):
-            cut += [images.names[len(feats) * batch_size + j] for j in flags.nonzero().flatten().tolist()]
+            cut += [images.names[len(feats) * batch_size + j]
+                    for j in flags.nonzero().flatten().tolist()]
             feats.append(bb.own_image(x.to(dev, next(model.parameters()).dtype)).float().cpu())
-            if len(feats) % 64 == 0: release_heap()  # glibc keeps freed batch buffers otherwise (+10 KiB an image)
+            # glibc keeps freed batch buffers otherwise (+10 KiB an image)
+            if len(feats) % 64 == 0: release_heap()
     feats = torch.cat(feats) if feats else torch.zeros(0, bb.dim)
-    if cut: logger.warning('%d truncated images decoded as the original does (the first: %s)', len(cut), ', '.join(cut[:5]))
-    if cache is not None: save_tensors({'names': images.names, 'features': feats, 'truncated': cut}, cache)
+    if cut: logger.warning('%d truncated images decoded as the original does (the first: %s)',
+                           len(cut), ', '.join(cut[:5]))
+    if cache is not None:
+        save_tensors({'names': images.names, 'features': feats, 'truncated': cut}, cache)
     if truncated_names is not None: truncated_names += cut
     return images.names, feats

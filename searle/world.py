@@ -16,7 +16,8 @@ from PIL import Image, ImageDraw
 
 import searle
 from .core import *
-from .clip import CLIP_MEAN, CLIP_STD, PSEUDO_CHAR, build_clip, load_clip, save_clip, tokenize, encode_text
+from .clip import (CLIP_MEAN, CLIP_STD, PSEUDO_CHAR, build_clip, load_clip, save_clip,
+                         tokenize, encode_text)
 
 # %% auto #0
 __all__ = ['logger', 'SHAPES', 'COLORS', 'SIZES', 'POSITIONS', 'ASPECTS', 'ASPECT_VALUES', 'PALAVRA_FRAMES', 'OPEN_FRAMES',
@@ -32,8 +33,9 @@ logger = logging.getLogger(__name__)
 
 # %% ../nbs/09_world.ipynb #8efa61e6
 SHAPES = ('circle', 'square', 'triangle', 'star', 'cross')
-COLORS = {'red': (215, 40, 40), 'green': (40, 170, 60), 'blue': (45, 85, 225), 'yellow': (235, 215, 45),
-          'purple': (140, 65, 195), 'orange': (245, 140, 35), 'pink': (245, 125, 190), 'white': (240, 240, 240)}
+COLORS = {'red': (215, 40, 40), 'green': (40, 170, 60), 'blue': (45, 85, 225),
+          'yellow': (235, 215, 45), 'purple': (140, 65, 195), 'orange': (245, 140, 35),
+          'pink': (245, 125, 190), 'white': (240, 240, 240)}
 SIZES = ('small', 'large')
 POSITIONS = ('left', 'right', 'top', 'bottom')
 ASPECTS = ('shape', 'color', 'size', 'position')  # the semantic aspects of the world's queries
@@ -45,8 +47,10 @@ class Attrs:
     shape: str; color: str; size: str; position: str
     def __post_init__(self):
         for k in ASPECTS:
-            if getattr(self, k) not in ASPECT_VALUES[k]: raise ValueError(f"{k} must be one of {ASPECT_VALUES[k]}, got {getattr(self, k)!r}")
-    def replace(self, aspect:str, value:str) -> Attrs: return dataclasses.replace(self, **{aspect: value})
+            if getattr(self, k) not in ASPECT_VALUES[k]:
+                raise ValueError(f"{k} must be one of {ASPECT_VALUES[k]}, got {getattr(self, k)!r}")
+    def replace(self, aspect:str, value:str) -> Attrs:
+        return dataclasses.replace(self, **{aspect: value})
     def as_dict(self) -> dict: return dataclasses.asdict(self)
 
 def all_attrs() -> list[Attrs]:
@@ -61,59 +65,78 @@ _RADII = {'small': (6.0, 8.0), 'large': (12.0, 14.5)}
 class ImageSpec:
     "Everything that determines one rendered image."
     attrs: Attrs
-    cx: float; cy: float; r: float; angle: float  # centre and radius in pixels of the 64×64 image, rotation in radians
+    # centre and radius in pixels of the 64×64 image, rotation in radians
+    cx: float; cy: float; r: float; angle: float
     rgb: tuple; bg: int; noise_seed: int
 
 def sample_spec(attrs:Attrs, rng:np.random.Generator) -> ImageSpec:
-    "Jitter position (±3 px), size within its class, rotation (±0.3 rad), colour (±12) and background."
+    ("Jitter position (±3 px), size within its class, rotation (±0.3 rad), colour (±12) "
+     "and background.")
     cx, cy = _CENTRES[attrs.position]
     lo, hi = _RADII[attrs.size]
     rgb = tuple(int(np.clip(c + rng.integers(-12, 13), 0, 255)) for c in COLORS[attrs.color])
-    return ImageSpec(attrs, cx + float(rng.uniform(-3, 3)), cy + float(rng.uniform(-3, 3)), float(rng.uniform(lo, hi)),
-                     float(rng.uniform(-0.3, 0.3)), rgb, int(rng.integers(20, 70)), int(rng.integers(0, 2**31)))
+    return ImageSpec(attrs, cx + float(rng.uniform(-3, 3)), cy + float(rng.uniform(-3, 3)),
+                     float(rng.uniform(lo, hi)), float(rng.uniform(-0.3, 0.3)), rgb,
+                     int(rng.integers(20, 70)), int(rng.integers(0, 2**31)))
 
+# %% ../nbs/09_world.ipynb #e49a5461
 def spec_for(seed:int, *key, attrs:Attrs|None=None) -> ImageSpec:
     "The spec of the image named by `(seed, *key)`; attributes are drawn uniformly unless given."
     rng = np.random.default_rng(stable_seed('world', seed, *key))
-    if attrs is None: attrs = Attrs(*(vals[rng.integers(len(vals))] for vals in ASPECT_VALUES.values()))
+    if attrs is None:
+        attrs = Attrs(*(vals[rng.integers(len(vals))] for vals in ASPECT_VALUES.values()))
     return sample_spec(attrs, rng)
 
 # %% ../nbs/09_world.ipynb #808cb6f3
 _SS = 4  # supersampling factor
 
 def _outline(shape:str, r:float) -> list[tuple[float, float]]:
-    "Polygon vertices of a shape of 'radius' r around the origin (the circle is drawn as an ellipse)."
+    ("Polygon vertices of a shape of 'radius' r around the origin "
+     "(the circle is drawn as an ellipse).")
     if shape == 'square': h = 0.82 * r; return [(-h, -h), (h, -h), (h, h), (-h, h)]
-    if shape == 'triangle': return [(r*math.cos(math.radians(-90 + 120*k)), r*math.sin(math.radians(-90 + 120*k)) + 0.15*r) for k in range(3)]
+    if shape == 'triangle': return [(r*math.cos(math.radians(-90 + 120*k)),
+                                     r*math.sin(math.radians(-90 + 120*k)) + 0.15*r)
+                                    for k in range(3)]
     if shape == 'star': return [((r if k % 2 == 0 else 0.45*r)*math.cos(math.radians(-90 + 36*k)),
-                                 (r if k % 2 == 0 else 0.45*r)*math.sin(math.radians(-90 + 36*k))) for k in range(10)]
+                                 (r if k % 2 == 0 else 0.45*r)*math.sin(math.radians(-90 + 36*k)))
+                                for k in range(10)]
     if shape == 'cross':
         a = 0.34 * r
-        return [(-a, -r), (a, -r), (a, -a), (r, -a), (r, a), (a, a), (a, r), (-a, r), (-a, a), (-r, a), (-r, -a), (-a, -a)]
+        return [(-a, -r), (a, -r), (a, -a), (r, -a), (r, a), (a, a), (a, r), (-a, r), (-a, a),
+                (-r, a), (-r, -a), (-a, -a)]
     raise ValueError(f"no outline for shape {shape!r}")
 
+# %% ../nbs/09_world.ipynb #aec10aa2
 def render(spec:ImageSpec, size:int=64) -> Image.Image:
     "Draw the RGB image of `spec` (`size` pixels square)."
     s = _SS * size / 64
     img = Image.new('RGB', (_SS*size, _SS*size), (spec.bg,) * 3)
     draw = ImageDraw.Draw(img)
     if spec.attrs.shape == 'circle':
-        draw.ellipse([(spec.cx - spec.r)*s, (spec.cy - spec.r)*s, (spec.cx + spec.r)*s, (spec.cy + spec.r)*s], fill=spec.rgb)
+        draw.ellipse([(spec.cx - spec.r)*s, (spec.cy - spec.r)*s, (spec.cx + spec.r)*s,
+                      (spec.cy + spec.r)*s], fill=spec.rgb)
     else:
         c, si = math.cos(spec.angle), math.sin(spec.angle)
-        draw.polygon([((spec.cx + x*c - y*si)*s, (spec.cy + x*si + y*c)*s) for x, y in _outline(spec.attrs.shape, spec.r)], fill=spec.rgb)
+        draw.polygon([((spec.cx + x*c - y*si)*s, (spec.cy + x*si + y*c)*s)
+                      for x, y in _outline(spec.attrs.shape, spec.r)], fill=spec.rgb)
     img = img.resize((size, size), Image.Resampling.BOX)
     noise = np.random.default_rng(spec.noise_seed).integers(-6, 7, (size, size, 1))
     return Image.fromarray((np.asarray(img).astype(np.int16) + noise).clip(0, 255).astype(np.uint8))
 
 # %% ../nbs/09_world.ipynb #508075aa
-PALAVRA_FRAMES = ('this is a photo of a {}', 'this photo contains a {}', 'a photo of a {}', 'this is an illustration of a {}',
-                  'this illustration contains a {}', 'an illustrations of a {}', 'this is a sketch of a {}', 'this sketch contains a {}',
-                  'a sketch of a {}', 'this is a diagram of a {}', 'this diagram contains a {}', 'a diagram of a {}', 'a {}',
-                  'we see a {}', '{}', 'we see a {} in this photo', 'we see a {} in this image', 'we see a {} in this illustration',
-                  'we see a {} photo', 'we see a {} image', 'we see a {} illustration', '{} photo', '{} image', '{} illustration')
-OPEN_FRAMES = ('a photo of {}', 'a picture of {}', 'an image of {}', 'a drawing of {}', '{}')  # the noun phrase brings its own article (or none)
-POSITION_PHRASES = {'left': 'on the left', 'right': 'on the right', 'top': 'at the top', 'bottom': 'at the bottom'}
+PALAVRA_FRAMES = ('this is a photo of a {}', 'this photo contains a {}', 'a photo of a {}',
+                  'this is an illustration of a {}', 'this illustration contains a {}',
+                  'an illustrations of a {}', 'this is a sketch of a {}',
+                  'this sketch contains a {}', 'a sketch of a {}', 'this is a diagram of a {}',
+                  'this diagram contains a {}', 'a diagram of a {}', 'a {}', 'we see a {}', '{}',
+                  'we see a {} in this photo',
+                  'we see a {} in this image', 'we see a {} in this illustration',
+                  'we see a {} photo', 'we see a {} image', 'we see a {} illustration', '{} photo',
+                  '{} image', '{} illustration')
+# the noun phrase brings its own article (or none)
+OPEN_FRAMES = ('a photo of {}', 'a picture of {}', 'an image of {}', 'a drawing of {}', '{}')
+POSITION_PHRASES = {'left': 'on the left', 'right': 'on the right', 'top': 'at the top',
+                    'bottom': 'at the bottom'}
 
 def _article(np_:str) -> str: return ('an ' if np_[0] in 'aeiou' else 'a ') + np_
 
@@ -130,17 +153,21 @@ def _word(aspect:str, value:str, in_clause:bool) -> str:
 def describe(attrs:Attrs, rng:random.Random, # the grammar's random choices
              mention:Sequence[str]=ASPECTS, # which attributes to mention
             ) -> str:
-    "A noun phrase with a 'that is …' clause, without article: 'triangle on the left that is small and red'."
+    ("A noun phrase with a 'that is …' clause, without article: "
+     "'triangle on the left that is small and red'.")
     in_np = {a: rng.random() < 0.5 for a in mention}
     if 'shape' in mention: in_np['shape'] = rng.random() < 0.85
     head = attrs.shape if in_np.get('shape') else rng.choice(('shape', 'object'))
     pre = [getattr(attrs, a) for a in ('size', 'color') if in_np.get(a)]
-    np_ = ' '.join(pre + [head] + ([POSITION_PHRASES[attrs.position]] if in_np.get('position') else []))
+    np_ = ' '.join(pre + [head]
+                   + ([POSITION_PHRASES[attrs.position]] if in_np.get('position') else []))
     clause = [_word(a, getattr(attrs, a), True) for a in mention if not in_np[a]]
     rng.shuffle(clause)
     return np_ + (f' that is {_join(clause)}' if clause else '')
 
-def caption(attrs:Attrs, rng:random.Random, partial:float=0.0, # probability of leaving some attributes out
+# %% ../nbs/09_world.ipynb #c1bfc86c
+def caption(attrs:Attrs, rng:random.Random,
+            partial:float=0.0, # probability of leaving some attributes out
            ) -> tuple[str, tuple[str, ...]]:
     "A random caption of `attrs` and the aspects it mentions."
     mention = list(ASPECTS)
@@ -154,10 +181,12 @@ def caption(attrs:Attrs, rng:random.Random, partial:float=0.0, # probability of 
 # %% ../nbs/09_world.ipynb #295da399
 def full_caption(attrs:Attrs) -> str:
     "The canonical caption naming all four attributes: 'a photo of a small red circle on the left'."
-    return f"a photo of a {attrs.size} {attrs.color} {attrs.shape} {POSITION_PHRASES[attrs.position]}"
+    return (f"a photo of a {attrs.size} {attrs.color} {attrs.shape} "
+            f"{POSITION_PHRASES[attrs.position]}")
 
 def relative_caption(aspect:str, value:str) -> str:
-    "The relative caption that changes `aspect` to `value`: 'is blue', 'is a square', 'is on the right', 'is large'."
+    ("The relative caption that changes `aspect` to `value`: "
+     "'is blue', 'is a square', 'is on the right', 'is large'.")
     if aspect not in ASPECTS: raise ValueError(f"aspect must be one of {ASPECTS}, got {aspect!r}")
     return 'is ' + _word(aspect, value, True)
 
@@ -165,12 +194,14 @@ def shared_concept(attrs:Attrs, changed:str) -> str:
     "What a reference and its targets share: the attributes other than `changed`, as a noun phrase."
     pre = [getattr(attrs, a) for a in ('size', 'color') if a != changed]
     head = attrs.shape if changed != 'shape' else 'shape'
-    return _article(' '.join(pre + [head] + ([POSITION_PHRASES[attrs.position]] if changed != 'position' else [])))
+    return _article(' '.join(pre + [head] + ([POSITION_PHRASES[attrs.position]]
+                                             if changed != 'position' else [])))
 
 # %% ../nbs/09_world.ipynb #54638a64
 def world_concepts() -> list[str]:
     "The world's concept vocabulary: shapes, colour + shape, size + shape."
-    return list(SHAPES) + [f'{c} {s}' for s in SHAPES for c in COLORS] + [f'{z} {s}' for s in SHAPES for z in SIZES]
+    return (list(SHAPES) + [f'{c} {s}' for s in SHAPES for c in COLORS]
+            + [f'{z} {s}' for s in SHAPES for z in SIZES])
 
 def concept_aspects(concept:str) -> dict:
     "The attributes a concept fixes: 'red circle' -> {'color': 'red', 'shape': 'circle'}."
@@ -206,79 +237,111 @@ def _save_png(img:Image.Image, path:Path):
     with atomic_write(path, 'wb') as f: f.write(buf.getvalue())
 
 # %% ../nbs/09_world.ipynb #80f10fa5
-def changed_spec(spec:ImageSpec, aspect:str, value:str, rng:np.random.Generator, keep_bg:bool=True) -> ImageSpec:
-    "The same picture with one attribute changed: offsets, rotation, relative size, colour shift and (by default) background carry over; pixel noise is new."
+def changed_spec(spec:ImageSpec, aspect:str, value:str, rng:np.random.Generator,
+                 keep_bg:bool=True) -> ImageSpec:
+    ("The same picture with one attribute changed: offsets, rotation, relative size, colour shift "
+     "and (by default) background carry over; pixel noise is new.")
     old, cx, cy, r, rgb = spec.attrs, spec.cx, spec.cy, spec.r, spec.rgb
     if aspect == 'position':
-        (ox, oy), (nx, ny) = _CENTRES[old.position], _CENTRES[value]; cx, cy = cx - ox + nx, cy - oy + ny
+        (ox, oy), (nx, ny) = _CENTRES[old.position], _CENTRES[value]
+        cx, cy = cx - ox + nx, cy - oy + ny
     if aspect == 'size':
-        (lo, hi), (nlo, nhi) = _RADII[old.size], _RADII[value]; r = nlo + (r - lo) / (hi - lo) * (nhi - nlo)
+        (lo, hi), (nlo, nhi) = _RADII[old.size], _RADII[value]
+        r = nlo + (r - lo) / (hi - lo) * (nhi - nlo)
     if aspect == 'color':
-        rgb = tuple(int(np.clip(n + c - b, 0, 255)) for c, b, n in zip(rgb, COLORS[old.color], COLORS[value]))
-    return ImageSpec(old.replace(aspect, value), cx, cy, r, spec.angle, rgb, spec.bg if keep_bg else int(rng.integers(20, 70)), int(rng.integers(0, 2**31)))
+        rgb = tuple(int(np.clip(n + c - b, 0, 255))
+                    for c, b, n in zip(rgb, COLORS[old.color], COLORS[value]))
+    return ImageSpec(old.replace(aspect, value), cx, cy, r, spec.angle, rgb,
+                     spec.bg if keep_bg else int(rng.integers(20, 70)), int(rng.integers(0, 2**31)))
 
 # %% ../nbs/09_world.ipynb #3a0e0fb4
 def _make_queries(cfg:WorldConfig, split:str, n:int) -> list[dict]:
-    "Queries of one split: a fresh reference, one changed aspect (they take turns), the changed picture as target."
+    ("Queries of one split: a fresh reference, one changed aspect (they take turns), "
+     "the changed picture as target.")
     out = []
     for q in range(n):
-        rng, aspect = random.Random(stable_seed('world', cfg.seed, split, q)), ASPECTS[q % len(ASPECTS)]
+        rng, aspect = (random.Random(stable_seed('world', cfg.seed, split, q)),
+                       ASPECTS[q % len(ASPECTS)])
         ref = spec_for(cfg.seed, split, 'reference', q)
         new = rng.choice([v for v in ASPECT_VALUES[aspect] if v != getattr(ref.attrs, aspect)])
-        target = changed_spec(ref, aspect, new, np.random.default_rng(stable_seed('world', cfg.seed, split, 'target', q)))
-        out.append(dict(split=split, id=q, aspect=aspect, ref=ref, target=target, relative_caption=relative_caption(aspect, new),
+        target = changed_spec(ref, aspect, new, np.random.default_rng(
+            stable_seed('world', cfg.seed, split, 'target', q)))
+        out.append(dict(split=split, id=q, aspect=aspect, ref=ref, target=target,
+                        relative_caption=relative_caption(aspect, new),
                         shared_concept=shared_concept(ref.attrs, aspect)))
     return out
 
+# %% ../nbs/09_world.ipynb #640d7d0a
 def _layout(cfg:WorldConfig):
-    "Gallery specs in id order (fillers cycling the combinations, plus every query's target) and the queries."
+    ("Gallery specs in id order (fillers cycling the combinations, plus every query's target) "
+     "and the queries.")
     queries = _make_queries(cfg, 'val', cfg.n_queries) + _make_queries(cfg, 'test', cfg.n_test)
     n_fill = cfg.n_gallery - len(queries)
-    if n_fill < 0: raise ValueError(f"n_gallery={cfg.n_gallery} cannot hold the {len(queries)} targets of n_queries={cfg.n_queries} + n_test={cfg.n_test}")
+    if n_fill < 0: raise ValueError(f"n_gallery={cfg.n_gallery} cannot hold the {len(queries)} "
+                                    f"targets of n_queries={cfg.n_queries} + n_test={cfg.n_test}")
     combos = all_attrs()
-    gallery = [spec_for(cfg.seed, 'gallery', i, attrs=combos[i % len(combos)]) for i in range(n_fill)] + [q['target'] for q in queries]
-    order = list(range(len(gallery))); random.Random(stable_seed('world', cfg.seed, 'gallery-order')).shuffle(order)
+    gallery = ([spec_for(cfg.seed, 'gallery', i, attrs=combos[i % len(combos)])
+                for i in range(n_fill)] + [q['target'] for q in queries])
+    order = list(range(len(gallery)))
+    random.Random(stable_seed('world', cfg.seed, 'gallery-order')).shuffle(order)
     ids = {k: i for i, k in enumerate(order, start=1)}  # position in `gallery` -> image id
-    for j, q in enumerate(queries): q['target_id'], q['ref_id'] = ids[n_fill + j], cfg.n_gallery + 1 + j
+    for j, q in enumerate(queries):
+        q['target_id'], q['ref_id'] = ids[n_fill + j], cfg.n_gallery + 1 + j
     return [gallery[k] for k in order], queries
 
 # %% ../nbs/09_world.ipynb #cb2b654c
 def _annotation(q:dict, by_attrs:dict, with_targets:bool) -> dict:
     gts = by_attrs[q['target'].attrs]
-    d = dict(reference_img_id=q['ref_id'], target_img_id=q['target_id'], relative_caption=q['relative_caption'], shared_concept=q['shared_concept'],
-             gt_img_ids=[q['target_id']] + sorted(set(gts) - {q['target_id']}), id=q['id'], semantic_aspects=[q['aspect']])
-    return d if with_targets else {k: d[k] for k in ('reference_img_id', 'relative_caption', 'shared_concept', 'id')}
+    d = dict(reference_img_id=q['ref_id'], target_img_id=q['target_id'],
+             relative_caption=q['relative_caption'], shared_concept=q['shared_concept'],
+             gt_img_ids=[q['target_id']] + sorted(set(gts) - {q['target_id']}), id=q['id'],
+             semantic_aspects=[q['aspect']])
+    return d if with_targets else {k: d[k] for k in ('reference_img_id', 'relative_caption',
+                                                      'shared_concept', 'id')}
 
+# %% ../nbs/09_world.ipynb #f3968b57
+# long: the whole benchmark in one pass: images, CIRCO's annotation files, concepts and the record
 def build_world(root:PathLike, # the folder to write (created)
-                seed:int=0, n_gallery:int=1000, n_queries:int=200, n_test:int=50, n_unlabeled:int=2000,
-                progress:bool=True) -> Path:
-    "Write the world's CIRCO-layout benchmark, unlabelled images and concept vocabulary under `root`."
+                seed:int=0, n_gallery:int=1000, n_queries:int=200, n_test:int=50,
+                n_unlabeled:int=2000, progress:bool=True) -> Path:
+    ("Write the world's CIRCO-layout benchmark, unlabelled images and concept vocabulary "
+     "under `root`.")
     cfg = WorldConfig(seed, n_gallery, n_queries, n_test, n_unlabeled)
     root = Path(root); img_dir = root/'COCO2017_unlabeled'/'unlabeled2017'
     gallery, queries = _layout(cfg)
     by_attrs = {}
     for i, sp in enumerate(gallery, start=1): by_attrs.setdefault(sp.attrs, []).append(i)
-    images = [(i, sp, 'gallery') for i, sp in enumerate(gallery, start=1)] + [(q['ref_id'], q['ref'], f"{q['split']} reference") for q in queries]
-    for i, sp, _ in progress_bar(images, progress, desc='benchmark images'): _save_png(render(sp), img_dir/_file_name(i))
+    images = ([(i, sp, 'gallery') for i, sp in enumerate(gallery, start=1)]
+              + [(q['ref_id'], q['ref'], f"{q['split']} reference") for q in queries])
+    for i, sp, _ in progress_bar(images, progress, desc='benchmark images'):
+        _save_png(render(sp), img_dir/_file_name(i))
     unl = {}
     for i in progress_bar(range(n_unlabeled), progress, desc='unlabelled images'):
         sp = spec_for(seed, 'unlabeled', i); unl[f'{i:06d}'] = sp.attrs.as_dict()
         _save_png(render(sp), root/'unlabeled'/f'{i:06d}.png')
-    save_json({'info': {'description': f'searle offline world (seed {seed}); entries with in_gallery=false are query references'},
-               'images': [{'id': i, 'file_name': _file_name(i), 'width': 64, 'height': 64, 'in_gallery': s == 'gallery'} for i, _, s in images]},
+    save_json({'info': {'description': f'searle offline world (seed {seed}); '
+                                       'entries with in_gallery=false are query references'},
+               'images': [{'id': i, 'file_name': _file_name(i), 'width': 64, 'height': 64,
+                           'in_gallery': s == 'gallery'} for i, _, s in images]},
               root/'COCO2017_unlabeled'/'annotations'/'image_info_unlabeled2017.json')
     for split in ('val', 'test'):
-        save_json([_annotation(q, by_attrs, split == 'val') for q in queries if q['split'] == split], root/'annotations'/f'{split}.json')
+        save_json([_annotation(q, by_attrs, split == 'val')
+                   for q in queries if q['split'] == split], root/'annotations'/f'{split}.json')
     write_concepts_csv(root/'concepts.csv')
-    save_json({'format': 'searle-world', 'config': cfg, 'images': {str(i): {**sp.attrs.as_dict(), 'split': s} for i, sp, s in images},
-               'unlabeled': unl, 'test_answers': {str(q['id']): _annotation(q, by_attrs, True) for q in queries if q['split'] == 'test'}},
+    save_json({'format': 'searle-world', 'config': cfg,
+               'images': {str(i): {**sp.attrs.as_dict(), 'split': s} for i, sp, s in images},
+               'unlabeled': unl,
+               'test_answers': {str(q['id']): _annotation(q, by_attrs, True)
+                                for q in queries if q['split'] == 'test'}},
               root/'world.json')
     return root
 
 # %% ../nbs/09_world.ipynb #9ebcef25
 def world_texts() -> list[str]:
-    "Strings that together hold every word the world's text (captions, templates, queries, concepts) uses."
-    words = [*PALAVRA_FRAMES, *OPEN_FRAMES, *POSITION_PHRASES.values(), *world_concepts(), *COLORS, *SIZES, 'shape object that is and , an .']
+    ("Strings that together hold every word the world's text "
+     "(captions, templates, queries, concepts) uses.")
+    words = [*PALAVRA_FRAMES, *OPEN_FRAMES, *POSITION_PHRASES.values(), *world_concepts(), *COLORS,
+             *SIZES, 'shape object that is and , an .']
     return [w.replace('{}', ' ') for w in words] + [PSEUDO_CHAR]
 
 def world_token_ids() -> list[int]:
@@ -291,24 +354,31 @@ def world_token_ids() -> list[int]:
 class WorldClipConfig:
     "How the world's CLIP is built and trained (the shipped model uses these defaults)."
     seed: int = 0
-    embed_dim: int = 128; vision_layers: int = 3; vision_width: int = 128; vision_patch_size: int = 16
+    embed_dim: int = 128; vision_layers: int = 3; vision_width: int = 128
+    vision_patch_size: int = 16
     transformer_width: int = 128; transformer_heads: int = 4; transformer_layers: int = 3
     n_images: int = 16000  # pre-rendered training images (not the benchmark's)
-    steps: int = 1500; batch_size: int = 128; lr: float = 1e-3; weight_decay: float = 0.1; warmup: int = 50
+    steps: int = 1500; batch_size: int = 128; lr: float = 1e-3; weight_decay: float = 0.1
+    warmup: int = 50
     partial: float = 0.25  # share of captions that leave attributes out
-    logit_scale: float|None = 50.0  # fixed 1/τ (keeps a modality gap, see above); None: learnt from 1/0.07 as in CLIP's training
+    # fixed 1/τ (keeps a modality gap, see above); None: learnt from 1/0.07 as in CLIP's training
+    logit_scale: float|None = 50.0
     threads: int = 2  # torch CPU threads while training
     def clip_kwargs(self) -> dict:
-        return dict(embed_dim=self.embed_dim, image_resolution=64, vision_layers=self.vision_layers, vision_width=self.vision_width,
-                    vision_patch_size=self.vision_patch_size, context_length=77, vocab_size=49408, transformer_width=self.transformer_width,
-                    transformer_heads=self.transformer_heads, transformer_layers=self.transformer_layers)
+        return dict(embed_dim=self.embed_dim, image_resolution=64, vision_layers=self.vision_layers,
+                    vision_width=self.vision_width, vision_patch_size=self.vision_patch_size,
+                    context_length=77, vocab_size=49408, transformer_width=self.transformer_width,
+                    transformer_heads=self.transformer_heads,
+                    transformer_layers=self.transformer_layers)
 
 # %% ../nbs/09_world.ipynb #04c55a41
 _MEAN, _STD = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
 
 def images_to_tensor(imgs:Sequence[Image.Image]|np.ndarray) -> torch.Tensor:
-    "64×64 world images to CLIP input [B, 3, 64, 64] (what `make_preprocess('targetpad', 64)` gives on square images)."
-    arr = torch.as_tensor(np.stack([np.asarray(i) for i in imgs]) if not isinstance(imgs, np.ndarray) else imgs)
+    ("64×64 world images to CLIP input [B, 3, 64, 64] "
+     "(what `make_preprocess('targetpad', 64)` gives on square images).")
+    arr = torch.as_tensor(np.stack([np.asarray(i) for i in imgs])
+                          if not isinstance(imgs, np.ndarray) else imgs)
     return (arr.permute(0, 3, 1, 2).float() / 255 - _MEAN) / _STD  # [B, 3, H, W]
 
 def _positives(img_attrs:torch.Tensor, cap_attrs:torch.Tensor) -> torch.Tensor:
@@ -317,32 +387,44 @@ def _positives(img_attrs:torch.Tensor, cap_attrs:torch.Tensor) -> torch.Tensor:
     return ((c < 0) | (c == img_attrs.unsqueeze(1))).all(-1)
 
 # %% ../nbs/09_world.ipynb #7168ce58
-def _attr_index(a:Attrs) -> list[int]: return [ASPECT_VALUES[k].index(getattr(a, k)) for k in ASPECTS]
+def _attr_index(a:Attrs) -> list[int]:
+    return [ASPECT_VALUES[k].index(getattr(a, k)) for k in ASPECTS]
 
 def _render_pool(seed:int, n:int, progress:bool) -> tuple[np.ndarray, torch.Tensor]:
-    "n training images uint8 [n, 64, 64, 3], cycling through the combinations, and their attribute indices [n, 4]."
+    ("n training images uint8 [n, 64, 64, 3], cycling through the combinations, "
+     "and their attribute indices [n, 4].")
     combos = all_attrs()
     specs = [spec_for(seed, 'clip-train', i, attrs=combos[i % len(combos)]) for i in range(n)]
-    imgs = np.stack([np.asarray(render(s)) for s in progress_bar(specs, progress, desc='rendering')])
+    imgs = np.stack([np.asarray(render(s))
+                     for s in progress_bar(specs, progress, desc='rendering')])
     return imgs, torch.tensor([_attr_index(s.attrs) for s in specs])
 
 def _lr_at(step:int, cfg) -> float:
     "Linear warm-up, then cosine decay to 0."
     if step < cfg.warmup: return cfg.lr * (step + 1) / cfg.warmup
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)))
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup)
+                                        / max(1, cfg.steps - cfg.warmup)))
 
 # %% ../nbs/09_world.ipynb #a1fcc739
 class _CompactTokens:
-    "Swap a CLIP's token embedding for the rows in `ids` while training; `restore` writes them back."
+    ("Swap a CLIP's token embedding for the rows in `ids` while training; "
+     "`restore` writes them back.")
     def __init__(self, model, ids:Sequence[int]):
         self.model, self.full, self.ids = model, model.token_embedding, torch.tensor(sorted(ids))
-        self.lut = torch.zeros(self.full.num_embeddings, dtype=torch.long); self.lut[self.ids] = torch.arange(len(self.ids))
-        self.known = torch.zeros(self.full.num_embeddings, dtype=torch.bool); self.known[self.ids] = True
-        model.token_embedding = torch.nn.Embedding.from_pretrained(self.full.weight[self.ids].clone(), freeze=False)
+        self.lut = torch.zeros(self.full.num_embeddings, dtype=torch.long)
+        self.lut[self.ids] = torch.arange(len(self.ids))
+        self.known = torch.zeros(self.full.num_embeddings, dtype=torch.bool)
+        self.known[self.ids] = True
+        model.token_embedding = torch.nn.Embedding.from_pretrained(
+            self.full.weight[self.ids].clone(), freeze=False)
     def tokens(self, t:torch.Tensor) -> torch.Tensor:
-        "Map BPE ids to compact rows, keeping end-of-text the highest id (CLIP reads the feature there)."
-        unknown = ~self.known[t] & (torch.arange(t.shape[-1]) <= t.argmax(-1, keepdim=True))  # up to end-of-text; after it, padding
-        if unknown.any(): raise ValueError(f"token ids {sorted(set(t[unknown].tolist()))[:10]} are not among the {len(self.ids)} rows kept")
+        ("Map BPE ids to compact rows, keeping end-of-text the highest id "
+         "(CLIP reads the feature there).")
+        # up to end-of-text; after it, padding
+        unknown = ~self.known[t] & (torch.arange(t.shape[-1]) <= t.argmax(-1, keepdim=True))
+        if unknown.any():
+            raise ValueError(f"token ids {sorted(set(t[unknown].tolist()))[:10]} "
+                             f"are not among the {len(self.ids)} rows kept")
         return self.lut[t]
     def restore(self):
         with torch.no_grad(): self.full.weight[self.ids] = self.model.token_embedding.weight
@@ -350,23 +432,31 @@ class _CompactTokens:
 
 # %% ../nbs/09_world.ipynb #e4d27acb
 def _param_groups(model, wd:float):
-    "AdamW groups: weight decay on the weight matrices only (not embeddings, biases, norms or the scalar logit_scale)."
+    ("AdamW groups: weight decay on the weight matrices only "
+     "(not embeddings, biases, norms or the scalar logit_scale).")
     decays = {n: p.ndim >= 2 and 'embedding' not in n for n, p in model.named_parameters()}
-    return [{'params': [p for n, p in model.named_parameters() if decays[n] == d], 'weight_decay': wd if d else 0.0} for d in (True, False)]
+    return [{'params': [p for n, p in model.named_parameters() if decays[n] == d],
+             'weight_decay': wd if d else 0.0} for d in (True, False)]
 
 def _clip_step(model, imgs, img_attrs, tokens, cap_attrs) -> torch.Tensor:
     "Symmetric contrastive loss with every fitting caption / image as a positive."
     fi = F.normalize(model.encode_image(imgs), dim=-1)                   # [B, D]
     L = int(tokens.argmax(-1).max()) + 1
-    ft = F.normalize(model.encode_text(tokens[:, :L]), dim=-1)           # [B, D]; clip's blocks slice the causal mask to L
+    # [B, D]; clip's blocks slice the causal mask to L
+    ft = F.normalize(model.encode_text(tokens[:, :L]), dim=-1)
     logits = model.logit_scale.exp() * fi @ ft.T                         # [B images, B captions]
     pos = _positives(img_attrs, cap_attrs).float()
-    return (F.cross_entropy(logits, pos / pos.sum(1, keepdim=True)) + F.cross_entropy(logits.T, pos.T / pos.T.sum(1, keepdim=True))) / 2
+    return (F.cross_entropy(logits, pos / pos.sum(1, keepdim=True))
+            + F.cross_entropy(logits.T, pos.T / pos.T.sum(1, keepdim=True))) / 2
 
 # %% ../nbs/09_world.ipynb #ffbf9369
-def train_world_clip(out_path:PathLike|None=None, # the checkpoint to write (`save_clip`, half precision, world rows only)
-                     config:WorldClipConfig|None=None, progress:bool=True):
-    "Train the world's tiny CLIP from its seed; write it (and `<out_path>.json` with the config and timings) when a path is given."
+# long: one training loop: its batches, captions, loss and schedule are read together
+def train_world_clip(
+    # the checkpoint to write (`save_clip`, half precision, world rows only)
+    out_path:PathLike|None=None,
+    config:WorldClipConfig|None=None, progress:bool=True):
+    ("Train the world's tiny CLIP from its seed; write it (and `<out_path>.json` with the config "
+     "and timings) when a path is given.")
     cfg, t0, threads = config or WorldClipConfig(), time.time(), torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
@@ -376,28 +466,39 @@ def train_world_clip(out_path:PathLike|None=None, # the checkpoint to write (`sa
             with torch.no_grad(): model.logit_scale.fill_(math.log(cfg.logit_scale))
             model.logit_scale.requires_grad_(False)
         ids = world_token_ids(); compact = _CompactTokens(model, ids)
-        opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-        by_combo = [torch.nonzero((pool_attrs == torch.tensor(_attr_index(a))).all(1)).flatten() for a in all_attrs()]
+        opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                                betas=(0.9, 0.98), eps=1e-6)
+        by_combo = [torch.nonzero((pool_attrs == torch.tensor(_attr_index(a))).all(1)).flatten()
+                    for a in all_attrs()]
         cache, losses, t_render = {}, [], time.time() - t0
         for step in progress_bar(range(cfg.steps), progress, desc='CLIP'):
-            g, rng = generator_for('world-clip', cfg.seed, step), random.Random(stable_seed('world-clip-captions', cfg.seed, step))
+            g, rng = (generator_for('world-clip', cfg.seed, step),
+                      random.Random(stable_seed('world-clip-captions', cfg.seed, step)))
             combos = torch.randperm(len(by_combo), generator=g)[:cfg.batch_size]
-            idx = torch.stack([by_combo[c][torch.randint(len(by_combo[c]), (1,), generator=g)][0] for c in combos.tolist()])
-            caps = [caption(Attrs(*(ASPECT_VALUES[k][int(v)] for k, v in zip(ASPECTS, pool_attrs[i]))), rng, cfg.partial) for i in idx.tolist()]
+            idx = torch.stack([by_combo[c][torch.randint(len(by_combo[c]), (1,), generator=g)][0]
+                               for c in combos.tolist()])
+            caps = [caption(Attrs(*(ASPECT_VALUES[k][int(v)]
+                                    for k, v in zip(ASPECTS, pool_attrs[i]))), rng, cfg.partial)
+                    for i in idx.tolist()]
             for t, _ in caps:
                 if t not in cache: cache[t] = compact.tokens(tokenize(t))[0]
             tokens = torch.stack([cache[t] for t, _ in caps])
-            cap_attrs = torch.tensor([[ia if k in m else -1 for k, ia in zip(ASPECTS, pool_attrs[i].tolist())] for (_, m), i in zip(caps, idx.tolist())])
-            loss = _clip_step(model, images_to_tensor(pool[idx.numpy()]), pool_attrs[idx], tokens, cap_attrs)
+            cap_attrs = torch.tensor([[ia if k in m else -1
+                                       for k, ia in zip(ASPECTS, pool_attrs[i].tolist())]
+                                      for (_, m), i in zip(caps, idx.tolist())])
+            loss = _clip_step(model, images_to_tensor(pool[idx.numpy()]), pool_attrs[idx], tokens,
+                              cap_attrs)
             for grp in opt.param_groups: grp['lr'] = _lr_at(step, cfg)
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
             with torch.no_grad(): model.logit_scale.clamp_(0, math.log(100))
             losses.append(loss.item())
-            if step % 50 == 0 or step == cfg.steps - 1: logger.info('world CLIP step %d loss %.4f', step, loss.item())
+            if step % 50 == 0 or step == cfg.steps - 1:
+                logger.info('world CLIP step %d loss %.4f', step, loss.item())
         compact.restore(); model.eval()
     finally: torch.set_num_threads(threads)
-    report = {'config': dataclasses.asdict(cfg), 'seconds': round(time.time() - t0, 1), 'render_seconds': round(t_render, 1),
-              'loss_first': losses[0], 'loss_last_50': float(np.mean(losses[-50:])), 'torch': str(torch.__version__)}
+    report = {'config': dataclasses.asdict(cfg), 'seconds': round(time.time() - t0, 1),
+              'render_seconds': round(t_render, 1), 'loss_first': losses[0],
+              'loss_last_50': float(np.mean(losses[-50:])), 'torch': str(torch.__version__)}
     if out_path is not None:
         save_clip(model, out_path, token_ids=ids, half=True, world=report)
         save_json(report, Path(out_path).with_suffix('.json'))
@@ -406,9 +507,11 @@ def train_world_clip(out_path:PathLike|None=None, # the checkpoint to write (`sa
 
 # %% ../nbs/09_world.ipynb #49f6c3eb
 def concept_phrase(concept:str, attrs:Attrs, rng:random.Random) -> str:
-    "'a photo of {concept} that is …', naming in the clause the attributes of `attrs` that the concept leaves open."
+    ("'a photo of {concept} that is …', naming in the clause the attributes of `attrs` "
+     "that the concept leaves open.")
     fixed = concept_aspects(concept)
-    if any(getattr(attrs, k) != v for k, v in fixed.items()): raise ValueError(f"{attrs} is not a {concept!r}")
+    if any(getattr(attrs, k) != v for k, v in fixed.items()):
+        raise ValueError(f"{attrs} is not a {concept!r}")
     rest = [_word(k, getattr(attrs, k), True) for k in ASPECTS if k not in fixed]
     rng.shuffle(rest)
     return f'a photo of {concept} that is {_join(rest)}'
@@ -418,7 +521,8 @@ def gpt_corpus(seed:int=0, n:int=20000) -> list[str]:
     rng, out = random.Random(stable_seed('world-gpt-corpus', seed)), []
     for _ in range(n):
         a = Attrs(*(rng.choice(v) for v in ASPECT_VALUES.values()))
-        out.append(concept_phrase(rng.choice([a.shape, f'{a.color} {a.shape}', f'{a.size} {a.shape}']), a, rng))
+        out.append(concept_phrase(
+            rng.choice([a.shape, f'{a.color} {a.shape}', f'{a.size} {a.shape}']), a, rng))
     return out
 
 # %% ../nbs/09_world.ipynb #c714de05
@@ -428,7 +532,8 @@ class WorldGptConfig:
     seed: int = 0
     corpus_size: int = 20000; vocab_size: int = 400
     hidden_size: int = 64; num_layers: int = 2; num_heads: int = 4; max_positions: int = 64
-    steps: int = 800; batch_size: int = 64; lr: float = 3e-3; weight_decay: float = 0.01; warmup: int = 50
+    steps: int = 800; batch_size: int = 64; lr: float = 3e-3; weight_decay: float = 0.01
+    warmup: int = 50
     threads: int = 2
 
 def _world_tokenizer(corpus:list[str], vocab_size:int):
@@ -437,39 +542,52 @@ def _world_tokenizer(corpus:list[str], vocab_size:int):
     from transformers import PreTrainedTokenizerFast
     eos = '<|endoftext|>'
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(corpus, vocab_size=vocab_size, min_frequency=2, special_tokens=[eos], show_progress=False)
-    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=eos, eos_token=eos, unk_token=eos, pad_token=eos)
+    bpe.train_from_iterator(corpus, vocab_size=vocab_size, min_frequency=2, special_tokens=[eos],
+                            show_progress=False)
+    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=eos, eos_token=eos,
+                                   unk_token=eos, pad_token=eos)
 
 # %% ../nbs/09_world.ipynb #a795e24b
-def train_world_gpt(out_dir:PathLike|None=None, # folder for `save_pretrained` (model, tokenizer, world_train.json)
-                    config:WorldGptConfig|None=None, progress:bool=True):
+# long: one training loop: the model's config, its batches and its schedule are read together
+def train_world_gpt(
+    out_dir:PathLike|None=None, # folder for `save_pretrained` (model, tokenizer, world_train.json)
+    config:WorldGptConfig|None=None, progress:bool=True):
     "Train the world's tiny GPT-Neo and tokenizer from the seed; returns (model, tokenizer)."
     from transformers import GPTNeoConfig, GPTNeoForCausalLM
     cfg, t0, threads = config or WorldGptConfig(), time.time(), torch.get_num_threads()
     corpus = gpt_corpus(cfg.seed, cfg.corpus_size)
     tok = _world_tokenizer(corpus, cfg.vocab_size)
     ids = [tok(t).input_ids + [tok.eos_token_id] for t in corpus]
-    mcfg = GPTNeoConfig(vocab_size=len(tok), max_position_embeddings=cfg.max_positions, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-                        attention_types=[[['global', 'local'], cfg.num_layers // 2]], num_heads=cfg.num_heads, intermediate_size=4*cfg.hidden_size,
-                        window_size=cfg.max_positions // 2, bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
+    mcfg = GPTNeoConfig(vocab_size=len(tok), max_position_embeddings=cfg.max_positions,
+                        hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+                        attention_types=[[['global', 'local'], cfg.num_layers // 2]],
+                        num_heads=cfg.num_heads, intermediate_size=4*cfg.hidden_size,
+                        window_size=cfg.max_positions // 2, bos_token_id=tok.eos_token_id,
+                        eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
     torch.set_num_threads(cfg.threads)
     try:
         torch.manual_seed(cfg.seed); model = GPTNeoForCausalLM(mcfg).train()
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         for step in progress_bar(range(cfg.steps), progress, desc='GPT'):
-            pick = torch.randint(len(ids), (cfg.batch_size,), generator=generator_for('world-gpt', cfg.seed, step)).tolist()
+            pick = torch.randint(len(ids), (cfg.batch_size,),
+                                 generator=generator_for('world-gpt', cfg.seed, step)).tolist()
             L = max(len(ids[i]) for i in pick)
-            x = torch.tensor([ids[i] + [tok.eos_token_id] * (L - len(ids[i])) for i in pick])                 # [B, L]
-            labels = torch.tensor([ids[i] + [-100] * (L - len(ids[i])) for i in pick])                         # padding is not learned
+            # [B, L]
+            x = torch.tensor([ids[i] + [tok.eos_token_id] * (L - len(ids[i])) for i in pick])
+            # padding is not learned
+            labels = torch.tensor([ids[i] + [-100] * (L - len(ids[i])) for i in pick])
             loss = model(input_ids=x, attention_mask=(labels != -100).long(), labels=labels).loss
             for grp in opt.param_groups: grp['lr'] = _lr_at(step, cfg)
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-            if step % 100 == 0 or step == cfg.steps - 1: logger.info('world GPT step %d loss %.4f', step, loss.item())
+            if step % 100 == 0 or step == cfg.steps - 1:
+                logger.info('world GPT step %d loss %.4f', step, loss.item())
     finally: torch.set_num_threads(threads)
     model.eval()
-    report = {'config': dataclasses.asdict(cfg), 'seconds': round(time.time() - t0, 1), 'loss_last': loss.item(), 'torch': str(torch.__version__)}
+    report = {'config': dataclasses.asdict(cfg), 'seconds': round(time.time() - t0, 1),
+              'loss_last': loss.item(), 'torch': str(torch.__version__)}
     if out_dir is not None:
-        out_dir = Path(out_dir); model.save_pretrained(out_dir); tok.save_pretrained(out_dir); save_json(report, out_dir/'world_train.json')
+        out_dir = Path(out_dir); model.save_pretrained(out_dir); tok.save_pretrained(out_dir)
+        save_json(report, out_dir/'world_train.json')
     model.world_report = report
     return model, tok
 
@@ -482,13 +600,16 @@ def train_world_models(out_dir:PathLike, # folder to write clip.pt, clip.json an
     train_world_gpt(out_dir/'gpt', WorldGptConfig(seed=seed), progress)
     return out_dir
 
+# %% ../nbs/09_world.ipynb #cebd819c
 def world_assets_dir() -> Path:
-    "The folder holding the shipped world models: the package's `assets/world`, else the repository's `data/world`."
+    ("The folder holding the shipped world models: the package's `assets/world`, "
+     "else the repository's `data/world`.")
     pkg = Path(searle.__file__).resolve().parent
     places = [pkg/'assets'/'world', pkg.parent/'data'/'world']
     for p in places:
         if (p/'clip.pt').is_file() and (p/'gpt'/'config.json').is_file(): return p
-    raise FileNotFoundError(f"no world models (clip.pt and gpt/config.json) in {' or '.join(map(str, places))}; "
+    raise FileNotFoundError(f"no world models (clip.pt and gpt/config.json) in "
+                            f"{' or '.join(map(str, places))}; "
                             "rebuild them with searle.world.train_world_models(<folder>)")
 
 def world_clip_path() -> Path: return world_assets_dir()/'clip.pt'
