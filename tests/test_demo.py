@@ -13,6 +13,7 @@ def demo(tmp_path_factory):
     r = subprocess.run(['searle-demo', '--out', str(out), '--quick', '--no-progress'], capture_output=True, text=True, timeout=1800,
                        env={**os.environ, 'SEARLE_OFFLINE': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1'})
     assert r.returncode == 0, r.stderr[-3000:]
+    assert 'Loading weights' not in r.stderr and '\r' not in r.stderr, r.stderr[-2000:]  # plain log lines
     return out, r.stdout
 
 def test_demo_writes_its_contract(demo):
@@ -23,7 +24,8 @@ def test_demo_writes_its_contract(demo):
     cfg = json.loads((out/'config.json').read_text())
     assert {'demo', 'oti', 'phi', 'seconds'} <= set(cfg)
     for f in ('results.csv', 'methods.png', 'queries.png'): assert (out/f).stat().st_size > 0
-    assert 'SEARLE-OTI' in stdout and 'map@5' in stdout
+    assert 'SEARLE-OTI' in stdout and 'SEARLE (phi)' in stdout and 'map@5' in stdout  # the methods' labels
+    assert 'config.json' in stdout.splitlines()[-1] and 'kept for a rerun' in stdout.splitlines()[-1]
 
 def test_demo_reaches_the_goals(demo):
     m = json.loads((demo[0]/'metrics.json').read_text())
