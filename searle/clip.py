@@ -764,13 +764,15 @@ def dedupe_named_rows(names:Sequence, tensors:Sequence[torch.Tensor],
 # %% ../nbs/01_clip.ipynb #50816623
 def read_original_tokens(
     path, # the original OTI folder, or its `oti_pseudo_tokens.pt` / `ema_oti_pseudo_tokens.pt`
-    which:str='ema') -> tuple[list[str], torch.Tensor]:
-    "(names, tokens [N, W]) of the original OTI output: `image_names.pkl` beside the token file."
+    which:str='ema', # 'ema' (the EMA tokens, when the folder has them) or 'tokens'
+    names_path=None, # its `image_names.pkl`; None: the one beside the tokens
+    ) -> tuple[list[str], torch.Tensor]:
+    "(names, tokens [N, W]) of the original OTI output: a token tensor and a pickled list of names."
     p = Path(path); folder = p if p.is_dir() else p.parent
     if p.is_dir():
         p = folder/ORIGINAL_OTI_FILES[
             'ema' if which == 'ema' and (folder/ORIGINAL_OTI_FILES['ema']).is_file() else 'tokens']
-    names_path = folder/ORIGINAL_OTI_FILES['names']
+    names_path = Path(names_path) if names_path else folder/ORIGINAL_OTI_FILES['names']
     if not names_path.is_file(): raise FileNotFoundError(
         f"{p} holds bare tokens; expected their names in {names_path}, found nothing")
     names, t = safe_unpickle(names_path), load_tensors(p)

@@ -317,17 +317,10 @@ def _merge(shard_dir:Path, batches, names, final:Path, meta:dict):
     save_pseudo_tokens(final, names, toks, emas, meta | {'skipped_steps': skipped})
 
 # %% ../nbs/07_oti.ipynb #2166f5a5
-def import_official_tokens(tokens_path, # the original `ema_oti_pseudo_tokens.pt` (or `oti_pseudo_tokens.pt`)
-                           names_path, # the original `image_names.pkl`
+def import_official_tokens(tokens_path, # the original OTI folder or its `ema_oti_pseudo_tokens.pt`
+                           names_path, # its `image_names.pkl` (None: the one beside the tokens)
                            out_path) -> Path:
-    "Convert the original OTI output into a searle pseudo-token file."
-    tokens = load_tensors(tokens_path)
-    names = safe_unpickle(names_path)
-    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
-        raise ValueError(f"{tokens_path}: expected a [N, W] tensor of tokens, found {type(tokens).__name__}")
-    if not isinstance(names, (list, tuple)) or not all(isinstance(n, (str, int)) for n in names):
-        raise ValueError(f"{names_path}: expected a list of image names")
-    if len(names) != tokens.shape[0]: raise ValueError(f"{names_path} has {len(names)} names for {tokens.shape[0]} tokens in {tokens_path}")
-    names, (tokens,) = dedupe_named_rows(names, [tokens.float()], tokens_path)  # CIRCO test lists two references twice
+    "Convert the original OTI output (read by `read_original_tokens`) into a searle token file."
+    names, tokens = read_original_tokens(tokens_path, names_path=names_path)
     save_pseudo_tokens(out_path, names, tokens, config={'imported_from': str(tokens_path)})
     return Path(out_path)
