@@ -30,8 +30,8 @@ __all__ = ['logger', 'CLIP_PRESETS', 'OPEN_CLIP_TINY', 'HF_PRESETS', 'PSEUDO_CHA
            'backbone', 'clip_config', 'clip_config_from_state_dict', 'save_clip', 'official_clip_path', 'load_clip',
            'as_clip', 'TargetPad', 'make_preprocess', 'model_preprocess', 'encode_with_pseudo_tokens', 'encode_text',
            'save_pseudo_tokens', 'load_pseudo_tokens', 'dedupe_named_rows', 'read_original_tokens',
-           'save_original_tokens', 'open_rgb', 'ImageList', 'model_fingerprint', 'clip_record', 'release_heap',
-           'extract_features']
+           'save_original_tokens', 'open_rgb', 'ImageList', 'model_fingerprint', 'device_stable_fingerprint',
+           'clip_record', 'release_heap', 'extract_features']
 
 # %% ../nbs/01_clip.ipynb #3dfc32d6
 logger = logging.getLogger(__name__)
@@ -873,7 +873,7 @@ def _images_key(images:ImageList) -> str:
     return h.hexdigest()[:24]
 
 # %% ../nbs/01_clip.ipynb #464632d6
-def _weights_key(model:nn.Module) -> str:
+def device_stable_fingerprint(model:nn.Module) -> str:
     ("A hash of each tensor's sum and |sum| to 6 digits: the same weights on any device "
      "(reduction order aside).")
     h = hashlib.sha256()
@@ -888,7 +888,8 @@ def clip_record(model:nn.Module) -> dict:
      "family, widths and weights.")
     bb = backbone(model)
     return {'clip': getattr(model, 'searle_source', None), 'clip_family': bb.family,
-            'clip_width': bb.width, 'clip_dim': bb.dim, 'clip_weights': _weights_key(model),
+            'clip_width': bb.width, 'clip_dim': bb.dim,
+            'clip_weights': device_stable_fingerprint(model),
             'clip_fingerprint': model_fingerprint(model)}
 
 # %% ../nbs/01_clip.ipynb #457deec6
