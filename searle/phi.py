@@ -90,11 +90,27 @@ class PhiConfig:
     # 'fp32', 'amp' or 'bf16' (searle.core); None: the device's default, recorded resolved
     precision: str|None = None
 
-# %% ../nbs/08_phi.ipynb #050436a4
+# %% ../nbs/08_phi.ipynb #358ad7e7
 _RUN_ONLY = ('epochs', 'save_every', 'keep_last', 'val_dataset', 'val_path', 'val_max_queries',
              'phrase_cache')
 
 # %% ../nbs/08_phi.ipynb #bd699976
+def _concept_rows(names:Sequence[str], concept_table:dict[str, list[str]], vid:dict[str, int],
+                  top_k:int) -> tuple[Tensor, Tensor, set[str]]:
+    ("Each image's usable concepts among its top-k as ids of `vid` ([N, top_k], -1 padded), "
+     "their counts [N], and every concept seen.")
+    ids, counts, seen = (torch.full((len(names), top_k), -1, dtype=torch.int32),
+                         torch.zeros(len(names), dtype=torch.long), set())
+    for r, n in enumerate(names):
+        if n not in concept_table: raise KeyError(f"image {n!r} is not in the concept table")
+        top = [c.strip() for c in concept_table[n][:top_k]]; seen.update(top)
+        row = [vid[c] for c in top if c in vid]
+        if not row: raise ValueError(f"image {n!r}: none of its top-{top_k} concepts "
+                                     f"{concept_table[n][:5]}... has usable phrases")
+        ids[r, :len(row)] = torch.tensor(row, dtype=torch.int32); counts[r] = len(row)
+    return ids, counts, seen
+
+# %% ../nbs/08_phi.ipynb #efd505d6
 class ConceptPools:
     "For each image, the usable concepts among its top-k, as ids into a shared vocabulary."
     def __init__(self, names:Sequence[str], concept_table:dict[str, list[str]],
@@ -103,16 +119,8 @@ class ConceptPools:
                 ):
         bad = problematic_concepts(phrases)
         self.vocab = sorted(c for c in phrases if c not in bad)
-        vid, seen = {c: i for i, c in enumerate(self.vocab)}, set()
-        self.ids, self.counts = (torch.full((len(names), top_k), -1, dtype=torch.int32),
-                                 torch.zeros(len(names), dtype=torch.long))
-        for r, n in enumerate(names):
-            if n not in concept_table: raise KeyError(f"image {n!r} is not in the concept table")
-            top = [c.strip() for c in concept_table[n][:top_k]]; seen.update(top)
-            row = [vid[c] for c in top if c in vid]
-            if not row: raise ValueError(f"image {n!r}: none of its top-{top_k} concepts "
-                                         f"{concept_table[n][:5]}... has usable phrases")
-            self.ids[r, :len(row)] = torch.tensor(row, dtype=torch.int32); self.counts[r] = len(row)
+        vid = {c: i for i, c in enumerate(self.vocab)}
+        self.ids, self.counts, seen = _concept_rows(names, concept_table, vid, top_k)
         warn_unphrased(seen, phrases, top_k, source, logger)
         self.phrases = phrases
 
@@ -212,7 +220,7 @@ def latest_checkpoint(out_dir) -> Path|None:
     cks = sorted(Path(out_dir).glob('checkpoints/phi_epoch*.pt'))
     return cks[-1] if cks else None
 
-# %% ../nbs/08_phi.ipynb #94104b56
+# %% ../nbs/08_phi.ipynb #6f08c655
 def _tensor_key(t:Tensor) -> str:
     "The first 16 hex digits of the sha256 of a tensor's dtype, shape and bytes."
     t = t.detach().cpu().contiguous()
@@ -226,7 +234,7 @@ def _data_key(names:Sequence[str], model, image_features:Tensor, tokens:Tensor) 
     return {'images': names_key(names), 'clip': model_fingerprint(model),
             'features': _tensor_key(image_features), 'targets': _tensor_key(tokens)}
 
-# %% ../nbs/08_phi.ipynb #08afd0c5
+# %% ../nbs/08_phi.ipynb #ea7dfd54
 def _new_phi(config:PhiConfig, D:int, W:int, dev) -> tuple[Phi, torch.optim.Optimizer]:
     "phi initialised from the seed (without touching the caller's random stream) and its AdamW."
     with torch.random.fork_rng(devices=[]):
@@ -234,7 +242,7 @@ def _new_phi(config:PhiConfig, D:int, W:int, dev) -> tuple[Phi, torch.optim.Opti
         phi = Phi(D, config.hidden_mult * D, W, config.dropout).to(dev)
     return phi, torch.optim.AdamW(phi.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
-# %% ../nbs/08_phi.ipynb #ef7bed57
+# %% ../nbs/08_phi.ipynb #efff74ee
 def _resume(out:Path, phi:Phi, opt, config:PhiConfig, data_key:dict,
             scaler:LossScaler|None=None) -> tuple[int, list]:
     ("Load the newest checkpoint of `out` into `phi` and `opt`, after checking it is this run's: "
@@ -284,7 +292,7 @@ def _end_epoch(out:Path, phi, opt, epoch:int, config:PhiConfig, log:list, data_k
     save_json(log, out/'log.json')
     with atomic_write(out/'log.csv') as f: pd.DataFrame(log).to_csv(f, index=False)
 
-# %% ../nbs/08_phi.ipynb #adc3d8b8
+# %% ../nbs/08_phi.ipynb #447166eb
 # CIRCO, FashionIQ, CIRR: what each is read by
 HEADLINE_METRICS = ('val/map@5', 'val/average/recall@10', 'val/recall@1')
 
@@ -295,7 +303,7 @@ def epoch_line(row:dict, epochs:int) -> str:
     return (f"phi epoch {row['epoch']}/{epochs}: loss {row['loss']:.4f}{head} "
             f"({row['time_s']:.0f} s)")
 
-# %% ../nbs/08_phi.ipynb #be6cb1d1
+# %% ../nbs/08_phi.ipynb #a90054e7
 def _epoch_bar(start, epochs, progress):
     bar = progress_bar(range(start + 1, epochs + 1), progress, desc='phi epochs', initial=start,
                        total=epochs)
@@ -382,7 +390,7 @@ PHI_RELEASES = {
 }
 PHI_KEYS = tuple(f'layers.{i}.{p}' for i in (0, 3, 6) for p in ('weight', 'bias'))
 
-# %% ../nbs/08_phi.ipynb #484d732d
+# %% ../nbs/08_phi.ipynb #fe254ed1
 def phi_from_state_dict(sd:dict, # parameter name -> tensor, the official names
                         source:str='state dict', # named in errors (a file path)
                         dims:tuple|None=None, # (input, hidden, output); None: read from the shapes
@@ -419,7 +427,7 @@ def _download(url:str, target:Path, timeout:float=60.):
     with urllib.request.urlopen(url, timeout=timeout) as r, atomic_write(target, 'wb') as f:
         while chunk := r.read(1 << 20): f.write(chunk)
 
-# %% ../nbs/08_phi.ipynb #f319af0e
+# %% ../nbs/08_phi.ipynb #46f0530c
 def _cached_release(name:str, cache_dir=None) -> tuple[Path, tuple]:
     "The cached file of release `name` (downloaded when missing) and its `Phi` dims."
     p, url = phi_release_path(name, cache_dir)
@@ -492,7 +500,7 @@ def check_phi_for_clip(phi:Phi, model):
                          f"{', '.join(f'{k} {now[k]}' for k in diff)}); "
                          f"pass that CLIP (--clip-model {rec.get('clip')})")
 
-# %% ../nbs/08_phi.ipynb #e6271593
+# %% ../nbs/08_phi.ipynb #2888ec7b
 def load_phi_token_fn(name_or_path, # 'searle', 'searle-xl' or a phi checkpoint file
                       model, # the CLIP model the tokens are for
                       device=None, cache_dir=None) -> Callable[[Tensor], Tensor]:
