@@ -30,20 +30,24 @@ class OTIConfig:
     steps: int = 350            # optimisation steps per image
     lr: float = 2e-2            # AdamW learning rate
     weight_decay: float = 0.01  # AdamW weight decay
-    batch_size: int = 32        # compute grouping: images optimised together (results do not depend on it)
-    math_batch_size: int = 32   # the original's batch of the math (the paper's 32): AdamW's eps = 1e-8 * this
+    # compute grouping: images optimised together (results do not depend on it)
+    batch_size: int = 32
+    # the original's batch of the math (the paper's 32): AdamW's eps = 1e-8 * this
+    math_batch_size: int = 32
     top_k: int = 15             # concepts per image whose phrases regularise the token
     lambda_cos: float = 1.0     # weight of the template (cosine) loss
     lambda_gpt: float = 0.5     # weight of the GPT regularisation loss
     ema_decay: float = 0.99     # EMA of the token, updated after every step
     init_std: float = 0.02      # tokens start from N(0, init_std^2)
     seed: int = 42              # with the image name, seeds every draw of that image
-    precision: str|None = None  # 'fp32', 'amp' or 'bf16' (searle.core); None: the device's default, recorded resolved
+    # 'fp32', 'amp' or 'bf16' (searle.core); None: the device's default, recorded resolved
+    precision: str|None = None
 
 # %% ../nbs/07_oti.ipynb #91a69cea
 def image_concepts(concepts:Sequence[str], # an image's concepts, most similar first
                    top_k:int=15) -> list[str]:
-    "The image's first `top_k` distinct concepts: the whole list stripped and de-duplicated, then cut (as the original)."
+    ("The image's first `top_k` distinct concepts: the whole list stripped and de-duplicated, "
+     "then cut (as the original).")
     return list(dict.fromkeys(c.strip() for c in concepts))[:top_k]
 
 def phrase_pool(concepts:Sequence[str], # an image's concepts, most similar first
@@ -56,6 +60,7 @@ def phrase_pool(concepts:Sequence[str], # an image's concepts, most similar firs
         if c not in bad and c in phrases: pool += [(c, p) for p in phrases[c]]
     return pool
 
+# %% ../nbs/07_oti.ipynb #0d4f99c8
 @dataclass
 class Draws:
     "Everything random about one image's inversion."
@@ -78,63 +83,82 @@ def warn_unphrased(concepts:set[str], # the (stripped) concepts of the images' t
     "Log one warning naming the `concepts` that `phrases` lacks; return them, sorted."
     missing = sorted(c for c in concepts if c not in phrases)
     if missing:
-        log.warning("%d of %d concepts of the table's top-%d have no phrases in %s (e.g. %s); they are left out of the regularisation",
-                    len(missing), len(concepts), top_k, source or 'the phrases given', ', '.join(map(repr, missing[:5])))
+        log.warning("%d of %d concepts of the table's top-%d have no phrases in %s (e.g. %s); "
+                    "they are left out of the regularisation",
+                    len(missing), len(concepts), top_k, source or 'the phrases given',
+                    ', '.join(map(repr, missing[:5])))
     return missing
 
 # %% ../nbs/07_oti.ipynb #bfa9bca3
-def _unique_features(model, texts:list[str], batch_size:int=256, precision='fp32') -> tuple[dict[str, int], torch.Tensor]:
-    "Normalised CLIP features of the distinct `texts`, without gradients: (text -> row, features [U, D])."
+def _unique_features(model, texts:list[str], batch_size:int=256, precision='fp32'
+                    ) -> tuple[dict[str, int], torch.Tensor]:
+    ("Normalised CLIP features of the distinct `texts`, without gradients: "
+     "(text -> row, features [U, D]).")
     index = {t: i for i, t in enumerate(dict.fromkeys(texts))}
     with torch.no_grad(), autocast(precision, next(model.parameters()).device):
         feats = F.normalize(encode_text(model, list(index), batch_size=batch_size).float(), dim=-1)
     return index, feats
 
+# %% ../nbs/07_oti.ipynb #4f7a0f16
 def invert_batch(model, image_features:torch.Tensor, # [B, D] CLIP image features of the batch
                  names:Sequence[str], pools:Sequence[list], config:OTIConfig, progress:bool=False,
                  bar=None, # a progress bar of the whole run, advanced once per step
-                 stats:dict|None=None, # when given, 'skipped_steps' (amp's scaler) and 'nonfinite_tokens' are added to it
+                 stats:dict|None=None, # when given, 'skipped_steps' (amp's scaler) and
+                                       # 'nonfinite_tokens' are added to it
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "Invert one batch: (tokens [B, W], EMA tokens [B, W], batch-mean losses per step [steps, 3]: total, cosine, GPT)."
+    ("Invert one batch: (tokens [B, W], EMA tokens [B, W], "
+     "batch-mean losses per step [steps, 3]: total, cosine, GPT).")
     bb = backbone(model); dev, W, B = bb.token_embedding.weight.device, bb.width, len(names)
     prec = resolve_precision(config.precision, dev); scaler = LossScaler(prec, dev)
     draws = [draw(n, len(p), W, config) for n, p in zip(names, pools)]
-    chosen = [[pool[j] for j in d.phrase.tolist()] for pool, d in zip(pools, draws)]        # B × steps (concept, phrase)
-    real_idx, real_feats = _unique_features(model, [p for row in chosen for _, p in row], precision=prec)
+    # B × steps (concept, phrase)
+    chosen = [[pool[j] for j in d.phrase.tolist()] for pool, d in zip(pools, draws)]
+    real_idx, real_feats = _unique_features(model, [p for row in chosen for _, p in row],
+                                            precision=prec)
     pseudo = {cp: make_pseudo_phrase(cp[1], cp[0]) for row in chosen for cp in row}
     pseudo_tok = {s: i for i, s in enumerate(dict.fromkeys(pseudo.values()))}
-    pseudo_tokens = tokenize(list(pseudo_tok))                                             # [P, 77] on the CPU, like ...
-    template_tokens = tokenize([t.format(' $ ') for t in TEMPLATES])                       # [24, 77] ...
-    t_idx = torch.stack([d.template for d in draws])                                       # [B, steps] ...
-    p_idx = torch.tensor([[pseudo_tok[pseudo[cp]] for cp in row] for row in chosen])       # [B, steps] ... where the encoder plans
-    r_idx = torch.tensor([[real_idx[p] for _, p in row] for row in chosen], device=dev)    # [B, steps] rows of real_feats
-    img = F.normalize(image_features.to(dev).float(), dim=-1)                              # [B, D]
-    v = torch.stack([d.init for d in draws]).to(dev).requires_grad_()                      # [B, W]
+    # on the CPU, like the next three, where the encoder plans:
+    pseudo_tokens = tokenize(list(pseudo_tok))                                  # [P, 77]
+    template_tokens = tokenize([t.format(' $ ') for t in TEMPLATES])            # [24, 77]
+    t_idx = torch.stack([d.template for d in draws])                            # [B, steps]
+    p_idx = torch.tensor([[pseudo_tok[pseudo[cp]] for cp in row] for row in chosen])  # [B, steps]
+    # [B, steps] rows of real_feats
+    r_idx = torch.tensor([[real_idx[p] for _, p in row] for row in chosen], device=dev)
+    img = F.normalize(image_features.to(dev).float(), dim=-1)                   # [B, D]
+    v = torch.stack([d.init for d in draws]).to(dev).requires_grad_()           # [B, W]
     ema = v.detach().clone()
-    opt = torch.optim.AdamW([v], lr=config.lr, weight_decay=config.weight_decay, eps=1e-8 * config.math_batch_size)  # see below
-    losses, lam = torch.zeros(config.steps, 3, device=dev), config.lambda_cos + config.lambda_gpt  # on the device: no sync per step
+    opt = torch.optim.AdamW([v], lr=config.lr, weight_decay=config.weight_decay,  # see below
+                            eps=1e-8 * config.math_batch_size)
+    # the losses stay on the device: no sync per step
+    losses, lam = torch.zeros(config.steps, 3, device=dev), config.lambda_cos + config.lambda_gpt
     frozen = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
     try:
         for s in progress_bar(range(config.steps), progress, desc='OTI steps', leave=False):
-            tokens = torch.cat([template_tokens[t_idx[:, s]], pseudo_tokens[p_idx[:, s]]])   # [2B, 77]
-            with autocast(prec, dev): f = encode_with_pseudo_tokens(model, tokens, torch.cat([v, v]))  # [2B, D]
+            # [2B, 77]
+            tokens = torch.cat([template_tokens[t_idx[:, s]], pseudo_tokens[p_idx[:, s]]])
+            with autocast(prec, dev):
+                f = encode_with_pseudo_tokens(model, tokens, torch.cat([v, v]))     # [2B, D]
             f = F.normalize(f.float(), dim=-1)
-            loss_cos = 1 - (f[:B] * img).sum(-1)                                            # [B]
-            loss_gpt = 1 - (f[B:] * real_feats[r_idx[:, s]]).sum(-1)                        # [B]
-            loss = (config.lambda_cos * loss_cos + config.lambda_gpt * loss_gpt) / lam      # [B]
+            loss_cos = 1 - (f[:B] * img).sum(-1)                                    # [B]
+            loss_gpt = 1 - (f[B:] * real_feats[r_idx[:, s]]).sum(-1)                # [B]
+            loss = (config.lambda_cos * loss_cos + config.lambda_gpt * loss_gpt) / lam  # [B]
             opt.zero_grad(set_to_none=True)
-            scaler.backward(loss.sum()); scaler.step(opt)                                   # amp: scaled, skipped on inf
-            with torch.no_grad(): ema.mul_(config.ema_decay).add_(v.detach(), alpha=1 - config.ema_decay)
+            scaler.backward(loss.sum()); scaler.step(opt)           # amp: scaled, skipped on inf
+            with torch.no_grad():
+                ema.mul_(config.ema_decay).add_(v.detach(), alpha=1 - config.ema_decay)
             losses[s] = torch.stack([loss.mean(), loss_cos.mean(), loss_gpt.mean()]).detach()
             if bar is not None: bar.update()
     finally:
         for p, r in zip(model.parameters(), frozen): p.requires_grad_(r)
     v, ema = v.detach().cpu(), ema.cpu()
     bad = int((~torch.isfinite(torch.cat([v, ema], 1)).all(1)).sum())
-    if scaler.skipped or bad: logger.warning('OTI batch of %d images (%s): %d of %d steps skipped by the %s scaler, %d tokens not finite',
-                                             B, names[0], scaler.skipped, config.steps, prec, bad)
-    if stats is not None: stats['skipped_steps'] = stats.get('skipped_steps', 0) + scaler.skipped; stats['nonfinite_tokens'] = stats.get('nonfinite_tokens', 0) + bad
+    if scaler.skipped or bad:
+        logger.warning('OTI batch of %d images (%s): %d of %d steps skipped by the %s scaler, '
+                       '%d tokens not finite', B, names[0], scaler.skipped, config.steps, prec, bad)
+    if stats is not None:
+        stats['skipped_steps'] = stats.get('skipped_steps', 0) + scaler.skipped
+        stats['nonfinite_tokens'] = stats.get('nonfinite_tokens', 0) + bad
     return v, ema, losses.cpu()
 
 # %% ../nbs/07_oti.ipynb #666832e3
@@ -145,35 +169,44 @@ class OTIResult:
     tokens: torch.Tensor      # [N, W]
     ema_tokens: torch.Tensor  # [N, W]
     losses: list              # one [steps, 3] curve per batch (total, cosine, GPT)
-    stats: dict = dataclasses.field(default_factory=dict)  # 'skipped_steps' (amp's scaler), 'nonfinite_tokens'
+    # 'skipped_steps' (amp's scaler), 'nonfinite_tokens'
+    stats: dict = dataclasses.field(default_factory=dict)
 
+# %% ../nbs/07_oti.ipynb #48db30b6
 def _check_pools(names, concept_table, phrases, config, source=None) -> set[str]:
-    "Fail early on an image without a row or usable phrases (one warning for concepts `phrases` lacks); the problematic concepts."
+    ("Fail early on an image without a row or usable phrases "
+     "(one warning for concepts `phrases` lacks); the problematic concepts.")
     unknown = [n for n in names if n not in concept_table]
-    if unknown: raise KeyError(f"image {unknown[0]!r} is not in the concept table ({len(unknown)} images are not)")
+    if unknown: raise KeyError(f"image {unknown[0]!r} is not in the concept table "
+                               f"({len(unknown)} images are not)")
     bad, seen, empty = problematic_concepts(phrases), set(), None
-    for n in names:  # no pool is built here: 100,000 images x 15 concepts x 256 phrases would not fit
+    # no pool is built here: 100,000 images x 15 concepts x 256 phrases would not fit
+    for n in names:
         top = image_concepts(concept_table[n], config.top_k); seen.update(top)
         if empty is None and not any(c in phrases and c not in bad for c in top): empty = (n, top)
     warn_unphrased(seen, phrases, config.top_k, source)
-    if empty: raise ValueError(f"image {empty[0]!r}: none of its top-{config.top_k} concepts {empty[1]} has usable phrases")
+    if empty: raise ValueError(f"image {empty[0]!r}: none of its top-{config.top_k} concepts "
+                               f"{empty[1]} has usable phrases")
     return bad
 
 def _pools(names, concept_table, phrases, config, bad) -> list[list]:
     "The phrase pools of a few images (one batch)."
     return [phrase_pool(concept_table[n], phrases, bad, config.top_k) for n in names]
 
+# %% ../nbs/07_oti.ipynb #e2956f39
 def invert(model, names:Sequence[str], image_features:torch.Tensor, # [N, D] CLIP image features
-           concept_table:dict[str, list[str]], phrases:dict[str, list[str]], config:OTIConfig|None=None,
-           progress:bool=True) -> OTIResult:
-    "Invert every image into a pseudo token (in memory; `run_oti` adds shards, resuming and processes)."
+           concept_table:dict[str, list[str]], phrases:dict[str, list[str]],
+           config:OTIConfig|None=None, progress:bool=True) -> OTIResult:
+    ("Invert every image into a pseudo token "
+     "(in memory; `run_oti` adds shards, resuming and processes).")
     config = config or OTIConfig()
     names = [str(n) for n in names]; bad = _check_pools(names, concept_table, phrases, config)
     toks, emas, curves, stats = [], [], [], {}
     for s in progress_bar(range(0, len(names), config.batch_size), progress, desc='OTI batches'):
         sl = slice(s, s + config.batch_size)
         pools = _pools(names[sl], concept_table, phrases, config, bad)
-        t, e, c = invert_batch(model, image_features[sl], names[sl], pools, config, progress, stats=stats)
+        t, e, c = invert_batch(model, image_features[sl], names[sl], pools, config, progress,
+                               stats=stats)
         toks.append(t); emas.append(e); curves.append(c)
     return OTIResult(names, torch.cat(toks), torch.cat(emas), curves, stats)
 
@@ -184,7 +217,8 @@ def names_key(names:Sequence[str]) -> str:
 
 def _run_meta(config, names, model, extra) -> dict:
     return {'oti': dataclasses.asdict(config), 'n_images': len(names), 'images': names_key(names),
-            'clip': getattr(model, 'searle_source', None), 'clip_fingerprint': model_fingerprint(model), **extra}
+            'clip': getattr(model, 'searle_source', None),
+            'clip_fingerprint': model_fingerprint(model), **extra}
 
 def _meta_diff(old:dict, new:dict, prefix:str='') -> list[str]:
     "'key: old -> new' for every (nested) key whose value differs."
@@ -200,30 +234,37 @@ def _check_run(out:Path, meta:dict, n_batches:int) -> bool:
     "Refuse to mix with a run of another configuration in `out`; whether the run there is finished."
     cfg_path, final, shards = out/'config.json', out/'oti_pseudo_tokens.pt', out/'shards'
     made = final.is_file() or any(shards.glob('batch-*.pt'))  # a config without results: no run
-    same = lambda m: {k: v for k, v in m.items() if k != 'left_out'}  # downloads change: not compared
+    # downloads change: not compared
+    same = lambda m: {k: v for k, v in m.items() if k != 'left_out'}
     old = same(load_json(cfg_path)) if made and cfg_path.is_file() else None
     if old is not None and (diff := _meta_diff(old, same(load_json_roundtrip(meta)))):
         raise ValueError(f"{cfg_path} records an OTI run with another configuration "
-                         f"(key: on disk -> now): {'; '.join(diff)}; use a new out_dir or delete {out}")
+                         f"(key: on disk -> now): {'; '.join(diff)}; "
+                         f"use a new out_dir or delete {out}")
     finished = final.is_file() and cfg_path.is_file()  # and its config matched: nothing left to do
     if finished: logger.info('%s is finished: %s', out, final)
     elif made:
-        logger.info('resuming %s: %d of %d batches done', out, len(list(shards.glob('batch-*.pt'))), n_batches)
+        logger.info('resuming %s: %d of %d batches done', out,
+                    len(list(shards.glob('batch-*.pt'))), n_batches)
     return finished
 
+# %% ../nbs/07_oti.ipynb #f7216ed1
 def _batch_features(model, images, rows:list[int], preprocess, dev, config, cache_dir, progress,
                     truncated, left_out):
-    "Features [len(rows), D] of the images at `rows`: given, or extracted (and cached) from an `ImageList`."
+    ("Features [len(rows), D] of the images at `rows`: given, "
+     "or extracted (and cached) from an `ImageList`.")
     if not isinstance(images, ImageList): return images[1][rows]
     sub, cut = ImageList([images.names[i] for i in rows], [images.paths[i] for i in rows]), []
     pre = model_preprocess(model, preprocess or 'targetpad')
-    _, feats = extract_features(model, sub, pre, device=dev, cache_dir=cache_dir, progress=progress,
-                                precision=config.precision, truncated=truncated, truncated_names=cut)
+    _, feats = extract_features(model, sub, pre, device=dev, cache_dir=cache_dir,
+                                progress=progress, precision=config.precision,
+                                truncated=truncated, truncated_names=cut)
     if left_out is not None: left_out.add('truncated_images', cut)
     return feats
 
 # %% ../nbs/07_oti.ipynb #e3a7b9c4
-def _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, config, out:Path, progress, where:str):
+def _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, config, out:Path,
+                      progress, where:str):
     "Invert the batches `mine` (`feats`: their features, in order), each into an atomic shard."
     bar = progress_bar(None, progress, total=len(mine) * config.steps, unit='step',
                        desc=f'OTI steps of {len(mine)} batches ({where})')
@@ -232,16 +273,20 @@ def _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, confi
         bn, shard = [names[i] for i in batches[b]], out/'shards'/f'batch-{b:06d}.pt'
         f, at, st = feats[at:at + len(bn)], at + len(bn), {}
         bar.set_postfix(batch=f'{j + 1}/{len(mine)}')
-        t, e, c = invert_batch(model, f, bn, _pools(bn, table, phr, config, bad), config, bar=bar, stats=st)
-        if st['nonfinite_tokens']:                                  # the run's record of why it stopped
-            save_json({'batch': b, 'images': bn, 'precision': config.precision, **st}, out/'nonfinite.json')
-        check_finite_rows(torch.cat([t, e], 1), bn, shard)          # a non-finite token is never written
+        t, e, c = invert_batch(model, f, bn, _pools(bn, table, phr, config, bad), config, bar=bar,
+                               stats=st)
+        if st['nonfinite_tokens']:  # the run's record of why it stopped
+            save_json({'batch': b, 'images': bn, 'precision': config.precision, **st},
+                      out/'nonfinite.json')
+        check_finite_rows(torch.cat([t, e], 1), bn, shard)  # a non-finite token is never written
         save_tensors({'names': bn, 'tokens': t, 'ema_tokens': e, 'losses': c,
                       'skipped_steps': st['skipped_steps']}, shard)
     bar.close()
 
+# %% ../nbs/07_oti.ipynb #a70cf8e3
 def _finish_run(out:Path, batches, names, meta, finished:bool, left_out, original_layout:bool):
-    "The first process's end of a run: shards merged (then removed), what was left out, original layout."
+    ("The first process's end of a run: shards merged (then removed), what was left out, "
+     "original layout.")
     final = out/'oti_pseudo_tokens.pt'
     if not finished: _merge(out/'shards', batches, names, final, meta); shutil.rmtree(out/'shards')
     if left_out is not None:  # this process's truncated images join the caller's counts
@@ -252,26 +297,33 @@ def _finish_run(out:Path, batches, names, meta, finished:bool, left_out, origina
         save_original_tokens(out/'original', obj['names'], obj['tokens'], obj['ema_tokens'])
 
 # %% ../nbs/07_oti.ipynb #ce3e3db9
-def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images, or (names, image features [N, D])
-            concept_table:dict|os.PathLike|str, # image name -> concepts, or the CSV of `searle.concepts`
+def run_oti(model,
+            images:ImageList|tuple[Sequence[str], torch.Tensor], # or (names, features [N, D])
+            concept_table:dict|os.PathLike|str, # image name -> concepts, or `searle.concepts`' CSV
             phrases:dict|os.PathLike|str, # concept -> phrases, or a phrase file of `searle.phrases`
             out_dir:os.PathLike|str, config:OTIConfig|None=None,
             preprocess=None, # for `ImageList` input; default targetpad at the model's resolution
             cache_dir=None, # image-feature cache
             device=None, progress:bool=True,
-            original_layout:bool=False, # also write the original's three files into `out_dir/original/`
-            truncated:str='error', # 'error' or 'decode': decode truncated image files as the original does
+            original_layout:bool=False, # also write the original's 3 files in out_dir/original/
+            truncated:str='error', # 'error', or 'decode' truncated image files as the original
             left_out=None, # a `searle.data.LeftOut` of what the caller left out: its counts go in
-                           # config.json, its names (and the truncated images decoded here) in left_out.json
+                           # config.json, its names (and the truncated images decoded here) in
+                           # left_out.json
            ) -> Path:
-    "Invert `images` into `out_dir/oti_pseudo_tokens.pt`, resumably, over every process of the launch."
-    config, out, dist = config or OTIConfig(), Path(out_dir), Dist()  # searle.core: rank, world size, device
+    ("Invert `images` into `out_dir/oti_pseudo_tokens.pt`, resumably, "
+     "over every process of the launch.")
+    # searle.core's Dist: rank, world size, device
+    config, out, dist = config or OTIConfig(), Path(out_dir), Dist()
     dev = dist.resolve(device); model = model.to(dev)
-    config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))  # recorded resolved
+    config = dataclasses.replace(config,  # recorded resolved
+                                 precision=resolve_precision(config.precision, dev))
     names = list(images.names) if isinstance(images, ImageList) else [str(n) for n in images[0]]
     src = lambda x: None if isinstance(x, dict) else str(Path(x).resolve())
-    meta = _run_meta(config, names, model, {'concept_table': src(concept_table), 'phrases': src(phrases)})
-    if left_out is not None: meta['left_out'] = left_out.counts()  # recorded, not compared on resume
+    meta = _run_meta(config, names, model,
+                     {'concept_table': src(concept_table), 'phrases': src(phrases)})
+    # recorded, not compared on resume
+    if left_out is not None: meta['left_out'] = left_out.counts()
     step = config.batch_size
     batches = [list(range(s, min(s + step, len(names)))) for s in range(0, len(names), step)]
     finished = _check_run(out, meta, len(batches))
@@ -279,17 +331,20 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
     if dist.rank == 0: save_json(meta, out/'config.json')
     mine = [] if finished else [b for b in range(dist.rank, len(batches), dist.world)
                                 if not (out/'shards'/f'batch-{b:06d}.pt').is_file()]
-    if mine:  # the table and phrases are read only when there is work (a finished rerun reads nothing)
-        top = functools.partial(image_concepts, top_k=config.top_k)  # of a row's 250 cells, its 15 concepts
-        table = concept_table if isinstance(concept_table, dict) else read_concept_table(concept_table, row=top)
+    # the table and phrases are read only when there is work (a finished rerun reads nothing)
+    if mine:
+        # of a row's 250 cells, its 15 concepts
+        top = functools.partial(image_concepts, top_k=config.top_k)
+        table = (concept_table if isinstance(concept_table, dict)
+                 else read_concept_table(concept_table, row=top))
         phr = phrases if isinstance(phrases, dict) else load_phrases(phrases)
         rows = [i for b in mine for i in batches[b]]
         bad = _check_pools([names[i] for i in rows], table, phr, config,   # fail early on any image
                            None if isinstance(phrases, dict) else phrases)
         feats = _batch_features(model, images, rows, preprocess, dev, config, cache_dir, progress,
                                 truncated, left_out)
-        _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, config, out, progress,
-                          f'process {dist.rank}/{dist.world}')
+        _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, config, out,
+                          progress, f'process {dist.rank}/{dist.world}')
     dist.barrier()
     if dist.rank == 0: _finish_run(out, batches, names, meta, finished, left_out, original_layout)
     dist.barrier()
@@ -302,7 +357,8 @@ def load_json_roundtrip(obj):
     return json.loads(json.dumps(obj, default=str))
 
 def _merge(shard_dir:Path, batches, names, final:Path, meta:dict):
-    "Gather the shards into `final`, filling one tensor per kind in place (the tokens are held once)."
+    ("Gather the shards into `final`, filling one tensor per kind in place "
+     "(the tokens are held once).")
     toks = emas = None; skipped = 0
     for b, idx in enumerate(batches):
         p = shard_dir / f'batch-{b:06d}.pt'
@@ -310,10 +366,12 @@ def _merge(shard_dir:Path, batches, names, final:Path, meta:dict):
         if s['names'] != expected:
             raise ValueError(f"{p} holds images {s['names'][:3]}...; expected {expected[:3]}...")
         if toks is None:  # the shards' own dtype and width
-            toks, emas = (s[k].new_empty(len(names), s[k].shape[1]) for k in ('tokens', 'ema_tokens'))
+            toks, emas = (s[k].new_empty(len(names), s[k].shape[1])
+                          for k in ('tokens', 'ema_tokens'))
         toks[idx[0]:idx[-1] + 1], emas[idx[0]:idx[-1] + 1] = s['tokens'], s['ema_tokens']
         skipped += s.get('skipped_steps', 0)
-    if skipped: logger.warning("%s: amp's scaler skipped %d steps over %d batches", final, skipped, len(batches))
+    if skipped: logger.warning("%s: amp's scaler skipped %d steps over %d batches",
+                               final, skipped, len(batches))
     save_pseudo_tokens(final, names, toks, emas, meta | {'skipped_steps': skipped})
 
 # %% ../nbs/07_oti.ipynb #2166f5a5

@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 
 from .core import *
-from .clip import (ImageList, as_clip, backbone, clip_record, encode_text, encode_with_pseudo_tokens, extract_features,
-                         load_pseudo_tokens, model_fingerprint, model_preprocess, tokenize)
+from .clip import (ImageList, as_clip, backbone, clip_record, encode_text,
+                         encode_with_pseudo_tokens, extract_features, load_pseudo_tokens,
+                         model_fingerprint, model_preprocess, tokenize)
 from .concepts import read_concept_table
 from .phrases import load_phrases, problematic_concepts, make_pseudo_phrase
 from .oti import names_key, warn_unphrased
@@ -39,9 +40,10 @@ class Phi(nn.Module):
                  dropout:float=0.5):
         super().__init__()
         self.dims, self.dropout = (input_dim, hidden_dim, output_dim), dropout
-        self.layers = nn.Sequential(nn.Linear(input_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout),
-                                    nn.Linear(hidden_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout),
-                                    nn.Linear(hidden_dim, output_dim))
+        self.layers = nn.Sequential(
+            nn.Linear(input_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(hidden_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(hidden_dim, output_dim))
     def forward(self, x:Tensor, # [B, D] image features
                 masks:Tensor|None=None, # [2, B, H] scaled keep-masks replacing the two dropouts
                ) -> Tensor:
@@ -58,8 +60,9 @@ def contrastive_loss(v1:Tensor, # [B, W] e.g. OTI tokens
     "SEARLE's symmetric contrastive distillation loss over the 2B normalised vectors (a scalar)."
     B = v1.shape[0]
     z = F.normalize(torch.cat([v1, v2]).float(), dim=-1)                        # [2B, W]
-    sim = (z @ z.T / tau).masked_fill(torch.eye(2 * B, dtype=torch.bool, device=z.device), -math.inf)  # [2B, 2B]
-    pos = torch.cat([sim.diagonal(B), sim.diagonal(-B)])                        # [2B]: row a's partner
+    sim = (z @ z.T / tau).masked_fill(                                          # [2B, 2B]
+        torch.eye(2 * B, dtype=torch.bool, device=z.device), -math.inf)
+    pos = torch.cat([sim.diagonal(B), sim.diagonal(-B)])  # [2B]: row a's partner
     return (torch.logsumexp(sim, dim=1) - pos).mean()
 
 # %% ../nbs/08_phi.ipynb #a1a91f64
@@ -80,82 +83,107 @@ class PhiConfig:
     save_every: int = 5          # checkpoint every N epochs (and after the last)
     keep_last: int|None = None   # keep only the newest N checkpoints (None: all)
     val_dataset: str = 'cirr'    # validation benchmark ('cirr', 'circo', 'fashioniq')...
-    val_path: str|None = None    # ...at this folder; None: no validation (unless a callback is given)
+    # ...at this folder; None: no validation (unless a callback is given)
+    val_path: str|None = None
     val_max_queries: int|None = None
     phrase_cache: int = 1_000_000  # real-phrase features kept in memory (compute only)
-    precision: str|None = None   # 'fp32', 'amp' or 'bf16' (searle.core); None: the device's default, recorded resolved
+    # 'fp32', 'amp' or 'bf16' (searle.core); None: the device's default, recorded resolved
+    precision: str|None = None
 
-_RUN_ONLY = ('epochs', 'save_every', 'keep_last', 'val_dataset', 'val_path', 'val_max_queries', 'phrase_cache')
+# %% ../nbs/08_phi.ipynb #358ad7e7
+_RUN_ONLY = ('epochs', 'save_every', 'keep_last', 'val_dataset', 'val_path', 'val_max_queries',
+             'phrase_cache')
 
 # %% ../nbs/08_phi.ipynb #bd699976
+def _concept_rows(names:Sequence[str], concept_table:dict[str, list[str]], vid:dict[str, int],
+                  top_k:int) -> tuple[Tensor, Tensor, set[str]]:
+    ("Each image's usable concepts among its top-k as ids of `vid` ([N, top_k], -1 padded), "
+     "their counts [N], and every concept seen.")
+    ids, counts, seen = (torch.full((len(names), top_k), -1, dtype=torch.int32),
+                         torch.zeros(len(names), dtype=torch.long), set())
+    for r, n in enumerate(names):
+        if n not in concept_table: raise KeyError(f"image {n!r} is not in the concept table")
+        top = [c.strip() for c in concept_table[n][:top_k]]; seen.update(top)
+        row = [vid[c] for c in top if c in vid]
+        if not row: raise ValueError(f"image {n!r}: none of its top-{top_k} concepts "
+                                     f"{concept_table[n][:5]}... has usable phrases")
+        ids[r, :len(row)] = torch.tensor(row, dtype=torch.int32); counts[r] = len(row)
+    return ids, counts, seen
+
+# %% ../nbs/08_phi.ipynb #efd505d6
 class ConceptPools:
     "For each image, the usable concepts among its top-k, as ids into a shared vocabulary."
-    def __init__(self, names:Sequence[str], concept_table:dict[str, list[str]], phrases:dict[str, list[str]], top_k:int=150,
+    def __init__(self, names:Sequence[str], concept_table:dict[str, list[str]],
+                 phrases:dict[str, list[str]], top_k:int=150,
                  source=None, # the phrase file, named in the warning about concepts it lacks
                 ):
         bad = problematic_concepts(phrases)
         self.vocab = sorted(c for c in phrases if c not in bad)
-        vid, seen = {c: i for i, c in enumerate(self.vocab)}, set()
-        self.ids, self.counts = torch.full((len(names), top_k), -1, dtype=torch.int32), torch.zeros(len(names), dtype=torch.long)
-        for r, n in enumerate(names):
-            if n not in concept_table: raise KeyError(f"image {n!r} is not in the concept table")
-            top = [c.strip() for c in concept_table[n][:top_k]]; seen.update(top)
-            row = [vid[c] for c in top if c in vid]
-            if not row: raise ValueError(f"image {n!r}: none of its top-{top_k} concepts {concept_table[n][:5]}... has usable phrases")
-            self.ids[r, :len(row)] = torch.tensor(row, dtype=torch.int32); self.counts[r] = len(row)
+        vid = {c: i for i, c in enumerate(self.vocab)}
+        self.ids, self.counts, seen = _concept_rows(names, concept_table, vid, top_k)
         warn_unphrased(seen, phrases, top_k, source, logger)
         self.phrases = phrases
 
-    def draw(self, row:int, name:str, epoch:int, seed:int, hidden:int=0, dropout:float=0.) -> tuple[str, str, Tensor|None]:
-        "(concept, phrase, scaled dropout masks [2, hidden] or None) of image `name` (table row `row`) at `epoch`."
+    def draw(self, row:int, name:str, epoch:int, seed:int, hidden:int=0, dropout:float=0.
+            ) -> tuple[str, str, Tensor|None]:
+        ("(concept, phrase, scaled dropout masks [2, hidden] or None) of image `name` "
+         "(table row `row`) at `epoch`.")
         g = generator_for(seed, 'phi', epoch, name)
         c = self.vocab[int(self.ids[row, torch.randint(int(self.counts[row]), (1,), generator=g)])]
         p = self.phrases[c][int(torch.randint(len(self.phrases[c]), (1,), generator=g))]
-        m = (torch.rand(2, hidden, generator=g) >= dropout).float() / (1 - dropout) if dropout > 0 else None
+        m = ((torch.rand(2, hidden, generator=g) >= dropout).float() / (1 - dropout)
+             if dropout > 0 else None)
         return c, p, m
 
 # %% ../nbs/08_phi.ipynb #11c63d84
 def epoch_batches(n:int, epoch:int, batch_size:int, seed:int) -> list[Tensor]:
-    "The global batches (image indices) of `epoch`: a seeded permutation, cut, last incomplete batch dropped."
+    ("The global batches (image indices) of `epoch`: a seeded permutation, cut, "
+     "last incomplete batch dropped.")
     perm = torch.randperm(n, generator=generator_for(seed, 'phi-shuffle', epoch))
     return [perm[s:s + batch_size] for s in range(0, n - batch_size + 1, batch_size)]
 
 # %% ../nbs/08_phi.ipynb #36fc386d
 class PhraseFeatures:
-    "Normalised CLIP text features of phrases, computed once per distinct phrase (no gradients) and kept."
-    def __init__(self, model, max_size:int|None=1_000_000, batch_size:int=256, precision:str|None='fp32'):
-        self.model, self.max_size, self.batch_size, self.rows, self.encoded = model, max_size, batch_size, collections.OrderedDict(), 0
+    ("Normalised CLIP text features of phrases, computed once per distinct phrase "
+     "(no gradients) and kept.")
+    def __init__(self, model, max_size:int|None=1_000_000, batch_size:int=256,
+                 precision:str|None='fp32'):
+        self.model, self.max_size, self.batch_size, self.rows, self.encoded = (
+            model, max_size, batch_size, collections.OrderedDict(), 0)
         self.precision = resolve_precision(precision, next(model.parameters()).device)
     def __call__(self, phrases:Sequence[str]) -> Tensor:
         new = [p for p in dict.fromkeys(phrases) if p not in self.rows]
         if new:
             with torch.no_grad(), autocast(self.precision, next(self.model.parameters()).device):
-                f = F.normalize(encode_text(self.model, new, batch_size=self.batch_size).float(), dim=-1)  # [U, D]
+                f = F.normalize(encode_text(self.model, new, batch_size=self.batch_size).float(),
+                                dim=-1)  # [U, D]
             self.rows.update(zip(new, f)); self.encoded += len(new)
         out = torch.stack([self.rows[p] for p in phrases])   # [B, D]
-        while self.max_size is not None and len(self.rows) > self.max_size: self.rows.popitem(last=False)  # oldest first
+        while self.max_size is not None and len(self.rows) > self.max_size:
+            self.rows.popitem(last=False)  # oldest first
         return out
 
 # %% ../nbs/08_phi.ipynb #bcdda649
 def phi_step(phi:Phi, model, feats:Tensor, # [b, D] this process's image features
              targets:Tensor, # [B, W] the OTI tokens of the whole global batch
              local:slice, # this process's rows of the global batch
-             pseudo:Sequence[str], real:Tensor, # b pseudo phrases; [b, D] normalised features of the real phrases
+             pseudo:Sequence[str], real:Tensor, # b pseudo phrases; [b, D] real-phrase features
              masks:Tensor|None, config:PhiConfig, dist:Dist,
              scaler:LossScaler|None=None, # amp: scales the backward pass (None: unscaled)
             ) -> tuple[float, float]:
-    "Accumulate the gradients of one global batch into `phi` (summed over processes); (distillation, GPT) losses."
+    ("Accumulate the gradients of one global batch into `phi` (summed over processes); "
+     "(distillation, GPT) losses.")
     B = targets.shape[0]
-    with autocast(config.precision, feats.device):                                      # `None`: the device's default
+    with autocast(config.precision, feats.device):                  # `None`: the device's default
         p = phi(feats, masks)                                                           # [b, W]
         q = F.normalize(encode_with_pseudo_tokens(model, pseudo, p).float(), dim=-1)   # [b, D]
     p = p.float()
     gpt = 1 - (q * real).sum(-1)                                                        # [b]
-    P = dist.gather(p).requires_grad_()                                                 # [B, W] every process's predictions
+    P = dist.gather(p).requires_grad_()                      # [B, W] every process's predictions
     distil = contrastive_loss(targets, P, config.tau)
     (dP,) = torch.autograd.grad(distil, P)                                              # [B, W]
     surrogate = (dP[local] * p).sum() * config.lambda_distil + gpt.sum() * (config.lambda_gpt / B)
-    surrogate.backward() if scaler is None else scaler.backward(surrogate)              # amp: the loss scaled first
+    surrogate.backward() if scaler is None else scaler.backward(surrogate)  # amp: scaled first
     grads = [x.grad for x in phi.parameters() if x.grad is not None]
     stats = torch.stack([distil.detach(), gpt.detach().sum() / B])
     dist.sum_(grads + [stats[1:]])
@@ -163,10 +191,10 @@ def phi_step(phi:Phi, model, feats:Tensor, # [b, D] this process's image feature
 
 # %% ../nbs/08_phi.ipynb #c6387929
 def train_epoch(phi:Phi, model, opt:torch.optim.Optimizer,
-                feats:Tensor, targets:Tensor, # [N, D] image features and [N, W] OTI tokens, on the training device
+                feats:Tensor, targets:Tensor, # [N, D] image features, [N, W] OTI tokens (on device)
                 names:list[str], pools:ConceptPools, real:PhraseFeatures,
                 epoch:int, config:PhiConfig, dist:Dist|None=None, progress:bool=False,
-                scaler:LossScaler|None=None, # steps `opt` (amp: scaled, and skipped on inf); None: plain steps
+                scaler:LossScaler|None=None, # steps `opt` (amp: scaled, inf skipped); None: plain
                ) -> tuple[float, float]:
     "Train `phi` for one epoch; the epoch's mean (distillation, GPT) losses."
     dist = dist or Dist()
@@ -175,12 +203,14 @@ def train_epoch(phi:Phi, model, opt:torch.optim.Optimizer,
     batches = epoch_batches(len(names), epoch, config.batch_size, config.seed)
     for b in progress_bar(batches, progress, desc=f'epoch {epoch}', leave=False):
         mine = b[local].tolist()
-        draws = [pools.draw(i, names[i], epoch, config.seed, phi.dims[1], config.dropout) for i in mine]
-        masks = torch.stack([m for *_, m in draws], 1).to(feats.device) if config.dropout > 0 else None  # [2, b, H]
+        draws = [pools.draw(i, names[i], epoch, config.seed, phi.dims[1], config.dropout)
+                 for i in mine]
+        masks = (torch.stack([m for *_, m in draws], 1).to(feats.device)  # [2, b, H]
+                 if config.dropout > 0 else None)
         pseudo = [make_pseudo_phrase(p, c, first_only=False) for c, p, _ in draws]
         opt.zero_grad(set_to_none=True)
-        sums += torch.tensor(phi_step(phi, model, feats[mine], targets[b.to(feats.device)], local, pseudo,
-                                      real([p for _, p, _ in draws]), masks, config, dist, scaler))
+        sums += torch.tensor(phi_step(phi, model, feats[mine], targets[b.to(feats.device)],
+            local, pseudo, real([p for _, p, _ in draws]), masks, config, dist, scaler))
         opt.step() if scaler is None else scaler.step(opt)
     return tuple((sums / len(batches)).tolist())
 
@@ -190,17 +220,21 @@ def latest_checkpoint(out_dir) -> Path|None:
     cks = sorted(Path(out_dir).glob('checkpoints/phi_epoch*.pt'))
     return cks[-1] if cks else None
 
+# %% ../nbs/08_phi.ipynb #6f08c655
 def _tensor_key(t:Tensor) -> str:
     "The first 16 hex digits of the sha256 of a tensor's dtype, shape and bytes."
     t = t.detach().cpu().contiguous()
     h = hashlib.sha256(f'{t.dtype} {tuple(t.shape)}'.encode())
-    h.update(t.reshape(-1).view(torch.uint8).numpy())      # the bytes of t.numpy().tobytes(), without the copy (any dtype)
+    # the bytes of t.numpy().tobytes(), without the copy (any dtype)
+    h.update(t.reshape(-1).view(torch.uint8).numpy())
     return h.hexdigest()[:16]
 
 def _data_key(names:Sequence[str], model, image_features:Tensor, tokens:Tensor) -> dict:
     "What a run is trained on, for checking that a resumed run trains on the same."
-    return {'images': names_key(names), 'clip': model_fingerprint(model), 'features': _tensor_key(image_features), 'targets': _tensor_key(tokens)}
+    return {'images': names_key(names), 'clip': model_fingerprint(model),
+            'features': _tensor_key(image_features), 'targets': _tensor_key(tokens)}
 
+# %% ../nbs/08_phi.ipynb #ea7dfd54
 def _new_phi(config:PhiConfig, D:int, W:int, dev) -> tuple[Phi, torch.optim.Optimizer]:
     "phi initialised from the seed (without touching the caller's random stream) and its AdamW."
     with torch.random.fork_rng(devices=[]):
@@ -208,84 +242,113 @@ def _new_phi(config:PhiConfig, D:int, W:int, dev) -> tuple[Phi, torch.optim.Opti
         phi = Phi(D, config.hidden_mult * D, W, config.dropout).to(dev)
     return phi, torch.optim.AdamW(phi.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
-def _resume(out:Path, phi:Phi, opt, config:PhiConfig, data_key:dict, scaler:LossScaler|None=None) -> tuple[int, list]:
-    "Load the newest checkpoint of `out` into `phi` and `opt`, after checking it is this run's: (epoch, log)."
+# %% ../nbs/08_phi.ipynb #efff74ee
+def _resume(out:Path, phi:Phi, opt, config:PhiConfig, data_key:dict,
+            scaler:LossScaler|None=None) -> tuple[int, list]:
+    ("Load the newest checkpoint of `out` into `phi` and `opt`, after checking it is this run's: "
+     "(epoch, log).")
     path = latest_checkpoint(out)
     if path is None: return 0, []
     ck = load_tensors(path)
-    old, new = ({k: v for k, v in c.items() if k not in _RUN_ONLY} for c in (ck['config'], dataclasses.asdict(config)))
+    old, new = ({k: v for k, v in c.items() if k not in _RUN_ONLY}
+                for c in (ck['config'], dataclasses.asdict(config)))
     diff = {k: (old.get(k), new.get(k)) for k in set(old) | set(new) if old.get(k) != new.get(k)}
-    if diff: raise ValueError(f"{path} was trained with another configuration (key: (checkpoint, now)) {diff}; use a new out_dir")
-    old = ck.get('data') if isinstance(ck.get('data'), dict) else {'images': ck.get('data')}   # older checkpoints: the names only
+    if diff: raise ValueError(f"{path} was trained with another configuration "
+                              f"(key: (checkpoint, now)) {diff}; use a new out_dir")
+    # older checkpoints: the names only
+    old = ck.get('data') if isinstance(ck.get('data'), dict) else {'images': ck.get('data')}
     if diff := [f'{k}: {old.get(k)!r} -> {v!r}' for k, v in data_key.items() if old.get(k) != v]:
-        raise ValueError(f"{path} was trained on other data (key: checkpoint -> now): {'; '.join(diff)}; use a new out_dir")
-    if ck['epoch'] > config.epochs: raise ValueError(f"{path} is at epoch {ck['epoch']}, past the {config.epochs} epochs asked for")
+        raise ValueError(f"{path} was trained on other data (key: checkpoint -> now): "
+                         f"{'; '.join(diff)}; use a new out_dir")
+    if ck['epoch'] > config.epochs:
+        raise ValueError(f"{path} is at epoch {ck['epoch']}, "
+                         f"past the {config.epochs} epochs asked for")
     phi.load_state_dict(ck['Phi']); opt.load_state_dict(ck['optimizer'])
-    if scaler is not None: scaler.load_state_dict(ck.get('scaler', {}))               # amp: the scale reached
+    if scaler is not None: scaler.load_state_dict(ck.get('scaler', {}))  # amp: the scale reached
     logger.info('resuming from %s (epoch %d of %d)', path, ck['epoch'], config.epochs)
     return ck['epoch'], list(ck['log'])
 
 # %% ../nbs/08_phi.ipynb #01238356
 def save_phi(phi:Phi, path, **extra):
-    "Write `{'Phi': state_dict, 'dims': [...], 'dropout': p, **extra}` atomically (the released format plus metadata)."
-    save_tensors({'Phi': {k: v.detach().cpu() for k, v in phi.state_dict().items()}, 'dims': list(phi.dims),
-                  'dropout': phi.dropout, **extra}, path)
+    ("Write `{'Phi': state_dict, 'dims': [...], 'dropout': p, **extra}` atomically "
+     "(the released format plus metadata).")
+    save_tensors({'Phi': {k: v.detach().cpu() for k, v in phi.state_dict().items()},
+                  'dims': list(phi.dims), 'dropout': phi.dropout, **extra}, path)
 
-def _end_epoch(out:Path, phi, opt, epoch:int, config:PhiConfig, log:list, data_key:dict, clip:dict|None=None,
-               scaler:LossScaler|None=None):
-    "Write the log, and the checkpoint when one is due (atomically; only the newest `keep_last` are kept)."
+def _end_epoch(out:Path, phi, opt, epoch:int, config:PhiConfig, log:list, data_key:dict,
+               clip:dict|None=None, scaler:LossScaler|None=None):
+    ("Write the log, and the checkpoint when one is due "
+     "(atomically; only the newest `keep_last` are kept).")
     if epoch % config.save_every == 0 or epoch == config.epochs:
-        save_tensors({'Phi': {k: v.detach().cpu() for k, v in phi.state_dict().items()}, 'dims': list(phi.dims), 'dropout': phi.dropout,
-                      'optimizer': opt.state_dict(), 'epoch': epoch, 'config': dataclasses.asdict(config), 'log': log, 'data': data_key,
-                      'backbone': clip, 'scaler': scaler.state_dict() if scaler is not None else {}},
+        save_tensors({'Phi': {k: v.detach().cpu() for k, v in phi.state_dict().items()},
+                      'dims': list(phi.dims), 'dropout': phi.dropout,
+                      'optimizer': opt.state_dict(), 'epoch': epoch,
+                      'config': dataclasses.asdict(config), 'log': log, 'data': data_key,
+                      'backbone': clip,
+                      'scaler': scaler.state_dict() if scaler is not None else {}},
                      out/'checkpoints'/f'phi_epoch{epoch:04d}.pt')
         if config.keep_last:
             for p in sorted(out.glob('checkpoints/phi_epoch*.pt'))[:-config.keep_last]: p.unlink()
     save_json(log, out/'log.json')
     with atomic_write(out/'log.csv') as f: pd.DataFrame(log).to_csv(f, index=False)
 
-HEADLINE_METRICS = ('val/map@5', 'val/average/recall@10', 'val/recall@1')  # CIRCO, FashionIQ, CIRR: what each is read by
+# %% ../nbs/08_phi.ipynb #447166eb
+# CIRCO, FashionIQ, CIRR: what each is read by
+HEADLINE_METRICS = ('val/map@5', 'val/average/recall@10', 'val/recall@1')
 
 def epoch_line(row:dict, epochs:int) -> str:
-    "One short line for an epoch's log row: the loss and the validation's headline metric (the full row goes to log.json)."
+    ("One short line for an epoch's log row: the loss and the validation's headline metric "
+     "(the full row goes to log.json).")
     head = next((f', {k} {row[k]:.2f}' for k in HEADLINE_METRICS if k in row), '')
-    return f"phi epoch {row['epoch']}/{epochs}: loss {row['loss']:.4f}{head} ({row['time_s']:.0f} s)"
+    return (f"phi epoch {row['epoch']}/{epochs}: loss {row['loss']:.4f}{head} "
+            f"({row['time_s']:.0f} s)")
 
+# %% ../nbs/08_phi.ipynb #a90054e7
 def _epoch_bar(start, epochs, progress):
-    bar = progress_bar(range(start + 1, epochs + 1), progress, desc='phi epochs', initial=start, total=epochs)
+    bar = progress_bar(range(start + 1, epochs + 1), progress, desc='phi epochs', initial=start,
+                       total=epochs)
     return bar, (bar.set_postfix if hasattr(bar, 'set_postfix') else lambda **k: None)
 
 # %% ../nbs/08_phi.ipynb #9bfabde2
 def train_phi(model, # CLIP (frozen during training); its text encoder computes the GPT loss
               names:Sequence[str], # the training images
-              image_features:Tensor, # [N, D] their CLIP image features (unnormalised `encode_image` output)
+              image_features:Tensor, # [N, D] their CLIP image features (`encode_image`, raw)
               tokens:Tensor, # [N, W] their OTI tokens (the distillation targets)
               concept_table:dict[str, list[str]], # image name -> concepts, most similar first
               phrases:dict[str, list[str]], # concept -> GPT phrases
               config:PhiConfig|None=None,
               out_dir=None, # checkpoints, logs and resuming; None: train in memory only
-              validate_fn:Callable|None=None, # (phi, epoch) -> metrics dict, run after every epoch (first process only)
+              validate_fn:Callable|None=None, # (phi, epoch) -> metrics, each epoch (process 0)
               device=None, progress:bool=True, meta:dict|None=None) -> Phi:
     "Distil OTI tokens into phi (Sec. 3.2); resumable, data-parallel under accelerate or torchrun."
     config, dist, names = config or PhiConfig(), Dist(), [str(n) for n in names]
     dev, N, main = dist.resolve(device), len(names), dist.rank == 0
-    config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))  # recorded resolved
+    config = dataclasses.replace(config,  # recorded resolved
+                                 precision=resolve_precision(config.precision, dev))
     if image_features.shape[0] != N or tokens.shape[0] != N:
-        raise ValueError(f"{N} names, {image_features.shape[0]} image features and {tokens.shape[0]} tokens: they must match")
-    if N < config.batch_size: raise ValueError(f"{N} images are fewer than one batch of {config.batch_size} (the last incomplete batch is dropped)")
-    if config.batch_size % dist.world: raise ValueError(f"batch size {config.batch_size} does not split over {dist.world} processes")
+        raise ValueError(f"{N} names, {image_features.shape[0]} image features and "
+                         f"{tokens.shape[0]} tokens: they must match")
+    if N < config.batch_size:
+        raise ValueError(f"{N} images are fewer than one batch of {config.batch_size} "
+                         f"(the last incomplete batch is dropped)")
+    if config.batch_size % dist.world:
+        raise ValueError(f"batch size {config.batch_size} does not split over "
+                         f"{dist.world} processes")
     pools = ConceptPools(names, concept_table, phrases, config.top_k, (meta or {}).get('phrases'))
     data_key, rec = _data_key(names, model, image_features, tokens), clip_record(model)
-    bb = backbone(model)                                           # phi is sized from the backbone: D -> hidden_mult * D -> W
+    bb = backbone(model)  # phi is sized from the backbone: D -> hidden_mult * D -> W
     if (image_features.shape[1], tokens.shape[1]) != (bb.dim, bb.width):
-        raise ValueError(f"image features of width {image_features.shape[1]} and tokens of width {tokens.shape[1]} do not fit this "
-                         f"CLIP ({rec['clip'] or type(model).__name__}: features {bb.dim}, tokens {bb.width})")
+        raise ValueError(f"image features of width {image_features.shape[1]} and tokens of width "
+                         f"{tokens.shape[1]} do not fit this CLIP "
+                         f"({rec['clip'] or type(model).__name__}: "
+                         f"features {bb.dim}, tokens {bb.width})")
     phi, opt = _new_phi(config, bb.dim, bb.width, dev)
     out = Path(out_dir) if out_dir is not None else None
     scaler = LossScaler(config.precision, dev)
     start, log = _resume(out, phi, opt, config, data_key, scaler) if out is not None else (0, [])
     if out is not None and main:
-        save_json({'phi': config, 'n_images': N, 'data': data_key, 'processes': dist.world, **(meta or {})}, out/'config.json')
+        save_json({'phi': config, 'n_images': N, 'data': data_key, 'processes': dist.world,
+                   **(meta or {})}, out/'config.json')
     feats, targets = image_features.to(dev, torch.float32), tokens.to(dev, torch.float32)
     real = PhraseFeatures(model, config.phrase_cache, precision=config.precision)
     frozen = [p.requires_grad for p in model.parameters()]
@@ -294,53 +357,68 @@ def train_phi(model, # CLIP (frozen during training); its text encoder computes 
     try:
         for epoch in bar:
             t0, skipped = time.time(), scaler.skipped
-            distil, gpt = train_epoch(phi, model, opt, feats, targets, names, pools, real, epoch, config, dist,
-                                      progress and main, scaler)
-            row = {'epoch': epoch, 'loss': config.lambda_distil * distil + config.lambda_gpt * gpt, 'distil': distil, 'gpt': gpt,
-                   'time_s': round(time.time() - t0, 3)}
-            if config.precision == 'amp': row['skipped_steps'] = scaler.skipped - skipped   # steps amp's scaler skipped
-            if row.get('skipped_steps'): logger.warning('phi epoch %d: amp skipped %d steps', epoch, row['skipped_steps'])
+            distil, gpt = train_epoch(phi, model, opt, feats, targets, names, pools, real, epoch,
+                                      config, dist, progress and main, scaler)
+            row = {'epoch': epoch, 'loss': config.lambda_distil * distil + config.lambda_gpt * gpt,
+                   'distil': distil, 'gpt': gpt, 'time_s': round(time.time() - t0, 3)}
+            # steps amp's scaler skipped
+            if config.precision == 'amp': row['skipped_steps'] = scaler.skipped - skipped
+            if row.get('skipped_steps'):
+                logger.warning('phi epoch %d: amp skipped %d steps', epoch, row['skipped_steps'])
             if validate_fn is not None and main:
-                phi.eval(); row |= {f'val/{k}': v for k, v in validate_fn(phi, epoch).items()}; phi.train()
-            log.append(row); logger.info(epoch_line(row, config.epochs)); show(loss=f"{row['loss']:.4f}")
-            if out is not None and main: _end_epoch(out, phi, opt, epoch, config, log, data_key, rec, scaler)
+                phi.eval(); row |= {f'val/{k}': v for k, v in validate_fn(phi, epoch).items()}
+                phi.train()
+            log.append(row); logger.info(epoch_line(row, config.epochs))
+            show(loss=f"{row['loss']:.4f}")
+            if out is not None and main:
+                _end_epoch(out, phi, opt, epoch, config, log, data_key, rec, scaler)
             dist.barrier()
     finally:
         for p, r in zip(model.parameters(), frozen): p.requires_grad_(r)
     phi.eval()
-    if out is not None and main: save_phi(phi, out/'phi_final.pt', epoch=config.epochs, config=dataclasses.asdict(config), backbone=rec)
+    if out is not None and main: save_phi(phi, out/'phi_final.pt', epoch=config.epochs,
+                                          config=dataclasses.asdict(config), backbone=rec)
     dist.barrier()
     return phi
 
 # %% ../nbs/08_phi.ipynb #a7d9ad7d
 PHI_RELEASE_URL = 'https://github.com/miccunifi/SEARLE/releases/download/weights/'
-PHI_RELEASES = {  # name -> the release file, the CLIP backbone it belongs to, Phi(input, hidden, output)
+# name -> the release file, the CLIP backbone it belongs to, Phi(input, hidden, output)
+PHI_RELEASES = {
     'searle':    dict(file='SEARLE_ViT-B32.pt', clip='ViT-B/32', dims=(512, 2048, 512)),
     'searle-xl': dict(file='SEARLE_ViT-L14.pt', clip='ViT-L/14', dims=(768, 3072, 768)),
 }
 PHI_KEYS = tuple(f'layers.{i}.{p}' for i in (0, 3, 6) for p in ('weight', 'bias'))
 
+# %% ../nbs/08_phi.ipynb #fe254ed1
 def phi_from_state_dict(sd:dict, # parameter name -> tensor, the official names
                         source:str='state dict', # named in errors (a file path)
-                        dims:tuple|None=None, # expected (input, hidden, output); None: read from the shapes
+                        dims:tuple|None=None, # (input, hidden, output); None: read from the shapes
                         dropout:float=0.5) -> Phi:
     "A `Phi` from a state dict, after strict key and shape checks."
-    missing, unexpected = [k for k in PHI_KEYS if k not in sd], sorted(k for k in sd if k not in PHI_KEYS)
-    if missing or unexpected: raise ValueError(f"{source}: not a phi state dict: missing {missing}, unexpected {unexpected[:5]}")
-    if any(not isinstance(sd[k], Tensor) or sd[k].dim() != (2 if k.endswith('weight') else 1) for k in PHI_KEYS):
-        raise ValueError(f"{source}: phi weights must be 2-d tensors and biases 1-d; found { {k: tuple(getattr(sd[k], 'shape', ())) for k in PHI_KEYS} }")
-    if dims is None: dims = (sd['layers.0.weight'].shape[1], sd['layers.0.weight'].shape[0], sd['layers.6.weight'].shape[0])
+    missing, unexpected = ([k for k in PHI_KEYS if k not in sd],
+                           sorted(k for k in sd if k not in PHI_KEYS))
+    if missing or unexpected: raise ValueError(f"{source}: not a phi state dict: "
+                                               f"missing {missing}, unexpected {unexpected[:5]}")
+    if any(not isinstance(sd[k], Tensor) or sd[k].dim() != (2 if k.endswith('weight') else 1)
+           for k in PHI_KEYS):
+        raise ValueError(f"{source}: phi weights must be 2-d tensors and biases 1-d; found "
+                         f"{ {k: tuple(getattr(sd[k], 'shape', ())) for k in PHI_KEYS} }")
+    if dims is None: dims = (sd['layers.0.weight'].shape[1], sd['layers.0.weight'].shape[0],
+                             sd['layers.6.weight'].shape[0])
     phi = Phi(*dims, dropout=dropout)
     for k, v in phi.state_dict().items():
         if sd[k].shape != v.shape:
-            raise ValueError(f"{source}: parameter {k!r} has shape {tuple(sd[k].shape)}; expected {tuple(v.shape)} for Phi{tuple(dims)}")
+            raise ValueError(f"{source}: parameter {k!r} has shape {tuple(sd[k].shape)}; "
+                             f"expected {tuple(v.shape)} for Phi{tuple(dims)}")
     phi.load_state_dict({k: sd[k].float() for k in PHI_KEYS}, strict=True)
     return phi
 
 # %% ../nbs/08_phi.ipynb #8d324ffa
 def phi_release_path(name:str, cache_dir=None) -> tuple[Path, str]:
     "Where the released phi `name` is cached, and its URL."
-    if name not in PHI_RELEASES: raise ValueError(f"unknown phi release {name!r}; expected a file or one of {sorted(PHI_RELEASES)}")
+    if name not in PHI_RELEASES: raise ValueError(f"unknown phi release {name!r}; expected a file "
+                                                  f"or one of {sorted(PHI_RELEASES)}")
     f = PHI_RELEASES[name]['file']
     return Path(cache_dir or Path('~/.cache/searle').expanduser()) / f, PHI_RELEASE_URL + f
 
@@ -349,8 +427,23 @@ def _download(url:str, target:Path, timeout:float=60.):
     with urllib.request.urlopen(url, timeout=timeout) as r, atomic_write(target, 'wb') as f:
         while chunk := r.read(1 << 20): f.write(chunk)
 
+# %% ../nbs/08_phi.ipynb #46f0530c
+def _cached_release(name:str, cache_dir=None) -> tuple[Path, tuple]:
+    "The cached file of release `name` (downloaded when missing) and its `Phi` dims."
+    p, url = phi_release_path(name, cache_dir)
+    dims = PHI_RELEASES[name]['dims']
+    if not p.is_file():
+        try:
+            if os.environ.get('SEARLE_OFFLINE') == '1': raise OSError('SEARLE_OFFLINE=1')
+            logger.info('downloading %s to %s', url, p); _download(url, p)
+        except (OSError, urllib.error.URLError) as e:
+            raise FileNotFoundError(f"phi weights {name!r} are not cached and could not be "
+                                    f"downloaded ({e}). Put the file from {url} at {p}, "
+                                    f"or pass the file's path.") from None
+    return p, dims
+
 # %% ../nbs/08_phi.ipynb #4ef23f90
-def load_phi(name_or_path, # 'searle' (ViT-B/32), 'searle-xl' (ViT-L/14), or a file holding {'Phi': state_dict}
+def load_phi(name_or_path, # 'searle' (ViT-B/32), 'searle-xl' (ViT-L/14), or a file of {'Phi': sd}
              device=None, # `None`: CUDA when available, else CPU
              cache_dir=None, # where released weights are cached (default ~/.cache/searle)
             ) -> Phi:
@@ -358,51 +451,56 @@ def load_phi(name_or_path, # 'searle' (ViT-B/32), 'searle-xl' (ViT-L/14), or a f
     p, dims = Path(name_or_path), None
     if not p.is_file():
         if str(name_or_path) not in PHI_RELEASES:
-            raise FileNotFoundError(f"no phi checkpoint at {p}, and {str(name_or_path)!r} is not a release name {sorted(PHI_RELEASES)}")
-        p, url = phi_release_path(str(name_or_path), cache_dir)
-        dims = PHI_RELEASES[str(name_or_path)]['dims']
-        if not p.is_file():
-            try:
-                if os.environ.get('SEARLE_OFFLINE') == '1': raise OSError('SEARLE_OFFLINE=1')
-                logger.info('downloading %s to %s', url, p); _download(url, p)
-            except (OSError, urllib.error.URLError) as e:
-                raise FileNotFoundError(f"phi weights {str(name_or_path)!r} are not cached and could not be downloaded ({e}). "
-                                        f"Put the file from {url} at {p}, or pass the file's path.") from None
+            raise FileNotFoundError(f"no phi checkpoint at {p}, and {str(name_or_path)!r} "
+                                    f"is not a release name {sorted(PHI_RELEASES)}")
+        p, dims = _cached_release(str(name_or_path), cache_dir)
     obj = load_tensors(p)
     sd = obj.get('Phi', obj) if isinstance(obj, dict) else None
-    if not isinstance(sd, dict): raise ValueError(f"{p}: expected a dict {{'Phi': state_dict}}, found {type(obj).__name__}")
+    if not isinstance(sd, dict):
+        raise ValueError(f"{p}: expected a dict {{'Phi': state_dict}}, found {type(obj).__name__}")
     phi = phi_from_state_dict(sd, str(p), dims, dropout=obj.get('dropout', 0.5))
     phi.searle_source, phi.searle_backbone = str(name_or_path), obj.get('backbone')
     return phi.to(resolve_device(device)).eval()
 
 # %% ../nbs/08_phi.ipynb #1f227184
-def phi_token_fn(phi:Phi, device=None, # `None`: where phi already is (during training: its training device)
+def phi_token_fn(phi:Phi,
+                 device=None, # `None`: where phi already is (during training: its training device)
                 ) -> Callable[[Tensor], Tensor]:
-    "A retrieval token source: unnormalised CLIP image features [N, D] → phi's pseudo tokens [N, W]."
+    ("A retrieval token source: unnormalised CLIP image features [N, D] "
+     "→ phi's pseudo tokens [N, W].")
     dev = next(phi.parameters()).device if device is None else resolve_device(device)
     phi = phi.to(dev).eval()
     def phi_tokens(image_features:Tensor) -> Tensor:
         if image_features.shape[-1] != phi.dims[0]:
-            raise ValueError(f"phi expects image features of width {phi.dims[0]}, got {tuple(image_features.shape)}: is it the phi of this CLIP model?")
+            raise ValueError(f"phi expects image features of width {phi.dims[0]}, got "
+                             f"{tuple(image_features.shape)}: is it the phi of this CLIP model?")
         with torch.no_grad(): return phi(image_features.to(dev, torch.float32))
     phi_tokens.__name__ = f"phi:{getattr(phi, 'searle_source', 'in-memory')}"
     return phi_tokens
 
 # %% ../nbs/08_phi.ipynb #5ee3572f
 def check_phi_for_clip(phi:Phi, model):
-    "Raise unless `phi` maps `model`'s image features to its token embeddings, and (when it records one) was trained on this CLIP."
+    ("Raise unless `phi` maps `model`'s image features to its token embeddings, "
+     "and (when it records one) was trained on this CLIP.")
     d_img, d_tok = backbone(model).dim, backbone(model).width
     if (phi.dims[0], phi.dims[2]) != (d_img, d_tok):
-        raise ValueError(f"phi {getattr(phi, 'searle_source', '')!s} maps {phi.dims[0]}-d image features to {phi.dims[2]}-d tokens, but this CLIP "
-                         f"({getattr(model, 'searle_source', 'in memory')}) has {d_img}-d image features and {d_tok}-d tokens "
+        raise ValueError(f"phi {getattr(phi, 'searle_source', '')!s} maps {phi.dims[0]}-d image "
+                         f"features to {phi.dims[2]}-d tokens, but this CLIP "
+                         f"({getattr(model, 'searle_source', 'in memory')}) has {d_img}-d image "
+                         f"features and {d_tok}-d tokens "
                          f"(releases: { {k: v['clip'] for k, v in PHI_RELEASES.items()} })")
     rec, now = getattr(phi, 'searle_backbone', None) or {}, clip_record(model)
-    diff = [k for k in ('clip_family', 'clip_weights') if rec.get(k) is not None and rec[k] != now[k]]  # device-stable
+    diff = [k for k in ('clip_family', 'clip_weights')  # device-stable
+            if rec.get(k) is not None and rec[k] != now[k]]
     if diff:
-        raise ValueError(f"phi {getattr(phi, 'searle_source', '')!s} was trained on another CLIP backbone ({rec.get('clip')}, "
-                         f"{', '.join(f'{k} {rec[k]}' for k in diff)}) than this one ({now['clip']}, "
-                         f"{', '.join(f'{k} {now[k]}' for k in diff)}); pass that CLIP (--clip-model {rec.get('clip')})")
+        raise ValueError(f"phi {getattr(phi, 'searle_source', '')!s} was trained on another CLIP "
+                         f"backbone ({rec.get('clip')}, "
+                         f"{', '.join(f'{k} {rec[k]}' for k in diff)}) "
+                         f"than this one ({now['clip']}, "
+                         f"{', '.join(f'{k} {now[k]}' for k in diff)}); "
+                         f"pass that CLIP (--clip-model {rec.get('clip')})")
 
+# %% ../nbs/08_phi.ipynb #2888ec7b
 def load_phi_token_fn(name_or_path, # 'searle', 'searle-xl' or a phi checkpoint file
                       model, # the CLIP model the tokens are for
                       device=None, cache_dir=None) -> Callable[[Tensor], Tensor]:
@@ -418,19 +516,21 @@ def benchmark_validation(model, # the CLIP model phi is trained for
                          preprocess='targetpad', # 'targetpad', 'clip' or a callable
                          split:str='val', device=None, batch_size:int=32, cache_dir=None,
                          max_queries:int|None=None, num_workers:int=0,
-                         precision:str|None=None, # of the features and queries (`None`: the device's default)
-                         missing:str='error', truncated:str='error', # as in `searle.retrieval.run_validation`
-                         left_out=None) -> Callable: # a `searle.data.LeftOut`, filled at the first validation
-    "A validation callback `(phi, epoch) -> metrics` on a benchmark's val split, with phi as the token source."
+                         precision:str|None=None, # of features and queries (`None`: the default)
+                         missing:str='error', truncated:str='error', # as in `run_validation`
+                         left_out=None) -> Callable: # a `LeftOut`, filled at the first validation
+    ("A validation callback `(phi, epoch) -> metrics` on a benchmark's val split, "
+     "with phi as the token source.")
     from searle.retrieval import validate_benchmark
-    if dataset_path is None: raise ValueError(f"validation on {dataset!r} needs the dataset's folder")
-    pre = model_preprocess(model, preprocess)
-    memo, checked = {}, []
+    if dataset_path is None:
+        raise ValueError(f"validation on {dataset!r} needs the dataset's folder")
+    pre = model_preprocess(model, preprocess); memo, checked = {}, []
     def validate_phi(phi:Phi, epoch:int) -> dict[str, float]:
-        kw = dict(split=split, token_fn=phi_token_fn(phi), batch_size=batch_size, device=device, cache_dir=cache_dir,
-                  max_queries=max_queries, progress=False, num_workers=num_workers, memo=memo, precision=precision,
-                  check='none' if checked and missing == 'error' else 'exists', missing=missing, truncated=truncated,
-                  left_out=None if checked else left_out)
+        kw = dict(split=split, token_fn=phi_token_fn(phi), batch_size=batch_size, device=device,
+                  cache_dir=cache_dir, max_queries=max_queries, progress=False,
+                  num_workers=num_workers, memo=memo, precision=precision,
+                  check='none' if checked and missing == 'error' else 'exists', missing=missing,
+                  truncated=truncated, left_out=None if checked else left_out)
         out = validate_benchmark(model, dataset, dataset_path, pre, **kw); checked.append(epoch)
         return out
     return validate_phi
@@ -439,17 +539,19 @@ def benchmark_validation(model, # the CLIP model phi is trained for
 def _match_tokens(names:list[str], tnames:list[str], tokens:Tensor, source) -> Tensor:
     row = {n: i for i, n in enumerate(tnames)}
     missing = [n for n in names if n not in row]
-    if missing: raise ValueError(f"{len(missing)} training images have no OTI token in {source}; the first: {missing[:5]}")
+    if missing: raise ValueError(f"{len(missing)} training images have no OTI token in {source}; "
+                                 f"the first: {missing[:5]}")
     return tokens[[row[n] for n in names]]
 
-def _training_features(model, images, preprocess, cache_dir, dev, dist, batch_size, progress, num_workers, precision=None,
-                       truncated='error', cut=None):
-    "(names, features) of the training images; under several processes the first one extracts, the rest read its cache."
+def _training_features(model, images, preprocess, cache_dir, dev, dist, batch_size, progress,
+                       num_workers, precision=None, truncated='error', cut=None):
+    ("(names, features) of the training images; under several processes the first one extracts, "
+     "the rest read its cache.")
     if isinstance(images, tuple): return [str(n) for n in images[0]], images[1]
     images = images if isinstance(images, ImageList) else images.gallery()
     pre = model_preprocess(model, preprocess)
-    kw = dict(batch_size=batch_size, device=dev, cache_dir=cache_dir, num_workers=num_workers, precision=precision,
-              truncated=truncated)
+    kw = dict(batch_size=batch_size, device=dev, cache_dir=cache_dir, num_workers=num_workers,
+              precision=precision, truncated=truncated)
     if dist.rank == 0: kw['truncated_names'] = cut
     if dist.rank == 0: names, feats = extract_features(model, images, pre, progress=progress, **kw)
     dist.barrier()
@@ -468,31 +570,42 @@ def run_train_phi(clip_model, # an official CLIP name, a checkpoint file, or a C
                   validate_fn:Callable|None=None, # overrides config.val_dataset / val_path
                   device=None, batch_size:int=32, # feature extraction batch
                   progress:bool=True, num_workers:int=0,
-                  missing:str='error', # the validation benchmark's missing images: 'error' or 'skip'
-                  truncated:str='error', # truncated image files (training and validation): 'error' or 'decode'
+                  missing:str='error', # validation benchmark's missing images: 'error', 'skip'
+                  truncated:str='error', # truncated images (training, validation): 'error'/'decode'
                  ) -> Path:
-    "Stage 3: train phi on images and their OTI tokens into `out_dir`; returns `out_dir/phi_final.pt`."
+    ("Stage 3: train phi on images and their OTI tokens into `out_dir`; "
+     "returns `out_dir/phi_final.pt`.")
     from searle.data import LeftOut  # what was left out goes to out_dir/left_out.json
     config, out, dist, left_out, cut = config or PhiConfig(), Path(out_dir), Dist(), LeftOut(), []
     dev = dist.resolve(device)
     model = as_clip(clip_model, dev)
-    config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))  # features, training, validation
-    names, feats = _training_features(model, images, preprocess, cache_dir or out/'features', dev, dist, batch_size, progress,
-                                      num_workers, config.precision, truncated, cut)
+    config = dataclasses.replace(config,  # features, training, validation
+                                 precision=resolve_precision(config.precision, dev))
+    names, feats = _training_features(model, images, preprocess, cache_dir or out/'features', dev,
+                                      dist, batch_size, progress, num_workers, config.precision,
+                                      truncated, cut)
     left_out.add('truncated_images', cut)
-    tnames, tok = oti_tokens if isinstance(oti_tokens, tuple) else load_pseudo_tokens(oti_tokens, which=config.tokens)
-    tok = _match_tokens(names, list(tnames), tok, oti_tokens if not isinstance(oti_tokens, tuple) else 'the tokens given')
-    keep = lambda row: row[:config.top_k]  # all phi reads of a row (150 of 250 cells), cut as it is read
-    table = concept_table if isinstance(concept_table, dict) else read_concept_table(concept_table, row=keep)
+    tnames, tok = (oti_tokens if isinstance(oti_tokens, tuple)
+                   else load_pseudo_tokens(oti_tokens, which=config.tokens))
+    tok = _match_tokens(names, list(tnames), tok, oti_tokens if not isinstance(oti_tokens, tuple)
+                        else 'the tokens given')
+    # all phi reads of a row (150 of 250 cells), cut as it is read
+    keep = lambda row: row[:config.top_k]
+    table = (concept_table if isinstance(concept_table, dict)
+             else read_concept_table(concept_table, row=keep))
     phr = phrases if isinstance(phrases, dict) else load_phrases(phrases)
     if validate_fn is None and config.val_path is not None and dist.rank == 0:
-        validate_fn = benchmark_validation(model, config.val_dataset, config.val_path, preprocess, device=dev, batch_size=batch_size,
-                                           cache_dir=cache_dir or out/'features', max_queries=config.val_max_queries, num_workers=num_workers,
-                                           precision=config.precision, missing=missing, truncated=truncated, left_out=left_out)
+        validate_fn = benchmark_validation(
+            model, config.val_dataset, config.val_path, preprocess, device=dev,
+            batch_size=batch_size, cache_dir=cache_dir or out/'features',
+            max_queries=config.val_max_queries, num_workers=num_workers,
+            precision=config.precision, missing=missing, truncated=truncated, left_out=left_out)
     src = lambda x: None if isinstance(x, (dict, tuple)) else str(x)
-    meta = {'clip': getattr(model, 'searle_source', None), 'clip_fingerprint': model_fingerprint(model), 'oti_tokens': src(oti_tokens),
+    meta = {'clip': getattr(model, 'searle_source', None),
+            'clip_fingerprint': model_fingerprint(model), 'oti_tokens': src(oti_tokens),
             'concept_table': src(concept_table), 'phrases': src(phrases),
             'preprocess': preprocess if isinstance(preprocess, str) else repr(preprocess)}
     train_phi(model, names, feats, tok, table, phr, config, out, validate_fn, dev, progress, meta)
-    if dist.rank == 0 and (missing, truncated) != ('error', 'error'): left_out.save(out/'left_out.json')
+    if dist.rank == 0 and (missing, truncated) != ('error', 'error'):
+        left_out.save(out/'left_out.json')
     return out/'phi_final.pt'
