@@ -228,6 +228,19 @@ class CIRCO(CIRDataset):
         self._queries = circo_queries(load_json(ann_path), ann_path)
         _check_dataset(self, check, progress)
 
+# %% ../nbs/02_data.ipynb #17bb7969
+def _cirr_queries(cap_path:Path) -> list[Query]:
+    "CIRR's queries from its captions file; a query's group is its img_set's members."
+    out = []
+    for i, q in enumerate(_entries(load_json(cap_path), cap_path)):
+        f = lambda k, t=None, e=q: _field(e, k, cap_path, i, t)
+        t = q.get('target_hard')
+        members = _field(f('img_set', dict), 'members', cap_path, i, list)
+        out.append(Query(id=str(f('pairid')), reference=f('reference', str),
+            captions=[f('caption', str)],
+            target=t, ground_truths=[t] if t is not None else None, group=list(members)))
+    return out
+
 # %% ../nbs/02_data.ipynb #8ffb5e23
 class CIRR(CIRDataset):
     ("CIRR rc2 (val / test1 / train) over its split's images; "
@@ -249,14 +262,22 @@ class CIRR(CIRDataset):
                                          self.layout))
         self._names = list(img_split)
         self._paths = [self.root/p for p in img_split.values()]
-        for i, q in enumerate(_entries(load_json(cap_path), cap_path)):
-            f = lambda k, t=None, e=q: _field(e, k, cap_path, i, t)
-            t = q.get('target_hard')
-            members = _field(f('img_set', dict), 'members', cap_path, i, list)
-            self._queries.append(Query(id=str(f('pairid')), reference=f('reference', str),
-                captions=[f('caption', str)],
-                target=t, ground_truths=[t] if t is not None else None, group=list(members)))
+        self._queries = _cirr_queries(cap_path)
         _check_dataset(self, check, progress)
+
+# %% ../nbs/02_data.ipynb #9f887bc1
+def _fashioniq_queries(cap_path:Path) -> list[Query]:
+    "FashionIQ's triplets from a captions file, ids their positions; two captions each."
+    out = []
+    for i, q in enumerate(_entries(load_json(cap_path), cap_path)):
+        t, caps = (q.get('target') if isinstance(q, dict) else None,
+                   _field(q, 'captions', cap_path, i, list))
+        if not all(isinstance(c, str) for c in caps):
+            raise ValueError(f"{cap_path}, entry {i}: expected captions as strings")
+        out.append(Query(id=str(i), reference=_field(q, 'candidate', cap_path, i, str),
+                         captions=list(caps), target=t,
+                         ground_truths=[t] if t is not None else None))
+    return out
 
 # %% ../nbs/02_data.ipynb #5090d93f
 class FashionIQ(CIRDataset):
@@ -268,8 +289,7 @@ class FashionIQ(CIRDataset):
     def __init__(self, root, # the FashionIQ folder
                  category:str, # 'dress', 'shirt' or 'toptee'
                  split:str='val', # 'val', 'test' or 'train'
-                 check:str='exists', progress:bool=False,
-                 ext:str='.jpg'): # image file extension
+                 check:str='exists', progress:bool=False, ext:str='.jpg'): # image file extension
         super().__init__(root, split)
         if category not in FASHIONIQ_CATEGORIES:
             raise ValueError(f"FashionIQ category must be one of {FASHIONIQ_CATEGORIES}, "
@@ -281,15 +301,7 @@ class FashionIQ(CIRDataset):
         self._names = list(load_json(_need_file(
             self.root/'image_splits'/f'split.{category}.{split}.json', self.layout)))
         self._paths = [self.root/'images'/f'{n}{ext}' for n in self._names]
-        for i, q in enumerate(_entries(load_json(cap_path), cap_path)):
-            t, caps = (q.get('target') if isinstance(q, dict) else None,
-                       _field(q, 'captions', cap_path, i, list))
-            if not all(isinstance(c, str) for c in caps):
-                raise ValueError(f"{cap_path}, entry {i}: expected captions as strings")
-            self._queries.append(Query(id=str(i),
-                                       reference=_field(q, 'candidate', cap_path, i, str),
-                                       captions=list(caps), target=t,
-                                       ground_truths=[t] if t is not None else None))
+        self._queries = _fashioniq_queries(cap_path)
         _check_dataset(self, check, progress)
     def __repr__(self): return super().__repr__()[:-1] + f", category={self.category!r})"
 
