@@ -27,11 +27,13 @@ logger = logging.getLogger(__name__)
 # %% ../nbs/02_data.ipynb #b4da73f7
 @dataclass
 class Query:
-    "One composed-retrieval query: a reference image, its relative caption(s) and, where known, the answers."
+    ("One composed-retrieval query: a reference image, its relative caption(s) and, "
+     "where known, the answers.")
     id: str  # CIRR pair id, CIRCO query id, FashionIQ position in the captions file
     reference: str  # name of the reference image
     captions: list  # one relative caption (CIRR, CIRCO) or two (FashionIQ)
-    target: str|None = None  # the single target (CIRR target_hard, CIRCO target_img_id, FashionIQ target)
+    # the single target (CIRR target_hard, CIRCO target_img_id, FashionIQ target)
+    target: str|None = None
     ground_truths: list|None = None  # every correct image (CIRCO gt_img_ids; [target] elsewhere)
     group: list|None = None  # CIRR: the six members of the query's img_set (reference included)
     shared_concept: str|None = None  # CIRCO: what reference and targets have in common
@@ -39,17 +41,21 @@ class Query:
 
 # %% ../nbs/02_data.ipynb #7ee41fed
 FASHIONIQ_CATEGORIES = ('dress', 'shirt', 'toptee')
-CIRCO_ASPECTS = ('cardinality', 'addition', 'negation', 'direct_addressing', 'compare_change', 'comparative_statement',
-                 'statement_with_conjunction', 'spatial_relations_background', 'viewpoint')
+CIRCO_ASPECTS = ('cardinality', 'addition', 'negation', 'direct_addressing', 'compare_change',
+                 'comparative_statement', 'statement_with_conjunction',
+                 'spatial_relations_background', 'viewpoint')
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.gif', '.tif', '.tiff')
 
 # %% ../nbs/02_data.ipynb #bff0ccb2
 def _need_file(path:Path, layout:str) -> Path:
     "Return `path`, or fail naming it and showing the expected layout."
     if not path.is_file():
-        raise FileNotFoundError(f"expected the annotation file {path}, found nothing (expected layout: {'; '.join(l.strip() for l in layout.splitlines())})")
+        raise FileNotFoundError(
+            f"expected the annotation file {path}, found nothing (expected layout: "
+            f"{'; '.join(l.strip() for l in layout.splitlines())})")
     return path
 
+# %% ../nbs/02_data.ipynb #5090d7f6
 def _missing_files(paths:Sequence[Path]) -> list[Path]:
     "The paths in `paths` that are not files, listing each parent folder once."
     by_dir = defaultdict(list)
@@ -60,10 +66,12 @@ def _missing_files(paths:Sequence[Path]) -> list[Path]:
         missing += [p for p in ps if p.name not in present]
     return missing
 
+# %% ../nbs/02_data.ipynb #f6665e90
 def _fail_missing(missing:Sequence[Path], what:str, n_show:int=5):
     if missing:
         shown = ', '.join(str(p) for p in missing[:n_show])
-        raise FileNotFoundError(f"{len(missing)} images {what} are missing on disk; the first {min(n_show, len(missing))}: {shown}")
+        raise FileNotFoundError(f"{len(missing)} images {what} are missing on disk; "
+                                f"the first {min(n_show, len(missing))}: {shown}")
 
 # %% ../nbs/02_data.ipynb #c6704723
 def _decode_all(images:ImageList, progress:bool=True):
@@ -72,17 +80,23 @@ def _decode_all(images:ImageList, progress:bool=True):
         try:
             with Image.open(images.paths[i]) as im: im.load()
         except Exception as e:
-            raise ValueError(f"cannot decode image {images.paths[i]} (name {images.names[i]!r}): {e}") from None
+            raise ValueError(f"cannot decode image {images.paths[i]} "
+                             f"(name {images.names[i]!r}): {e}") from None
 
 # %% ../nbs/02_data.ipynb #da7a0002
 def _entries(obj, path, what:str='queries') -> list:
     "The list an annotation file holds, or an error naming the file."
-    if not isinstance(obj, list): raise ValueError(f"{path}: expected a JSON list of {what}, found a {type(obj).__name__}")
+    if not isinstance(obj, list):
+        raise ValueError(f"{path}: expected a JSON list of {what}, found a {type(obj).__name__}")
     return obj
 
+# %% ../nbs/02_data.ipynb #1c22ef17
 def _field(entry, key:str, path, i:int, kind:type|tuple|None=None):
-    "`entry[key]`, or an error naming the file, entry `i` (and its id) and the key; `kind` checks the value's type."
-    if not isinstance(entry, dict): raise ValueError(f"{path}, entry {i}: expected a JSON object, found a {type(entry).__name__}")
+    ("`entry[key]`, or an error naming the file, entry `i` (and its id) and the key; "
+     "`kind` checks the value's type.")
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path}, entry {i}: expected a JSON object, "
+                         f"found a {type(entry).__name__}")
     eid = next((entry[k] for k in ('id', 'pairid', 'candidate') if k in entry), None)
     at = f"{path}, entry {i}{f' (id {eid})' if eid is not None else ''}"
     if key not in entry: raise ValueError(f"{at}: no {key!r}; found the keys {sorted(entry)}")
@@ -94,50 +108,67 @@ def _field(entry, key:str, path, i:int, kind:type|tuple|None=None):
 
 # %% ../nbs/02_data.ipynb #f57a7424
 class CIRDataset:
-    "A gallery of named images and the queries over it; subclasses fill `_names`, `_paths`, `_queries`."
+    ("A gallery of named images and the queries over it; "
+     "subclasses fill `_names`, `_paths`, `_queries`.")
     name = 'dataset'
     exclude_reference = False  # CIRR removes the reference from its own ranking
     layout = ''
     def __init__(self, root, split:str|None=None):
         self.root, self.split = Path(root), split
         self._names, self._paths, self._queries = [], [], []
-        self._extra = {}  # name -> path of images a query may use as reference but that are not in the gallery
-        self.left_out = {'missing_images': [], 'skipped_queries': []}  # filled by `leave_out_missing`
+        # name -> path of images a query may use as reference but that are not in the gallery
+        self._extra = {}
+        # filled by `leave_out_missing`
+        self.left_out = {'missing_images': [], 'skipped_queries': []}
     def gallery(self) -> ImageList: return ImageList(list(self._names), list(self._paths))
     def queries(self) -> list[Query]: return list(self._queries)
     def image_path(self, name:str) -> Path: return self._index_paths()[name]
     def _index_paths(self):
-        if getattr(self, '_path_of', None) is None: self._path_of = {**self._extra, **dict(zip(self._names, self._paths))}
+        if getattr(self, '_path_of', None) is None:
+            self._path_of = {**self._extra, **dict(zip(self._names, self._paths))}
         return self._path_of
     @property
-    def has_targets(self) -> bool: return bool(self._queries) and all(q.target is not None for q in self._queries)
+    def has_targets(self) -> bool:
+        return bool(self._queries) and all(q.target is not None for q in self._queries)
     def references(self) -> ImageList:
         "Distinct reference images of the queries (the whole gallery when there are none)."
         if not self._queries: return self.gallery()
         names = list(dict.fromkeys(q.reference for q in self._queries))
         return ImageList(names, [self.image_path(n) for n in names])
     def images(self) -> ImageList:
-        "Every image of the dataset: the gallery, then references kept outside it (what concepts are computed for)."
-        return ImageList(list(self._names) + list(self._extra), list(self._paths) + list(self._extra.values()))
+        ("Every image of the dataset: the gallery, then references kept outside it "
+         "(what concepts are computed for).")
+        return ImageList(list(self._names) + list(self._extra),
+                         list(self._paths) + list(self._extra.values()))
     def required_paths(self) -> list[Path]:
         "Every image file the dataset needs: its gallery and any reference kept outside it."
         return list(self._paths) + list(self._extra.values())
     def __len__(self): return len(self._queries)
     def __repr__(self):
-        return f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, gallery={len(self._names)}, queries={len(self._queries)})"
+        return (f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
+                f"gallery={len(self._names)}, queries={len(self._queries)})")
 
 # %% ../nbs/02_data.ipynb #4636d9dc
 def _check_dataset(self:CIRDataset, check:str, progress:bool=False) -> CIRDataset:
-    "Check that referenced names are in the gallery and (per `check`) that every image file exists / decodes."
-    if check not in ('none', 'exists', 'decode'): raise ValueError(f"check must be 'none', 'exists' or 'decode', got {check!r}")
-    if len(set(self._names)) != len(self._names): raise ValueError(f"{self!r}: the gallery lists some image names twice")
+    ("Check that referenced names are in the gallery and (per `check`) "
+     "that every image file exists / decodes.")
+    if check not in ('none', 'exists', 'decode'):
+        raise ValueError(f"check must be 'none', 'exists' or 'decode', got {check!r}")
+    if len(set(self._names)) != len(self._names):
+        raise ValueError(f"{self!r}: the gallery lists some image names twice")
     known = set(self._names)
-    unknown = sorted({n for q in self._queries for n in [*(q.ground_truths or []), *(q.group or [])] if n not in known} |
-                     {q.reference for q in self._queries if q.reference not in known and q.reference not in self._extra})
+    unknown = sorted({n for q in self._queries for n in [*(q.ground_truths or []), *(q.group or [])]
+                      if n not in known} |
+                     {q.reference for q in self._queries
+                      if q.reference not in known and q.reference not in self._extra})
     if unknown:
-        raise ValueError(f"{self!r}: {len(unknown)} images referenced by the queries are not in the gallery list; the first: {unknown[:5]}")
-    if check in ('exists', 'decode'): _fail_missing(_missing_files(self.required_paths()), f"that {type(self).__name__} ({self.split}) references under {self.root}")
-    if check == 'decode': _decode_all(self.images(), progress)  # references kept outside the gallery too
+        raise ValueError(f"{self!r}: {len(unknown)} images referenced by the queries are not in "
+                         f"the gallery list; the first: {unknown[:5]}")
+    if check in ('exists', 'decode'):
+        _fail_missing(_missing_files(self.required_paths()),
+                      f"that {type(self).__name__} ({self.split}) references under {self.root}")
+    # references kept outside the gallery too
+    if check == 'decode': _decode_all(self.images(), progress)
     return self
 
 # %% ../nbs/02_data.ipynb #a7efc440
@@ -150,17 +181,21 @@ def write_placeholder_images(paths:Sequence, # files to create (parents are made
         if p.parent not in made: p.parent.mkdir(parents=True, exist_ok=True); made.add(p.parent)
         g = np.random.default_rng(stable_seed(seed, p.name))
         arr = g.integers(0, 256, (size, size, 3), dtype=np.uint8)
-        buf = io.BytesIO(); Image.fromarray(arr).save(buf, format=Image.registered_extensions().get(p.suffix.lower(), 'PNG'))
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(
+            buf, format=Image.registered_extensions().get(p.suffix.lower(), 'PNG'))
         p.write_bytes(buf.getvalue())
 
 # %% ../nbs/02_data.ipynb #1746f572
 def circo_queries(annotations:list, # the list read from CIRCO's annotations/{val,test}.json
                   source='annotations', # the file, named in errors
                  ) -> list[Query]:
-    "CIRCO's queries, ids as strings; the scorer of CIRCO submissions reads them without the images."
+    ("CIRCO's queries, ids as strings; "
+     "the scorer of CIRCO submissions reads them without the images.")
     out, f = [], lambda q, i, k, t=None: _field(q, k, source, i, t)
     for i, q in enumerate(_entries(annotations, source)):
-        gts = [str(g) for g in f(q, i, 'gt_img_ids', list)] if isinstance(q, dict) and 'gt_img_ids' in q else None
+        gts = ([str(g) for g in f(q, i, 'gt_img_ids', list)]
+               if isinstance(q, dict) and 'gt_img_ids' in q else None)
         out.append(Query(id=str(f(q, i, 'id')), reference=str(f(q, i, 'reference_img_id')),
             captions=[f(q, i, 'relative_caption', str)],
             target=str(q['target_img_id']) if 'target_img_id' in q else None, ground_truths=gts,
@@ -171,70 +206,102 @@ def circo_queries(annotations:list, # the list read from CIRCO's annotations/{va
 class CIRCO(CIRDataset):
     "CIRCO (val / test) over the COCO 2017 unlabeled images."
     name = 'circo'
-    layout = ("CIRCO/\n  annotations/{val,test}.json\n  COCO2017_unlabeled/annotations/image_info_unlabeled2017.json\n"
+    layout = ("CIRCO/\n  annotations/{val,test}.json\n"
+              "  COCO2017_unlabeled/annotations/image_info_unlabeled2017.json\n"
               "  COCO2017_unlabeled/unlabeled2017/<file_name>.jpg")
     def __init__(self, root, # the CIRCO folder
                  split:str='val', # 'val' or 'test'
-                 check:str='exists', # 'none', 'exists' (every gallery file present) or 'decode' (and decodable)
+                 check:str='exists', # 'none', 'exists' (files present) or 'decode' (and decodable)
                  progress:bool=False):
         super().__init__(root, split)
-        if split not in ('val', 'test'): raise ValueError(f"CIRCO split must be 'val' or 'test', got {split!r}")
+        if split not in ('val', 'test'):
+            raise ValueError(f"CIRCO split must be 'val' or 'test', got {split!r}")
         ann_path = _need_file(self.root/'annotations'/f'{split}.json', self.layout)
-        info = load_json(_need_file(self.root/'COCO2017_unlabeled'/'annotations'/'image_info_unlabeled2017.json', self.layout))
+        info = load_json(_need_file(self.root/'COCO2017_unlabeled'/'annotations'
+                                    /'image_info_unlabeled2017.json', self.layout))
         img_dir = self.root/'COCO2017_unlabeled'/'unlabeled2017'
-        for im in info['images']:  # an entry with "in_gallery": false (the offline world's references) is openable, not retrievable
-            if im.get('in_gallery', True): self._names.append(str(im['id'])); self._paths.append(img_dir/im['file_name'])
+        # "in_gallery": false (the offline world's references): openable, not retrievable
+        for im in info['images']:
+            if im.get('in_gallery', True):
+                self._names.append(str(im['id'])); self._paths.append(img_dir/im['file_name'])
             else: self._extra[str(im['id'])] = img_dir/im['file_name']
         self._queries = circo_queries(load_json(ann_path), ann_path)
         _check_dataset(self, check, progress)
 
+# %% ../nbs/02_data.ipynb #17bb7969
+def _cirr_queries(cap_path:Path) -> list[Query]:
+    "CIRR's queries from its captions file; a query's group is its img_set's members."
+    out = []
+    for i, q in enumerate(_entries(load_json(cap_path), cap_path)):
+        f = lambda k, t=None, e=q: _field(e, k, cap_path, i, t)
+        t = q.get('target_hard')
+        members = _field(f('img_set', dict), 'members', cap_path, i, list)
+        out.append(Query(id=str(f('pairid')), reference=f('reference', str),
+            captions=[f('caption', str)],
+            target=t, ground_truths=[t] if t is not None else None, group=list(members)))
+    return out
+
 # %% ../nbs/02_data.ipynb #8ffb5e23
 class CIRR(CIRDataset):
-    "CIRR rc2 (val / test1 / train) over its split's images; the reference is excluded from its ranking."
+    ("CIRR rc2 (val / test1 / train) over its split's images; "
+     "the reference is excluded from its ranking.")
     name = 'cirr'
     exclude_reference = True
-    layout = ("CIRR/\n  cirr/captions/cap.rc2.{train,val,test1}.json\n  cirr/image_splits/split.rc2.{train,val,test1}.json\n"
-              "  {train/N,dev,test1}/*.png   (paths as listed in the image split, relative to CIRR/)")
+    layout = ("CIRR/\n  cirr/captions/cap.rc2.{train,val,test1}.json\n"
+              "  cirr/image_splits/split.rc2.{train,val,test1}.json\n"
+              "  {train/N,dev,test1}/*.png   "
+              "(paths as listed in the image split, relative to CIRR/)")
     def __init__(self, root, # the CIRR folder (holding cirr/, dev/, test1/)
                  split:str='val', # 'val', 'test1' or 'train'
                  check:str='exists', progress:bool=False):
         super().__init__(root, split)
-        if split not in ('val', 'test1', 'train'): raise ValueError(f"CIRR split must be 'val', 'test1' or 'train', got {split!r}")
+        if split not in ('val', 'test1', 'train'):
+            raise ValueError(f"CIRR split must be 'val', 'test1' or 'train', got {split!r}")
         cap_path = _need_file(self.root/'cirr'/'captions'/f'cap.rc2.{split}.json', self.layout)
-        img_split = load_json(_need_file(self.root/'cirr'/'image_splits'/f'split.rc2.{split}.json', self.layout))
+        img_split = load_json(_need_file(self.root/'cirr'/'image_splits'/f'split.rc2.{split}.json',
+                                         self.layout))
         self._names = list(img_split)
         self._paths = [self.root/p for p in img_split.values()]
-        for i, q in enumerate(_entries(load_json(cap_path), cap_path)):
-            f = lambda k, t=None, e=q: _field(e, k, cap_path, i, t)
-            t = q.get('target_hard')
-            members = _field(f('img_set', dict), 'members', cap_path, i, list)
-            self._queries.append(Query(id=str(f('pairid')), reference=f('reference', str), captions=[f('caption', str)],
-                target=t, ground_truths=[t] if t is not None else None, group=list(members)))
+        self._queries = _cirr_queries(cap_path)
         _check_dataset(self, check, progress)
+
+# %% ../nbs/02_data.ipynb #9f887bc1
+def _fashioniq_queries(cap_path:Path) -> list[Query]:
+    "FashionIQ's triplets from a captions file, ids their positions; two captions each."
+    out = []
+    for i, q in enumerate(_entries(load_json(cap_path), cap_path)):
+        t, caps = (q.get('target') if isinstance(q, dict) else None,
+                   _field(q, 'captions', cap_path, i, list))
+        if not all(isinstance(c, str) for c in caps):
+            raise ValueError(f"{cap_path}, entry {i}: expected captions as strings")
+        out.append(Query(id=str(i), reference=_field(q, 'candidate', cap_path, i, str),
+                         captions=list(caps), target=t,
+                         ground_truths=[t] if t is not None else None))
+    return out
 
 # %% ../nbs/02_data.ipynb #5090d93f
 class FashionIQ(CIRDataset):
     "One FashionIQ category (val / test / train) over that category's image split."
     name = 'fashioniq'
     layout = ("FashionIQ/\n  captions/cap.{dress,shirt,toptee}.{train,val,test}.json\n"
-              "  image_splits/split.{dress,shirt,toptee}.{train,val,test}.json\n  images/<asin>.jpg")
+              "  image_splits/split.{dress,shirt,toptee}.{train,val,test}.json\n"
+              "  images/<asin>.jpg")
     def __init__(self, root, # the FashionIQ folder
                  category:str, # 'dress', 'shirt' or 'toptee'
                  split:str='val', # 'val', 'test' or 'train'
-                 check:str='exists', progress:bool=False,
-                 ext:str='.jpg'): # image file extension
+                 check:str='exists', progress:bool=False, ext:str='.jpg'): # image file extension
         super().__init__(root, split)
-        if category not in FASHIONIQ_CATEGORIES: raise ValueError(f"FashionIQ category must be one of {FASHIONIQ_CATEGORIES}, got {category!r}")
-        if split not in ('val', 'test', 'train'): raise ValueError(f"FashionIQ split must be 'val', 'test' or 'train', got {split!r}")
+        if category not in FASHIONIQ_CATEGORIES:
+            raise ValueError(f"FashionIQ category must be one of {FASHIONIQ_CATEGORIES}, "
+                             f"got {category!r}")
+        if split not in ('val', 'test', 'train'):
+            raise ValueError(f"FashionIQ split must be 'val', 'test' or 'train', got {split!r}")
         self.category = category
         cap_path = _need_file(self.root/'captions'/f'cap.{category}.{split}.json', self.layout)
-        self._names = list(load_json(_need_file(self.root/'image_splits'/f'split.{category}.{split}.json', self.layout)))
+        self._names = list(load_json(_need_file(
+            self.root/'image_splits'/f'split.{category}.{split}.json', self.layout)))
         self._paths = [self.root/'images'/f'{n}{ext}' for n in self._names]
-        for i, q in enumerate(_entries(load_json(cap_path), cap_path)):
-            t, caps = q.get('target') if isinstance(q, dict) else None, _field(q, 'captions', cap_path, i, list)
-            if not all(isinstance(c, str) for c in caps): raise ValueError(f"{cap_path}, entry {i}: expected captions as strings")
-            self._queries.append(Query(id=str(i), reference=_field(q, 'candidate', cap_path, i, str), captions=list(caps),
-                                       target=t, ground_truths=[t] if t is not None else None))
+        self._queries = _fashioniq_queries(cap_path)
         _check_dataset(self, check, progress)
     def __repr__(self): return super().__repr__()[:-1] + f", category={self.category!r})"
 
@@ -246,16 +313,23 @@ class ImageFolder(CIRDataset):
     def __init__(self, root, split:str|None=None, check:str='exists', progress:bool=False):
         super().__init__(root, split)
         d = self._dir()
-        if not d.is_dir(): raise FileNotFoundError(f"expected a folder of images at {d}, found nothing (expected layout: {'; '.join(l.strip() for l in self.layout.splitlines())})")
-        self._paths = sorted(p for p in d.rglob('*') if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-        if not self._paths: raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {d}")
+        if not d.is_dir():
+            raise FileNotFoundError(
+                f"expected a folder of images at {d}, found nothing (expected layout: "
+                f"{'; '.join(l.strip() for l in self.layout.splitlines())})")
+        self._paths = sorted(p for p in d.rglob('*')
+                             if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        if not self._paths:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {d}")
         self._names = [self._name(p) for p in self._paths]
         _check_dataset(self, check, progress)
     def _dir(self): return self.root
     def _name(self, p:Path): return p.relative_to(self._dir()).as_posix()
 
+# %% ../nbs/02_data.ipynb #ac560a03
 class ImageNet(ImageFolder):
-    "The ImageNet1K test images (`ImageNet1K/test/*.JPEG`), named by file name, as the original code names them."
+    ("The ImageNet1K test images (`ImageNet1K/test/*.JPEG`), named by file name, "
+     "as the original code names them.")
     name = 'imagenet'
     layout = "ImageNet1K/\n  test/*.JPEG"
     def __init__(self, root, split:str='test', check:str='exists', progress:bool=False):
@@ -265,31 +339,40 @@ class ImageNet(ImageFolder):
     def _name(self, p:Path): return p.name
 
 # %% ../nbs/02_data.ipynb #4b6c5526
-DATASETS = {'circo': CIRCO, 'cirr': CIRR, 'fashioniq': FashionIQ, 'imagenet': ImageNet, 'folder': ImageFolder}
-DEFAULT_SPLITS = {'circo': 'val', 'cirr': 'val', 'fashioniq': 'val', 'imagenet': 'test', 'folder': None}
+DATASETS = {'circo': CIRCO, 'cirr': CIRR, 'fashioniq': FashionIQ, 'imagenet': ImageNet,
+            'folder': ImageFolder}
+DEFAULT_SPLITS = {'circo': 'val', 'cirr': 'val', 'fashioniq': 'val', 'imagenet': 'test',
+                  'folder': None}
 
 def load_dataset(name:str, # 'circo', 'cirr', 'fashioniq', 'imagenet' or 'folder'
                  root, # the dataset's folder
                  split:str|None=None, # None: the validation split ('test' for ImageNet)
-                 missing:str='error', # 'error' (a missing image file stops) or 'skip' (see `leave_out_missing`)
+                 missing:str='error', # 'error' (a missing image file stops) or 'skip' (leave out)
                  **kwargs): # e.g. category='dress' for FashionIQ, check='decode'
     "Build a registered dataset by name."
     key = name.lower()
-    if key not in DATASETS: raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
+    if key not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
     if key == 'fashioniq' and kwargs.get('category') is None:
-        raise ValueError(f"FashionIQ is loaded one category at a time: give category=, one of {FASHIONIQ_CATEGORIES}")
-    if missing not in ('error', 'skip'): raise ValueError(f"missing={missing!r}; expected 'error' or 'skip'")
+        raise ValueError("FashionIQ is loaded one category at a time: give category=, "
+                         f"one of {FASHIONIQ_CATEGORIES}")
+    if missing not in ('error', 'skip'):
+        raise ValueError(f"missing={missing!r}; expected 'error' or 'skip'")
     if missing == 'error': return DATASETS[key](root, split=split or DEFAULT_SPLITS[key], **kwargs)
-    return leave_out_missing(DATASETS[key](root, split=split or DEFAULT_SPLITS[key], **{**kwargs, 'check': 'none'}))
+    return leave_out_missing(DATASETS[key](root, split=split or DEFAULT_SPLITS[key],
+                                           **{**kwargs, 'check': 'none'}))
 
 # %% ../nbs/02_data.ipynb #a9a4daba
-def _needs(q:Query) -> set[str]: return {q.reference, q.target, *(q.ground_truths or []), *(q.group or [])} - {None}
+def _needs(q:Query) -> set[str]:
+    return {q.reference, q.target, *(q.ground_truths or []), *(q.group or [])} - {None}
 
 def leave_out_missing(ds:CIRDataset, n_show:int=5) -> CIRDataset:
-    "Leave out `ds`'s missing image files and the queries that need one; record them in `ds.left_out` and log them."
+    ("Leave out `ds`'s missing image files and the queries that need one; "
+     "record them in `ds.left_out` and log them.")
     _check_dataset(ds, 'none')  # the annotations agree with each other first
     gone = set(_missing_files(ds.required_paths()))
-    lost = [n for n, p in zip(ds._names, ds._paths) if p in gone] + [n for n, p in ds._extra.items() if p in gone]
+    lost = ([n for n, p in zip(ds._names, ds._paths) if p in gone]
+            + [n for n, p in ds._extra.items() if p in gone])
     if not lost: return ds
     lost_set = set(lost)
     keep = [(n, p) for n, p in zip(ds._names, ds._paths) if n not in lost_set]
@@ -298,40 +381,52 @@ def leave_out_missing(ds:CIRDataset, n_show:int=5) -> CIRDataset:
     skipped = [q.id for q in ds._queries if _needs(q) & lost_set]
     ds._queries, ds._path_of = [q for q in ds._queries if not _needs(q) & lost_set], None
     ds.left_out = {'missing_images': lost, 'skipped_queries': skipped}
-    logger.warning('%r: %d missing images left out (the first: %s); %d queries that need them left out (the first: %s)',
-                   ds, len(lost), ', '.join(lost[:n_show]), len(skipped), ', '.join(skipped[:n_show]))
+    logger.warning('%r: %d missing images left out (the first: %s); '
+                   '%d queries that need them left out (the first: %s)',
+                   ds, len(lost), ', '.join(lost[:n_show]),
+                   len(skipped), ', '.join(skipped[:n_show]))
     return ds
 
 # %% ../nbs/02_data.ipynb #872d8958
 def check_incomplete_options(missing:str='error', truncated:str='error'):
-    "Refuse, before any work, a `missing` other than 'error' / 'skip' or a `truncated` other than 'error' / 'decode'."
-    if missing not in ('error', 'skip'): raise ValueError(f"missing images: {missing!r}; expected 'error' or 'skip'")
-    if truncated not in ('error', 'decode'): raise ValueError(f"truncated images: {truncated!r}; expected 'error' or 'decode'")
+    ("Refuse, before any work, a `missing` other than 'error' / 'skip' "
+     "or a `truncated` other than 'error' / 'decode'.")
+    if missing not in ('error', 'skip'):
+        raise ValueError(f"missing images: {missing!r}; expected 'error' or 'skip'")
+    if truncated not in ('error', 'decode'):
+        raise ValueError(f"truncated images: {truncated!r}; expected 'error' or 'decode'")
 
+# %% ../nbs/02_data.ipynb #01fec162
 class LeftOut:
-    "What a run left out (missing images, queries that needed them) and the truncated images it decoded."
+    ("What a run left out (missing images, queries that needed them) "
+     "and the truncated images it decoded.")
     KINDS = ('missing_images', 'skipped_queries', 'truncated_images')
     def __init__(self): self.items = {k: {} for k in self.KINDS}  # dicts: ordered and de-duplicated
     def add(self, kind:str, names, prefix:str=''):
         for n in names: self.items[kind][f'{prefix}{n}'] = None
-    def add_dataset(self, ds:CIRDataset, prefix:str=''): # prefix: FashionIQ's category, for its query ids
-        self.add('missing_images', ds.left_out['missing_images']); self.add('skipped_queries', ds.left_out['skipped_queries'], prefix)
+    def add_dataset(self, ds:CIRDataset, prefix:str=''): # FashionIQ's category, for query ids
+        self.add('missing_images', ds.left_out['missing_images'])
+        self.add('skipped_queries', ds.left_out['skipped_queries'], prefix)
     def counts(self) -> dict[str, int]: return {k: len(v) for k, v in self.items.items()}
     def summary(self) -> str:
         c = self.counts()
-        return (f"left out: {c['missing_images']} missing images, {c['skipped_queries']} queries that needed them; "
+        return (f"left out: {c['missing_images']} missing images, "
+                f"{c['skipped_queries']} queries that needed them; "
                 f"{c['truncated_images']} truncated images decoded")
     def save(self, path) -> Path:
         "Write the counts and every name as JSON."
-        save_json({'counts': self.counts(), **{k: list(v) for k, v in self.items.items()}}, path); return Path(path)
+        save_json({'counts': self.counts(), **{k: list(v) for k, v in self.items.items()}}, path)
+        return Path(path)
 
 # %% ../nbs/02_data.ipynb #5d789dbc
 def dataset_images(name:str, root, split:str|None=None,
                    which:str='images', # 'images' (gallery and outside references) or 'references'
                    left_out:LeftOut|None=None, # collects what `missing='skip'` left out
-                   **kwargs) -> ImageList: # as `load_dataset`; FashionIQ without `category`: all three
-    "The images (or references) of a dataset; FashionIQ without a category: the union of its categories."
-    if which not in ('images', 'references'): raise ValueError(f"which={which!r}; expected 'images' or 'references'")
+                   **kwargs) -> ImageList: # as `load_dataset`; FashionIQ, no category: all three
+    ("The images (or references) of a dataset; "
+     "FashionIQ without a category: the union of its categories.")
+    if which not in ('images', 'references'):
+        raise ValueError(f"which={which!r}; expected 'images' or 'references'")
     one = name.lower() != 'fashioniq' or kwargs.get('category') is not None
     paths = {}
     for c in [kwargs.get('category')] if one else FASHIONIQ_CATEGORIES:

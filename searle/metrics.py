@@ -30,7 +30,8 @@ def hit_matrix(ranking:Tensor, # [Q, K] gallery indices, best first (-1: no item
               ) -> Tensor:
     "`[Q, K]` bool: position k holds a ground truth seen for the first time in that row."
     if gts.dim() == 1: gts = gts[:, None]
-    if ranking.shape[0] != gts.shape[0]: raise ValueError(f"ranking has {ranking.shape[0]} queries but gts has {gts.shape[0]}")
+    if ranking.shape[0] != gts.shape[0]:
+        raise ValueError(f"ranking has {ranking.shape[0]} queries but gts has {gts.shape[0]}")
     eq = (ranking[:, :, None] == gts[:, None, :]) & (gts >= 0)[:, None, :]  # [Q, K, G]
     first = eq & (eq.long().cumsum(1) == 1)  # a ground truth counts at its first position only
     return first.any(-1)  # [Q, K]
@@ -48,7 +49,8 @@ def target_rank(scores:Tensor, # [Q, M] similarity of each query to M candidates
                 target:Tensor, # [Q] column of the target
                 valid:Tensor|None=None, # [Q, M] bool, candidates that take part (None: all)
                ) -> Tensor:
-    "`[Q]` long: 0-based position of the target in a stable descending sort of the valid candidates."
+    ("`[Q]` long: 0-based position of the target in a stable descending sort "
+     "of the valid candidates.")
     if valid is None: valid = torch.ones_like(scores, dtype=torch.bool)
     st = scores.gather(1, target[:, None])  # [Q, 1]
     col = torch.arange(scores.shape[1], device=scores.device)[None]  # [1, M]
@@ -61,7 +63,8 @@ def subset_recall_at_k(scores:Tensor, # [Q, M] similarity to each candidate of t
                        k:int, # the cut-off
                        valid:Tensor|None=None, # [Q, M] bool, candidates that take part
                       ) -> Tensor:
-    "`[Q]` float64: 1 where the target ranks within the first `k` of its subset (CIRR's R_subset@K)."
+    ("`[Q]` float64: 1 where the target ranks within the first `k` of its subset "
+     "(CIRR's R_subset@K).")
     if valid is not None and not valid.gather(1, target[:, None]).all():
         raise ValueError("a query's target is not among its valid subset candidates")
     return (target_rank(scores, target, valid) < k).double()
@@ -91,8 +94,10 @@ def mean_by_group(values:Tensor, # [Q] one value per query
                   labels:Sequence[Iterable[str]], # per query, the labels it carries
                   names:Sequence[str]|None=None, # labels to report (None: every label seen, sorted)
                  ) -> dict[str, float]:
-    "Mean of `values` over the queries carrying each label; a requested label no query carries is an error."
-    if len(labels) != len(values): raise ValueError(f"{len(values)} values but {len(labels)} label lists")
+    ("Mean of `values` over the queries carrying each label; "
+     "a requested label no query carries is an error.")
+    if len(labels) != len(values):
+        raise ValueError(f"{len(values)} values but {len(labels)} label lists")
     names = sorted({l for ls in labels for l in ls}) if names is None else list(names)
     out = {}
     for name in names:

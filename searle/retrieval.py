@@ -16,8 +16,9 @@ from torch import nn
 from torch import Tensor
 
 from .core import *
-from .clip import (ImageList, as_clip, load_clip, make_preprocess, model_preprocess, extract_features, encode_text,
-                         encode_with_pseudo_tokens, load_pseudo_tokens, model_fingerprint)
+from .clip import (ImageList, as_clip, load_clip, make_preprocess, model_preprocess,
+                         extract_features, encode_text, encode_with_pseudo_tokens,
+                         load_pseudo_tokens, model_fingerprint)
 from .data import *
 from .metrics import *
 from .methods import *
@@ -44,38 +45,54 @@ def query_prompts(query:Query, # one query of any benchmark
     elif len(query.captions) == 2:
         c1, c2 = (c.strip('.?, ') for c in query.captions)
         caps = [f'{c1} and {c2}', f'{c2} and {c1}']
-    else: raise ValueError(f"query {query.id}: expected one or two captions, found {len(query.captions)}")
+    else: raise ValueError(f"query {query.id}: expected one or two captions, "
+                           f"found {len(query.captions)}")
     if '{shared_concept}' in template and query.shared_concept is None:
-        raise ValueError(f"template {template!r} uses {{shared_concept}}, but query {query.id} has none (only CIRCO's queries do)")
+        raise ValueError(f"template {template!r} uses {{shared_concept}}, but query {query.id} "
+                         "has none (only CIRCO's queries do)")
     try: return [template.format(caption=c, shared_concept=query.shared_concept) for c in caps]
     except (KeyError, IndexError) as e:
-        raise ValueError(f"template {template!r} uses an unknown field {e}; available: {{caption}}, {{shared_concept}}") from None
+        raise ValueError(f"template {template!r} uses an unknown field {e}; "
+                         "available: {caption}, {shared_concept}") from None
 
 # %% ../nbs/04_retrieval.ipynb #833b4790
 def _tokens_table(tokens) -> tuple[list[str], Tensor]:
-    "(names, tokens [N, W]) from a pseudo-token file, a (names, tokens) pair or a {name: token} dict."
-    if isinstance(tokens, dict): return [str(n) for n in tokens], torch.stack([torch.as_tensor(t) for t in tokens.values()])
-    if isinstance(tokens, (tuple, list)) and len(tokens) == 2: return [str(n) for n in tokens[0]], torch.as_tensor(tokens[1])
+    ("(names, tokens [N, W]) from a pseudo-token file, a (names, tokens) pair "
+     "or a {name: token} dict.")
+    if isinstance(tokens, dict):
+        return [str(n) for n in tokens], torch.stack([torch.as_tensor(t) for t in tokens.values()])
+    if isinstance(tokens, (tuple, list)) and len(tokens) == 2:
+        return [str(n) for n in tokens[0]], torch.as_tensor(tokens[1])
     return load_pseudo_tokens(tokens)
 
+# %% ../nbs/04_retrieval.ipynb #c6c1fff7
+def _tokens_from_fn(names, token_fn, features, batch_size, device) -> Tensor:
+    "phi's tokens `[N, W]` of the reference images' features, batch by batch, on CPU."
+    if features is None or len(features) != len(names):
+        raise ValueError(f"token_fn needs the {len(names)} reference image features")
+    with torch.no_grad():
+        out = torch.cat([
+            token_fn(features[s:s + batch_size].to(resolve_device(device))).float().cpu()
+            for s in range(0, len(names), batch_size)]) if len(names) else torch.zeros(0, 0)
+    return check_finite_rows(
+        out, names, f"the tokens of {getattr(token_fn, '__name__', 'token_fn')}", doing='use')
+
+# %% ../nbs/04_retrieval.ipynb #bfc1f6bd
 def reference_tokens(names:Sequence[str], # the distinct reference images, in order
                      tokens=None, # a pseudo-token file, (names, tokens) or {name: token}
-                     token_fn:Callable|None=None, # unnormalised image features [N, D_img] → tokens [N, W]
-                     features:Tensor|None=None, # [N, D_img] encode_image features of `names` (for token_fn)
+                     token_fn:Callable|None=None, # raw image features [N, D_img] → tokens [N, W]
+                     features:Tensor|None=None, # [N, D_img] encode_image features (for token_fn)
                      batch_size:int=256, device=None) -> Tensor:
     "One pseudo token per reference image, `[N, W]` float32 on CPU."
-    if (tokens is None) == (token_fn is None): raise ValueError("give exactly one of `tokens` and `token_fn`")
-    if token_fn is not None:
-        if features is None or len(features) != len(names): raise ValueError(f"token_fn needs the {len(names)} reference image features")
-        with torch.no_grad():
-            out = torch.cat([token_fn(features[s:s + batch_size].to(resolve_device(device))).float().cpu()
-                             for s in range(0, len(names), batch_size)]) if len(names) else torch.zeros(0, 0)
-        return check_finite_rows(out, names, f"the tokens of {getattr(token_fn, '__name__', 'token_fn')}", doing='use')
+    if (tokens is None) == (token_fn is None):
+        raise ValueError("give exactly one of `tokens` and `token_fn`")
+    if token_fn is not None: return _tokens_from_fn(names, token_fn, features, batch_size, device)
     tnames, tok = _tokens_table(tokens)
     row = {n: i for i, n in enumerate(tnames)}
     missing = [n for n in names if n not in row]
     if missing:
-        raise ValueError(f"{len(missing)} reference images have no pseudo token in {tokens if isinstance(tokens, (str, Path)) else 'the tokens given'}; "
+        raise ValueError(f"{len(missing)} reference images have no pseudo token in "
+                         f"{tokens if isinstance(tokens, (str, Path)) else 'the tokens given'}; "
                          f"the first: {missing[:5]}")
     source = tokens if isinstance(tokens, (str, Path)) else 'the tokens given'
     return check_finite_rows(tok[[row[n] for n in names]].float(), names, source, doing='use')
@@ -88,40 +105,55 @@ def _average_prompts(feats:Tensor, owner:Tensor, n:int) -> Tensor:
     out = torch.zeros(n, feats.shape[1]).index_add_(0, owner, F.normalize(feats.float(), dim=-1))
     return F.normalize(out, dim=-1)
 
-def _encode_prompts(model, queries, template, ref_tokens, ref_row, batch_size, progress, precision='fp32'):
+def _encode_prompts(model, queries, template, ref_tokens, ref_row, batch_size, progress,
+                    precision='fp32'):
     prompts, owner = [], []
     for qi, q in enumerate(queries):
         ps = query_prompts(q, template); prompts += ps; owner += [qi] * len(ps)
     owner, feats = torch.tensor(owner, dtype=torch.long), []
     with torch.no_grad(), autocast(precision, next(model.parameters()).device):
         for s in progress_bar(range(0, len(prompts), batch_size), progress, desc='query features'):
-            if ref_tokens is None: feats.append(encode_text(model, prompts[s:s + batch_size]).float().cpu())
+            if ref_tokens is None:
+                feats.append(encode_text(model, prompts[s:s + batch_size]).float().cpu())
             else:
                 tok = ref_tokens[ref_row[owner[s:s + batch_size]]]  # [b, W]
-                feats.append(encode_with_pseudo_tokens(model, prompts[s:s + batch_size], tok).float().cpu())
+                feats.append(encode_with_pseudo_tokens(model, prompts[s:s + batch_size], tok)
+                             .float().cpu())
     return _average_prompts(torch.cat(feats), owner, len(queries))
 
 # %% ../nbs/04_retrieval.ipynb #e46777f6
+def _check_query_args(baseline, ref_tokens, template):
+    "Refuse an unknown baseline, both or neither of tokens / baseline, a template without '$'."
+    if baseline not in (None, *BASELINES):
+        raise ValueError(f"unknown baseline {baseline!r}; expected one of {BASELINES}")
+    if (baseline is None) != (ref_tokens is not None):
+        raise ValueError("give exactly one of ref_tokens / baseline; got ref_tokens="
+                         f"{'None' if ref_tokens is None else list(ref_tokens.shape)}, "
+                         f"baseline={baseline!r}")
+    if baseline is None and '$' not in template:
+        raise ValueError(f"template {template!r} has no pseudo-word '$'")
+
+# %% ../nbs/04_retrieval.ipynb #da0bd7c6
 def query_features(model, queries:Sequence[Query], # the queries to encode
                    ref_names:Sequence[str], # distinct reference images
-                   ref_tokens:Tensor|None=None, # [R, W] pseudo tokens of `ref_names` (None for baselines)
-                   ref_features:Tensor|None=None, # [R, D] image features of `ref_names` (image baselines)
+                   ref_tokens:Tensor|None=None, # [R, W] tokens of `ref_names` (None: a baseline)
+                   ref_features:Tensor|None=None, # [R, D] features of `ref_names` (image baselines)
                    baseline:str|None=None, # None (pseudo tokens), 'image', 'text' or 'image+text'
                    template:str=QUERY_TEMPLATE, text_template:str=TEXT_TEMPLATE,
                    batch_size:int=256, progress:bool=False,
-                   precision:str|None=None, # the text encoder's autocast (searle.core); `None`: the device's default
+                   precision:str|None=None, # text autocast (searle.core); None: device default
                   ) -> Tensor:
     "Normalised query features `[Q, D]` (float32, CPU)."
-    if baseline not in (None, *BASELINES): raise ValueError(f"unknown baseline {baseline!r}; expected one of {BASELINES}")
-    if (baseline is None) != (ref_tokens is not None):
-        raise ValueError(f"give exactly one of ref_tokens / baseline; got ref_tokens={'None' if ref_tokens is None else list(ref_tokens.shape)}, baseline={baseline!r}")
-    if baseline is None and '$' not in template: raise ValueError(f"template {template!r} has no pseudo-word '$'")
+    _check_query_args(baseline, ref_tokens, template)
     pos = {n: i for i, n in enumerate(ref_names)}
     ref_row = torch.tensor([pos[q.reference] for q in queries], dtype=torch.long)  # [Q]
-    if baseline is None: return _encode_prompts(model, queries, template, ref_tokens, ref_row, batch_size, progress, precision)
+    if baseline is None:
+        return _encode_prompts(model, queries, template, ref_tokens, ref_row, batch_size, progress,
+                               precision)
     img = F.normalize(ref_features[ref_row].float(), dim=-1) if baseline != 'text' else None
     if baseline == 'image': return img
-    txt = _encode_prompts(model, queries, text_template, None, ref_row, batch_size, progress, precision)
+    txt = _encode_prompts(model, queries, text_template, None, ref_row, batch_size, progress,
+                          precision)
     return txt if baseline == 'text' else F.normalize(img + txt, dim=-1)
 
 # %% ../nbs/04_retrieval.ipynb #02179a85
@@ -131,7 +163,8 @@ def _by_score_then_index(v:Tensor, i:Tensor) -> tuple[Tensor, Tensor]:
     v, o = v.sort(dim=1, descending=True, stable=True)
     return v, i.gather(1, o)
 
-def _chunk_scores(q:Tensor, gallery:Tensor, gs:int, gc:int, exclude:Tensor|None, normalize:bool) -> Tensor:
+def _chunk_scores(q:Tensor, gallery:Tensor, gs:int, gc:int, exclude:Tensor|None,
+                  normalize:bool) -> Tensor:
     "Scores [b, c] of normalised queries `q` against gallery rows gs:gs+gc, excluded items at -inf."
     g = gallery[gs:gs + gc].to(q.device, torch.float32)
     if normalize: g = F.normalize(g, dim=-1)
@@ -145,16 +178,22 @@ def _chunk_scores(q:Tensor, gallery:Tensor, gs:int, gc:int, exclude:Tensor|None,
 # %% ../nbs/04_retrieval.ipynb #4f964e47
 def _rank_torch(q, gallery, k, exclude, normalize, gallery_chunk):
     kk = min(k + 1, gallery.shape[0])  # one more than asked: reveals ties at the K-th place
-    best_v, best_i = q.new_empty(len(q), 0), torch.empty(len(q), 0, dtype=torch.long, device=q.device)
+    best_v, best_i = (q.new_empty(len(q), 0),
+                      torch.empty(len(q), 0, dtype=torch.long, device=q.device))
     for gs in range(0, gallery.shape[0], gallery_chunk):
         s = _chunk_scores(q, gallery, gs, gallery_chunk, exclude, normalize)
-        v, i = _by_score_then_index(*s.topk(min(kk, s.shape[1]), dim=1)); del s  # free before the next chunk
-        # the running best has smaller indices than this chunk: a stable merge keeps (score, index) order
+        # free the scores before the next chunk
+        v, i = _by_score_then_index(*s.topk(min(kk, s.shape[1]), dim=1)); del s
+        # the running best has smaller indices than this chunk: a stable merge keeps
+        # (score, index) order
         v, o = torch.cat([best_v, v], 1).sort(dim=1, descending=True, stable=True)
         best_v, best_i = v[:, :kk], torch.cat([best_i, i + gs], 1).gather(1, o)[:, :kk]
-    if kk > k:  # queries whose K-th and (K+1)-th scores tie: rank them exactly over the whole gallery
-        for r in ((best_v[:, k - 1] == best_v[:, k]) & torch.isfinite(best_v[:, k])).nonzero().squeeze(1).tolist():
-            s = torch.cat([_chunk_scores(q[r:r + 1], gallery, gs, gallery_chunk, None if exclude is None else exclude[r:r + 1], normalize)
+    # queries whose K-th and (K+1)-th scores tie: rank them exactly over the whole gallery
+    if kk > k:
+        for r in ((best_v[:, k - 1] == best_v[:, k])
+                  & torch.isfinite(best_v[:, k])).nonzero().squeeze(1).tolist():
+            s = torch.cat([_chunk_scores(q[r:r + 1], gallery, gs, gallery_chunk,
+                                         None if exclude is None else exclude[r:r + 1], normalize)
                            for gs in range(0, gallery.shape[0], gallery_chunk)], 1)[0]
             v, i = s.sort(descending=True, stable=True)
             best_v[r, :k], best_i[r, :k] = v[:k], i[:k]
@@ -179,20 +218,29 @@ def _rank_faiss(q, index, k, exclude):
         v, o = v.sort(dim=1, descending=True, stable=True); i = i.gather(1, o)
     return v[:, :k], i[:, :k]
 
+# %% ../nbs/04_retrieval.ipynb #679f881c
+def _rank_device(queries:Tensor, gallery:Tensor, backend:str, device) -> torch.device:
+    "Where `rank_gallery` computes, once its backend and the two feature sizes are checked."
+    if backend not in ('torch', 'faiss'):
+        raise ValueError(f"backend must be 'torch' or 'faiss', got {backend!r}")
+    if queries.shape[1] != gallery.shape[1]:
+        raise ValueError(f"queries have dimension {queries.shape[1]}, "
+                         f"the gallery {gallery.shape[1]}")
+    return resolve_device(device) if backend == 'torch' else torch.device('cpu')
+
 # %% ../nbs/04_retrieval.ipynb #25f63cef
 def rank_gallery(queries:Tensor, # [Q, D] query features
                  gallery:Tensor, # [N, D] gallery features (any device; moved chunk by chunk)
                  k:int=50, # how many to keep per query
-                 exclude:Tensor|None=None, # [Q] gallery index to remove from each query's ranking (-1: none)
+                 exclude:Tensor|None=None, # [Q] gallery index removed from each ranking (-1: none)
                  normalize:bool=True, # L2-normalise both sides (cosine similarity)
-                 query_chunk:int=1024, gallery_chunk:int=16384, # scores held at once: query_chunk × gallery_chunk
+                 query_chunk:int=1024, gallery_chunk:int=16384, # scores held at once: their product
                  device=None, # where to compute (None: CUDA when available)
                  backend:str='torch', # 'torch' (exact, ties by index) or 'faiss' (IndexFlatIP)
                  progress:bool=False) -> tuple[Tensor, Tensor]:
-    "Top-`k` (scores `[Q, k']`, gallery indices `[Q, k']`), k' = min(k, N); removed / absent items are index -1."
-    if backend not in ('torch', 'faiss'): raise ValueError(f"backend must be 'torch' or 'faiss', got {backend!r}")
-    if queries.shape[1] != gallery.shape[1]: raise ValueError(f"queries have dimension {queries.shape[1]}, the gallery {gallery.shape[1]}")
-    dev = resolve_device(device) if backend == 'torch' else torch.device('cpu')
+    ("Top-`k` (scores `[Q, k']`, gallery indices `[Q, k']`), k' = min(k, N); "
+     "removed / absent items are index -1.")
+    dev = _rank_device(queries, gallery, backend, device)
     k = min(k, gallery.shape[0])
     index = _faiss_index(gallery, normalize, gallery_chunk) if backend == 'faiss' else None
     vs, ids = [], []
@@ -200,7 +248,8 @@ def rank_gallery(queries:Tensor, # [Q, D] query features
         q = queries[qs:qs + query_chunk].to(dev, torch.float32)
         if normalize: q = F.normalize(q, dim=-1)
         ex = None if exclude is None else exclude[qs:qs + query_chunk].to(dev)
-        v, i = (_rank_torch(q, gallery, k, ex, normalize, gallery_chunk) if index is None else _rank_faiss(q, index, k, ex))
+        v, i = (_rank_torch(q, gallery, k, ex, normalize, gallery_chunk) if index is None
+                else _rank_faiss(q, index, k, ex))
         vs.append(v.cpu()); ids.append(i.masked_fill(~torch.isfinite(v), -1).cpu())
     if not vs: return torch.zeros(0, k), torch.zeros(0, k, dtype=torch.long)
     return torch.cat(vs), torch.cat(ids)
@@ -215,29 +264,39 @@ def _aspect_names(queries) -> list[str]:
     seen = {a for q in queries for a in (q.semantic_aspects or [])}
     return [a for a in CIRCO_ASPECTS if a in seen] + sorted(seen - set(CIRCO_ASPECTS))
 
+# %% ../nbs/04_retrieval.ipynb #28b9758b
+def _circo_metrics(queries, ranking:Tensor, index_of:dict, recall:dict) -> dict[str, float]:
+    "CIRCO's map@K, then the `recall` given, then the mAP@10 of each semantic aspect (percent)."
+    gts = pad_ids([[index_of[g] for g in q.ground_truths] for q in queries])
+    out = {f'map@{k}': _pct(average_precision_at_k(ranking, gts, k)) for k in MAP_KS} | recall
+    ap = average_precision_at_k(ranking, gts, ASPECT_MAP_K)
+    labels = [q.semantic_aspects or [] for q in queries]
+    out |= {f'semantic_map@{ASPECT_MAP_K}/{a}': 100 * m
+            for a, m in mean_by_group(ap, labels, _aspect_names(queries)).items()}
+    return out
+
 # %% ../nbs/04_retrieval.ipynb #56b72d0d
 def benchmark_metrics(kind:str, # 'cirr', 'circo' or 'fashioniq'
                       queries:Sequence[Query], # the queries, with targets
-                      ranking:Tensor, # [Q, K] indices into the names of `index_of`, best first (-1: nothing)
+                      ranking:Tensor, # [Q, K] indices into `index_of`'s names (-1: none)
                       index_of:dict, # image name → index used by `ranking`
-                      group_scores:Tensor|None=None, # CIRR: [Q, 6] similarity to each `query.group` member
+                      group_scores:Tensor|None=None, # CIRR: [Q, 6] similarity to each group member
                      ) -> dict[str, float]:
-    "The benchmark's metrics in percent, as a flat dict (`recall@K`, `recall_subset@K`, `map@K`, `semantic_map@10/<aspect>`)."
-    if kind not in RECALL_KS: raise ValueError(f"unknown benchmark {kind!r}; expected one of {sorted(RECALL_KS)}")
-    if any(q.target is None for q in queries): raise ValueError(f"{kind}: metrics need targets; this split has none (use a submission)")
+    ("The benchmark's metrics in percent, as a flat dict "
+     "(`recall@K`, `recall_subset@K`, `map@K`, `semantic_map@10/<aspect>`).")
+    if kind not in RECALL_KS:
+        raise ValueError(f"unknown benchmark {kind!r}; expected one of {sorted(RECALL_KS)}")
+    if any(q.target is None for q in queries):
+        raise ValueError(f"{kind}: metrics need targets; this split has none (use a submission)")
     target = torch.tensor([index_of[q.target] for q in queries], dtype=torch.long)
     out = {f'recall@{k}': _pct(recall_at_k(ranking, target, k)) for k in RECALL_KS[kind]}
     if kind == 'cirr':
         if group_scores is None: raise ValueError("CIRR's subset recall needs group_scores")
         col = torch.tensor([q.group.index(q.target) for q in queries])
         valid = torch.tensor([[m != q.reference for m in q.group] for q in queries])
-        out |= {f'recall_subset@{k}': _pct(subset_recall_at_k(group_scores, col, k, valid)) for k in SUBSET_KS}
-    if kind == 'circo':
-        gts = pad_ids([[index_of[g] for g in q.ground_truths] for q in queries])
-        out = {f'map@{k}': _pct(average_precision_at_k(ranking, gts, k)) for k in MAP_KS} | out
-        ap = average_precision_at_k(ranking, gts, ASPECT_MAP_K)
-        labels = [q.semantic_aspects or [] for q in queries]
-        out |= {f'semantic_map@{ASPECT_MAP_K}/{a}': 100 * m for a, m in mean_by_group(ap, labels, _aspect_names(queries)).items()}
+        out |= {f'recall_subset@{k}': _pct(subset_recall_at_k(group_scores, col, k, valid))
+                for k in SUBSET_KS}
+    if kind == 'circo': out = _circo_metrics(queries, ranking, index_of, out)
     return out
 
 # %% ../nbs/04_retrieval.ipynb #7344fa34
@@ -248,7 +307,8 @@ class Retrieval:
     names: list  # gallery image names; `ranking` indexes into them
     scores: Tensor  # [Q, K] cosine similarities, best first
     ranking: Tensor  # [Q, K] gallery indices (-1: nothing)
-    group_scores: Tensor|None = None  # CIRR: [Q, 6] similarity to each group member (reference included)
+    # CIRR: [Q, 6] similarity to each group member (reference included)
+    group_scores: Tensor|None = None
     def ranked_names(self, k:int=TOP_K) -> list[list[str]]:
         "The top-`k` gallery names of each query."
         return [[self.names[j] for j in row if j >= 0] for row in self.ranking[:, :k].tolist()]
@@ -263,15 +323,21 @@ class Retrieval:
 # %% ../nbs/04_retrieval.ipynb #76bbe367
 def _group_scores(qf:Tensor, gallery:Tensor, index_of:dict, queries, chunk:int=1024) -> Tensor:
     "[Q, M] cosine similarity of each query with the members of its group."
-    idx = torch.tensor([[index_of[m] for m in q.group] for q in queries], dtype=torch.long)  # [Q, M]
-    return torch.cat([torch.einsum('qd,qmd->qm', qf[s:s + chunk], F.normalize(gallery[idx[s:s + chunk]].float(), dim=-1))
+    idx = torch.tensor([[index_of[m] for m in q.group] for q in queries],
+                       dtype=torch.long)  # [Q, M]
+    return torch.cat([torch.einsum('qd,qmd->qm', qf[s:s + chunk],
+                                   F.normalize(gallery[idx[s:s + chunk]].float(), dim=-1))
                       for s in range(0, len(queries), chunk)])
 
-def _features(model, images:ImageList, preprocess, memo:dict|None, left_out:LeftOut|None=None, **kw) -> Tensor:
-    "Image features of `images`, reused from `memo` (keyed by the model's weights, the preprocessing and the image paths)."
-    key = (model_fingerprint(model), repr(preprocess), tuple(map(str, images.paths)), kw.get('precision'), kw.get('truncated'))
+def _features(model, images:ImageList, preprocess, memo:dict|None, left_out:LeftOut|None=None,
+              **kw) -> Tensor:
+    ("Image features of `images`, reused from `memo` "
+     "(keyed by the model's weights, the preprocessing and the image paths).")
+    key = (model_fingerprint(model), repr(preprocess), tuple(map(str, images.paths)),
+           kw.get('precision'), kw.get('truncated'))
     if memo is None or key not in memo:
-        cut = []; feats = extract_features(model, images, preprocess, truncated_names=cut, **kw)[1]
+        cut = []
+        feats = extract_features(model, images, preprocess, truncated_names=cut, **kw)[1]
         if memo is None: memo = {}
         memo[key] = feats, cut
     feats, cut = memo[key]
@@ -280,33 +346,38 @@ def _features(model, images:ImageList, preprocess, memo:dict|None, left_out:Left
 
 # %% ../nbs/04_retrieval.ipynb #29cb6a02
 def retrieve(model, dataset:CIRDataset, preprocess:Callable, # PIL image → tensor
-             tokens=None, token_fn:Callable|None=None, baseline:str|None=None, # exactly one: the method
+             tokens=None, token_fn:Callable|None=None, baseline:str|None=None, # exactly one
              template:str=QUERY_TEMPLATE, text_template:str=TEXT_TEMPLATE,
              k:int=TOP_K, batch_size:int=32, text_batch_size:int=256, device=None, cache_dir=None,
              backend:str='torch', max_queries:int|None=None, progress:bool=True, num_workers:int=0,
              memo:dict|None=None, # an in-memory feature cache shared between calls
-             precision:str|None=None, # 'fp32', 'amp' or 'bf16' for image and query features; `None`: the device's default
-             truncated:str='error', # 'error' or 'decode' (truncated image files decoded as the original does)
+             precision:str|None=None, # 'fp32', 'amp' or 'bf16' (all features); None: device default
+             truncated:str='error', # 'error' or 'decode' (decode truncated files as the original)
              left_out:LeftOut|None=None, # collects the truncated images decoded
             ) -> Retrieval:
     "Rank `dataset`'s gallery for its queries with one method (pseudo tokens or a baseline)."
     precision = resolve_precision(precision, next(model.parameters()).device)
     if sum(x is not None for x in (tokens, token_fn, baseline)) != 1:
-        raise ValueError("choose exactly one method: tokens (a file or table), token_fn (e.g. phi) or baseline")
+        raise ValueError("choose exactly one method: tokens (a file or table), "
+                         "token_fn (e.g. phi) or baseline")
     queries = dataset.queries()[:max_queries]
     if not queries: raise ValueError(f"{dataset!r} has no queries to retrieve for")
-    fkw = dict(batch_size=batch_size, device=device, cache_dir=cache_dir, progress=progress, num_workers=num_workers,
-               precision=precision, truncated=truncated, left_out=left_out)
+    fkw = dict(batch_size=batch_size, device=device, cache_dir=cache_dir, progress=progress,
+               num_workers=num_workers, precision=precision, truncated=truncated, left_out=left_out)
     gal = dataset.gallery(); gfeat = _features(model, gal, preprocess, memo, **fkw)  # [N, D]
     index_of = {n: i for i, n in enumerate(gal.names)}
-    refs = ImageList(*map(list, zip(*[(n, dataset.image_path(n)) for n in dict.fromkeys(q.reference for q in queries)])))
+    refs = ImageList(*map(list, zip(*[(n, dataset.image_path(n))
+                                      for n in dict.fromkeys(q.reference for q in queries)])))
     rfeat = None
     if token_fn is not None or baseline in ('image', 'image+text'):
-        rfeat = gfeat[[index_of[n] for n in refs.names]] if all(n in index_of for n in refs.names) else _features(model, refs, preprocess, memo, **fkw)
-    rtok = None if baseline else reference_tokens(refs.names, tokens, token_fn, rfeat, text_batch_size, next(model.parameters()).device)
-    qf = query_features(model, queries, refs.names, rtok, rfeat, baseline, template, text_template, text_batch_size, progress,
-                        precision)
-    exclude = torch.tensor([index_of.get(q.reference, -1) for q in queries]) if dataset.exclude_reference else None
+        rfeat = (gfeat[[index_of[n] for n in refs.names]] if all(n in index_of for n in refs.names)
+                 else _features(model, refs, preprocess, memo, **fkw))
+    rtok = None if baseline else reference_tokens(refs.names, tokens, token_fn, rfeat,
+                                                  text_batch_size, next(model.parameters()).device)
+    qf = query_features(model, queries, refs.names, rtok, rfeat, baseline, template, text_template,
+                        text_batch_size, progress, precision)
+    exclude = (torch.tensor([index_of.get(q.reference, -1) for q in queries])
+               if dataset.exclude_reference else None)
     v, i = rank_gallery(qf, gfeat, k, exclude, device=device, backend=backend)
     gs = _group_scores(qf, gfeat, index_of, queries) if queries[0].group is not None else None
     return Retrieval(queries, gal.names, v, i, gs)
@@ -315,8 +386,10 @@ def retrieve(model, dataset:CIRDataset, preprocess:Callable, # PIL image → ten
 def validate(model, dataset:CIRDataset, preprocess:Callable, **kwargs) -> dict[str, float]:
     "Metrics in percent for one dataset (its val split); kwargs as in `retrieve`."
     r = retrieve(model, dataset, preprocess, **kwargs)
-    return benchmark_metrics(dataset.name, r.queries, r.ranking, {n: i for i, n in enumerate(r.names)}, r.group_scores)
+    return benchmark_metrics(dataset.name, r.queries, r.ranking,
+                             {n: i for i, n in enumerate(r.names)}, r.group_scores)
 
+# %% ../nbs/04_retrieval.ipynb #e7853b87
 def validate_benchmark(model, name:str, # 'fashioniq', 'cirr' or 'circo'
                        root, preprocess:Callable, split:str='val',
                        categories:Sequence[str]=FASHIONIQ_CATEGORIES, # FashionIQ only
@@ -336,6 +409,7 @@ def validate_benchmark(model, name:str, # 'fashioniq', 'cirr' or 'circo'
         out |= {f'{c}/{k}': v for k, v in m.items()}; per.append(m)
     return out | {f'average/{k}': sum(m[k] for m in per) / len(per) for k in per[0]}
 
+# %% ../nbs/04_retrieval.ipynb #b3173d29
 def results_table(results:dict[str, dict]) -> pd.DataFrame:
     "Methods as rows, metrics as columns (percent, 2 decimals)."
     return pd.DataFrame.from_dict(results, orient='index').round(2)
@@ -343,8 +417,10 @@ def results_table(results:dict[str, dict]) -> pd.DataFrame:
 # %% ../nbs/04_retrieval.ipynb #fd6c698f
 def cirr_submissions(r:Retrieval) -> tuple[dict, dict]:
     "CIRR's two server files (recall, recall_subset) from a retrieval over a CIRR split."
-    recall = {'version': 'rc2', 'metric': 'recall'} | {q.id: names for q, names in zip(r.queries, r.ranked_names(TOP_K))}
-    subset = {'version': 'rc2', 'metric': 'recall_subset'} | {q.id: names for q, names in zip(r.queries, r.ranked_group(3))}
+    recall = {'version': 'rc2', 'metric': 'recall'} | {
+        q.id: names for q, names in zip(r.queries, r.ranked_names(TOP_K))}
+    subset = {'version': 'rc2', 'metric': 'recall_subset'} | {
+        q.id: names for q, names in zip(r.queries, r.ranked_group(3))}
     return recall, subset
 
 def circo_submission(r:Retrieval) -> dict:
@@ -355,90 +431,135 @@ def circo_submission(r:Retrieval) -> dict:
 def _problems(source, problems):
     if problems:
         shown = '\n- '.join(problems[:10])
-        raise ValueError(f"{source}: {len(problems)} problems{' (first 10)' if len(problems) > 10 else ''}:\n- {shown}")
+        raise ValueError(f"{source}: {len(problems)} problems"
+                         f"{' (first 10)' if len(problems) > 10 else ''}:\n- {shown}")
 
 def _ids_as_strings(v):
-    "A list of ids with its integers as strings (a file written with numeric COCO ids); anything else unchanged."
+    ("A list of ids with its integers as strings (a file written with numeric COCO ids); "
+     "anything else unchanged.")
     if not isinstance(v, list): return v
     return [str(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in v]
 
+# %% ../nbs/04_retrieval.ipynb #ab9b0dc8
 def _check_lists(obj, queries, allowed, excluded, n_expected, where:str) -> list[str]:
-    "Problems with a {query id: [names]} submission; `allowed(q)` / `excluded(q)` give sets, `n_expected(q)` a length."
+    ("Problems with a {query id: [names]} submission; "
+     "`allowed(q)` / `excluded(q)` give sets, `n_expected(q)` a length.")
     ids = {q.id for q in queries}
     problems = [f"query {q.id} is missing" for q in queries if q.id not in obj]
     problems += [f"key {k!r} is not a query of this split" for k in obj if k not in ids]
     for q in queries:
         lst = obj.get(q.id)
         if lst is None: continue
-        if not isinstance(lst, list) or not all(isinstance(x, str) for x in lst): problems.append(f"query {q.id}: expected a list of strings"); continue
-        if len(set(lst)) != len(lst): problems.append(f"query {q.id}: duplicate ids {sorted({x for x in lst if lst.count(x) > 1})[:3]}")
-        if len(lst) != n_expected(q): problems.append(f"query {q.id}: {len(lst)} ids, expected {n_expected(q)}")
+        if not isinstance(lst, list) or not all(isinstance(x, str) for x in lst):
+            problems.append(f"query {q.id}: expected a list of strings"); continue
+        if len(set(lst)) != len(lst):
+            problems.append(f"query {q.id}: duplicate ids "
+                            f"{sorted({x for x in lst if lst.count(x) > 1})[:3]}")
+        if len(lst) != n_expected(q):
+            problems.append(f"query {q.id}: {len(lst)} ids, expected {n_expected(q)}")
         ok, no = allowed(q), excluded(q)
         bad = [x for x in lst if x not in ok]
         if bad: problems.append(f"query {q.id}: ids outside the {where}: {bad[:3]}")
-        if any(x in no for x in lst): problems.append(f"query {q.id}: lists the excluded reference {q.reference!r}")
+        if any(x in no for x in lst):
+            problems.append(f"query {q.id}: lists the excluded reference {q.reference!r}")
     return problems
+
+# %% ../nbs/04_retrieval.ipynb #c3938c28
+def _cirr_problems(obj:dict, queries, gallery:set, kind) -> tuple[str, list[str]]:
+    "CIRR: the kind (as asked, else the file's 'metric') and the problems of header and lists."
+    kind = kind or obj.get('metric')
+    problems = [] if obj.get('version') == 'rc2' else [
+        f"'version' must be 'rc2', found {obj.get('version')!r}"]
+    if kind not in ('recall', 'recall_subset') or obj.get('metric') != kind:
+        want = kind if kind in ('recall', 'recall_subset') else 'recall or recall_subset'
+        problems.append(f"'metric' must be {want!r}, found {obj.get('metric')!r}")
+    body = {k: v for k, v in obj.items() if k not in ('version', 'metric')}
+    ref = lambda q: {q.reference}
+    if kind == 'recall_subset':
+        problems += _check_lists(body, queries, lambda q: set(q.group), ref,
+                                 lambda q: min(3, len(set(q.group) - {q.reference})), 'group')
+    else:
+        problems += _check_lists(body, queries, lambda q: gallery, ref,
+                                 lambda q: min(TOP_K, len(gallery) - (q.reference in gallery)),
+                                 'gallery')
+    return kind, problems
+
+# %% ../nbs/04_retrieval.ipynb #ac2d4277
+def _submission_dataset(dataset, dataset_path, split):
+    "The dataset a submission is checked against: as given, or loaded by name ('cirr' / 'circo')."
+    if not isinstance(dataset, str): return dataset
+    if dataset_path is None:
+        raise ValueError("dataset_path is needed when the dataset is given by name")
+    return load_dataset(dataset, dataset_path,
+                        split=split or {'cirr': 'test1', 'circo': 'test'}.get(dataset),
+                        check='none')
 
 # %% ../nbs/04_retrieval.ipynb #0f842149
 def check_submission(submission, # a path to a JSON file, or its dict
                      dataset, # a CIRDataset, or 'cirr' / 'circo' (then `dataset_path` is needed)
-                     dataset_path=None, split:str|None=None, # None: 'test1' for CIRR, 'test' for CIRCO
-                     kind:str|None=None, # CIRR: 'recall' or 'recall_subset' (None: read from the file)
+                     dataset_path=None, split:str|None=None, # None: 'test1' (CIRR), 'test' (CIRCO)
+                     kind:str|None=None, # CIRR: 'recall' or 'recall_subset' (None: the file's)
                     ) -> dict:
     "Check a CIRR or CIRCO submission; raise listing the problems, else return a summary."
     source = str(submission) if not isinstance(submission, dict) else 'submission'
     obj = submission if isinstance(submission, dict) else load_json(submission)
-    if isinstance(dataset, str):
-        if dataset_path is None: raise ValueError("dataset_path is needed when the dataset is given by name")
-        dataset = load_dataset(dataset, dataset_path, split=split or {'cirr': 'test1', 'circo': 'test'}.get(dataset), check='none')
-    if not isinstance(obj, dict): raise ValueError(f"{source}: expected a JSON object, found {type(obj).__name__}")
-    obj = {str(k): _ids_as_strings(v) for k, v in obj.items()}  # numeric ids (COCO ids as numbers) read as the server does
+    dataset = _submission_dataset(dataset, dataset_path, split)
+    if not isinstance(obj, dict):
+        raise ValueError(f"{source}: expected a JSON object, found {type(obj).__name__}")
+    # numeric ids (COCO ids as numbers) read as the server does
+    obj = {str(k): _ids_as_strings(v) for k, v in obj.items()}
     queries, gallery = dataset.queries(), set(dataset.gallery().names)
-    if dataset.name == 'cirr':
-        kind = kind or obj.get('metric')
-        problems = [] if obj.get('version') == 'rc2' else [f"'version' must be 'rc2', found {obj.get('version')!r}"]
-        if kind not in ('recall', 'recall_subset') or obj.get('metric') != kind:
-            problems.append(f"'metric' must be {kind if kind in ('recall', 'recall_subset') else 'recall or recall_subset'!r}, found {obj.get('metric')!r}")
-        body = {k: v for k, v in obj.items() if k not in ('version', 'metric')}
-        ref = lambda q: {q.reference}
-        if kind == 'recall_subset':
-            problems += _check_lists(body, queries, lambda q: set(q.group), ref, lambda q: min(3, len(set(q.group) - {q.reference})), 'group')
-        else:
-            problems += _check_lists(body, queries, lambda q: gallery, ref, lambda q: min(TOP_K, len(gallery) - (q.reference in gallery)), 'gallery')
+    if dataset.name == 'cirr': kind, problems = _cirr_problems(obj, queries, gallery, kind)
     elif dataset.name == 'circo':
         kind = 'circo'
-        problems = _check_lists(obj, queries, lambda q: gallery, lambda q: set(), lambda q: min(TOP_K, len(gallery)), 'gallery')
-    else: raise ValueError(f"{dataset.name} has no evaluation server; submissions exist for CIRR and CIRCO")
+        problems = _check_lists(obj, queries, lambda q: gallery, lambda q: set(),
+                                lambda q: min(TOP_K, len(gallery)), 'gallery')
+    else: raise ValueError(f"{dataset.name} has no evaluation server; "
+                           "submissions exist for CIRR and CIRCO")
     _problems(source, problems)
     return {'dataset': dataset.name, 'split': dataset.split, 'kind': kind, 'queries': len(queries)}
 
 # %% ../nbs/04_retrieval.ipynb #2c1c4a84
 def _circo_list_length(dataset_path) -> int:
-    "How many ids the CIRCO server takes per query: 50, or the whole gallery when it is smaller (the offline world)."
+    ("How many ids the CIRCO server takes per query: 50, "
+     "or the whole gallery when it is smaller (the offline world).")
     info = Path(dataset_path)/'COCO2017_unlabeled'/'annotations'/'image_info_unlabeled2017.json'
     if not info.is_file(): return TOP_K
     return min(TOP_K, sum(bool(im.get('in_gallery', True)) for im in load_json(info)['images']))
 
+# %% ../nbs/04_retrieval.ipynb #18638b21
+def _check_circo_keys(source, preds:dict, queries, ann_path):
+    "Refuse predictions that miss a query of the split or name a query it does not have."
+    missing = [q.id for q in queries if q.id not in preds]
+    if missing:
+        raise ValueError(f"{source}: {len(missing)} queries of {ann_path} have no prediction; "
+                         f"the first: {missing[:5]}")
+    extra = sorted(set(preds) - {q.id for q in queries})
+    if extra:
+        raise ValueError(f"{source}: {len(extra)} keys are not query ids of {ann_path}: "
+                         f"{extra[:5]}")
+
+# %% ../nbs/04_retrieval.ipynb #a0f4b7d9
 def score_circo_submission(predictions, # path to a {query id: [image ids]} JSON file, or the dict
                            dataset_path, # the CIRCO folder (reads annotations/<split>.json)
                            split:str='val') -> dict[str, float]:
-    "CIRCO's metrics (percent) of a val-format submission: map@K, recall@K, semantic_map@10/<aspect>."
+    ("CIRCO's metrics (percent) of a val-format submission: "
+     "map@K, recall@K, semantic_map@10/<aspect>.")
     ann_path = Path(dataset_path)/'annotations'/f'{split}.json'
     queries, n = circo_queries(load_json(ann_path), ann_path), _circo_list_length(dataset_path)
     source = str(predictions) if not isinstance(predictions, dict) else 'predictions'
     preds = predictions if isinstance(predictions, dict) else load_json(predictions)
-    if not isinstance(preds, dict): raise ValueError(f"{source}: expected a JSON object {{query id: [image ids]}}")
+    if not isinstance(preds, dict):
+        raise ValueError(f"{source}: expected a JSON object {{query id: [image ids]}}")
     preds = {str(k): v for k, v in preds.items()}
-    missing = [q.id for q in queries if q.id not in preds]
-    if missing: raise ValueError(f"{source}: {len(missing)} queries of {ann_path} have no prediction; the first: {missing[:5]}")
-    extra = sorted(set(preds) - {q.id for q in queries})
-    if extra: raise ValueError(f"{source}: {len(extra)} keys are not query ids of {ann_path}: {extra[:5]}")
+    _check_circo_keys(source, preds, queries, ann_path)
     vocab, rows = {}, []
     for q in queries:
         lst = [str(x) for x in preds[q.id]]
         dup = sorted({x for x in lst if lst.count(x) > 1})
         if dup: raise ValueError(f"{source}: query {q.id} lists ids more than once: {dup[:5]}")
-        if len(lst) != n: raise ValueError(f"{source}: query {q.id} lists {len(lst)} ids; the server takes exactly {n} distinct ids")
+        if len(lst) != n: raise ValueError(f"{source}: query {q.id} lists {len(lst)} ids; "
+                                           f"the server takes exactly {n} distinct ids")
         rows.append([vocab.setdefault(x, len(vocab)) for x in lst])
     for q in queries:
         for x in q.ground_truths: vocab.setdefault(x, len(vocab))
@@ -446,13 +567,15 @@ def score_circo_submission(predictions, # path to a {query id: [image ids]} JSON
 
 # %% ../nbs/04_retrieval.ipynb #697278f3
 def recorded_clip(path) -> tuple[bool, str|None]:
-    "(whether the run that wrote a token file or phi checkpoint records its CLIP, the spec recorded)."
+    ("(whether the run that wrote a token file or phi checkpoint records its CLIP, "
+     "the spec recorded).")
     obj = load_tensors(path)
     rec = (obj.get('backbone') or obj.get('config') or {}) if isinstance(obj, dict) else {}
     for cfg in (Path(path).parent/'config.json', Path(path).parent.parent/'config.json'):
         if 'clip' not in rec and cfg.is_file(): rec = load_json(cfg)  # the run's folder
     return 'clip' in rec, rec.get('clip')
 
+# %% ../nbs/04_retrieval.ipynb #ebc88129
 def method_clip(method, # a `METHODS` name
                 clip_model=None, # a `load_clip` spec; None: the recorded one, else the release's
                 tokens=None, phi=None) -> str:
@@ -464,10 +587,11 @@ def method_clip(method, # a `METHODS` name
     if made_by is not None and Path(made_by).is_file():
         known, spec = recorded_clip(made_by)
         if known and spec is None:
-            raise ValueError(f"{made_by} was made with a CLIP given in memory, which its run cannot "
-                             "name; pass --clip-model")
+            raise ValueError(f"{made_by} was made with a CLIP given in memory, "
+                             "which its run cannot name; pass --clip-model")
         if known: return spec
-        logger.warning('%s records no CLIP; assuming ViT-B/32 (pass --clip-model)', made_by)
+        logger.warning('%s records no CLIP; assuming ViT-B/32 (pass --clip-model)',
+                       made_by)
     return 'ViT-B/32'
 
 # %% ../nbs/04_retrieval.ipynb #57be310e
@@ -487,6 +611,7 @@ def check_method(method, # a `METHODS` name
         if not Path(phi).is_file(): raise FileNotFoundError(f"--phi-checkpoint {phi}: no such file")
     return m
 
+# %% ../nbs/04_retrieval.ipynb #32998345
 def method_source(method, model, # a `METHODS` name; the CLIP the queries are encoded with
                   tokens=None, phi=None, device=None, cache_dir=None) -> dict:
     "The `retrieve` arguments of a method: its baseline, or its token source and its prompt."
@@ -496,6 +621,7 @@ def method_source(method, model, # a `METHODS` name; the CLIP the queries are en
     fn = load_phi_token_fn(phi or m.release, model, device=device, cache_dir=cache_dir)
     return dict(token_fn=fn, template=m.template)
 
+# %% ../nbs/04_retrieval.ipynb #3fb69516
 def load_method(method, clip_model=None, # a `METHODS` name; a `load_clip` spec (see `method_clip`)
                 tokens=None, phi=None, device=None, cache_dir=None) -> tuple[nn.Module, dict]:
     "The CLIP a method runs with and its `retrieve` arguments; its files checked before CLIP loads."
@@ -505,8 +631,10 @@ def load_method(method, clip_model=None, # a `METHODS` name; a `load_clip` spec 
 
 # %% ../nbs/04_retrieval.ipynb #4765ef68
 def _method(tokens, token_fn, baseline) -> str:
-    if tokens is not None: return f'tokens:{tokens}' if isinstance(tokens, (str, Path)) else 'tokens:<in memory>'
-    if token_fn is not None: return f'token_fn:{getattr(token_fn, "__name__", type(token_fn).__name__)}'
+    if tokens is not None:
+        return f'tokens:{tokens}' if isinstance(tokens, (str, Path)) else 'tokens:<in memory>'
+    if token_fn is not None:
+        return f'token_fn:{getattr(token_fn, "__name__", type(token_fn).__name__)}'
     return f'baseline:{baseline}'
 
 def _setup(clip_model, preprocess, device):
@@ -518,7 +646,8 @@ def _setup(clip_model, preprocess, device):
 def _config(**kw) -> dict:
     import searle
     kw = {k: (str(v) if isinstance(v, Path) else v) for k, v in kw.items()}
-    return kw | {'searle_version': searle.__version__, 'time': datetime.datetime.now().isoformat(timespec='seconds')}
+    return kw | {'searle_version': searle.__version__,
+                 'time': datetime.datetime.now().isoformat(timespec='seconds')}
 
 # %% ../nbs/04_retrieval.ipynb #b3c37b05
 def run_validation(dataset:str, # 'fashioniq', 'cirr' or 'circo'
@@ -532,32 +661,39 @@ def run_validation(dataset:str, # 'fashioniq', 'cirr' or 'circo'
                    device=None, batch_size:int=32, cache_dir=None,
                    template:str=QUERY_TEMPLATE, split:str='val',
                    categories:Sequence[str]=FASHIONIQ_CATEGORIES, backend:str='torch',
-                   max_queries:int|None=None, # a quick check on the first queries only (recorded in config.json)
+                   max_queries:int|None=None, # the first queries only (recorded in config.json)
                    progress:bool=True, num_workers:int=0,
-                   precision:str|None=None, # 'fp32', 'amp' or 'bf16'; `None`: the device's default (recorded resolved)
-                   missing:str='error', # 'error' or 'skip': leave out missing images and the queries that need them
-                   truncated:str='error', # 'error' or 'decode': decode truncated image files as the original does
-                   left_out:LeftOut|None=None, # filled with what was left out (also written to out_dir/left_out.json)
+                   precision:str|None=None, # 'fp32', 'amp' or 'bf16'; None: device default
+                   missing:str='error', # 'error' or 'skip' (missing images and their queries)
+                   truncated:str='error', # 'error' or 'decode' (truncated files, as the original)
+                   left_out:LeftOut|None=None, # gets what was left out (saved in out_dir too)
                   ) -> dict[str, float]:
     "Validate one method on a benchmark; the flat metrics dict, in percent."
     check_incomplete_options(missing, truncated)
     model, pre = _setup(clip_model, preprocess, device)
     precision = resolve_precision(precision, next(model.parameters()).device)
     left_out = LeftOut() if left_out is None else left_out
-    kw = dict(tokens=tokens, token_fn=token_fn, baseline=baseline, template=template, batch_size=batch_size, device=device,
-              cache_dir=cache_dir, backend=backend, max_queries=max_queries, progress=progress, num_workers=num_workers, memo={},
+    kw = dict(tokens=tokens, token_fn=token_fn, baseline=baseline, template=template,
+              batch_size=batch_size, device=device, cache_dir=cache_dir, backend=backend,
+              max_queries=max_queries, progress=progress, num_workers=num_workers, memo={},
               precision=precision, missing=missing, truncated=truncated, left_out=left_out)
     if dataset == 'fashioniq': kw['categories'] = categories
     metrics = validate_benchmark(model, dataset, dataset_path, pre, split=split, **kw)
     if out_dir is not None:
         save_json(metrics, Path(out_dir)/'metrics.json')
-        save_json(_config(command='validate', dataset=dataset, dataset_path=dataset_path, split=split,
-                          clip_model=getattr(model, 'searle_source', str(clip_model) if isinstance(clip_model, (str, Path)) else 'in-memory'),
+        save_json(_config(command='validate', dataset=dataset, dataset_path=dataset_path,
+                          split=split,
+                          clip_model=getattr(model, 'searle_source', (
+                              str(clip_model) if isinstance(clip_model, (str, Path))
+                              else 'in-memory')),
                           clip_fingerprint=model_fingerprint(model),
-                          preprocess=preprocess if isinstance(preprocess, str) else repr(preprocess),
-                          method=_method(tokens, token_fn, baseline), template=template, batch_size=batch_size, backend=backend,
-                          categories=list(categories) if dataset == 'fashioniq' else None, max_queries=max_queries,
-                          precision=precision, missing_images=missing, truncated_images=truncated, left_out=left_out.counts()),
+                          preprocess=(preprocess if isinstance(preprocess, str)
+                                      else repr(preprocess)),
+                          method=_method(tokens, token_fn, baseline), template=template,
+                          batch_size=batch_size, backend=backend,
+                          categories=list(categories) if dataset == 'fashioniq' else None,
+                          max_queries=max_queries, precision=precision, missing_images=missing,
+                          truncated_images=truncated, left_out=left_out.counts()),
                   Path(out_dir)/'config.json')
         left_out.save(Path(out_dir)/'left_out.json')
     return metrics
@@ -568,37 +704,46 @@ def run_submission(dataset:str, # 'cirr' or 'circo'
                    tokens=None, token_fn:Callable|None=None, baseline:str|None=None,
                    out_dir='.', # the server files and config.json go here
                    device=None, batch_size:int=32, cache_dir=None, template:str=QUERY_TEMPLATE,
-                   split:str|None=None, # None: 'test1' (CIRR) / 'test' (CIRCO); 'val' writes val-format files
+                   split:str|None=None, # None: 'test1' (CIRR) / 'test' (CIRCO); 'val': val format
                    backend:str='torch', progress:bool=True, num_workers:int=0,
-                   precision:str|None=None, # 'fp32', 'amp' or 'bf16'; `None`: the device's default (recorded resolved)
+                   precision:str|None=None, # 'fp32', 'amp' or 'bf16'; None: device default
                    missing:str='error', truncated:str='error', # as in `run_validation`
                    left_out:LeftOut|None=None) -> dict[str, Path]:
     "Write (and check) the evaluation server files of one method; returns {kind: path}."
-    if dataset not in ('cirr', 'circo'): raise ValueError(f"test-server files exist for 'cirr' and 'circo', not {dataset!r}")
+    if dataset not in ('cirr', 'circo'):
+        raise ValueError(f"test-server files exist for 'cirr' and 'circo', not {dataset!r}")
     split = split or {'cirr': 'test1', 'circo': 'test'}[dataset]
     check_incomplete_options(missing, truncated)
     model, pre = _setup(clip_model, preprocess, device)
     precision = resolve_precision(precision, next(model.parameters()).device)
-    ds, left_out = load_dataset(dataset, dataset_path, split=split, missing=missing), LeftOut() if left_out is None else left_out
+    ds, left_out = (load_dataset(dataset, dataset_path, split=split, missing=missing),
+                    LeftOut() if left_out is None else left_out)
     left_out.add_dataset(ds)
     if ds.left_out['skipped_queries']:
-        logger.warning('the %s server expects every query: %d queries left out of these files will make it refuse them',
+        logger.warning('the %s server expects every query: '
+                       '%d queries left out of these files will make it refuse them',
                        dataset, len(ds.left_out['skipped_queries']))
-    r = retrieve(model, ds, pre, tokens=tokens, token_fn=token_fn, baseline=baseline, template=template, batch_size=batch_size,
-                 device=device, cache_dir=cache_dir, backend=backend, progress=progress, num_workers=num_workers,
+    r = retrieve(model, ds, pre, tokens=tokens, token_fn=token_fn, baseline=baseline,
+                 template=template, batch_size=batch_size, device=device, cache_dir=cache_dir,
+                 backend=backend, progress=progress, num_workers=num_workers,
                  precision=precision, truncated=truncated, left_out=left_out)
     out = Path(out_dir)
-    files = dict(zip(('recall', 'recall_subset'), cirr_submissions(r))) if dataset == 'cirr' else {'circo': circo_submission(r)}
+    files = (dict(zip(('recall', 'recall_subset'), cirr_submissions(r))) if dataset == 'cirr'
+             else {'circo': circo_submission(r)})
     paths = {}
     for kind, obj in files.items():
         check_submission(obj, ds, kind=None if kind == 'circo' else kind)
-        paths[kind] = out/(f'cirr_{split}_{kind}.json' if dataset == 'cirr' else f'circo_{split}.json')
+        paths[kind] = out/(f'cirr_{split}_{kind}.json' if dataset == 'cirr'
+                           else f'circo_{split}.json')
         save_json(obj, paths[kind], indent=None)
     save_json(_config(command='submit', dataset=dataset, dataset_path=dataset_path, split=split,
-                      clip_model=getattr(model, 'searle_source', 'in-memory'), clip_fingerprint=model_fingerprint(model),
+                      clip_model=getattr(model, 'searle_source', 'in-memory'),
+                      clip_fingerprint=model_fingerprint(model),
                       preprocess=preprocess if isinstance(preprocess, str) else repr(preprocess),
-                      method=_method(tokens, token_fn, baseline), template=template, files={k: p.name for k, p in paths.items()},
-                      precision=precision, missing_images=missing, truncated_images=truncated, left_out=left_out.counts()),
+                      method=_method(tokens, token_fn, baseline), template=template,
+                      files={k: p.name for k, p in paths.items()}, precision=precision,
+                      missing_images=missing, truncated_images=truncated,
+                      left_out=left_out.counts()),
               out/'config.json')
     left_out.save(out/'left_out.json')
     return paths
