@@ -582,23 +582,21 @@ def searle_build_world(out:str=None, # folder for clip.pt, clip.json and gpt/
 
 # %% ../nbs/10_cli.ipynb #c13a0002
 @command(required=('gallery',))
-def searle_query(reference:str, # the reference image: a file, or the name of a gallery image
-                 caption:str, # the relative caption, e.g. "is red and on a beach"
-                 gallery:str=None, # the folder of images to search, recursively
-                 top_k:int=10, # how many results (also --k)
-                 method:str='phi', # how the query is made
-                 # a CLIP spec or file; default: the release's, else the world's
-                 clip_model:str=None,
-                 phi:str=None, # a phi checkpoint file; default: the backbone's own
-                 phrases:str=None, # OTI's GPT phrases (searle-phrases); default: the world's
-                 # OTI's concepts (a CSV); default: the world's, else Open Images'
-                 vocabulary:str=None,
-                 json:bool=False, # print a JSON list of {rank, name, score}
-                 # gallery features and downloaded weights; default: ~/.cache/searle
-                 cache_dir:str=None,
-                 device:str=None, # where the models run
-                 no_progress:bool=False, # hide the progress bar of the gallery's features
-                ):
+def searle_query(
+    reference:str, # the reference image: a file, or the name of an image of the gallery
+    caption:str, # the relative caption, e.g. "is red and on a beach"
+    gallery:str=None, # the folder of images to search, recursively
+    top_k:int=10, # how many results (also --k)
+    method:str='phi', # how the query is made
+    clip_model:str=None, # a CLIP spec or file; default: the release's, else the world's
+    phi:str=None, # a phi checkpoint file; default: the backbone's own
+    phrases:str=None, # OTI's GPT phrases (searle-phrases); default: the world's
+    vocabulary:str=None, # OTI's concepts (a CSV); default: the world's, else Open Images'
+    json:bool=False, # print a JSON list of {rank, name, score}
+    cache_dir:str=None, # gallery features and downloaded weights; default: ~/.cache/searle
+    device:str=None, # where the models run
+    no_progress:bool=False, # hide the progress bar of the gallery's features
+):
     "Rank a folder of images for a reference image changed as a caption says; prints the top K."
     from searle.methods import get_method
     m = get_method(method)

@@ -208,21 +208,21 @@ def _resume(out_path:Path, settings:dict) -> dict[str, list[str]]:
     return _check_phrases(old['phrases'], out_path)
 
 # %% ../nbs/06_phrases.ipynb #f153d336
-def generate_phrases(model_name_or_path:str|PathLike, # hub name or local folder of a causal LM
-                     concepts:Sequence[str], # the vocabulary (stripped and de-duplicated here)
-                     out_path:PathLike, # the JSON phrase file; concepts already in it are skipped
-                     num_return_sequences:int=PhraseConfig.num_return_sequences,
-                     max_length:int=PhraseConfig.max_length,
-                     temperature:float=PhraseConfig.temperature,
-                     no_repeat_ngram_size:int=PhraseConfig.no_repeat_ngram_size,
-                     batch_size:int=4, # concepts per `generate` call (x num_return_sequences rows)
-                     seed:int=PhraseConfig.seed,
-                     device:str|torch.device|None=None, dtype:str|torch.dtype|None=None,
-                     # save after a batch when this long has passed since the last save
-                     # (0: every batch)
-                     save_every_s:float=120.,
-                     progress:bool=True,
-                    ) -> dict[str, list[str]]:
+def generate_phrases(
+    model_name_or_path:str|PathLike, # hub name or local folder of a causal LM
+    concepts:Sequence[str], # the vocabulary (stripped and de-duplicated here)
+    out_path:PathLike, # the JSON phrase file; concepts already in it are skipped
+    num_return_sequences:int=PhraseConfig.num_return_sequences,
+    max_length:int=PhraseConfig.max_length,
+    temperature:float=PhraseConfig.temperature,
+    no_repeat_ngram_size:int=PhraseConfig.no_repeat_ngram_size,
+    batch_size:int=4, # concepts per `generate` call (x num_return_sequences rows)
+    seed:int=PhraseConfig.seed,
+    device:str|torch.device|None=None, dtype:str|torch.dtype|None=None,
+    # save after a batch when this long has passed since the last save (0: every batch)
+    save_every_s:float=120.,
+    progress:bool=True,
+) -> dict[str, list[str]]:
     ("Generate phrases for every concept, resumably, saving atomically to `out_path`; return all "
      "phrases.")
     config = PhraseConfig(max_length=max_length, num_return_sequences=num_return_sequences,
