@@ -8,7 +8,6 @@ import dataclasses, hashlib, inspect, io, logging, os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
-
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
@@ -23,8 +22,8 @@ from .phrases import load_phrases
 from .methods import METHODS, OWN_METHODS, Method, get_method
 from .retrieval import query_features, rank_gallery, reference_tokens, validate
 from .oti import OTIConfig, invert
-from .phi import (PHI_RELEASES, Phi, check_phi_for_clip, load_phi, load_phi_token_fn, phi_token_fn,
-                        save_phi)
+from .phi import (PHI_RELEASES, Phi, check_phi_for_clip, load_phi, load_phi_token_fn,
+                        phi_token_fn, save_phi)
 from . import world
 from .demo import WORLD_PHI, DemoConfig, run_world
 import clip  # openai's (searle.clip has silenced its import warning)
@@ -42,7 +41,8 @@ def documented(f:Callable) -> Callable:
     "Append `f`'s parameter comments (docments) and defaults to its docstring, for `help()`."
     from fastcore.docments import docments
     try: d = docments(f, full=True, args_kwargs=True)
-    except (OSError, TypeError): return f  # no source to read (a frozen install): keep the one-liner
+    except (OSError, TypeError):
+        return f  # no source to read (a frozen install): keep the one-liner
     rows = []
     for k, v in d.items():
         if k in ('self', 'cls', 'return') or not v['docment']: continue
@@ -58,6 +58,7 @@ MAX_IMAGE_PIXELS = 50_000_000    # and so are images with more pixels than this
 def _too_big(src, n:int, max_bytes:int) -> ValueError:
     return ValueError(f"{src} has {n:,} bytes; images up to {max_bytes:,} bytes are accepted")
 
+# %% ../nbs/09a_api.ipynb #518a7450
 @documented
 def open_image(image, # an image file, the bytes of one, or a PIL image
                max_bytes:int=MAX_IMAGE_BYTES) -> Image.Image:
@@ -69,15 +70,19 @@ def open_image(image, # an image file, the bytes of one, or a PIL image
         if not p.is_file(): raise FileNotFoundError(f"no image file at {p}")
         if p.stat().st_size > max_bytes: raise _too_big(p, p.stat().st_size, max_bytes)
         data, src = p.read_bytes(), str(p)
-    else: raise ValueError(f"expected an image file, its bytes or a PIL image, got {type(image).__name__}")
+    else:
+        raise ValueError("expected an image file, its bytes or a PIL image, got "
+                         f"{type(image).__name__}")
     if len(data) > max_bytes: raise _too_big(src, len(data), max_bytes)
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > MAX_IMAGE_PIXELS:
-                raise ValueError(f"{src} has {im.width}x{im.height} pixels; at most {MAX_IMAGE_PIXELS:,} accepted")
+                raise ValueError(f"{src} has {im.width}x{im.height} pixels; at most "
+                                 f"{MAX_IMAGE_PIXELS:,} accepted")
             return im.convert('RGB')
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
-        raise ValueError(f"{src} is not an image that can be read (PNG, JPEG...): {type(e).__name__}") from None
+        raise ValueError(f"{src} is not an image that can be read (PNG, JPEG...): "
+                         f"{type(e).__name__}") from None
 
 # %% ../nbs/09a_api.ipynb #a7f9d6d1
 def default_cache_dir() -> Path:
@@ -87,27 +92,31 @@ def default_cache_dir() -> Path:
 # %% ../nbs/09a_api.ipynb #131b65b2
 @documented
 def train_world_phi(out_dir, # the run's folder: phi.pt (float16), phi.json, every stage's files
-                    config:DemoConfig=WORLD_PHI, # the pipeline's sizes (the shipped phi's by default)
+                    # the pipeline's sizes (the shipped phi's by default)
+                    config:DemoConfig=WORLD_PHI,
                     device=None, progress:bool=True) -> Path:
     "Distil a phi for the world's CLIP with `run_world`; returns `out_dir/phi.pt`."
     out = Path(out_dir)
     run = run_world(out, dataclasses.replace(config, oti_steps=0), device=device, progress=progress)
     phi = load_phi(run.phi, device=device)
-    val = validate(run.model, load_dataset('circo', run.root), run.preprocess, token_fn=phi_token_fn(phi),
-                   progress=False)
+    val = validate(run.model, load_dataset('circo', run.root), run.preprocess,
+                   token_fn=phi_token_fn(phi), progress=False)
     save_phi(phi.half(), out/'phi.pt', clip=model_fingerprint(run.model))
     save_json({'world_phi': dataclasses.asdict(config), 'clip': model_fingerprint(run.model),
-               'val_percent': {k: round(v, 2) for k, v in val.items() if '/' not in k}}, out/'phi.json')
+               'val_percent': {k: round(v, 2) for k, v in val.items() if '/' not in k}},
+               out/'phi.json')
     return out/'phi.pt'
 
 # %% ../nbs/09a_api.ipynb #bae6f3a0
 def _world_file(name:str, cache_dir=None, device=None) -> Path:
-    "A shipped world file ('phi.pt' or 'phrases.json'), else `train_world_phi`'s in the cache (made once)."
+    ("A shipped world file ('phi.pt' or 'phrases.json'), else `train_world_phi`'s in the cache "
+     "(made once).")
     shipped = world.world_assets_dir()/name
     if shipped.is_file(): return shipped
     out = Path(cache_dir or default_cache_dir())/'world-phi'
     if not (out/'phi.pt').is_file():
-        logger.warning('no shipped world phi: training one into %s (once, a few minutes on a CPU)', out)
+        logger.warning('no shipped world phi: training one into %s (once, a few minutes on a CPU)',
+                       out)
         train_world_phi(out, device=device)
     return out/name
 
@@ -131,7 +140,8 @@ class Match:
 @dataclass
 class OTISetup:
     "What OTI needs to invert one image at query time (Sec. 3.1): concepts, phrases, settings."
-    phrases: dict|str|os.PathLike  # {concept: phrases} or a phrase file (searle-phrases, released zip)
+    # {concept: phrases} or a phrase file (searle-phrases, released zip)
+    phrases: dict|str|os.PathLike
     vocabulary: Sequence[str]|str|os.PathLike|None = None  # concepts, or a CSV; None: Open Images'
     config: OTIConfig = field(default_factory=OTIConfig)  # the paper's settings by default
     _inputs: tuple|None = field(default=None, init=False, repr=False, compare=False)
@@ -141,7 +151,8 @@ def oti_inputs(oti:OTISetup, model, cache_dir) -> tuple[list, Tensor, dict]:
     "OTI's (concepts, their text features [C, D], phrases), read once per `OTISetup`."
     if oti._inputs is None:
         voc, phr = oti.vocabulary, oti.phrases
-        voc = list(voc) if isinstance(voc, (list, tuple)) else load_vocabulary(voc, cache_dir=cache_dir)
+        voc = (list(voc) if isinstance(voc, (list, tuple))
+               else load_vocabulary(voc, cache_dir=cache_dir))
         phr = phr if isinstance(phr, dict) else load_phrases(phr)
         oti._inputs = (voc, cached_concept_features(model, voc, cache_dir, progress=False), phr)
     return oti._inputs
@@ -152,7 +163,8 @@ def oti_token(model, feats:Tensor, # [1, D] the image's features
     voc, cf, phr = oti_inputs(oti, model, cache_dir)
     k = min(oti.config.top_k, len(voc))
     table = {'reference': top_concepts(feats, cf, voc, k=k)[0]}
-    return invert(model, ['reference'], feats, table, phr, oti.config, progress=progress).ema_tokens[0]
+    return invert(model, ['reference'], feats, table, phr, oti.config,
+                  progress=progress).ema_tokens[0]
 
 # %% ../nbs/09a_api.ipynb #b68e5470
 def as_gallery(images) -> ImageList:
@@ -171,6 +183,7 @@ def image_features(model, preprocess:Callable, image, # a file, the bytes of one
     with torch.no_grad(): return backbone(model).own_image(x).float().cpu()
 
 # %% ../nbs/09a_api.ipynb #a09abd97
+# long: the whole public class
 class ComposedRetriever:
     "Composed image retrieval: a CLIP, the methods' token sources, and an indexed gallery."
     def __init__(self, model, # a CLIP of any family, or a `load_clip` spec
@@ -188,14 +201,16 @@ class ComposedRetriever:
         self.gallery, self.features, self._row, self._phi_fns, self._tokens = None, None, {}, {}, {}
 
     @classmethod
-    def from_pretrained(cls, clip_model='world', # 'world', 'ViT-B/32', 'ViT-L/14', any CLIP spec/file
-                        phi=None, # None: the backbone's own (the world's, 'searle', 'searle-xl')
-                        phrases=None, vocabulary=None, # OTI's; None: the world's (others: none)
-                        oti_config:OTIConfig|None=None, **kwargs): # preprocess, cache_dir, device
+    def from_pretrained(
+        cls, clip_model='world', # 'world', 'ViT-B/32', 'ViT-L/14', any CLIP spec/file
+        phi=None, # None: the backbone's own (the world's, 'searle', 'searle-xl')
+        phrases=None, vocabulary=None, # OTI's; None: the world's (others: none)
+        oti_config:OTIConfig|None=None, **kwargs): # preprocess, cache_dir, device
         "A retriever for a backbone by name, with its own token sources."
         cache, dev = kwargs.get('cache_dir'), kwargs.get('device')
         if str(clip_model) == 'world':
-            phi, phrases = phi or world_phi_path(cache, dev), phrases or world_phrases_path(cache, dev)
+            phi, phrases = (phi or world_phi_path(cache, dev),
+                            phrases or world_phrases_path(cache, dev))
             clip_model, vocabulary = world.world_clip_path(), vocabulary or world.world_concepts()
         phi = phi or {v['clip']: k for k, v in PHI_RELEASES.items()}.get(str(clip_model))
         oti = None if phrases is None else OTISetup(phrases, vocabulary, oti_config or OTIConfig())
@@ -211,7 +226,8 @@ class ComposedRetriever:
         "Compute (or read from the cache) the gallery's image features; returns the retriever."
         images = as_gallery(images)
         if not len(images): raise ValueError("the gallery is empty: give a folder or image files")
-        _, self.features = extract_features(self.model, images, self.preprocess, batch_size=batch_size,
+        _, self.features = extract_features(self.model, images, self.preprocess,
+                                            batch_size=batch_size,
                                             cache_dir=self.cache_dir/'features', progress=progress)
         self.gallery = images
         self._row = {n: i for i, n in enumerate(images.names)}                   # names...
@@ -236,28 +252,32 @@ class ComposedRetriever:
     def _token(self, feats:Tensor, m:Method, progress:bool=False) -> Tensor:
         key = (m.name, hashlib.sha256(feats.numpy().tobytes()).hexdigest())
         if key not in self._tokens:
-            if m.tokens == 'oti': tok = oti_token(self.model, feats, self._oti(), self.cache_dir, progress)
-            elif m.tokens == 'phi': tok = reference_tokens(['reference'], None, self._phi_fn(m), feats)[0]
+            if m.tokens == 'oti':
+                tok = oti_token(self.model, feats, self._oti(), self.cache_dir, progress)
+            elif m.tokens == 'phi':
+                tok = reference_tokens(['reference'], None, self._phi_fn(m), feats)[0]
             else: raise ValueError(f"method {m.name!r} makes no pseudo word; 'phi' and 'oti' do")
-            while len(self._tokens) >= 256: self._tokens.pop(next(iter(self._tokens)))  # oldest first
+            # oldest first
+            while len(self._tokens) >= 256: self._tokens.pop(next(iter(self._tokens)))
             self._tokens[key] = tok
         return self._tokens[key]
 
     def _phi_fn(self, m:Method) -> Callable:
         src = m.release or self.phi
         if src is None:
-            raise ValueError("method 'phi' needs a phi: give phi= (a checkpoint file, or 'searle' / "
-                             "'searle-xl' for ViT-B/32 / ViT-L/14; the commands: --phi)")
+            raise ValueError("method 'phi' needs a phi: give phi= (a checkpoint file, or "
+                             "'searle' / 'searle-xl' for ViT-B/32 / ViT-L/14; the commands: --phi)")
         if id(src) not in self._phi_fns:
-            if isinstance(src, Phi): check_phi_for_clip(src, self.model); fn = phi_token_fn(src, self.device)
+            if isinstance(src, Phi):
+                check_phi_for_clip(src, self.model); fn = phi_token_fn(src, self.device)
             else: fn = load_phi_token_fn(src, self.model, self.device, self.cache_dir)
             self._phi_fns[id(src)] = fn
         return self._phi_fns[id(src)]
 
     def _oti(self) -> OTISetup:
         if self.oti is None:
-            raise ValueError("method 'oti' needs GPT phrases: give phrases= (a file or a dict) and a "
-                             "vocabulary (the commands: --phrases, --vocabulary)")
+            raise ValueError("method 'oti' needs GPT phrases: give phrases= (a file or a dict) "
+                             "and a vocabulary (the commands: --phrases, --vocabulary)")
         return self.oti
 
     def search(self, reference_image, # a gallery name, an image file, its bytes, or a PIL image
@@ -275,7 +295,9 @@ class ComposedRetriever:
         feats, row = self.reference(reference_image)
         q = [Query(id='query', reference='reference', captions=[caption])]
         if m.baseline: kw = dict(ref_features=feats, baseline=m.baseline)
-        else: kw = dict(ref_tokens=self._token(feats, m, progress)[None], template=template or m.template)
+        else:
+            kw = dict(ref_tokens=self._token(feats, m, progress)[None],
+                      template=template or m.template)
         qf = query_features(self.model, q, ['reference'], **kw)                  # [1, D]
         ex = torch.tensor([row]) if exclude_reference and row >= 0 else None
         v, i = rank_gallery(qf, self.features, k, exclude=ex, device=self.device)
@@ -301,7 +323,8 @@ def nearest_words(model, # a CLIP of any family
                   k:int=5) -> list[tuple[str, float]]:
     "The `k` words of CLIP's vocabulary whose token embeddings are nearest (cosine) to `token`."
     emb = backbone(model).token_embedding.weight.detach().float().cpu()                # [V, W]
-    sims = F.normalize(emb, dim=-1) @ F.normalize(token.detach().float().cpu().flatten(), dim=0)  # [V]
+    # [V]
+    sims = F.normalize(emb, dim=-1) @ F.normalize(token.detach().float().cpu().flatten(), dim=0)
     tk = clip.clip._tokenizer  # CLIP's BPE, the same for the three families
     skip = [tk.encoder['<|startoftext|>'], tk.encoder['<|endoftext|>'], pseudo_token_id()]
     sims[emb.norm(dim=-1) == 0] = -float('inf'); sims[skip] = -float('inf')
@@ -314,13 +337,15 @@ def world_gallery(cache_dir=None, # where the world is written (None: `default_c
                   seed:int=0, # the world's seed
                   n_gallery:int=320, # gallery images
                   n_queries:int=32): # val queries, whose references lie outside the gallery
-    "A small offline world (CIRCO's layout): `.gallery()` to index, `.queries()` for references and captions."
+    ("A small offline world (CIRCO's layout): `.gallery()` to index, `.queries()` for references "
+     "and captions.")
     root = Path(cache_dir or default_cache_dir())/f'world-gallery-{seed}-{n_gallery}-{n_queries}'
     if not (root/'world.json').is_file():
-        world.build_world(root, seed=seed, n_gallery=n_gallery, n_queries=n_queries, n_test=0, n_unlabeled=0,
-                          progress=False)
+        world.build_world(root, seed=seed, n_gallery=n_gallery, n_queries=n_queries, n_test=0,
+                          n_unlabeled=0, progress=False)
     return load_dataset('circo', root)
 
+# %% ../nbs/09a_api.ipynb #58e876bc
 @documented
 def plot_matches(reference:Image.Image, # the reference image
                  matches:Sequence[Match], # `search`'s results
@@ -342,7 +367,8 @@ def query_box(retriever:ComposedRetriever, # a retriever with an indexed gallery
               references, # the reference images offered: an `ImageList`, or a list of image files
               caption:str='is green', k:int=5,
               methods:Sequence[str]|None=None): # None: the retriever's `methods()`
-    "ipywidgets to pick a reference, type a caption and choose a method; 'Search' shows the top `k`."
+    ("ipywidgets to pick a reference, type a caption and choose a method; 'Search' shows the "
+     "top `k`.")
     import ipywidgets as widgets
     methods = list(methods or retriever.methods())
     if not isinstance(references, ImageList):
@@ -356,4 +382,5 @@ def query_box(retriever:ComposedRetriever, # a retriever with an indexed gallery
         return plot_matches(open_image(ref), ms, f'{caption} [{method}]{words}')
     return widgets.interactive(show, {'manual': True, 'manual_name': 'Search'},
                                reference=widgets.Dropdown(options=references.names),
-                               caption=widgets.Text(caption), method=widgets.Dropdown(options=methods))
+                               caption=widgets.Text(caption),
+                               method=widgets.Dropdown(options=methods))

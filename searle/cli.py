@@ -27,8 +27,10 @@ EVAL_TYPES = tuple(METHODS)  # searle.methods' registry: --eval-type and --metho
 PRECISIONS = ('fp32', 'amp', 'bf16')
 LOG_LEVELS = ('DEBUG', 'INFO', 'WARNING', 'ERROR')
 
+# %% ../nbs/10_cli.ipynb #b252ff0b
 class Number:
-    "An argparse type: a number of `kind` from `lo` to `hi` (either may be open or absent), said in --help."
+    ("An argparse type: a number of `kind` from `lo` to `hi` (either may be open or absent), said "
+     "in --help.")
     def __init__(self, kind=int, lo=None, hi=None, lo_open=False, hi_open=False):
         self.kind, self.lo, self.hi, self.lo_open, self.hi_open = kind, lo, hi, lo_open, hi_open
     def ok(self, x) -> bool:
@@ -37,46 +39,59 @@ class Number:
     def __call__(self, s:str):
         try: x = self.kind(s)
         except ValueError: x = None
-        if x is None or not self.ok(x): raise argparse.ArgumentTypeError(f"expected {self}, got {s!r}")
+        if x is None or not self.ok(x):
+            raise argparse.ArgumentTypeError(f"expected {self}, got {s!r}")
         return x
     def __repr__(self):
         what = 'an integer' if self.kind is int else 'a number'
-        if self.hi is None: return f"{what} {'>' if self.lo_open else '>='} {self.lo}" if self.lo is not None else what
-        return f"{what} in {'(' if self.lo_open else '['}{self.lo}, {self.hi}{')' if self.hi_open else ']'}"
+        if self.hi is None:
+            return f"{what} {'>' if self.lo_open else '>='} {self.lo}" if self.lo is not None \
+                else what
+        return (f"{what} in {'(' if self.lo_open else '['}{self.lo}, "
+                f"{self.hi}{')' if self.hi_open else ']'}")
 
 # %% ../nbs/10_cli.ipynb #a1c0de01
 def device_option(s:str) -> str:
-    "An argparse type for --device: 'cpu', 'cuda', 'cuda:N' or 'mps'; CUDA only where torch sees that GPU."
+    ("An argparse type for --device: 'cpu', 'cuda', 'cuda:N' or 'mps'; CUDA only where torch sees "
+     "that GPU.")
     if not re.fullmatch(r'cpu|mps|cuda(:\d+)?', s):
         raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {s!r}")
     if s.startswith('cuda'):
         import torch
         n, i = torch.cuda.device_count(), int(s.partition(':')[2] or 0)
-        if i >= n: raise argparse.ArgumentTypeError(f"{s!r} was asked for, but torch sees {n} CUDA devices")
+        if i >= n:
+            raise argparse.ArgumentTypeError(f"{s!r} was asked for, but torch sees {n} "
+                                             "CUDA devices")
     return s
 
 # %% ../nbs/10_cli.ipynb #a1c0de04
-_COUNT, _SEED, _POSITIVE, _WEIGHT, _UNIT = (Number(int, 1), Number(int, 0), Number(float, 0, lo_open=True),
-                                            Number(float, 0), Number(float, 0, 1, hi_open=True))
+_COUNT, _SEED, _POSITIVE, _WEIGHT, _UNIT = (Number(int, 1), Number(int, 0),
+                                            Number(float, 0, lo_open=True), Number(float, 0),
+                                            Number(float, 0, 1, hi_open=True))
+
+# %% ../nbs/10_cli.ipynb #72f929a6
 OPTIONS = {  # option name -> argparse keywords: one rule for every command that has the option
     'dataset': dict(choices=DATASETS), 'val_dataset': dict(choices=BENCHMARKS),
     'eval_type': dict(choices=EVAL_TYPES), 'preprocess': dict(choices=('targetpad', 'clip')),
-    'precision': dict(choices=PRECISIONS, help='amp: fp16 autocast and a gradient scaler (CUDA only); '
-                                               'default: amp on CUDA, fp32 on CPU'),
+    'precision': dict(choices=PRECISIONS,
+                      help='amp: fp16 autocast and a gradient scaler (CUDA only); '
+                           'default: amp on CUDA, fp32 on CPU'),
     'device': dict(type=device_option, help='cpu, cuda or cuda:N (default: CUDA when available)'),
     'template': dict(help='the query, with $ and {caption} (CIRCO also {shared_concept}); '
                           'default: a photo of $ that {caption}'),
     'method': dict(choices=EVAL_TYPES),
-    'missing_images': dict(choices=('error', 'skip'), help='skip: leave out missing images and the queries '
-                                                           'that need them (recorded in OUT)'),
-    'truncated_images': dict(choices=('error', 'decode'), help='decode: decode truncated files as the original '
-                                                               'does (recorded in OUT)'),
+    'missing_images': dict(choices=('error', 'skip'),
+                           help='skip: leave out missing images and the queries '
+                                'that need them (recorded in OUT)'),
+    'truncated_images': dict(choices=('error', 'decode'), help='decode: decode truncated files '
+                             'as the original does (recorded in OUT)'),
     'top_k': dict(type=_COUNT, aliases=('--k',)),  # `--k`, the original's spelling, parses too
     **{k: dict(type=_COUNT) for k in ('steps', 'epochs', 'batch_size', 'num_return_sequences',
                                       'save_every', 'limit', 'n_gallery', 'n_queries')},
     'seed': dict(type=_SEED), 'port': dict(type=Number(int, 1, 65535)),
     **{k: dict(type=_POSITIVE) for k in ('lr', 'tau')},
-    **{k: dict(type=_WEIGHT) for k in ('weight_decay', 'lambda_cos', 'lambda_gpt', 'lambda_distil')},
+    **{k: dict(type=_WEIGHT) for k in ('weight_decay', 'lambda_cos', 'lambda_gpt',
+                                       'lambda_distil')},
     **{k: dict(type=_UNIT) for k in ('ema_decay', 'dropout')},
 }
 
@@ -84,17 +99,22 @@ OPTIONS = {  # option name -> argparse keywords: one rule for every command that
 class _Parser(argparse.ArgumentParser):
     "argparse whose errors are one line."
     def error(self, message):
-        message = re.sub(r'(argument --[\w-]+)(/--[\w-]+)+', r'\1', message)  # the option by its hyphenated name only
+        # the option by its hyphenated name only
+        message = re.sub(r'(argument --[\w-]+)(/--[\w-]+)+', r'\1', message)
         self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
 
 class _Help(argparse.HelpFormatter):
-    "Help that names each option once, hyphenated (the underscore spelling and aliases still parse)."
+    ("Help that names each option once, hyphenated (the underscore spelling and aliases "
+     "still parse).")
     def __init__(self, prog):
-        super().__init__(prog, max_help_position=34, width=min(100, shutil.get_terminal_size().columns))
+        super().__init__(prog, max_help_position=34,
+                         width=min(100, shutil.get_terminal_size().columns))
     def _format_action_invocation(self, a):
         if not a.option_strings: return super()._format_action_invocation(a)
-        flags = a.option_strings[0] if a.option_strings[0].startswith('--') else ', '.join(a.option_strings)
-        return flags if a.nargs == 0 else f'{flags} {self._format_args(a, self._get_default_metavar_for_optional(a))}'
+        flags = (a.option_strings[0] if a.option_strings[0].startswith('--')
+                 else ', '.join(a.option_strings))
+        return flags if a.nargs == 0 else \
+            f'{flags} {self._format_args(a, self._get_default_metavar_for_optional(a))}'
 
 def _base_type(anno):
     "int, float or str from an annotation such as `int|None`."
@@ -103,62 +123,80 @@ def _base_type(anno):
 
 # %% ../nbs/10_cli.ipynb #a1c0de05
 def _add_option(p, name:str, d, required:bool, choices=None):
-    "Parameter `name` (its docments entry `d`) as an argument of `p`; `OPTIONS` adds choices and ranges."
+    ("Parameter `name` (its docments entry `d`) as an argument of `p`; `OPTIONS` adds choices "
+     "and ranges.")
     if not d.docment: raise TypeError(f"option {name!r} of {p.prog} has no help comment")
-    kw, hy = {**OPTIONS.get(name, {}), **({'choices': choices} if choices else {})}, name.replace('_', '-')
-    doc = kw.pop('help', None) or d.docment  # an option every command shares is explained once, in `OPTIONS`
+    kw, hy = {**OPTIONS.get(name, {}),
+              **({'choices': choices} if choices else {})}, name.replace('_', '-')
+    # an option every command shares is explained once, in `OPTIONS`
+    doc = kw.pop('help', None) or d.docment
     flags = [f'--{hy}'] + ([f'--{name}'] if hy != name else []) + list(kw.pop('aliases', ()))
     if d.anno is bool: return p.add_argument(*flags, dest=name, action='store_true', help=doc)
     kw.setdefault('type', _base_type(d.anno))
     said = [repr(kw['type'])] if isinstance(kw['type'], Number) else []
     if d.default is inspect.Parameter.empty:
-        return p.add_argument(name, metavar=hy.upper(), help=doc + (f" ({said[0]})" if said else ''), **kw)
+        return p.add_argument(name, metavar=hy.upper(),
+                              help=doc + (f" ({said[0]})" if said else ''), **kw)
     said += ['required'] if required else [f'default: {d.default}'] if d.default is not None else []
     help = doc + (f" ({'; '.join(said)})" if said else '')
     p.add_argument(*flags, dest=name, default=d.default, required=required, help=help, **kw)
 
+# %% ../nbs/10_cli.ipynb #acd786d7
 def make_parser(f, required=(), choices:dict|None=None) -> argparse.ArgumentParser:
-    "The parser of command `f`: its parameters, with their docments as help, and the options of every command."
+    ("The parser of command `f`: its parameters, with their docments as help, and the options of "
+     "every command.")
     from searle import __version__
     prog = 'searle-' + f.__name__.removeprefix('searle_').replace('_', '-')
-    if bad := set(required) - set(inspect.signature(f).parameters): raise TypeError(f"{prog}: no options {bad}")
+    if bad := set(required) - set(inspect.signature(f).parameters):
+        raise TypeError(f"{prog}: no options {bad}")
     p = _Parser(prog=prog, description=f.__doc__, formatter_class=_Help)
     for name, d in docments(f, full=True, returns=False, eval_str=True).items():
         _add_option(p, name, d, name in required, (choices or {}).get(name))
     g = p.add_argument_group('options of every command')
-    g.add_argument('--quiet', action='store_true', help='warnings and errors only, and no progress bars')
+    g.add_argument('--quiet', action='store_true',
+                   help='warnings and errors only, and no progress bars')
     g.add_argument('--log-level', choices=LOG_LEVELS, default='INFO',
                    help='the least severe messages shown (default: INFO)')
-    g.add_argument('--pdb', action='store_true', help='show the traceback of an error (or set SEARLE_DEBUG=1)')
+    g.add_argument('--pdb', action='store_true',
+                   help='show the traceback of an error (or set SEARLE_DEBUG=1)')
     g.add_argument('--version', action='version', version=f'{prog} {__version__}')
     return p
 
 # %% ../nbs/10_cli.ipynb #a1c0de07
-USER_ERRORS = (ValueError, OSError, KeyError)  # bad input or environment: a message, not a traceback
+# bad input or environment: a message, not a traceback
+USER_ERRORS = (ValueError, OSError, KeyError)
 
 def _run(f, p:argparse.ArgumentParser, resume:str|None):
     "Parse `sys.argv` with `p`, configure logging and call `f`; errors and Ctrl-C become one line."
     ns = vars(p.parse_args())
-    quiet, level, debug = ns.pop('quiet'), ns.pop('log_level'), ns.pop('pdb') or os.environ.get('SEARLE_DEBUG') == '1'
+    quiet, level, debug = (ns.pop('quiet'), ns.pop('log_level'),
+                           ns.pop('pdb') or os.environ.get('SEARLE_DEBUG') == '1')
     if quiet and 'no_progress' in ns: ns['no_progress'] = True
     from searle.core import setup_logging
     setup_logging('WARNING' if quiet else level)
     try: f(**ns)  # (a console script's return value would become its exit status)
     except KeyboardInterrupt:
         if debug: raise
-        print(f"{p.prog}: interrupted; {resume.format(**ns) if resume else 'no results were written'}", file=sys.stderr)
+        print(f"{p.prog}: interrupted; "
+              f"{resume.format(**ns) if resume else 'no results were written'}", file=sys.stderr)
         sys.exit(130)
     except USER_ERRORS as e:
         if debug: raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e  # a KeyError's str() is its repr
+        # a KeyError's str() is its repr
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f'{p.prog}: error: {msg}', file=sys.stderr); sys.exit(1)
 
+# %% ../nbs/10_cli.ipynb #b629c898
 def command(f=None, *, required:tuple=(), # options the command cannot run without
-            resume:str|None=None, # said on Ctrl-C: what was kept and how to resume (fields: the options)
-            choices:dict|None=None, # option -> the values this command takes, narrower than `OPTIONS`
+            # said on Ctrl-C: what was kept and how to resume (fields: the options)
+            resume:str|None=None,
+            # option -> the values this command takes, narrower than `OPTIONS`
+            choices:dict|None=None,
            ):
-    "Make `f` a console command: it parses `sys.argv` when called without arguments, else it is `f`."
-    if f is None: return functools.partial(command, required=required, resume=resume, choices=choices)
+    ("Make `f` a console command: it parses `sys.argv` when called without arguments, else "
+     "it is `f`.")
+    if f is None:
+        return functools.partial(command, required=required, resume=resume, choices=choices)
     @functools.wraps(f)
     def _f(*args, **kwargs):
         if args or kwargs: return f(*args, **kwargs)
@@ -171,19 +209,25 @@ def check_output(path, kind:str='dir', # 'dir' (a folder the command fills) or '
                  option:str='--out') -> Path:
     "Fail now, naming `option`, unless `path` can be written as a `kind`; nothing is created."
     path = Path(path).expanduser()
-    if kind == 'dir' and path.exists() and not path.is_dir(): raise ValueError(f"{option} {path} is a file; expected a folder")
-    if kind == 'file' and path.is_dir(): raise ValueError(f"{option} {path} is a folder; expected a file")
+    if kind == 'dir' and path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path} is a file; expected a folder")
+    if kind == 'file' and path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; expected a file")
     probe = path if kind == 'dir' else path.parent
     while not probe.exists(): probe = probe.parent
-    if not probe.is_dir(): raise ValueError(f"{option} {path}: {probe} is a file, so nothing can be written below it")
+    if not probe.is_dir():
+        raise ValueError(f"{option} {path}: {probe} is a file, so nothing can be written below it")
     try: tempfile.TemporaryFile(dir=probe).close()
-    except OSError as e: raise ValueError(f"{option} {path}: cannot write in {probe} ({e.strerror})") from None
+    except OSError as e:
+        raise ValueError(f"{option} {path}: cannot write in {probe} ({e.strerror})") from None
     return path
 
+# %% ../nbs/10_cli.ipynb #e64e6d75
 def check_input(path, option:str, kind:str='file', # 'file', 'dir', or 'any' (a file or a folder)
                ) -> Path:
     "Fail now, naming `option`, unless `path` is an existing file (or folder, or either)."
-    p, want = Path(path).expanduser(), {'file': 'a file', 'dir': 'a folder', 'any': 'a file or a folder'}[kind]
+    p, want = Path(path).expanduser(), {'file': 'a file', 'dir': 'a folder',
+                                        'any': 'a file or a folder'}[kind]
     ok = p.is_file() if kind == 'file' else p.is_dir() if kind == 'dir' else p.exists()
     if not ok:
         found = 'a folder' if p.is_dir() else 'a file' if p.exists() else 'nothing'
@@ -198,7 +242,8 @@ def check_precision(precision:str|None, device:str|None):
 
 # %% ../nbs/10_cli.ipynb #1e87f6ac
 def _local_model(name:str, option:str):
-    "Fail now when `name` is meant as a local folder (not a hub id such as `org/model`) and is not one."
+    ("Fail now when `name` is meant as a local folder (not a hub id such as `org/model`) and is "
+     "not one.")
     p = Path(name).expanduser()
     if p.exists() and not p.is_dir():
         raise ValueError(f"{option} {name} is a file; expected a model folder or a hub id")
@@ -206,17 +251,22 @@ def _local_model(name:str, option:str):
         raise FileNotFoundError(f"{option} {name}: no model folder there "
                                 "(expected config.json, weights and tokenizer files)")
 
-@command(required=('out',), resume='the phrases of finished concepts are saved in {out}; the same command resumes')
+# %% ../nbs/10_cli.ipynb #0b507315
+@command(required=('out',),
+         resume='the phrases of finished concepts are saved in {out}; the same command resumes')
 def searle_phrases(out:str=None, # the phrase JSON file to write (resumed when it exists)
-                   vocabulary:str=None, # an Open Images-style CSV; default: the official Open Images V7 file (cached)
-                   model:str=None, # a causal LM, hub name or folder (default: the paper's EleutherAI/gpt-neo-2.7B)
+                   # an Open Images-style CSV; default: the official Open Images V7 file (cached)
+                   vocabulary:str=None,
+                   # a causal LM, hub name or folder (default: the paper's EleutherAI/gpt-neo-2.7B)
+                   model:str=None,
                    batch_size:int=4, # concepts per generate call
                    num_return_sequences:int=256, # phrases per concept
                    limit:int=None, # only the first LIMIT concepts (a trial run)
                    seed:int=0, # seeds the sampling
                    device:str=None, # where the models run
                    cache_dir:str=None, # where the official vocabulary is cached
-                   original_layout:bool=False, # also write the original's concept_to_phrases.pkl beside OUT
+                   # also write the original's concept_to_phrases.pkl beside OUT
+                   original_layout:bool=False,
                    no_progress:bool=False, # hide progress bars
                   ):
     "Stage 0: generate GPT phrases for every concept of the vocabulary."
@@ -225,14 +275,17 @@ def searle_phrases(out:str=None, # the phrase JSON file to write (resumed when i
     if model: _local_model(model, '--model')
     from searle import phrases
     model = model or phrases.DEFAULT_PHRASE_MODEL
-    res = phrases.run_phrases(out, vocabulary=vocabulary, model=model, cache_dir=cache_dir, limit=limit,
-                              batch_size=batch_size, num_return_sequences=num_return_sequences, seed=seed,
-                              device=device, progress=not no_progress, original_layout=original_layout)
+    res = phrases.run_phrases(out, vocabulary=vocabulary, model=model, cache_dir=cache_dir,
+                              limit=limit, batch_size=batch_size,
+                              num_return_sequences=num_return_sequences, seed=seed, device=device,
+                              progress=not no_progress, original_layout=original_layout)
     print(f'{len(res)} concepts with phrases in {out}')
 
 # %% ../nbs/10_cli.ipynb #5aec3f7d
-def _images(dataset:str, dataset_path, split:str|None, which:str, missing:str='error', left_out=None):
-    "`which` ('images' or 'references') of a dataset (FashionIQ: its three categories), checked on loading."
+def _images(dataset:str, dataset_path, split:str|None, which:str, missing:str='error',
+            left_out=None):
+    ("`which` ('images' or 'references') of a dataset (FashionIQ: its three categories), checked "
+     "on loading.")
     from searle.data import dataset_images
     return dataset_images(dataset, dataset_path, split, which, left_out=left_out, missing=missing)
 
@@ -247,8 +300,10 @@ def searle_concepts(out:str=None, # the concept table (CSV) to write; resumed wh
                     dataset:str=None, # the images' dataset
                     dataset_path:str=None, # the dataset's folder
                     split:str=None, # default: the dataset's validation split ('test' for ImageNet)
-                    vocabulary:str=None, # an Open Images-style CSV; default: the official file (cached)
-                    clip_model:str='ViT-B/32', # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
+                    # an Open Images-style CSV; default: the official file (cached)
+                    vocabulary:str=None,
+                    # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
+                    clip_model:str='ViT-B/32',
                     top_k:int=250, # concepts kept per image
                     batch_size:int=32, # images per forward
                     preprocess:str='targetpad', # image preprocessing
@@ -265,10 +320,12 @@ def searle_concepts(out:str=None, # the concept table (CSV) to write; resumed wh
     from searle import concepts
     from searle.data import LeftOut
     lo = LeftOut()
-    images = _images(dataset, dataset_path, split, 'images', missing_images, lo)  # gallery, and references outside it
-    table = concepts.run_concepts(out, images, vocabulary=vocabulary, clip_model=clip_model, k=top_k,
-                                  batch_size=batch_size, preprocess=preprocess, cache_dir=cache_dir, device=device,
-                                  progress=not no_progress, precision=precision, missing=missing_images,
+    # gallery, and references outside it
+    images = _images(dataset, dataset_path, split, 'images', missing_images, lo)
+    table = concepts.run_concepts(out, images, vocabulary=vocabulary, clip_model=clip_model,
+                                  k=top_k, batch_size=batch_size, preprocess=preprocess,
+                                  cache_dir=cache_dir, device=device, progress=not no_progress,
+                                  precision=precision, missing=missing_images,
                                   truncated=truncated_images, left_out=lo)
     print(f'{len(table)} images in {out}')
     _left_out_line(lo, missing_images, truncated_images, f'{out}.left_out.json')
@@ -279,17 +336,22 @@ def searle_concepts(out:str=None, # the concept table (CSV) to write; resumed wh
          resume='finished batches are kept in {out}/shards; the same command resumes')
 def searle_oti(concepts:str, # the concept table of these images (searle-concepts)
                phrases:str, # the phrase file (searle-phrases, or the released GPTNeo27B.zip)
-               dataset:str=None, # whose references are inverted ('imagenet' and 'folder': every image)
+               # whose references are inverted ('imagenet' and 'folder': every image)
+               dataset:str=None,
                dataset_path:str=None, # the dataset's folder
-               out:str='runs/oti', # oti_pseudo_tokens.pt and config.json (and the shards, until the merge)
+               # oti_pseudo_tokens.pt and config.json (and the shards, until the merge)
+               out:str='runs/oti',
                split:str=None, # default: the validation split ('test' for ImageNet)
-               clip_model:str='ViT-B/32', # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
+               # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
+               clip_model:str='ViT-B/32',
                preprocess:str='targetpad', # image preprocessing
                steps:int=350, # optimisation steps per image
                lr:float=2e-2, # AdamW learning rate
                weight_decay:float=0.01, # AdamW weight decay
-               batch_size:int=32, # compute grouping: images per forward and per shard (tokens do not depend on it)
-               math_batch_size:int=32, # the original's batch (the paper's 32): AdamW's eps is 1e-8 x this
+               # compute grouping: images per forward and per shard (tokens do not depend on it)
+               batch_size:int=32,
+               # the original's batch (the paper's 32): AdamW's eps is 1e-8 x this
+               math_batch_size:int=32,
                top_k:int=15, # concepts per image whose phrases regularise the token
                lambda_cos:float=1.0, # weight of the template loss
                lambda_gpt:float=0.5, # weight of the GPT loss
@@ -303,20 +365,23 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
                truncated_images:str='error', # an incomplete download's truncated images
                no_progress:bool=False, # hide progress bars
               ):
-    "Stage 2: invert every image into a pseudo token (resumable; `accelerate launch` / `torchrun` split the work)."
+    ("Stage 2: invert every image into a pseudo token (resumable; `accelerate launch` / `torchrun` "
+     "split the work).")
     check_output(out); check_precision(precision, device)
     check_input(concepts, 'CONCEPTS'); check_input(phrases, 'PHRASES')
     from searle import oti
     from searle.clip import load_clip, model_preprocess
     from searle.data import LeftOut
     lo = LeftOut()
-    refs = _images(dataset, dataset_path, split, 'references', missing_images, lo)  # checked before CLIP is loaded
+    # checked before CLIP is loaded
+    refs = _images(dataset, dataset_path, split, 'references', missing_images, lo)
     cfg = oti.OTIConfig(steps=steps, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-                        math_batch_size=math_batch_size, top_k=top_k, lambda_cos=lambda_cos, lambda_gpt=lambda_gpt, ema_decay=ema_decay, seed=seed,
-                        precision=precision)
+                        math_batch_size=math_batch_size, top_k=top_k, lambda_cos=lambda_cos,
+                        lambda_gpt=lambda_gpt, ema_decay=ema_decay, seed=seed, precision=precision)
     model = load_clip(clip_model, device='cpu')
-    path = oti.run_oti(model, refs, concepts, phrases, out, cfg, preprocess=model_preprocess(model, preprocess),
-                       cache_dir=cache_dir, device=device, progress=not no_progress, original_layout=original_layout,
+    path = oti.run_oti(model, refs, concepts, phrases, out, cfg,
+                       preprocess=model_preprocess(model, preprocess), cache_dir=cache_dir,
+                       device=device, progress=not no_progress, original_layout=original_layout,
                        truncated=truncated_images, left_out=lo)
     print(path)
     _left_out_line(lo, missing_images, truncated_images, f'{out}/left_out.json')
@@ -329,11 +394,14 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
 def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
                      concepts:str, # their concept table (searle-concepts)
                      phrases:str, # the phrase file
-                     dataset:str=None, # the unlabelled images: 'imagenet' (the paper: ImageNet1K test) or 'folder'
+                     # the unlabelled images: 'imagenet' (the paper: ImageNet1K test) or 'folder'
+                     dataset:str=None,
                      dataset_path:str=None, # their folder
-                     out:str='runs/phi', # checkpoints, logs and phi_final.pt; an existing run resumes
+                     # checkpoints, logs and phi_final.pt; an existing run resumes
+                     out:str='runs/phi',
                      split:str=None, # default: 'test' for ImageNet
-                     clip_model:str='ViT-B/32', # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
+                     # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
+                     clip_model:str='ViT-B/32',
                      preprocess:str='targetpad', # image preprocessing
                      epochs:int=100, # training epochs
                      batch_size:int=256, # images per step
@@ -355,19 +423,25 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
                      truncated_images:str='error', # an incomplete download's truncated images
                      no_progress:bool=False, # hide progress bars
                     ):
-    "Stage 3: distil phi from OTI tokens (resumable; `accelerate launch` / `torchrun` for data parallelism)."
+    ("Stage 3: distil phi from OTI tokens (resumable; `accelerate launch` / `torchrun` for data "
+     "parallelism).")
     check_output(out); check_precision(precision, device)
-    check_input(tokens, 'TOKENS', 'any'); check_input(concepts, 'CONCEPTS'); check_input(phrases, 'PHRASES')
+    check_input(tokens, 'TOKENS', 'any')
+    check_input(concepts, 'CONCEPTS'); check_input(phrases, 'PHRASES')
     from searle.phi import PhiConfig, run_train_phi
     from searle.clip import load_pseudo_tokens
     images = _images(dataset, dataset_path, split, 'images')
     load_pseudo_tokens(tokens)  # readable, and every token finite
-    if val_path: _images(val_dataset, val_path, 'val', 'images', missing_images)  # before any training work
+    # before any training work
+    if val_path: _images(val_dataset, val_path, 'val', 'images', missing_images)
     cfg = PhiConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, tau=tau,
-                    lambda_distil=lambda_distil, lambda_gpt=lambda_gpt, top_k=top_k, dropout=dropout, seed=seed, save_every=save_every,
-                    val_dataset=val_dataset, val_path=val_path, precision=precision)
-    path = run_train_phi(clip_model, images, tokens, concepts, phrases, out, cfg, preprocess=preprocess,
-                         cache_dir=cache_dir, device=device, progress=not no_progress, missing=missing_images, truncated=truncated_images)
+                    lambda_distil=lambda_distil, lambda_gpt=lambda_gpt, top_k=top_k,
+                    dropout=dropout, seed=seed, save_every=save_every, val_dataset=val_dataset,
+                    val_path=val_path, precision=precision)
+    path = run_train_phi(clip_model, images, tokens, concepts, phrases, out, cfg,
+                         preprocess=preprocess, cache_dir=cache_dir, device=device,
+                         progress=not no_progress, missing=missing_images,
+                         truncated=truncated_images)
     print(path)
     return path
 
@@ -379,8 +453,10 @@ def searle_validate(dataset:str=None, # the benchmark ('fashioniq', 'cirr' or 'c
                     out:str='runs/validate', # metrics.json and config.json are written here
                     eval_type:str='oti', # where pseudo tokens come from, or a baseline
                     tokens:str=None, # pseudo-token file for --eval-type oti
-                    phi_checkpoint:str=None, # phi weights for --eval-type phi (or a local copy of the released ones)
-                    clip_model:str=None, # a CLIP spec; default: the one the tokens' or phi's run recorded
+                    # phi weights for --eval-type phi (or a local copy of the released ones)
+                    phi_checkpoint:str=None,
+                    # a CLIP spec; default: the one the tokens' or phi's run recorded
+                    clip_model:str=None,
                     template:str=None, # the query prompt
                     preprocess:str='targetpad', # image preprocessing
                     split:str='val', # the split with targets
@@ -396,14 +472,17 @@ def searle_validate(dataset:str=None, # the benchmark ('fashioniq', 'cirr' or 'c
     check_output(out); check_precision(precision, device)
     from searle import retrieval
     from searle.data import LeftOut
-    _images(dataset, dataset_path, split, 'images', missing_images)  # the benchmark, checked before CLIP is loaded
-    model, src = retrieval.load_method(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
+    # the benchmark, checked before CLIP is loaded
+    _images(dataset, dataset_path, split, 'images', missing_images)
+    model, src = retrieval.load_method(eval_type, clip_model, tokens, phi_checkpoint, device,
+                                       cache_dir)
     if template: src['template'] = template
     lo = LeftOut()
-    metrics = retrieval.run_validation(dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out,
-        split=split, batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress,
-        precision=precision, missing=missing_images, truncated=truncated_images, left_out=lo,
-        **src)
+    metrics = retrieval.run_validation(
+        dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out,
+        split=split, batch_size=batch_size, cache_dir=cache_dir, device=device,
+        progress=not no_progress, precision=precision, missing=missing_images,
+        truncated=truncated_images, left_out=lo, **src)
     print(json.dumps(metrics, indent=1))
     _left_out_line(lo, missing_images, truncated_images, f'{out}/left_out.json')
     return metrics
@@ -415,9 +494,11 @@ def searle_submit(dataset:str=None, # 'cirr' or 'circo'
                   dataset_path:str=None, # the benchmark's folder
                   out:str='runs/submit', # the server files and config.json are written here
                   eval_type:str='oti', # where pseudo tokens come from, or a baseline
-                  tokens:str=None, # pseudo-token file for --eval-type oti (computed on the test split's references)
+                  # pseudo-token file for --eval-type oti (computed on the test split's references)
+                  tokens:str=None,
                   phi_checkpoint:str=None, # phi weights for --eval-type phi
-                  clip_model:str=None, # a CLIP spec; default: the one the tokens' or phi's run recorded
+                  # a CLIP spec; default: the one the tokens' or phi's run recorded
+                  clip_model:str=None,
                   template:str=None, # the query prompt
                   preprocess:str='targetpad', # image preprocessing
                   split:str=None, # default: 'test1' (CIRR) / 'test' (CIRCO)
@@ -434,14 +515,17 @@ def searle_submit(dataset:str=None, # 'cirr' or 'circo'
     from searle import retrieval
     from searle.data import LeftOut
     split = split or {'cirr': 'test1', 'circo': 'test'}[dataset]
-    _images(dataset, dataset_path, split, 'images', missing_images)  # the benchmark, checked before CLIP is loaded
-    model, src = retrieval.load_method(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
+    # the benchmark, checked before CLIP is loaded
+    _images(dataset, dataset_path, split, 'images', missing_images)
+    model, src = retrieval.load_method(eval_type, clip_model, tokens, phi_checkpoint, device,
+                                       cache_dir)
     if template: src['template'] = template
     lo = LeftOut()
-    paths = retrieval.run_submission(dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out,
-        split=split, batch_size=batch_size, cache_dir=cache_dir, device=device, progress=not no_progress,
-        precision=precision, missing=missing_images, truncated=truncated_images, left_out=lo,
-        **src)
+    paths = retrieval.run_submission(
+        dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out,
+        split=split, batch_size=batch_size, cache_dir=cache_dir, device=device,
+        progress=not no_progress, precision=precision, missing=missing_images,
+        truncated=truncated_images, left_out=lo, **src)
     for k, p in paths.items(): print(f'{k}: {p}')
     _left_out_line(lo, missing_images, truncated_images, f'{out}/left_out.json')
     return paths
@@ -469,14 +553,16 @@ def searle_demo(out:str='runs/demo', # the output folder (a rerun resumes it)
                 precision:str=None, # mixed precision
                 no_progress:bool=False, # hide progress bars
                ):
-    "Every stage of SEARLE on the offline world; prints the results table, writes metrics.json and plots to OUT."
+    ("Every stage of SEARLE on the offline world; prints the results table, writes metrics.json "
+     "and plots to OUT.")
     import dataclasses
     from searle.demo import DEMO_QUICK, DemoConfig, run_demo
     from searle.methods import METHODS
     from searle.retrieval import results_table
     check_output(out); check_precision(precision, device)
     cfg = dataclasses.replace(DEMO_QUICK if quick else DemoConfig(), seed=seed)
-    results = run_demo(out, cfg, clip_model, gpt, device, progress=not no_progress, precision=precision)
+    results = run_demo(out, cfg, clip_model, gpt, device, progress=not no_progress,
+                       precision=precision)
     print(results_table({METHODS[k].label: v for k, v in results.items()}).to_string())
     print(f'written: {out}/metrics.json, results.csv, methods.png, queries.png and config.json '
           '(the other files are the stages\', kept for a rerun)')
@@ -488,27 +574,29 @@ def searle_build_world(out:str=None, # folder for clip.pt, clip.json and gpt/
                        seed:int=0, # every weight follows from it
                        no_progress:bool=False, # hide progress bars
                       ):
-    "Retrain the offline world's tiny CLIP and GPT-Neo from the seed (what the package ships in data/world)."
+    ("Retrain the offline world's tiny CLIP and GPT-Neo from the seed (what the package ships in "
+     "data/world).")
     check_output(out)
     from searle import world
     print(world.train_world_models(out, seed=seed, progress=not no_progress))
 
 # %% ../nbs/10_cli.ipynb #c13a0002
 @command(required=('gallery',))
-def searle_query(reference:str, # the reference image: a file, or the name of an image of the gallery
-                 caption:str, # the relative caption, e.g. "is red and on a beach"
-                 gallery:str=None, # the folder of images to search, recursively
-                 top_k:int=10, # how many results (also --k)
-                 method:str='phi', # how the query is made
-                 clip_model:str=None, # a CLIP spec or file; default: the release's, else the world's
-                 phi:str=None, # a phi checkpoint file; default: the backbone's own
-                 phrases:str=None, # OTI's GPT phrases (searle-phrases); default: the world's
-                 vocabulary:str=None, # OTI's concepts (a CSV); default: the world's, else Open Images'
-                 json:bool=False, # print a JSON list of {rank, name, score}
-                 cache_dir:str=None, # gallery features and downloaded weights; default: ~/.cache/searle
-                 device:str=None, # where the models run
-                 no_progress:bool=False, # hide the progress bar of the gallery's features
-                ):
+def searle_query(
+    reference:str, # the reference image: a file, or the name of an image of the gallery
+    caption:str, # the relative caption, e.g. "is red and on a beach"
+    gallery:str=None, # the folder of images to search, recursively
+    top_k:int=10, # how many results (also --k)
+    method:str='phi', # how the query is made
+    clip_model:str=None, # a CLIP spec or file; default: the release's, else the world's
+    phi:str=None, # a phi checkpoint file; default: the backbone's own
+    phrases:str=None, # OTI's GPT phrases (searle-phrases); default: the world's
+    vocabulary:str=None, # OTI's concepts (a CSV); default: the world's, else Open Images'
+    json:bool=False, # print a JSON list of {rank, name, score}
+    cache_dir:str=None, # gallery features and downloaded weights; default: ~/.cache/searle
+    device:str=None, # where the models run
+    no_progress:bool=False, # hide the progress bar of the gallery's features
+):
     "Rank a folder of images for a reference image changed as a caption says; prints the top K."
     from searle.methods import get_method
     m = get_method(method)
@@ -521,8 +609,8 @@ def searle_query(reference:str, # the reference image: a file, or the name of an
     from searle.api import ComposedRetriever
     from searle.retrieval import method_clip
     clip_model = clip_model or (method_clip(m) if m.release else 'world')
-    r = ComposedRetriever.from_pretrained(clip_model, phi=phi, phrases=phrases, vocabulary=vocabulary,
-                                          cache_dir=cache_dir, device=device)
+    r = ComposedRetriever.from_pretrained(clip_model, phi=phi, phrases=phrases,
+                                          vocabulary=vocabulary, cache_dir=cache_dir, device=device)
     hits = r.index(gallery, progress=not no_progress).search(reference, caption, top_k, method)
     rows = [{'rank': m.rank, 'name': m.name, 'score': round(m.score, 6)} for m in hits]
     if json: print(_json.dumps(rows, indent=1))
@@ -532,18 +620,23 @@ def searle_query(reference:str, # the reference image: a file, or the name of an
 # %% ../nbs/10_cli.ipynb #c13a0007
 @command(resume='the app has stopped')
 def searle_app(gallery:str=None, # a folder of images to search; default: a small offline world
-               clip_model:str=None, # 'ViT-B/32', 'ViT-L/14', another CLIP name or file; default: the world
+               # 'ViT-B/32', 'ViT-L/14', another CLIP name or file; default: the world
+               clip_model:str=None,
                phi:str=None, # a phi checkpoint file; default: the backbone's own
                phrases:str=None, # OTI's GPT phrases (searle-phrases); default: the world's
-               vocabulary:str=None, # OTI's concepts (a CSV); default: the world's, else Open Images'
+               # OTI's concepts (a CSV); default: the world's, else Open Images'
+               vocabulary:str=None,
                port:int=7860, # the port to serve on
                host:str='127.0.0.1', # the address to bind; 0.0.0.0 serves every network interface
                top_k:int=8, # results shown per query (also --k)
-               cache_dir:str=None, # features, uploads, gradio's temporary files; default: ~/.cache/searle
+               # features, uploads, gradio's temporary files; default: ~/.cache/searle
+               cache_dir:str=None,
                device:str=None, # where the models run
               ):
-    "A web app for composed image retrieval over a folder of images (needs the `app` extra: gradio)."
+    ("A web app for composed image retrieval over a folder of images (needs the `app` extra: "
+     "gradio).")
     from searle.app import launch_app
     try: launch_app(gallery, clip_model, phi, phrases, vocabulary, port=port, host=host, k=top_k,
                     cache_dir=cache_dir, device=device)
-    except ImportError as e: raise ValueError(f"{e}; the app needs its extra: pip install 'searle[app]'") from None
+    except ImportError as e:
+        raise ValueError(f"{e}; the app needs its extra: pip install 'searle[app]'") from None

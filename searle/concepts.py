@@ -10,9 +10,10 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from .core import (PathLike, atomic_write, autocast, load_json, load_tensors, progress_bar, resolve_device,
-                         resolve_precision, save_json, save_tensors)
-from .clip import ImageList, as_clip, backbone, encode_text, extract_features, make_preprocess, model_fingerprint, model_preprocess
+from .core import (PathLike, atomic_write, autocast, load_json, load_tensors, progress_bar,
+                         resolve_device, resolve_precision, save_json, save_tensors)
+from .clip import (ImageList, as_clip, backbone, encode_text, extract_features,
+                         make_preprocess, model_fingerprint, model_preprocess)
 
 # %% auto #0
 __all__ = ['logger', 'OPENIMAGES_URL', 'OPENIMAGES_SHA256', 'TEMPLATES', 'IMAGE_NAME_COLUMN', 'read_vocabulary',
@@ -31,11 +32,13 @@ def read_vocabulary(path:PathLike, # a CSV with a `DisplayName` column
                    ) -> list[str]:
     "The concepts of a vocabulary CSV: its `DisplayName` column, verbatim and in order."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"expected a vocabulary CSV at {path}, found nothing")
+    if not path.is_file():
+        raise FileNotFoundError(f"expected a vocabulary CSV at {path}, found nothing")
     with open(path, newline='', encoding='utf-8-sig') as f:
         reader = csv.DictReader(f)
         if 'DisplayName' not in (reader.fieldnames or []):
-            raise ValueError(f"{path}: expected a 'DisplayName' column, found columns {reader.fieldnames}")
+            raise ValueError(f"{path}: expected a 'DisplayName' column, found columns "
+                             f"{reader.fieldnames}")
         names = [row['DisplayName'] for row in reader]
     if not names: raise ValueError(f"{path}: the vocabulary is empty")
     return names
@@ -50,31 +53,38 @@ def _sha256(path:Path) -> str:
 def download_checked(url:str, dest:PathLike, sha256:str) -> Path:
     "Download `url` to `dest` atomically, keeping it only if its sha256 matches."
     dest = Path(dest)
-    if os.environ.get('SEARLE_OFFLINE') == '1' and not url.startswith('file:'): raise FileNotFoundError(f"{dest} is not cached and SEARLE_OFFLINE=1 forbids downloading {url}")
+    if os.environ.get('SEARLE_OFFLINE') == '1' and not url.startswith('file:'):
+        raise FileNotFoundError(f"{dest} is not cached and SEARLE_OFFLINE=1 forbids "
+                                f"downloading {url}")
     logger.info('downloading %s to %s', url, dest)
     h = hashlib.sha256()
     with urllib.request.urlopen(url, timeout=60) as r, atomic_write(dest, 'wb') as f:
         for block in iter(lambda: r.read(1 << 20), b''): h.update(block); f.write(block)
         if h.hexdigest() != sha256:  # raising inside atomic_write removes the temporary file
-            raise ValueError(f"{url}: sha256 {h.hexdigest()} does not match the expected {sha256}; not keeping it")
+            raise ValueError(f"{url}: sha256 {h.hexdigest()} does not match the expected {sha256}; "
+                             "not keeping it")
     return dest
 
-def load_vocabulary(path:PathLike|None=None, # a vocabulary CSV; `None`: the official Open Images V7 file
-                    cache_dir:PathLike|None=None, # where the official file is cached (default ~/.cache/searle)
-                    url:str=OPENIMAGES_URL, sha256:str=OPENIMAGES_SHA256,
-                   ) -> list[str]:
+# %% ../nbs/05_concepts.ipynb #61eb47ef
+def load_vocabulary(
+    path:PathLike|None=None, # a vocabulary CSV; `None`: the official Open Images V7 file
+    cache_dir:PathLike|None=None, # where the official file is cached (default ~/.cache/searle)
+    url:str=OPENIMAGES_URL, sha256:str=OPENIMAGES_SHA256,
+) -> list[str]:
     "The concept vocabulary: a given CSV, or the official one (downloaded once, checksum verified)."
     if path is not None: return read_vocabulary(path)
     dest = Path(cache_dir or Path('~/.cache/searle').expanduser()) / url.rsplit('/', 1)[-1]
     if dest.is_file() and _sha256(dest) != sha256:
-        raise ValueError(f"the cached vocabulary {dest} has sha256 {_sha256(dest)}, expected {sha256}; delete it to download again")
+        raise ValueError(f"the cached vocabulary {dest} has sha256 {_sha256(dest)}, expected "
+                         f"{sha256}; delete it to download again")
     if not dest.is_file(): download_checked(url, dest, sha256)
     return read_vocabulary(dest)
 
 # %% ../nbs/05_concepts.ipynb #7291ad4a
 TEMPLATES = [
     'This is a photo of a {}', 'This photo contains a {}', 'A photo of a {}',
-    'This is an illustration of a {}', 'This illustration contains a {}', 'An illustrations of a {}',
+    'This is an illustration of a {}', 'This illustration contains a {}',
+    'An illustrations of a {}',
     'This is a sketch of a {}', 'This sketch contains a {}', 'A sketch of a {}',
     'This is a diagram of a {}', 'This diagram contains a {}', 'A diagram of a {}',
     'A {}', 'We see a {}', '{}',
@@ -89,12 +99,14 @@ def concept_prompts(concept:str) -> list[str]:
 
 # %% ../nbs/05_concepts.ipynb #1b9fa81b
 @torch.no_grad()
-def concept_features(model, # a CLIP model; features are computed on its device
-                     concepts:Sequence[str],
-                     batch_size:int=64, # concepts per forward (x 24 prompts)
-                     progress:bool=True,
-                     precision:str|None=None, # 'fp32', 'amp' (fp16 text features, as the original) or 'bf16'; `None`: the device's
-                    ) -> torch.Tensor:
+def concept_features(
+    model, # a CLIP model; features are computed on its device
+    concepts:Sequence[str],
+    batch_size:int=64, # concepts per forward (x 24 prompts)
+    progress:bool=True,
+    # 'fp32', 'amp' (fp16 text features, as the original) or 'bf16'; `None`: the device's
+    precision:str|None=None,
+) -> torch.Tensor:
     "Template-ensembled, L2-normalised CLIP text features [N, D] (float32, CPU) of `concepts`."
     out, T, dev = [], len(TEMPLATES), next(model.parameters()).device
     precision = resolve_precision(precision, dev)
@@ -109,16 +121,21 @@ def concept_features(model, # a CLIP model; features are computed on its device
 # %% ../nbs/05_concepts.ipynb #9e9caa09
 def vocabulary_key(concepts:Sequence[str]) -> str:
     "A short key of a concept list and the templates that encode it."
-    return hashlib.sha256('\x1e'.join(['\x1f'.join(TEMPLATES), *concepts]).encode()).hexdigest()[:16]
+    return hashlib.sha256(
+        '\x1e'.join(['\x1f'.join(TEMPLATES), *concepts]).encode()).hexdigest()[:16]
 
-def cached_concept_features(model, concepts:Sequence[str],
-                            cache_dir:PathLike|None=None, # `None`: no cache
-                            batch_size:int=64, progress:bool=True, precision:str|None=None) -> torch.Tensor:
-    "`concept_features`, reused from / saved to `cache_dir` under a key of (model weights, concepts, templates)."
+def cached_concept_features(
+    model, concepts:Sequence[str],
+    cache_dir:PathLike|None=None, # `None`: no cache
+    batch_size:int=64, progress:bool=True, precision:str|None=None,
+) -> torch.Tensor:
+    ("`concept_features`, reused from / saved to `cache_dir` under a key of (model weights, "
+     "concepts, templates).")
     precision = resolve_precision(precision, next(model.parameters()).device)
     if cache_dir is None: return concept_features(model, concepts, batch_size, progress, precision)
     tag = '' if precision == 'fp32' else f'-{precision}'
-    path = Path(cache_dir) / f'concept-features-{model_fingerprint(model)}-{vocabulary_key(concepts)}{tag}.pt'
+    path = Path(cache_dir) / (f'concept-features-{model_fingerprint(model)}-'
+                              f'{vocabulary_key(concepts)}{tag}.pt')
     if path.is_file():
         obj = load_tensors(path)
         if obj.get('concepts') == list(concepts): return obj['features']
@@ -135,8 +152,11 @@ def top_concepts(image_features:torch.Tensor, # [N, D] CLIP image features (norm
                  k:int=250, # concepts kept per image
                 ) -> list[list[str]]:
     "The `k` concepts most similar to each image, most similar first."
-    if k > len(concepts): raise ValueError(f"k={k} concepts per image asked for, but the vocabulary has only {len(concepts)}")
-    if concept_feats.shape[0] != len(concepts): raise ValueError(f"{concept_feats.shape[0]} concept features for {len(concepts)} concepts")
+    if k > len(concepts):
+        raise ValueError(f"k={k} concepts per image asked for, but the vocabulary has only "
+                         f"{len(concepts)}")
+    if concept_feats.shape[0] != len(concepts):
+        raise ValueError(f"{concept_feats.shape[0]} concept features for {len(concepts)} concepts")
     img = F.normalize(image_features.float(), dim=-1)  # [N, D]
     sims = img @ F.normalize(concept_feats.float().to(img.device), dim=-1).T  # [N, C]
     return [[concepts[i] for i in row] for row in sims.topk(k, dim=-1).indices.tolist()]
@@ -145,14 +165,17 @@ def top_concepts(image_features:torch.Tensor, # [N, D] CLIP image features (norm
 IMAGE_NAME_COLUMN = 'Image Name'
 
 def concept_table_name(clip_model_name:str, k:int=250) -> str:
-    "The original's file name for a concept table, e.g. 'ViT-B32_top_250_ensembling_image_texts.csv'."
+    ("The original's file name for a concept table, e.g. "
+     "'ViT-B32_top_250_ensembling_image_texts.csv'.")
     return f"{clip_model_name.replace('/', '')}_top_{k}_ensembling_image_texts.csv"
 
 def write_concept_table(path:PathLike, names:Sequence[str], rows:Sequence[Sequence[str]]):
     "Write image names and their concepts as the original's CSV table, atomically."
-    if len(names) != len(rows): raise ValueError(f"{len(names)} image names for {len(rows)} rows of concepts")
+    if len(names) != len(rows):
+        raise ValueError(f"{len(names)} image names for {len(rows)} rows of concepts")
     k = len(rows[0]) if rows else 0
-    if any(len(r) != k for r in rows): raise ValueError(f"every image needs the same number of concepts ({k}) in {path}")
+    if any(len(r) != k for r in rows):
+        raise ValueError(f"every image needs the same number of concepts ({k}) in {path}")
     dup = [n for n, c in collections.Counter(names).items() if c > 1]
     if dup: raise ValueError(f"{path}: expected distinct image names, found {dup[:5]} repeated")
     with atomic_write(path) as f:
@@ -164,34 +187,43 @@ def write_concept_table(path:PathLike, names:Sequence[str], rows:Sequence[Sequen
 def _table_header(path:Path, rows) -> int:
     "Check the header `Image Name,1,2,...,K`; return K."
     header = next(rows, None)
-    if not header or header[0] != IMAGE_NAME_COLUMN or header[1:] != [str(i) for i in range(1, len(header))]:
+    if (not header or header[0] != IMAGE_NAME_COLUMN
+            or header[1:] != [str(i) for i in range(1, len(header))]):
         raise ValueError(f"{path}: expected the header '{IMAGE_NAME_COLUMN},1,2,...,K', "
                          f"found {(header or [])[:4]}...")
     return len(header) - 1
 
+# %% ../nbs/05_concepts.ipynb #7e4850d9
+def _table_rows(path:Path, rows, K:int, k:int|None, row:Callable|None) -> dict[str, list[str]]:
+    "The rows below the header: image name -> its first `k` concepts, passed through `row`."
+    table, whole, words = {}, {}, {}  # words: one str per distinct concept (25M cells share ~20k)
+    for line, cells in enumerate(rows, start=2):
+        if len(cells) != K + 1:
+            raise ValueError(f"{path}, line {line}: expected an image name and {K} concepts, "
+                             f"found {len(cells)} cells")
+        name, cells = cells[0], [words.setdefault(c, c) for c in cells[1:]]
+        h = hash(tuple(cells))  # the whole row, even when only part is kept
+        if whole.setdefault(name, h) != h:  # FashionIQ repeats rows
+            raise ValueError(f"{path}, line {line}: the image {name!r} is listed twice "
+                             "with different concepts")
+        table[name] = row(cells[:k]) if row else cells[:k]
+    return table
+
 # %% ../nbs/05_concepts.ipynb #e556165d
-def read_concept_table(path:PathLike, # a CSV written by `write_concept_table` or by the original code
-                       k:int|None=None, # keep only the first k concepts of each image (`None`: all)
-                       row:Callable|None=None, # what to keep of each image's concepts, applied as it is read
-                      ) -> dict[str, list[str]]:
+def read_concept_table(
+    path:PathLike, # a CSV written by `write_concept_table` or by the original code
+    k:int|None=None, # keep only the first k concepts of each image (`None`: all)
+    row:Callable|None=None, # what to keep of each image's concepts, applied as it is read
+) -> dict[str, list[str]]:
     "Read a concept table: image name -> its concepts, most similar first."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"expected a concept table (CSV) at {path}, found nothing")
+    if not path.is_file():
+        raise FileNotFoundError(f"expected a concept table (CSV) at {path}, found nothing")
     with open(path, newline='', encoding='utf-8') as f:
         rows = csv.reader(f); K = _table_header(path, rows)
-        if k is not None and k > K: raise ValueError(f"{path} holds {K} concepts per image; {k} were asked for")
-        table, whole, words = {}, {}, {}  # words: one str per distinct concept (25M cells share ~20k)
-        for line, cells in enumerate(rows, start=2):
-            if len(cells) != K + 1:
-                raise ValueError(f"{path}, line {line}: expected an image name and {K} concepts, "
-                                 f"found {len(cells)} cells")
-            name, cells = cells[0], [words.setdefault(c, c) for c in cells[1:]]
-            h = hash(tuple(cells))                          # the whole row, even when only part is kept
-            if whole.setdefault(name, h) != h:              # FashionIQ repeats rows
-                raise ValueError(f"{path}, line {line}: the image {name!r} is listed twice "
-                                 "with different concepts")
-            table[name] = row(cells[:k]) if row else cells[:k]
-    return table
+        if k is not None and k > K:
+            raise ValueError(f"{path} holds {K} concepts per image; {k} were asked for")
+        return _table_rows(path, rows, K, k, row)
 
 # %% ../nbs/05_concepts.ipynb #31d2ed57
 def _parts_dir(out_path:Path) -> Path: return out_path.with_name(out_path.name + '.parts')
@@ -200,97 +232,126 @@ def _done_rows(out_path:Path) -> dict[str, list[str]]:
     "Rows already computed: the table itself (if any) and every part file."
     done = read_concept_table(out_path) if out_path.is_file() else {}
     parts = _parts_dir(out_path)
-    for p in sorted(parts.glob('part-*.csv')) if parts.is_dir() else []: done.update(read_concept_table(p))
+    for p in sorted(parts.glob('part-*.csv')) if parts.is_dir() else []:
+        done.update(read_concept_table(p))
     return done
 
 def _meta_path(out_path:Path) -> Path: return out_path.with_name(out_path.name + '.meta.json')
 
+# %% ../nbs/05_concepts.ipynb #69d72e49
 def _check_meta(out_path:Path, meta:dict, has_rows:bool):
-    "Refuse to resume from rows that another model, vocabulary, preprocessing or k made; then record `meta`."
+    ("Refuse to resume from rows that another model, vocabulary, preprocessing or k made; then "
+     "record `meta`.")
     path = _meta_path(out_path)
     if has_rows and path.is_file():
         old = load_json(path)
         diff = sorted(k for k in meta.keys() | old.keys() if old.get(k) != meta.get(k))
-        if diff: raise ValueError(f"{path}: the rows of {out_path.name} (and its parts) were made with other {diff}: "
-                                  f"{ {k: old.get(k) for k in diff} }, this run has { {k: meta.get(k) for k in diff} }; use another output")
-    elif has_rows: logger.warning('%s has rows but no %s (e.g. the original code wrote it); reusing them unchecked', out_path, path.name)
+        if diff:
+            raise ValueError(f"{path}: the rows of {out_path.name} (and its parts) were made with "
+                             f"other {diff}: { {k: old.get(k) for k in diff} }, this run has "
+                             f"{ {k: meta.get(k) for k in diff} }; use another output")
+    elif has_rows:
+        logger.warning('%s has rows but no %s (e.g. the original code wrote it); reusing them '
+                       'unchecked', out_path, path.name)
     save_json(meta, path)
 
 def _next_part(parts:Path) -> int:
     "The number of the next part file (one more than the highest there)."
-    return 1 + max((int(p.stem.split('-')[1]) for p in parts.glob('part-*.csv')), default=-1) if parts.is_dir() else 0
+    return (1 + max((int(p.stem.split('-')[1]) for p in parts.glob('part-*.csv')), default=-1)
+            if parts.is_dir() else 0)
 
 # %% ../nbs/05_concepts.ipynb #2d2aa0db
-def associate_images(images:ImageList|tuple[Sequence[str], torch.Tensor], # images, or (names, features [N, D])
-                     concepts:Sequence[str], concept_feats:torch.Tensor, # [C, D] from `concept_features`
-                     out_path:PathLike, # the CSV table; resumed from its part files when interrupted
-                     model=None, preprocess=None, # CLIP and its preprocessing, needed for an `ImageList`
-                     k:int=250, batch_size:int=32, chunk_size:int=2048, num_workers:int=0, progress:bool=True,
-                     precision:str|None=None, # of the image features (for an `ImageList`); recorded in the table's meta
-                     truncated:str='error', # 'error' or 'decode' (truncated files decoded as the original does)
-                     truncated_names:list|None=None, # names of the truncated images decoded are appended here
-                    ) -> dict[str, list[str]]:
+def associate_images(
+    images:ImageList|tuple[Sequence[str], torch.Tensor], # images, or (names, features [N, D])
+    concepts:Sequence[str], concept_feats:torch.Tensor, # [C, D] from `concept_features`
+    out_path:PathLike, # the CSV table; resumed from its part files when interrupted
+    model=None, preprocess=None, # CLIP and its preprocessing, needed for an `ImageList`
+    k:int=250, batch_size:int=32, chunk_size:int=2048, num_workers:int=0, progress:bool=True,
+    # of the image features (for an `ImageList`); recorded in the table's meta
+    precision:str|None=None,
+    truncated:str='error', # 'error' or 'decode' (truncated files decoded as the original does)
+    truncated_names:list|None=None, # names of the truncated images decoded are appended here
+) -> dict[str, list[str]]:
     "Write the top-`k` concepts of every image to `out_path` (resumable); return the table."
     out_path = Path(out_path)
     names = list(images.names) if isinstance(images, ImageList) else [str(n) for n in images[0]]
-    if isinstance(images, ImageList) and (model is None or preprocess is None): raise ValueError("an ImageList needs `model` and `preprocess`")
+    if isinstance(images, ImageList) and (model is None or preprocess is None):
+        raise ValueError("an ImageList needs `model` and `preprocess`")
     done = _done_rows(out_path)
     if done and len(next(iter(done.values()))) != k:
-        raise ValueError(f"{out_path} (or its parts) holds {len(next(iter(done.values())))} concepts per image, not k={k}; use another output")
-    meta = dict(model=model_fingerprint(model) if model is not None else None, vocabulary=vocabulary_key(concepts),
+        raise ValueError(f"{out_path} (or its parts) holds {len(next(iter(done.values())))} "
+                         f"concepts per image, not k={k}; use another output")
+    meta = dict(model=model_fingerprint(model) if model is not None else None,
+                vocabulary=vocabulary_key(concepts),
                 preprocess=repr(preprocess) if preprocess is not None else None, k=k)
     if model is not None:  # features computed here: their precision is part of what made the rows
-        precision = meta['precision'] = resolve_precision(precision, next(model.parameters()).device)
+        precision = meta['precision'] = resolve_precision(precision,
+                                                          next(model.parameters()).device)
     _check_meta(out_path, meta, bool(done))
     todo = [i for i, n in enumerate(names) if n not in done]
-    logger.info('%s%d images, %d already associated in %s', 'resuming: ' if done else '', len(names), len(names) - len(todo), out_path)
+    logger.info('%s%d images, %d already associated in %s', 'resuming: ' if done else '',
+                len(names), len(names) - len(todo), out_path)
     parts = _parts_dir(out_path); first = _next_part(parts)
     chunks = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
     for j, idx in enumerate(progress_bar(chunks, progress, desc='concepts', unit='chunk')):
         if isinstance(images, ImageList):
-            _, feats = extract_features(model, ImageList([names[i] for i in idx], [images.paths[i] for i in idx]), preprocess,
-                                        batch_size=batch_size, progress=False, num_workers=num_workers, precision=precision,
-                                        truncated=truncated, truncated_names=truncated_names)
+            _, feats = extract_features(
+                model, ImageList([names[i] for i in idx], [images.paths[i] for i in idx]),
+                preprocess, batch_size=batch_size, progress=False, num_workers=num_workers,
+                precision=precision, truncated=truncated, truncated_names=truncated_names)
         else: feats = images[1][torch.as_tensor(idx)]
         rows = top_concepts(feats, concept_feats, concepts, k)
         write_concept_table(parts / f'part-{first + j:06d}.csv', [names[i] for i in idx], rows)
         done.update(zip((names[i] for i in idx), rows))
     in_names = set(names)
-    order = names + [n for n in done if n not in in_names]  # rows of other images already in the table are kept
+    # rows of other images already in the table are kept
+    order = names + [n for n in done if n not in in_names]
     write_concept_table(out_path, order, [done[n] for n in order])
     shutil.rmtree(parts, ignore_errors=True)
     return {n: done[n] for n in order}
 
 # %% ../nbs/05_concepts.ipynb #874f8ac3
-def run_concepts(out_path:PathLike, # the CSV table to write (see `concept_table_name`)
-                 images:ImageList|tuple|None=None, # an ImageList, or (names, features); or give `dataset` and `root`
-                 dataset:str|None=None, root:PathLike|None=None, split:str|None=None, # a dataset's images, e.g. 'cirr'
-                 vocabulary:PathLike|None=None, # a CSV with DisplayName; `None`: the official Open Images file
-                 clip_model='ViT-B/32', # name, checkpoint path, or a loaded CLIP model
-                 k:int=250, batch_size:int=32, concept_batch_size:int=64, preprocess:str='targetpad',
-                 device=None, cache_dir:PathLike|None=None, # caches the vocabulary and the concept features
-                 num_workers:int=0, progress:bool=True,
-                 precision:str|None=None, # 'fp32', 'amp' (fp16 features, as the original) or 'bf16'; `None`: the device's
-                 missing:str='error', # 'error' or 'skip': leave out missing image files (recorded)
-                 truncated:str='error', # 'error' or 'decode': decode truncated files as the original does (recorded)
-                 left_out=None, # a `searle.data.LeftOut` to fill; what was left out is also written to <out_path>.left_out.json
-                 **dataset_kwargs) -> dict[str, list[str]]:
+def run_concepts(
+    out_path:PathLike, # the CSV table to write (see `concept_table_name`)
+    # an ImageList, or (names, features); or give `dataset` and `root`
+    images:ImageList|tuple|None=None,
+    # a dataset's images, e.g. 'cirr'
+    dataset:str|None=None, root:PathLike|None=None, split:str|None=None,
+    vocabulary:PathLike|None=None, # a CSV with DisplayName; `None`: the official Open Images file
+    clip_model='ViT-B/32', # name, checkpoint path, or a loaded CLIP model
+    k:int=250, batch_size:int=32, concept_batch_size:int=64, preprocess:str='targetpad',
+    device=None, cache_dir:PathLike|None=None, # caches the vocabulary and the concept features
+    num_workers:int=0, progress:bool=True,
+    # 'fp32', 'amp' (fp16 features, as the original) or 'bf16'; `None`: the device's
+    precision:str|None=None,
+    missing:str='error', # 'error' or 'skip': leave out missing image files (recorded)
+    # 'error' or 'decode': decode truncated files as the original does (recorded)
+    truncated:str='error',
+    # a `searle.data.LeftOut` to fill; what was left out is also written to <out_path>.left_out.json
+    left_out=None,
+    **dataset_kwargs) -> dict[str, list[str]]:
     "Stage 1: associate the top-`k` vocabulary concepts with every image, written to `out_path`."
-    if (images is None) == (dataset is None): raise ValueError("give either `images` or `dataset` (with `root`)")
-    from searle.data import LeftOut, check_incomplete_options, dataset_images  # FashionIQ: the union of its categories
+    if (images is None) == (dataset is None):
+        raise ValueError("give either `images` or `dataset` (with `root`)")
+    # FashionIQ: the union of its categories
+    from searle.data import LeftOut, check_incomplete_options, dataset_images
     check_incomplete_options(missing, truncated)
     left_out = LeftOut() if left_out is None else left_out
     if dataset is not None:  # the gallery and any reference outside it
-        images = dataset_images(dataset, root, split, 'images', left_out=left_out, missing=missing, **dataset_kwargs)
+        images = dataset_images(dataset, root, split, 'images', left_out=left_out, missing=missing,
+                                **dataset_kwargs)
     concepts = load_vocabulary(vocabulary, cache_dir=cache_dir)
     device = resolve_device(device)
     model = as_clip(clip_model, device)
     precision = resolve_precision(precision, device)
-    feats = cached_concept_features(model, concepts, cache_dir, concept_batch_size, progress, precision)
+    feats = cached_concept_features(model, concepts, cache_dir, concept_batch_size, progress,
+                                    precision)
     pre = model_preprocess(model, preprocess) if isinstance(images, ImageList) else None
     cut = []
-    table = associate_images(images, concepts, feats, out_path, model, pre, k=k, batch_size=batch_size, num_workers=num_workers,
-                             progress=progress, precision=precision, truncated=truncated, truncated_names=cut)
+    table = associate_images(images, concepts, feats, out_path, model, pre, k=k,
+                             batch_size=batch_size, num_workers=num_workers, progress=progress,
+                             precision=precision, truncated=truncated, truncated_names=cut)
     left_out.add('truncated_images', cut)
-    if missing != 'error' or truncated != 'error': left_out.save(Path(out_path).with_name(Path(out_path).name + '.left_out.json'))
+    if missing != 'error' or truncated != 'error':
+        left_out.save(Path(out_path).with_name(Path(out_path).name + '.left_out.json'))
     return table

@@ -33,35 +33,44 @@ def resolve_device(device:str|torch.device|None=None, # `None`: CUDA when availa
     return d
 
 # %% ../nbs/00_core.ipynb #ce10270f
-_DTYPES = {'float32': torch.float32, 'fp32': torch.float32, 'float16': torch.float16, 'fp16': torch.float16,
+_DTYPES = {'float32': torch.float32, 'fp32': torch.float32,
+           'float16': torch.float16, 'fp16': torch.float16,
            'bfloat16': torch.bfloat16, 'bf16': torch.bfloat16}
 
-def resolve_dtype(dtype:str|torch.dtype|None=None, # `None`: float32, the precision SEARLE optimises in
-                 ) -> torch.dtype:
+def resolve_dtype(
+    dtype:str|torch.dtype|None=None, # `None`: float32, the precision SEARLE optimises in
+) -> torch.dtype:
     "Resolve a dtype given as a name or a `torch.dtype`."
     if dtype is None: return torch.float32
     if isinstance(dtype, torch.dtype): return dtype
-    if dtype not in _DTYPES: raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
     return _DTYPES[dtype]
 
 # %% ../nbs/00_core.ipynb #67f3bfe1
 PRECISIONS = ('fp32', 'amp', 'bf16')
 
-def resolve_precision(precision:str|None=None, # 'fp32', 'amp' or 'bf16'; `None`: the device's default
-                      device:str|torch.device|None=None, # where the computation runs (`None`: as `resolve_device`)
-                     ) -> str:
-    "The precision of a run on `device`: fp32 on CPU and amp on CUDA unless asked; a clear error for a bad value."
+def resolve_precision(
+    precision:str|None=None, # 'fp32', 'amp' or 'bf16'; `None`: the device's default
+    device:str|torch.device|None=None, # where the computation runs (`None`: as `resolve_device`)
+) -> str:
+    ("The precision of a run on `device`: fp32 on CPU and amp on CUDA unless asked; a clear error "
+     "for a bad value.")
     dev = resolve_device(device)
     if precision is None: return 'amp' if dev.type == 'cuda' else 'fp32'
-    if precision not in PRECISIONS: raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of "
+                         f"{', '.join(PRECISIONS)}")
     if precision == 'amp' and dev.type != 'cuda':
-        raise ValueError(f"precision 'amp' (fp16 autocast with a gradient scaler) needs a CUDA device, not {dev}; "
-                         f"use 'bf16' or 'fp32' there")
+        raise ValueError(f"precision 'amp' (fp16 autocast with a gradient scaler) needs a CUDA "
+                         f"device, not {dev}; use 'bf16' or 'fp32' there")
     return precision
 
+# %% ../nbs/00_core.ipynb #fa1ed67a
 def autocast(precision:str|None, # 'fp32', 'amp' or 'bf16' (`None`: the device's default)
              device:str|torch.device|None=None):
-    "The autocast context of a precision: fp16 for amp (CUDA), bfloat16 for bf16 (CPU or CUDA), none for fp32."
+    ("The autocast context of a precision: fp16 for amp (CUDA), bfloat16 for bf16 (CPU or CUDA), "
+     "none for fp32.")
     precision, dev = resolve_precision(precision, device), resolve_device(device)
     if precision == 'fp32': return contextlib.nullcontext()
     return torch.autocast(dev.type, dtype=torch.float16 if precision == 'amp' else torch.bfloat16)
@@ -69,28 +78,34 @@ def autocast(precision:str|None, # 'fp32', 'amp' or 'bf16' (`None`: the device's
 
 # %% ../nbs/00_core.ipynb #edfe4971
 class LossScaler:
-    "amp's gradient scaler, counting the steps it skips; a plain backward and step for fp32 and bf16."
+    ("amp's gradient scaler, counting the steps it skips; a plain backward and step for fp32 "
+     "and bf16.")
     def __init__(self, precision:str|None, device:str|torch.device|None=None):
         self.precision = resolve_precision(precision, device)
-        self.scaler = torch.amp.GradScaler(resolve_device(device).type) if self.precision == 'amp' else None
-        self._skipped = torch.zeros((), dtype=torch.long)   # on the gradients' device: no sync per step
+        self.scaler = (torch.amp.GradScaler(resolve_device(device).type)
+                       if self.precision == 'amp' else None)
+        # on the gradients' device: no sync per step
+        self._skipped = torch.zeros((), dtype=torch.long)
     def backward(self, loss:torch.Tensor):
         "`loss.backward()`, the loss scaled first under amp."
         (loss if self.scaler is None else self.scaler.scale(loss)).backward()
     def step(self, opt:torch.optim.Optimizer):
-        "Step `opt`; under amp unscale first, and skip (and count) a step whose gradients are not finite."
+        ("Step `opt`; under amp unscale first, and skip (and count) a step whose gradients are "
+         "not finite.")
         if self.scaler is None: return opt.step()
         self.scaler.unscale_(opt)
         grads = [p.grad for g in opt.param_groups for p in g['params'] if p.grad is not None]
         if grads:
-            bad = ~torch.stack([torch.isfinite(g).all() for g in grads]).all()   # GradScaler's own criterion
+            # GradScaler's own criterion
+            bad = ~torch.stack([torch.isfinite(g).all() for g in grads]).all()
             self._skipped = self._skipped.to(bad.device) + bad
         self.scaler.step(opt); self.scaler.update()
     def state_dict(self) -> dict:
         "The scale and its schedule, for a checkpoint (empty outside amp)."
         return {} if self.scaler is None else self.scaler.state_dict()
     def load_state_dict(self, state:dict):
-        "Resume the scale of a checkpoint (nothing to do outside amp, or for a checkpoint without one)."
+        ("Resume the scale of a checkpoint (nothing to do outside amp, or for a checkpoint "
+         "without one).")
         if self.scaler is not None and state: self.scaler.load_state_dict(state)
     @property
     def skipped(self) -> int:
@@ -103,30 +118,36 @@ def check_finite_rows(x:torch.Tensor, # [N, ...] e.g. pseudo tokens
                       names:Sequence, # the N row names (image names)
                       target, # the file that would hold them, named in the error
                       what:str='pseudo tokens',
-                      doing:str='write', # what is refused: 'write' (a run's output) or 'use' (an input)
+                      # what is refused: 'write' (a run's output) or 'use' (an input)
+                      doing:str='write',
                      ) -> torch.Tensor:
-    "`x`, or an error naming `target`, the count and the first names, when rows of `x` hold a NaN or an inf."
+    ("`x`, or an error naming `target`, the count and the first names, when rows of `x` hold a NaN "
+     "or an inf.")
     bad = (~torch.isfinite(x.detach()).reshape(len(x), -1).all(1)).nonzero().flatten().tolist()
     if bad:
-        raise ValueError(f"{target}: {len(bad)} of {len(x)} {what} are not finite (NaN or inf), e.g. images "
-                         f"{[str(names[i]) for i in bad[:5]]}; refusing to {doing} them "
-                         f"(after a diverged amp run: rerun with precision bf16 or fp32, in a new output folder)")
+        raise ValueError(f"{target}: {len(bad)} of {len(x)} {what} are not finite (NaN or inf), "
+                         f"e.g. images {[str(names[i]) for i in bad[:5]]}; "
+                         f"refusing to {doing} them (after a diverged amp run: rerun with "
+                         "precision bf16 or fp32, in a new output folder)")
     return x
 
 # %% ../nbs/00_core.ipynb #2babc1d1
 class Dist:
-    "Rank, world size, device and collectives of this process; a single process when not launched with several."
+    ("Rank, world size, device and collectives of this process; a single process when not launched "
+     "with several.")
     def __init__(self):
         self.rank, self.world, self.device, self._state = 0, 1, None, None
         if int(os.environ.get('WORLD_SIZE', '1')) > 1:
             from accelerate import PartialState
             self._state = PartialState(cpu=not torch.cuda.is_available())
-            self.rank, self.world, self.device = self._state.process_index, self._state.num_processes, self._state.device
+            self.rank, self.world, self.device = (self._state.process_index,
+                                                  self._state.num_processes, self._state.device)
     def resolve(self, device=None) -> torch.device:
         "The device of this process: `device`, on this process's GPU when several share a machine."
         if device is None and self.device is not None: return self.device
         dev = resolve_device(device)
-        return torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0))) if dev.type == 'cuda' and self.world > 1 else dev
+        return (torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
+                if dev.type == 'cuda' and self.world > 1 else dev)
     def barrier(self):
         "Wait until every process gets here."
         if self.world > 1: self._state.wait_for_everyone()
@@ -150,7 +171,8 @@ def seed_everything(seed:int):
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
 
 def stable_seed(*keys) -> int:
-    "A 63-bit integer from any keys (seed, image name, step...), identical across processes and runs."
+    ("A 63-bit integer from any keys (seed, image name, step...), identical across processes "
+     "and runs.")
     h = hashlib.sha256('\x1f'.join(str(k) for k in keys).encode()).digest()
     return int.from_bytes(h[:8], 'little') & (2**63 - 1)
 
@@ -173,7 +195,8 @@ def atomic_write(path:PathLike, # the file to (re)write
         with os.fdopen(fd, mode, encoding=None if 'b' in mode else encoding) as f:
             yield f
             f.flush(); os.fsync(f.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())  # mkstemp makes 0600
+        # mkstemp makes 0600
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
@@ -206,43 +229,56 @@ def save_tensors(obj, path:PathLike):
 def load_tensors(path:PathLike, map_location='cpu'):
     "`torch.load` with `weights_only=True`, naming the file on failure."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"expected a torch file at {path}, found nothing")
+    if not path.is_file():
+        raise FileNotFoundError(f"expected a torch file at {path}, found nothing")
     try: return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         if 'GLOBAL' in str(e):  # a real pickle that names code to run: refused
-            raise ValueError(f"{path} holds objects other than tensors and plain containers; refusing to load it ({e})") from None
-        raise ValueError(f"{path} is not a readable torch file ({str(e).strip().splitlines()[-3:]})") from None
+            raise ValueError(f"{path} holds objects other than tensors and plain containers; "
+                             f"refusing to load it ({e})") from None
+        raise ValueError(f"{path} is not a readable torch file "
+                         f"({str(e).strip().splitlines()[-3:]})") from None
     except (RuntimeError, EOFError, KeyError, OSError) as e:  # truncated or not a torch file at all
-        raise ValueError(f"{path} is not a readable torch file, or it is truncated ({type(e).__name__}: {e})") from None
+        raise ValueError(f"{path} is not a readable torch file, or it is truncated "
+                         f"({type(e).__name__}: {e})") from None
 
 # %% ../nbs/00_core.ipynb #b223a7a8
 class _PrimitiveUnpickler(pickle.Unpickler):
     "An unpickler for data made only of builtin containers: every class lookup is refused."
     def find_class(self, module, name):
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only dicts, lists, tuples, strings and numbers are allowed")
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only dicts, lists, "
+                                     "tuples, strings and numbers are allowed")
 
 def safe_unpickle(src:PathLike|bytes, # a file path or the pickle's bytes
                  ):
-    "Unpickle data made only of dicts, lists, tuples, strings, numbers and `None`; anything else raises."
+    ("Unpickle data made only of dicts, lists, tuples, strings, numbers and `None`; anything "
+     "else raises.")
     data = src if isinstance(src, (bytes, bytearray)) else Path(src).read_bytes()
     try: return _PrimitiveUnpickler(io.BytesIO(data)).load()
     except (pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise pickle.UnpicklingError(f"{'pickle bytes' if isinstance(src, (bytes, bytearray)) else src}: {e}") from None
+        raise pickle.UnpicklingError(
+            f"{'pickle bytes' if isinstance(src, (bytes, bytearray)) else src}: {e}") from None
 
 # %% ../nbs/00_core.ipynb #b0906f79
 def config_from_dict(cls, d:dict, source:str='config'):
     "Build dataclass `cls` from `d`, refusing keys it does not have."
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
-    if unknown: raise ValueError(f"{source}: unknown keys {unknown} for {cls.__name__}; expected some of {sorted(names)}")
+    if unknown:
+        raise ValueError(f"{source}: unknown keys {unknown} for {cls.__name__}; expected some of "
+                         f"{sorted(names)}")
     return cls(**d)
 
 # %% ../nbs/00_core.ipynb #c0de0002
 class LogProgress:
-    "Progress as a plain log line every `every` percent, for logs and pipes; iterate, or `update` by hand."
-    def __init__(self, it=None, desc:str='', total=None, initial:int=0, every:int=10, log=logger, **_):
-        self.it, self.desc, self.n, self.every, self.log, self.post = it, desc, initial, every, log, ''
-        self.total = total if total is not None else (len(it) + initial if hasattr(it, '__len__') else None)
+    ("Progress as a plain log line every `every` percent, for logs and pipes; iterate, or `update` "
+     "by hand.")
+    def __init__(self, it=None, desc:str='', total=None, initial:int=0, every:int=10, log=logger,
+                 **_):
+        (self.it, self.desc, self.n, self.every, self.log,
+         self.post) = it, desc, initial, every, log, ''
+        self.total = total if total is not None else (
+            len(it) + initial if hasattr(it, '__len__') else None)
         self._shown = self._step()
     def _step(self) -> int: return 100 * self.n // self.total // self.every if self.total else 0
     def set_postfix(self, **kw): self.post = ', '.join(f'{k}={v}' for k, v in kw.items())
@@ -250,26 +286,32 @@ class LogProgress:
         self.n += n
         if self.total and self._step() > self._shown:
             self._shown = self._step()
-            self.log.info('%s: %d/%d (%d%%)%s', self.desc, self.n, self.total, 100 * self.n // self.total,
+            self.log.info('%s: %d/%d (%d%%)%s', self.desc, self.n, self.total,
+                          100 * self.n // self.total,
                           f' {self.post}' if self.post else '')
     def close(self): pass
     def __len__(self): return len(self.it)
     def __iter__(self):
         for x in self.it: yield x; self.update()
 
+# %% ../nbs/00_core.ipynb #cc0d33e5
 def _redraws() -> bool:
     "Whether a bar can redraw in place: stderr is a terminal, or this runs in a Jupyter kernel."
     return sys.stderr.isatty() or 'ipykernel' in sys.modules
 
 def progress_bar(it:Iterable|None=None, # what to iterate (`None`: advance by hand with `update`)
                  progress:bool=True, **kwargs):
-    "A `tqdm.auto` bar where it can redraw, a `LogProgress` elsewhere; `it` itself when `progress` is False."
+    ("A `tqdm.auto` bar where it can redraw, a `LogProgress` elsewhere; `it` itself when "
+     "`progress` is False.")
     if not progress: return it if it is not None else LogProgress(total=0)
     if _redraws(): return tqdm(it, **kwargs)
-    return LogProgress(it, **kwargs) if kwargs.get('leave', True) else (it if it is not None else LogProgress(total=0))
+    return (LogProgress(it, **kwargs) if kwargs.get('leave', True)
+            else (it if it is not None else LogProgress(total=0)))
 
 # %% ../nbs/00_core.ipynb #d2caf7b1
 def setup_logging(level:str|int='INFO'):
     "Configure the root logger for command-line use (library code only logs); no hub progress bars."
-    os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')  # transformers' "Loading weights" bar
-    logging.basicConfig(level=level, format='%(asctime)s %(levelname)s %(name)s: %(message)s', datefmt='%H:%M:%S', force=True)
+    # transformers' "Loading weights" bar
+    os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')
+    logging.basicConfig(level=level, format='%(asctime)s %(levelname)s %(name)s: %(message)s',
+                        datefmt='%H:%M:%S', force=True)

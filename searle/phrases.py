@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from .core import PathLike, atomic_write, load_json, progress_bar, resolve_device, resolve_dtype, safe_unpickle, save_json, stable_seed
+from .core import (PathLike, atomic_write, load_json, progress_bar, resolve_device,
+                         resolve_dtype, safe_unpickle, save_json, stable_seed)
 
 # %% auto #0
 __all__ = ['logger', 'DEFAULT_PHRASE_MODEL', 'PHRASES_FORMAT', 'ORIGINAL_PHRASES_FILE', 'PhraseConfig', 'process_phrase',
@@ -42,17 +43,22 @@ def process_phrase(text:str, # a decoded sample, prompt included
 # %% ../nbs/06_phrases.ipynb #470ae242
 def build_tiny_gpt_neo(out_dir:PathLike, # folder to write the model and tokenizer into
                        corpus:Sequence[str], # texts to train the byte-level BPE tokenizer on
-                       seed:int=0, vocab_size:int=400, hidden_size:int=32, num_layers:int=2, num_heads:int=2,
-                      ) -> Path:
-    "Write a tiny random GPT-Neo and a BPE tokenizer trained on `corpus` to `out_dir`; return the folder."
+                       seed:int=0, vocab_size:int=400, hidden_size:int=32, num_layers:int=2,
+                       num_heads:int=2) -> Path:
+    ("Write a tiny random GPT-Neo and a BPE tokenizer trained on `corpus` to `out_dir`; return "
+     "the folder.")
     from tokenizers import ByteLevelBPETokenizer
     from transformers import GPTNeoConfig, GPTNeoForCausalLM, PreTrainedTokenizerFast
     eos = '<|endoftext|>'  # GPT-Neo's only special token: beginning, end and (here) padding
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(list(corpus), vocab_size=vocab_size, min_frequency=1, special_tokens=[eos], show_progress=False)
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=eos, eos_token=eos, unk_token=eos)
-    cfg = GPTNeoConfig(vocab_size=len(tok), max_position_embeddings=128, hidden_size=hidden_size, num_layers=num_layers,
-                       attention_types=[[['global', 'local'], num_layers // 2]] if num_layers % 2 == 0 else [[['global'], num_layers]],
+    bpe.train_from_iterator(list(corpus), vocab_size=vocab_size, min_frequency=1,
+                            special_tokens=[eos], show_progress=False)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=eos, eos_token=eos,
+                                  unk_token=eos)
+    cfg = GPTNeoConfig(vocab_size=len(tok), max_position_embeddings=128, hidden_size=hidden_size,
+                       num_layers=num_layers,
+                       attention_types=[[['global', 'local'], num_layers // 2]]
+                                       if num_layers % 2 == 0 else [[['global'], num_layers]],
                        num_heads=num_heads, intermediate_size=4*hidden_size, window_size=32,
                        bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
     torch.manual_seed(seed)
@@ -62,19 +68,27 @@ def build_tiny_gpt_neo(out_dir:PathLike, # folder to write the model and tokeniz
 
 # %% ../nbs/06_phrases.ipynb #c43d77e4
 def load_causal_lm(name_or_path:str|PathLike=DEFAULT_PHRASE_MODEL, # hub name or local folder
-                   device:str|torch.device|None=None, dtype:str|torch.dtype|None=None, # `None`: float16 on CUDA, else float32
+                   # `None`: float16 on CUDA, else float32
+                   device:str|torch.device|None=None, dtype:str|torch.dtype|None=None,
                   ):
     "Load a causal LM and its tokenizer for generation: eval mode, pad token = eos, left padding."
     from transformers import AutoModelForCausalLM, AutoTokenizer
     device = resolve_device(device)
-    dtype = resolve_dtype(dtype) if dtype is not None else (torch.float16 if device.type == 'cuda' else torch.float32)
+    dtype = resolve_dtype(dtype) if dtype is not None else (
+        torch.float16 if device.type == 'cuda' else torch.float32)
     try:
         tok = AutoTokenizer.from_pretrained(str(name_or_path))
-        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype).to(device).eval()  # loaded in `dtype`: 2.7B fp16 needs 5.4 GB, not 10.8
+        # loaded in `dtype`: 2.7B fp16 needs 5.4 GB, not 10.8
+        model = AutoModelForCausalLM.from_pretrained(str(name_or_path),
+                                                     dtype=dtype).to(device).eval()
     except OSError as e:
-        raise OSError(f"could not load a causal language model from {str(name_or_path)!r} (a hub name needs the network "
-                      f"or a filled cache; a folder needs config.json, weights and tokenizer files): {str(e).splitlines()[0]}") from None
-    if tok.eos_token is None: raise ValueError(f"the tokenizer of {str(name_or_path)!r} has no end-of-text token to pad with")
+        raise OSError(f"could not load a causal language model from {str(name_or_path)!r} "
+                      "(a hub name needs the network or a filled cache; a folder needs "
+                      "config.json, weights and tokenizer files): "
+                      f"{str(e).splitlines()[0]}") from None
+    if tok.eos_token is None:
+        raise ValueError(f"the tokenizer of {str(name_or_path)!r} has no end-of-text token to "
+                         "pad with")
     tok.pad_token, tok.padding_side = tok.eos_token, 'left'
     return model, tok
 
@@ -84,13 +98,18 @@ def sample_phrases(model, tok, # from `load_causal_lm`
                    concepts:Sequence[str], # concepts of one batch (stripped)
                    config:PhraseConfig=PhraseConfig(),
                   ) -> dict[str, list[str]]:
-    "Sample `config.num_return_sequences` post-processed phrases for each concept, in one `generate` call."
+    ("Sample `config.num_return_sequences` post-processed phrases for each concept, in one "
+     "`generate` call.")
     device = next(model.parameters()).device
-    enc = tok([config.prompt.format(c) for c in concepts], return_tensors='pt', padding=True).to(device)
+    enc = tok([config.prompt.format(c) for c in concepts], return_tensors='pt',
+              padding=True).to(device)
     torch.manual_seed(stable_seed(config.seed, *concepts))
-    out = model.generate(**enc, do_sample=True, max_length=config.max_length, num_return_sequences=config.num_return_sequences,
-                         temperature=config.temperature, no_repeat_ngram_size=config.no_repeat_ngram_size, top_k=config.top_k,
-                         top_p=1.0, pad_token_id=tok.pad_token_id)  # [len(concepts) * n, <= max_length], grouped by concept
+    # [len(concepts) * n, <= max_length], grouped by concept
+    out = model.generate(**enc, do_sample=True, max_length=config.max_length,
+                         num_return_sequences=config.num_return_sequences,
+                         temperature=config.temperature,
+                         no_repeat_ngram_size=config.no_repeat_ngram_size, top_k=config.top_k,
+                         top_p=1.0, pad_token_id=tok.pad_token_id)
     texts = [process_phrase(t) for t in tok.batch_decode(out, skip_special_tokens=True)]
     n = config.num_return_sequences
     return {c: texts[i*n:(i+1)*n] for i, c in enumerate(concepts)}
@@ -99,16 +118,23 @@ def sample_phrases(model, tok, # from `load_causal_lm`
 PHRASES_FORMAT = 'searle-phrases'
 
 def save_phrases(phrases:dict[str, list[str]], path:PathLike, settings:dict|None=None):
-    "Write phrases (concept -> list of phrases) and the settings that made them, atomically, as JSON."
+    ("Write phrases (concept -> list of phrases) and the settings that made them, atomically, "
+     "as JSON.")
     save_json({'format': PHRASES_FORMAT, 'settings': settings or {}, 'phrases': phrases}, path)
 
 def _check_phrases(obj, source) -> dict[str, list[str]]:
-    "Return `obj` if it is a dict of str -> list of str, else raise naming `source` and the first offending entry."
-    if not isinstance(obj, dict): raise ValueError(f"{source}: expected a dict concept -> list of phrases, found {type(obj).__name__}")
+    ("Return `obj` if it is a dict of str -> list of str, else raise naming `source` and the first "
+     "offending entry.")
+    if not isinstance(obj, dict):
+        raise ValueError(f"{source}: expected a dict concept -> list of phrases, found "
+                         f"{type(obj).__name__}")
     for k, v in obj.items():
-        if not isinstance(k, str): raise ValueError(f"{source}: expected string concepts, found the key {k!r} ({type(k).__name__})")
+        if not isinstance(k, str):
+            raise ValueError(f"{source}: expected string concepts, found the key {k!r} "
+                             f"({type(k).__name__})")
         if not isinstance(v, list) or not all(isinstance(p, str) for p in v):
-            bad = type(v).__name__ if not isinstance(v, list) else type(next(p for p in v if not isinstance(p, str))).__name__
+            bad = (type(v).__name__ if not isinstance(v, list)
+                   else type(next(p for p in v if not isinstance(p, str))).__name__)
             raise ValueError(f"{source}: expected a list of strings for concept {k!r}, found {bad}")
     return obj
 
@@ -116,17 +142,26 @@ def _check_phrases(obj, source) -> dict[str, list[str]]:
 def _unpickle_zip_member(path:Path):
     "The safely unpickled content of the only `.pkl` inside the zip at `path`."
     with zipfile.ZipFile(path) as z:
-        pkls = [n for n in z.namelist() if n.endswith('.pkl') and not n.split('/')[-1].startswith('._')]
-        if len(pkls) != 1: raise ValueError(f"{path}: expected exactly one .pkl inside the zip, found {pkls or 'none'}")
+        pkls = [n for n in z.namelist()
+                if n.endswith('.pkl') and not n.split('/')[-1].startswith('._')]
+        if len(pkls) != 1:
+            raise ValueError(f"{path}: expected exactly one .pkl inside the zip, found "
+                             f"{pkls or 'none'}")
         data = z.read(pkls[0])
     try: return safe_unpickle(data)
-    except pickle.UnpicklingError as e: raise pickle.UnpicklingError(f"{path}, member {pkls[0]}: {str(e).removeprefix('pickle bytes: ')}") from None
+    except pickle.UnpicklingError as e:
+        raise pickle.UnpicklingError(f"{path}, member {pkls[0]}: "
+                                     f"{str(e).removeprefix('pickle bytes: ')}") from None
 
+# %% ../nbs/06_phrases.ipynb #e359053c
 def load_phrases(path:PathLike, # our JSON, the released zip holding one pickle, or a bare pickle
                 ) -> dict[str, list[str]]:
-    "Read phrases (concept -> list of phrases) from our JSON or, safely, from the authors' released pickle."
+    ("Read phrases (concept -> list of phrases) from our JSON or, safely, from the authors' "
+     "released pickle.")
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"expected a phrase file (.json, .zip or .pkl) at {path}, found nothing")
+    if not path.is_file():
+        raise FileNotFoundError(f"expected a phrase file (.json, .zip or .pkl) at {path}, "
+                                "found nothing")
     if path.suffix == '.zip': obj = _unpickle_zip_member(path)
     elif path.suffix in ('.pkl', '.pickle'): obj = safe_unpickle(path)
     else:
@@ -145,50 +180,64 @@ def save_phrases_pickle(phrases:dict[str, list[str]], path:PathLike) -> Path:
 
 # %% ../nbs/06_phrases.ipynb #6004de6e
 def _batches(tok, concepts:list[str], prompt:str, batch_size:int) -> list[list[str]]:
-    "Concepts grouped into batches whose prompts have the same number of tokens (shortest first, file order within)."
+    ("Concepts grouped into batches whose prompts have the same number of tokens (shortest first, "
+     "file order within).")
     lengths = [len(ids) for ids in tok([prompt.format(c) for c in concepts]).input_ids]
     by_len = {}
     for c, n in zip(concepts, lengths): by_len.setdefault(n, []).append(c)
-    return [g[i:i+batch_size] for n in sorted(by_len) for g in [by_len[n]] for i in range(0, len(g), batch_size)]
+    return [g[i:i+batch_size] for n in sorted(by_len) for g in [by_len[n]]
+            for i in range(0, len(g), batch_size)]
 
+# %% ../nbs/06_phrases.ipynb #fcba71bc
 def _settings(model_name_or_path, config:PhraseConfig, batch_size:int) -> dict:
-    return {'model': str(model_name_or_path), **dataclasses.asdict(config), 'batch_size': batch_size}
+    return {'model': str(model_name_or_path), **dataclasses.asdict(config),
+            'batch_size': batch_size}
 
 def _resume(out_path:Path, settings:dict) -> dict[str, list[str]]:
     "Phrases already in `out_path`, after checking they were sampled with the same settings."
     if not out_path.exists(): return {}
     old = load_json(out_path)
     if not (isinstance(old, dict) and old.get('format') == PHRASES_FORMAT):
-        raise ValueError(f"{out_path} exists but is not a {PHRASES_FORMAT} file; refusing to overwrite it")
-    diff = {k: (old['settings'].get(k), v) for k, v in settings.items() if k != 'batch_size' and old['settings'].get(k) != v}
-    if diff: raise ValueError(f"{out_path} was generated with other settings (key: (file, now)) {diff}; use another output file")
+        raise ValueError(f"{out_path} exists but is not a {PHRASES_FORMAT} file; refusing to "
+                         "overwrite it")
+    diff = {k: (old['settings'].get(k), v) for k, v in settings.items()
+            if k != 'batch_size' and old['settings'].get(k) != v}
+    if diff:
+        raise ValueError(f"{out_path} was generated with other settings (key: (file, now)) {diff}; "
+                         "use another output file")
     return _check_phrases(old['phrases'], out_path)
 
 # %% ../nbs/06_phrases.ipynb #f153d336
-def generate_phrases(model_name_or_path:str|PathLike, # hub name or local folder of a causal LM
-                     concepts:Sequence[str], # the vocabulary (stripped and de-duplicated here)
-                     out_path:PathLike, # the JSON phrase file; concepts already in it are skipped
-                     num_return_sequences:int=PhraseConfig.num_return_sequences,
-                     max_length:int=PhraseConfig.max_length,
-                     temperature:float=PhraseConfig.temperature,
-                     no_repeat_ngram_size:int=PhraseConfig.no_repeat_ngram_size,
-                     batch_size:int=4, # concepts per `generate` call (x num_return_sequences rows)
-                     seed:int=PhraseConfig.seed,
-                     device:str|torch.device|None=None, dtype:str|torch.dtype|None=None,
-                     save_every_s:float=120., # save after a batch when this long has passed since the last save (0: every batch)
-                     progress:bool=True,
-                    ) -> dict[str, list[str]]:
-    "Generate phrases for every concept, resumably, saving atomically to `out_path`; return all phrases."
-    config = PhraseConfig(max_length=max_length, num_return_sequences=num_return_sequences, temperature=temperature,
-                          no_repeat_ngram_size=no_repeat_ngram_size, seed=seed)
+def generate_phrases(
+    model_name_or_path:str|PathLike, # hub name or local folder of a causal LM
+    concepts:Sequence[str], # the vocabulary (stripped and de-duplicated here)
+    out_path:PathLike, # the JSON phrase file; concepts already in it are skipped
+    num_return_sequences:int=PhraseConfig.num_return_sequences,
+    max_length:int=PhraseConfig.max_length,
+    temperature:float=PhraseConfig.temperature,
+    no_repeat_ngram_size:int=PhraseConfig.no_repeat_ngram_size,
+    batch_size:int=4, # concepts per `generate` call (x num_return_sequences rows)
+    seed:int=PhraseConfig.seed,
+    device:str|torch.device|None=None, dtype:str|torch.dtype|None=None,
+    # save after a batch when this long has passed since the last save (0: every batch)
+    save_every_s:float=120.,
+    progress:bool=True,
+) -> dict[str, list[str]]:
+    ("Generate phrases for every concept, resumably, saving atomically to `out_path`; return all "
+     "phrases.")
+    config = PhraseConfig(max_length=max_length, num_return_sequences=num_return_sequences,
+                          temperature=temperature, no_repeat_ngram_size=no_repeat_ngram_size,
+                          seed=seed)
     out_path, settings = Path(out_path), _settings(model_name_or_path, config, batch_size)
     phrases = _resume(out_path, settings)
     concepts = list(dict.fromkeys(c.strip() for c in concepts))
     if all(c in phrases for c in concepts): return phrases
     model, tok = load_causal_lm(model_name_or_path, device, dtype)
-    todo = [[c for c in b if c not in phrases] for b in _batches(tok, concepts, config.prompt, batch_size)]
+    todo = [[c for c in b if c not in phrases]
+            for b in _batches(tok, concepts, config.prompt, batch_size)]
     todo = [b for b in todo if b]
-    logger.info('%d concepts, %d already in %s, %d batches to generate', len(concepts), len(concepts) - sum(map(len, todo)), out_path, len(todo))
+    logger.info('%d concepts, %d already in %s, %d batches to generate', len(concepts),
+                len(concepts) - sum(map(len, todo)), out_path, len(todo))
     last, dirty = time.monotonic(), False
     try:
         for batch in progress_bar(todo, progress, desc='phrases', unit='batch'):
@@ -210,18 +259,24 @@ def make_pseudo_phrase(phrase:str, concept:str,
                        first_only:bool=True, # OTI: first occurrence only; phi: every occurrence
                       ) -> str:
     "The phrase with ` $ ` in place of the concept."
-    if concept not in phrase: raise ValueError(f"concept {concept!r} does not occur in the phrase {phrase!r}")
+    if concept not in phrase:
+        raise ValueError(f"concept {concept!r} does not occur in the phrase {phrase!r}")
     return phrase.replace(concept, ' $ ', 1 if first_only else -1)
 
 # %% ../nbs/06_phrases.ipynb #680c5b6b
 def run_phrases(out_path:PathLike, # the JSON phrase file (resumed when it exists)
-                vocabulary:PathLike|None=None, # Open Images-style CSV (DisplayName column); `None`: the official one, cached
-                concepts:Sequence[str]|None=None, # an explicit concept list instead of a vocabulary file
+                # Open Images-style CSV (DisplayName column); `None`: the official one, cached
+                vocabulary:PathLike|None=None,
+                # an explicit concept list instead of a vocabulary file
+                concepts:Sequence[str]|None=None,
                 model:str|PathLike=DEFAULT_PHRASE_MODEL, # hub name or local folder
                 cache_dir:PathLike|None=None, # where the official vocabulary is cached
                 limit:int|None=None, # only the first `limit` concepts (a trial run)
-                original_layout:bool=False, # also write the original's `concept_to_phrases.pkl` beside `out_path`
-                **kwargs, # passed on to `generate_phrases` (num_return_sequences, batch_size, seed, device, ...)
+                # also write the original's `concept_to_phrases.pkl` beside `out_path`
+                original_layout:bool=False,
+                # passed on to `generate_phrases`
+                # (num_return_sequences, batch_size, seed, device, ...)
+                **kwargs,
                ) -> dict[str, list[str]]:
     "Stage 0: generate phrases for a vocabulary (or a list of concepts) into `out_path`."
     from searle.concepts import load_vocabulary
