@@ -44,7 +44,7 @@ def _reference_file(reference, # gradio's file record ({'path': ...}), a path, o
 
 # %% ../nbs/09b_app.ipynb #49256732
 def _page_results(ms:list, words:list) -> tuple[list, str, str]:
-    "What the page shows of a query: gallery items, a results table, the pseudo word's nearest words."
+    "What the page shows of a query: gallery items, a results table, the nearest words."
     items = [(str(m.path), f'{m.rank}. {m.name} ({m.score:.3f})') for m in ms]
     rows = [f'| {m.rank} | {m.name} | {m.score:.4f} |' for m in ms]
     table = '\n'.join(['| rank | image | score |', '|---:|---|---:|', *rows])
@@ -123,7 +123,8 @@ def _indexed(r:ComposedRetriever, gallery, cache:Path) -> tuple[ComposedRetrieve
 def _need_gradio():
     "Import gradio (after `app_environment`, which it reads at import), or say how to install it."
     try: import gradio  # noqa: F401
-    except ImportError: raise ImportError('the app needs gradio: pip install "searle[app]"') from None
+    except ImportError:
+        raise ImportError('the app needs gradio: pip install "searle[app]"') from None
 
 # %% ../nbs/09b_app.ipynb #44437895
 @documented
@@ -149,7 +150,8 @@ def launch_app(gallery=None, # a folder of images to search (None: a small offli
     r, examples, root = _indexed(r, gallery, cache)
     demo = build_app(r, examples, k)
     logger.info('serving %d images from %s on http://%s:%d', len(r.gallery), root, host, port)
-    demo.queue().launch(server_name=host, server_port=port, allowed_paths=[str(Path(root).resolve())],
+    demo.queue().launch(server_name=host, server_port=port,
+                        allowed_paths=[str(Path(root).resolve())],
                         max_file_size=2 * MAX_IMAGE_BYTES, prevent_thread_lock=not block,
                         show_error=True, inbrowser=False, quiet=not block)
     return demo

@@ -113,7 +113,8 @@ def run_world(out, config:DemoConfig|None=None, clip_model=None, # default: the 
     lap('phrases')
     ds, unl = load_dataset('circo', root), load_dataset('folder', root/'unlabeled').gallery()
     kw = dict(out=out, phrases=phr, device=device, progress=progress, precision=prec)
-    val = None if 'oti' not in c else oti_stage(model, ds.references(), 'val', oti=c['oti'], **kw)[2]
+    refs = ds.references()
+    val = None if 'oti' not in c else oti_stage(model, refs, 'val', oti=c['oti'], **kw)[2]
     images, table, tokens = oti_stage(model, unl, 'unlabeled', oti=c['oti_unlabeled'], **kw)
     lap('concepts and oti')
     pre = model_preprocess(model, 'targetpad')
