@@ -77,8 +77,25 @@ def run_query(retriever:ComposedRetriever, # a retriever with an indexed gallery
         raise gr.Error(msg) from None
     return _page_results(ms, words)
 
+# %% ../nbs/09b_app.ipynb #697cf856
+def _allowed_folders(examples:Sequence) -> list[Path]:
+    "Where a reference may lie: gradio's uploads, and the folders of the examples offered."
+    uploads = Path(os.environ.get('GRADIO_TEMP_DIR') or Path(tempfile.gettempdir())/'gradio')
+    return [uploads, *dict.fromkeys(Path(p).parent for p in examples)]
+
+# %% ../nbs/09b_app.ipynb #555ff2d5
+def _query_inputs(retriever:ComposedRetriever, examples:Sequence, caption:str) -> tuple:
+    "The page's left column: the reference (upload or example), caption, method and Search."
+    import gradio as gr
+    ref = gr.Image(label='reference image', type='filepath', sources=['upload'],
+                   elem_id='reference')
+    if examples: gr.Examples([[str(p)] for p in examples], inputs=[ref], label='or pick one')
+    cap = gr.Textbox(label='relative caption', value=caption, elem_id='caption')
+    ms = list(retriever.methods())
+    method = gr.Radio(ms, value=ms[-1], label='method', elem_id='method')
+    return ref, cap, method, gr.Button('Search', variant='primary', elem_id='search')
+
 # %% ../nbs/09b_app.ipynb #a5d69411
-# long: the page, laid out top to bottom as the user sees it
 @documented
 def build_app(retriever:ComposedRetriever, # a retriever with an indexed gallery
               examples:Sequence=(), # reference image files offered as examples
@@ -88,25 +105,17 @@ def build_app(retriever:ComposedRetriever, # a retriever with an indexed gallery
     "The gradio Blocks of the app (not launched)."
     import gradio as gr
     with gr.Blocks(title='searle: composed image retrieval', analytics_enabled=False) as demo:
-        gr.Markdown('## Composed image retrieval with SEARLE\n'
-                    'A reference image, and how the image you want differs from it.')
+        gr.Markdown('## Composed image retrieval with SEARLE\nA reference image, and how the '
+                    'image you want differs from it.')
         with gr.Row():
             with gr.Column(scale=1):
-                ref = gr.Image(label='reference image', type='filepath', sources=['upload'],
-                               elem_id='reference')
-                if examples:
-                    gr.Examples([[str(p)] for p in examples], inputs=[ref], label='or pick one')
-                cap = gr.Textbox(label='relative caption', value=caption, elem_id='caption')
-                ms = list(retriever.methods())
-                method = gr.Radio(ms, value=ms[-1], label='method', elem_id='method')
-                go = gr.Button('Search', variant='primary', elem_id='search')
+                ref, cap, method, go = _query_inputs(retriever, examples, caption)
             with gr.Column(scale=2):
                 near = gr.Markdown(elem_id='words')
                 gallery = gr.Gallery(label='results', columns=4, elem_id='results')
                 table = gr.Markdown(elem_id='table')
-        uploads = Path(os.environ.get('GRADIO_TEMP_DIR') or Path(tempfile.gettempdir())/'gradio')
-        allowed = [uploads, *dict.fromkeys(Path(p).parent for p in examples)]
-        fn = functools.partial(run_query, retriever, k, max_bytes=max_bytes, allowed=allowed)
+        fn = functools.partial(run_query, retriever, k, max_bytes=max_bytes,
+                               allowed=_allowed_folders(examples))
         for event in (go.click, cap.submit):
             event(fn, [ref, cap, method], [gallery, table, near], preprocess=False)
     return demo
@@ -126,6 +135,10 @@ def _need_gradio():
     except ImportError:
         raise ImportError('the app needs gradio: pip install "searle[app]"') from None
 
+def _check_gallery(gallery):
+    if gallery is not None and not Path(gallery).is_dir():
+        raise FileNotFoundError(f"expected a folder of images at {gallery}, found nothing")
+
 # %% ../nbs/09b_app.ipynb #44437895
 @documented
 def launch_app(gallery=None, # a folder of images to search (None: a small offline world)
@@ -141,14 +154,10 @@ def launch_app(gallery=None, # a folder of images to search (None: a small offli
                block:bool=True): # False: return once the server runs (tests, notebooks)
     "Serve the app; returns the launched gradio Blocks."
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    if gallery is not None and not Path(gallery).is_dir():
-        raise FileNotFoundError(f"expected a folder of images at {gallery}, found nothing")
-    app_environment(cache)
-    _need_gradio()
+    _check_gallery(gallery); app_environment(cache); _need_gradio()
     r = ComposedRetriever.from_pretrained(clip_model or 'world', phi=phi, phrases=phrases,
                                           vocabulary=vocabulary, cache_dir=cache, device=device)
-    r, examples, root = _indexed(r, gallery, cache)
-    demo = build_app(r, examples, k)
+    r, examples, root = _indexed(r, gallery, cache); demo = build_app(r, examples, k)
     logger.info('serving %d images from %s on http://%s:%d', len(r.gallery), root, host, port)
     demo.queue().launch(server_name=host, server_port=port,
                         allowed_paths=[str(Path(root).resolve())],

@@ -102,8 +102,7 @@ def run_world(out, config:DemoConfig|None=None, clip_model=None, # default: the 
               device=None, progress:bool=True, precision:str|None=None) -> WorldRun:
     "Every stage of SEARLE on the world, into `out` (OTI on the val references if `oti_steps`)."
     cfg, out, times, t0 = config or DemoConfig(), Path(out), {}, time.time()
-    prec = resolve_precision(precision, device)
-    c = stage_configs(cfg, prec)
+    prec = resolve_precision(precision, device); c = stage_configs(cfg, prec)
     def lap(stage): times[stage] = round(time.time() - t0 - sum(times.values()), 1)
     root = _world_root(out, cfg, progress); lap('world')
     model = load_clip(clip_model or world.world_clip_path(), device=device)
@@ -111,9 +110,9 @@ def run_world(out, config:DemoConfig|None=None, clip_model=None, # default: the 
                            out/'phrases.json', num_return_sequences=cfg.phrases_per_concept,
                            seed=cfg.seed, device=device, save_every_s=0, progress=progress)
     lap('phrases')
-    ds, unl = load_dataset('circo', root), load_dataset('folder', root/'unlabeled').gallery()
+    refs = load_dataset('circo', root).references()
+    unl = load_dataset('folder', root/'unlabeled').gallery()
     kw = dict(out=out, phrases=phr, device=device, progress=progress, precision=prec)
-    refs = ds.references()
     val = None if 'oti' not in c else oti_stage(model, refs, 'val', oti=c['oti'], **kw)[2]
     images, table, tokens = oti_stage(model, unl, 'unlabeled', oti=c['oti_unlabeled'], **kw)
     lap('concepts and oti')
@@ -121,8 +120,8 @@ def run_world(out, config:DemoConfig|None=None, clip_model=None, # default: the 
     val_fn = benchmark_validation(model, 'circo', root, pre, device=device, precision=prec)
     phi = run_train_phi(model, images, tokens, table, phr, out/'phi', c['phi'], validate_fn=val_fn,
                         device=device, progress=progress); lap('phi')
-    configs = {k: dataclasses.asdict(v) for k, v in c.items()}
-    return WorldRun(out, root, model, pre, phr, val, phi, times, configs)
+    return WorldRun(out, root, model, pre, phr, val, phi, times,
+                    {k: dataclasses.asdict(v) for k, v in c.items()})
 
 # %% ../nbs/12_demo.ipynb #fdb2cdd6
 DEMO_METRICS = ('recall@1', 'recall@5', 'recall@10', 'map@5', 'map@10', 'map@25', 'map@50')
