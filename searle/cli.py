@@ -264,7 +264,7 @@ def searle_concepts(out:str=None, # the concept table (CSV) to write; resumed wh
     check_output(out, 'file'); check_precision(precision, device)
     if vocabulary: check_input(vocabulary, '--vocabulary')
     from searle import concepts
-    from searle.data import LeftOut
+    from searle.runs import LeftOut
     lo = LeftOut()
     images = _images(dataset, dataset_path, split, 'images', missing_images, lo)  # gallery, and references outside it
     table = concepts.run_concepts(out, images, vocabulary=vocabulary, clip_model=clip_model, k=top_k,
@@ -309,7 +309,7 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
     check_input(concepts, 'CONCEPTS'); check_input(phrases, 'PHRASES')
     from searle import oti
     from searle.clip import load_clip, model_preprocess
-    from searle.data import LeftOut
+    from searle.runs import LeftOut
     lo = LeftOut()
     refs = _images(dataset, dataset_path, split, 'references', missing_images, lo)  # checked before CLIP is loaded
     cfg = oti.OTIConfig(steps=steps, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
@@ -446,7 +446,7 @@ def searle_validate(dataset:str=None, # the benchmark ('fashioniq', 'cirr' or 'c
     "Validate one method on a benchmark; writes OUT/metrics.json (percent) beside OUT/config.json."
     check_output(out); check_precision(precision, device)
     from searle import retrieval
-    from searle.data import LeftOut
+    from searle.runs import LeftOut
     _images(dataset, dataset_path, split, 'images', missing_images)  # the benchmark, checked before CLIP is loaded
     model, src = method_inputs(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
     lo = LeftOut()
@@ -482,7 +482,7 @@ def searle_submit(dataset:str=None, # 'cirr' or 'circo'
     "Write (and check) the evaluation-server JSON files of one method."
     check_output(out); check_precision(precision, device)
     from searle import retrieval
-    from searle.data import LeftOut
+    from searle.runs import LeftOut
     split = split or {'cirr': 'test1', 'circo': 'test'}[dataset]
     _images(dataset, dataset_path, split, 'images', missing_images)  # the benchmark, checked before CLIP is loaded
     model, src = method_inputs(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)

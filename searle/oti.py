@@ -265,7 +265,7 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
                            # config.json, its names (and the truncated images decoded here) in left_out.json
            ) -> Path:
     "Invert `images` into `out_dir/oti_pseudo_tokens.pt`, resumably, over every process of the launch."
-    config, out, dist = config or OTIConfig(), Path(out_dir), Dist()  # searle.core: rank, world size, device
+    config, out, dist = config or OTIConfig(), Path(out_dir), Dist()  # searle.core: rank, process count, device
     dev = dist.resolve(device); model = model.to(dev)
     config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))  # recorded resolved
     names = list(images.names) if isinstance(images, ImageList) else [str(n) for n in images[0]]
@@ -277,7 +277,7 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
     finished = _check_run(out, meta, len(batches))
     dist.barrier()
     if dist.rank == 0: save_json(meta, out/'config.json')
-    mine = [] if finished else [b for b in range(dist.rank, len(batches), dist.world)
+    mine = [] if finished else [b for b in range(dist.rank, len(batches), dist.n_procs)
                                 if not (out/'shards'/f'batch-{b:06d}.pt').is_file()]
     if mine:  # the table and phrases are read only when there is work (a finished rerun reads nothing)
         top = functools.partial(image_concepts, top_k=config.top_k)  # of a row's 250 cells, its 15 concepts
@@ -289,7 +289,7 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
         feats = _batch_features(model, images, rows, preprocess, dev, config, cache_dir, progress,
                                 truncated, left_out)
         _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, config, out, progress,
-                          f'process {dist.rank}/{dist.world}')
+                          f'process {dist.rank}/{dist.n_procs}')
     dist.barrier()
     if dist.rank == 0: _finish_run(out, batches, names, meta, finished, left_out, original_layout)
     dist.barrier()

@@ -170,7 +170,7 @@ def train_epoch(phi:Phi, model, opt:torch.optim.Optimizer,
                ) -> tuple[float, float]:
     "Train `phi` for one epoch; the epoch's mean (distillation, GPT) losses."
     dist = dist or Dist()
-    bl = config.batch_size // dist.world
+    bl = config.batch_size // dist.n_procs
     local, sums = slice(dist.rank * bl, (dist.rank + 1) * bl), torch.zeros(2)
     batches = epoch_batches(len(names), epoch, config.batch_size, config.seed)
     for b in progress_bar(batches, progress, desc=f'epoch {epoch}', leave=False):
@@ -273,7 +273,7 @@ def train_phi(model, # CLIP (frozen during training); its text encoder computes 
     if image_features.shape[0] != N or tokens.shape[0] != N:
         raise ValueError(f"{N} names, {image_features.shape[0]} image features and {tokens.shape[0]} tokens: they must match")
     if N < config.batch_size: raise ValueError(f"{N} images are fewer than one batch of {config.batch_size} (the last incomplete batch is dropped)")
-    if config.batch_size % dist.world: raise ValueError(f"batch size {config.batch_size} does not split over {dist.world} processes")
+    if config.batch_size % dist.n_procs: raise ValueError(f"batch size {config.batch_size} does not split over {dist.n_procs} processes")
     pools = ConceptPools(names, concept_table, phrases, config.top_k, (meta or {}).get('phrases'))
     data_key, rec = _data_key(names, model, image_features, tokens), clip_record(model)
     bb = backbone(model)                                           # phi is sized from the backbone: D -> hidden_mult * D -> W
@@ -285,7 +285,7 @@ def train_phi(model, # CLIP (frozen during training); its text encoder computes 
     scaler = LossScaler(config.precision, dev)
     start, log = _resume(out, phi, opt, config, data_key, scaler) if out is not None else (0, [])
     if out is not None and main:
-        save_json({'phi': config, 'n_images': N, 'data': data_key, 'processes': dist.world, **(meta or {})}, out/'config.json')
+        save_json({'phi': config, 'n_images': N, 'data': data_key, 'processes': dist.n_procs, **(meta or {})}, out/'config.json')
     feats, targets = image_features.to(dev, torch.float32), tokens.to(dev, torch.float32)
     real = PhraseFeatures(model, config.phrase_cache, precision=config.precision)
     frozen = [p.requires_grad for p in model.parameters()]
