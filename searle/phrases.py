@@ -188,7 +188,8 @@ def generate_phrases(model_name_or_path:str|PathLike, # hub name or local folder
     out_path, settings = Path(out_path), _settings(model_name_or_path, config, batch_size)
     with RunLock(out_path, 'file'):  # one run writes a phrase file at a time
         phrases = _resume(out_path, settings)
-        save_json(run_record('phrases', settings), out_path.with_name(out_path.name + '.config.json'))
+        rec = out_path.with_name(out_path.name + '.config.json')
+        if not (rec.is_file() and phrases): save_json(run_record('phrases', settings), rec)  # a resumed file keeps its own
         return _generate(model_name_or_path, concepts, out_path, phrases, config, settings, batch_size, device, dtype,
                          save_every_s, progress)
 

@@ -32,7 +32,7 @@ def test_bf16_stages_are_recorded_and_not_resumed_in_another(root, tmp_path):
     (tmp_path/'phrases.json').write_text(json.dumps(phrases))      # written here: generation is not what is tested
     sh('searle-concepts', '--out', tmp_path/'concepts.csv', '--dataset', 'circo', '--dataset-path', root, '--vocabulary', root/'concepts.csv',
        '--clip-model', clip_file, '--top-k', 20, '--precision', 'bf16')
-    assert json.loads((tmp_path/'concepts.csv.meta.json').read_text())['precision'] == 'bf16'
+    assert json.loads((tmp_path/'concepts.csv.config.json').read_text())['config']['precision'] == 'bf16'
     oti = ['searle-oti', tmp_path/'concepts.csv', tmp_path/'phrases.json', '--dataset', 'circo', '--dataset-path', root,
            '--clip-model', clip_file, '--steps', 5, '--out', tmp_path/'oti', '--no-progress']
     sh(*oti, '--precision', 'bf16')
