@@ -380,6 +380,7 @@ def _recorded_clip(path) -> tuple[bool, str|None]:
     rec = (obj.get('backbone') or obj.get('config') or {}) if isinstance(obj, dict) else {}
     for cfg in (Path(path).parent/'config.json', Path(path).parent.parent/'config.json'):  # the run's folder
         if 'clip' not in rec and cfg.is_file(): rec = load_json(cfg)
+    if isinstance(rec.get('clip'), dict): rec = rec['clip']  # a run record (searle.runs): its CLIP record
     return 'clip' in rec, rec.get('clip')
 
 def default_clip(eval_type:str, clip_model:str|None, tokens=None, phi_checkpoint=None) -> str:

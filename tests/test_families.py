@@ -31,7 +31,7 @@ def test_every_stage_runs_on_a_tiny_family(spec, root, tmp_path):
                      clip_model=clip_file, steps=5, **quiet)
     unl_tok = searle_oti(str(tmp_path/'unl.csv'), phrases, dataset='folder', dataset_path=unl, out=str(tmp_path/'oti_unl'),
                          clip_model=clip_file, steps=5, **quiet)
-    assert load_tensors(tok)['config']['clip'] == clip_file and load_tensors(tok)['tokens'].shape[1] == 64
+    assert load_tensors(tok)['config']['clip']['clip'] == clip_file and load_tensors(tok)['tokens'].shape[1] == 64
     phi = searle_train_phi(str(unl_tok), str(tmp_path/'unl.csv'), phrases, dataset='folder', dataset_path=unl,
                            out=str(tmp_path/'phi'), clip_model=clip_file, epochs=2, batch_size=32, save_every=1, **quiet)
     assert load_tensors(phi)['backbone'] == rec
