@@ -15,17 +15,19 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 
 from .core import *
+from .runs import COMPARED, LeftOut, default_cache_dir, locks_output, names_key, refuse_other, run_record
 from .clip import (ImageList, as_clip, backbone, clip_record, encode_text, encode_with_pseudo_tokens, extract_features,
                          load_pseudo_tokens, model_fingerprint, model_preprocess, tokenize)
 from .concepts import read_concept_table
 from .phrases import load_phrases, problematic_concepts, make_pseudo_phrase
-from .oti import names_key, warn_unphrased
+from .oti import warn_unphrased
 
 # %% auto #0
-__all__ = ['logger', 'HEADLINE_METRICS', 'PHI_RELEASE_URL', 'PHI_RELEASES', 'PHI_KEYS', 'Phi', 'contrastive_loss', 'PhiConfig',
-           'ConceptPools', 'epoch_batches', 'PhraseFeatures', 'phi_step', 'train_epoch', 'latest_checkpoint',
-           'save_phi', 'epoch_line', 'train_phi', 'phi_from_state_dict', 'phi_release_path', 'load_phi', 'phi_token_fn',
-           'check_phi_for_clip', 'load_phi_token_fn', 'benchmark_validation', 'run_train_phi']
+__all__ = ['logger', 'PHI_OPTIONS', 'HEADLINE_METRICS', 'PHI_RELEASE_URL', 'PHI_RELEASES', 'PHI_KEYS', 'Phi', 'contrastive_loss',
+           'PhiConfig', 'ConceptPools', 'epoch_batches', 'PhraseFeatures', 'phi_step', 'train_epoch',
+           'latest_checkpoint', 'save_phi', 'epoch_line', 'train_phi', 'phi_from_state_dict', 'phi_release_path',
+           'load_phi', 'phi_token_fn', 'check_phi_for_clip', 'load_phi_token_fn', 'benchmark_validation',
+           'run_train_phi']
 
 # %% ../nbs/08_phi.ipynb #34c85847
 logger = logging.getLogger(__name__)
@@ -86,6 +88,8 @@ class PhiConfig:
     precision: str|None = None   # 'fp32', 'amp' or 'bf16' (searle.core); None: the device's default, recorded resolved
 
 _RUN_ONLY = ('epochs', 'save_every', 'keep_last', 'val_dataset', 'val_path', 'val_max_queries', 'phrase_cache')
+PHI_OPTIONS = tuple(f.name for f in dataclasses.fields(PhiConfig)  # searle-train-phi's
+                    if f.name not in ('hidden_mult', 'tokens', 'keep_last', 'val_max_queries', 'phrase_cache'))
 
 # %% ../nbs/08_phi.ipynb #bd699976
 class ConceptPools:
@@ -208,17 +212,15 @@ def _new_phi(config:PhiConfig, D:int, W:int, dev) -> tuple[Phi, torch.optim.Opti
         phi = Phi(D, config.hidden_mult * D, W, config.dropout).to(dev)
     return phi, torch.optim.AdamW(phi.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
-def _resume(out:Path, phi:Phi, opt, config:PhiConfig, data_key:dict, scaler:LossScaler|None=None) -> tuple[int, list]:
+def _resume(out:Path, phi:Phi, opt, config:PhiConfig, record:dict, scaler:LossScaler|None=None) -> tuple[int, list]:
     "Load the newest checkpoint of `out` into `phi` and `opt`, after checking it is this run's: (epoch, log)."
     path = latest_checkpoint(out)
     if path is None: return 0, []
     ck = load_tensors(path)
-    old, new = ({k: v for k, v in c.items() if k not in _RUN_ONLY} for c in (ck['config'], dataclasses.asdict(config)))
-    diff = {k: (old.get(k), new.get(k)) for k in set(old) | set(new) if old.get(k) != new.get(k)}
-    if diff: raise ValueError(f"{path} was trained with another configuration (key: (checkpoint, now)) {diff}; use a new out_dir")
-    old = ck.get('data') if isinstance(ck.get('data'), dict) else {'images': ck.get('data')}   # older checkpoints: the names only
-    if diff := [f'{k}: {old.get(k)!r} -> {v!r}' for k, v in data_key.items() if old.get(k) != v]:
-        raise ValueError(f"{path} was trained on other data (key: checkpoint -> now): {'; '.join(diff)}; use a new out_dir")
+    data = ck.get('data') if isinstance(ck.get('data'), dict) else {'images': ck.get('data')}  # older: the names only
+    old = {'stage': 'phi', 'config': ck['config'], 'clip': ck.get('backbone') or record['clip'],  # as it was recorded
+           'inputs': {k: v for k, v in data.items() if k != 'clip'}}
+    refuse_other(old, record, path, ignore=[f'config.{k}' for k in _RUN_ONLY], options=PHI_OPTIONS)  # searle.runs
     if ck['epoch'] > config.epochs: raise ValueError(f"{path} is at epoch {ck['epoch']}, past the {config.epochs} epochs asked for")
     phi.load_state_dict(ck['Phi']); opt.load_state_dict(ck['optimizer'])
     if scaler is not None: scaler.load_state_dict(ck.get('scaler', {}))               # amp: the scale reached
@@ -256,6 +258,7 @@ def _epoch_bar(start, epochs, progress):
     return bar, (bar.set_postfix if hasattr(bar, 'set_postfix') else lambda **k: None)
 
 # %% ../nbs/08_phi.ipynb #9bfabde2
+@locks_output('out_dir')  # one run (of one or several processes) writes a folder at a time
 def train_phi(model, # CLIP (frozen during training); its text encoder computes the GPT loss
               names:Sequence[str], # the training images
               image_features:Tensor, # [N, D] their CLIP image features (unnormalised `encode_image` output)
@@ -283,9 +286,10 @@ def train_phi(model, # CLIP (frozen during training); its text encoder computes 
     phi, opt = _new_phi(config, bb.dim, bb.width, dev)
     out = Path(out_dir) if out_dir is not None else None
     scaler = LossScaler(config.precision, dev)
-    start, log = _resume(out, phi, opt, config, data_key, scaler) if out is not None else (0, [])
-    if out is not None and main:
-        save_json({'phi': config, 'n_images': N, 'data': data_key, 'processes': dist.n_procs, **(meta or {})}, out/'config.json')
+    record = run_record('phi', config, rec, {k: v for k, v in data_key.items() if k != 'clip'}, n_images=N,
+                        processes=dist.n_procs, **{k: v for k, v in (meta or {}).items() if k not in COMPARED})
+    start, log = _resume(out, phi, opt, config, record, scaler) if out is not None else (0, [])
+    if out is not None and main: save_json(record, out/'config.json')
     feats, targets = image_features.to(dev, torch.float32), tokens.to(dev, torch.float32)
     real = PhraseFeatures(model, config.phrase_cache, precision=config.precision)
     frozen = [p.requires_grad for p in model.parameters()]
@@ -342,7 +346,7 @@ def phi_release_path(name:str, cache_dir=None) -> tuple[Path, str]:
     "Where the released phi `name` is cached, and its URL."
     if name not in PHI_RELEASES: raise ValueError(f"unknown phi release {name!r}; expected a file or one of {sorted(PHI_RELEASES)}")
     f = PHI_RELEASES[name]['file']
-    return Path(cache_dir or Path('~/.cache/searle').expanduser()) / f, PHI_RELEASE_URL + f
+    return Path(cache_dir or default_cache_dir()) / f, PHI_RELEASE_URL + f
 
 def _download(url:str, target:Path, timeout:float=60.):
     "Stream `url` into `target` atomically."
@@ -352,7 +356,7 @@ def _download(url:str, target:Path, timeout:float=60.):
 # %% ../nbs/08_phi.ipynb #4ef23f90
 def load_phi(name_or_path, # 'searle' (ViT-B/32), 'searle-xl' (ViT-L/14), or a file holding {'Phi': state_dict}
              device=None, # `None`: CUDA when available, else CPU
-             cache_dir=None, # where released weights are cached (default ~/.cache/searle)
+             cache_dir=None, # where released weights are cached (default `searle.runs.default_cache_dir()`)
             ) -> Phi:
     "Load phi (released or trained) in eval mode, checking its keys and shapes."
     p, dims = Path(name_or_path), None
@@ -457,6 +461,7 @@ def _training_features(model, images, preprocess, cache_dir, dev, dist, batch_si
     return names, feats
 
 # %% ../nbs/08_phi.ipynb #fd37660f
+@locks_output('out_dir')
 def run_train_phi(clip_model, # an official CLIP name, a checkpoint file, or a CLIP module
                   images, # ImageList, a dataset (its gallery), or (names, features [N, D])
                   oti_tokens, # the pseudo-token file of `run_oti` (or a (names, tokens) pair)
@@ -472,7 +477,6 @@ def run_train_phi(clip_model, # an official CLIP name, a checkpoint file, or a C
                   truncated:str='error', # truncated image files (training and validation): 'error' or 'decode'
                  ) -> Path:
     "Stage 3: train phi on images and their OTI tokens into `out_dir`; returns `out_dir/phi_final.pt`."
-    from searle.data import LeftOut  # what was left out goes to out_dir/left_out.json
     config, out, dist, left_out, cut = config or PhiConfig(), Path(out_dir), Dist(), LeftOut(), []
     dev = dist.resolve(device)
     model = as_clip(clip_model, dev)
@@ -490,8 +494,7 @@ def run_train_phi(clip_model, # an official CLIP name, a checkpoint file, or a C
                                            cache_dir=cache_dir or out/'features', max_queries=config.val_max_queries, num_workers=num_workers,
                                            precision=config.precision, missing=missing, truncated=truncated, left_out=left_out)
     src = lambda x: None if isinstance(x, (dict, tuple)) else str(x)
-    meta = {'clip': getattr(model, 'searle_source', None), 'clip_fingerprint': model_fingerprint(model), 'oti_tokens': src(oti_tokens),
-            'concept_table': src(concept_table), 'phrases': src(phrases),
+    meta = {'oti_tokens': src(oti_tokens), 'concept_table': src(concept_table), 'phrases': src(phrases),  # recorded
             'preprocess': preprocess if isinstance(preprocess, str) else repr(preprocess)}
     train_phi(model, names, feats, tok, table, phr, config, out, validate_fn, dev, progress, meta)
     if dist.rank == 0 and (missing, truncated) != ('error', 'error'): left_out.save(out/'left_out.json')
