@@ -4,19 +4,20 @@
 
 # %% ../nbs/10_cli.ipynb #4b73f436
 from __future__ import annotations
-import argparse, functools, inspect, json, logging, os, re, shutil, sys, tempfile
+import argparse, dataclasses, functools, inspect, json, logging, os, re, shutil, sys, tempfile
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
 from fastcore.docments import docments
 
 # %% auto #0
-__all__ = ['logger', 'DATASETS', 'BENCHMARKS', 'EVAL_TYPES', 'PRECISIONS', 'LOG_LEVELS', 'OPTIONS', 'USER_ERRORS', 'DEMO_METHODS',
-           'DEMO_METRICS', 'DEMO_QUICK', 'Number', 'device_option', 'make_parser', 'command', 'check_output',
-           'check_input', 'check_precision', 'searle_phrases', 'searle_concepts', 'searle_oti', 'searle_train_phi',
-           'default_clip', 'check_method', 'token_source', 'method_inputs', 'searle_validate', 'searle_submit',
-           'searle_score', 'DemoConfig', 'demo_scores', 'plot_methods', 'plot_queries', 'run_demo', 'searle_demo',
-           'searle_build_world', 'searle_query', 'searle_app']
+__all__ = ['logger', 'DATASETS', 'BENCHMARKS', 'EVAL_TYPES', 'PRECISIONS', 'LOG_LEVELS', 'OPTIONS', 'CONFIG', 'USER_ERRORS',
+           'DEMO_METHODS', 'DEMO_METRICS', 'DEMO_QUICK', 'Number', 'device_option', 'config_defaults', 'make_parser',
+           'command', 'stage_config', 'check_output', 'check_input', 'check_precision', 'searle_phrases',
+           'searle_concepts', 'searle_oti', 'searle_train_phi', 'default_clip', 'check_method', 'token_source',
+           'method_inputs', 'searle_validate', 'searle_submit', 'searle_score', 'DemoConfig', 'demo_scores',
+           'plot_methods', 'plot_queries', 'run_demo', 'searle_demo', 'searle_build_world', 'searle_query',
+           'searle_app']
 
 # %% ../nbs/10_cli.ipynb #45f096a9
 logger = logging.getLogger(__name__)
@@ -118,13 +119,35 @@ def _add_option(p, name:str, d, required:bool, choices=None):
     help = doc + (f" ({'; '.join(said)})" if said else '')
     p.add_argument(*flags, dest=name, default=d.default, required=required, help=help, **kw)
 
-def make_parser(f, required=(), choices:dict|None=None) -> argparse.ArgumentParser:
+class _FromConfig:
+    "The default of an option that is a field of the stage's config: the config's own default, its one source."
+    def __repr__(self): return "the stage config's default"
+CONFIG = _FromConfig()
+
+def _config_class(spec:str):
+    "The config dataclass named 'module:Class' (imported when a parser is built or a command runs)."
+    import importlib
+    mod, _, name = spec.partition(':')
+    return getattr(importlib.import_module(mod), name)
+
+def config_defaults(f, config:str|None) -> dict:
+    "The defaults of `f`'s options left at `CONFIG`: the fields of the dataclass `config` ('module:Class')."
+    names = [k for k, v in inspect.signature(f).parameters.items() if v.default is CONFIG]
+    if not names: return {}
+    fields = {x.name: x.default for x in dataclasses.fields(_config_class(config))} if config else {}
+    if bad := [n for n in names if n not in fields]: raise TypeError(f"{f.__name__}: {bad} are not fields of {config}")
+    return {n: fields[n] for n in names}
+
+def make_parser(f, required=(), choices:dict|None=None,
+                config:str|None=None, # 'module:Class', the stage config whose fields give the `CONFIG` defaults
+               ) -> argparse.ArgumentParser:
     "The parser of command `f`: its parameters, with their docments as help, and the options of every command."
     from searle import __version__
     prog = 'searle-' + f.__name__.removeprefix('searle_').replace('_', '-')
     if bad := set(required) - set(inspect.signature(f).parameters): raise TypeError(f"{prog}: no options {bad}")
-    p = _Parser(prog=prog, description=f.__doc__, formatter_class=_Help)
+    p, defaults = _Parser(prog=prog, description=f.__doc__, formatter_class=_Help), config_defaults(f, config)
     for name, d in docments(f, full=True, returns=False, eval_str=True).items():
+        if name in defaults: d.default = defaults[name]   # shown in --help as any other default
         _add_option(p, name, d, name in required, (choices or {}).get(name))
     g = p.add_argument_group('options of every command')
     g.add_argument('--quiet', action='store_true', help='warnings and errors only, and no progress bars')
@@ -157,15 +180,21 @@ def _run(f, p:argparse.ArgumentParser, resume:str|None):
 def command(f=None, *, required:tuple=(), # options the command cannot run without
             resume:str|None=None, # said on Ctrl-C: what was kept and how to resume (fields: the options)
             choices:dict|None=None, # option -> the values this command takes, narrower than `OPTIONS`
+            config:str|None=None, # 'module:Class': the stage config whose defaults the `CONFIG` options take
            ):
     "Make `f` a console command: it parses `sys.argv` when called without arguments, else it is `f`."
-    if f is None: return functools.partial(command, required=required, resume=resume, choices=choices)
+    if f is None: return functools.partial(command, required=required, resume=resume, choices=choices, config=config)
     @functools.wraps(f)
     def _f(*args, **kwargs):
         if args or kwargs: return f(*args, **kwargs)
-        _run(f, make_parser(f, required, choices), resume)
-    _f.parser = lambda: make_parser(f, required, choices)
+        _run(f, make_parser(f, required, choices, config), resume)
+    _f.parser = lambda: make_parser(f, required, choices, config)
     return _f
+
+def stage_config(cls, f, options:dict, **extra):
+    "The stage config `cls` of command `f` from its `options` (`locals()`): the `CONFIG` ones given, and `extra`."
+    names = [k for k, v in inspect.signature(f).parameters.items() if v.default is CONFIG]
+    return cls(**{k: options[k] for k in names if options[k] is not CONFIG}, **extra)
 
 # %% ../nbs/10_cli.ipynb #d8ec2e6c
 def check_output(path, kind:str='dir', # 'dir' (a folder the command fills) or 'file'
@@ -207,27 +236,29 @@ def _local_model(name:str, option:str):
         raise FileNotFoundError(f"{option} {name}: no model folder there "
                                 "(expected config.json, weights and tokenizer files)")
 
-@command(required=('out',), resume='the phrases of finished concepts are saved in {out}; the same command resumes')
+@command(required=('out',), resume='the phrases of finished concepts are saved in {out}; the same command resumes',
+         config='searle.phrases:PhraseConfig')
 def searle_phrases(out:str=None, # the phrase JSON file to write (resumed when it exists)
                    vocabulary:str=None, # an Open Images-style CSV; default: the official Open Images V7 file (cached)
                    model:str=None, # a causal LM, hub name or folder (default: the paper's EleutherAI/gpt-neo-2.7B)
                    batch_size:int=4, # concepts per generate call
-                   num_return_sequences:int=256, # phrases per concept
+                   num_return_sequences:int=CONFIG, # phrases per concept
                    limit:int=None, # only the first LIMIT concepts (a trial run)
-                   seed:int=0, # seeds the sampling
+                   seed:int=CONFIG, # seeds the sampling
                    device:str=None, # where the models run
                    cache_dir:str=None, # where the official vocabulary is cached
                    original_layout:bool=False, # also write the original's concept_to_phrases.pkl beside OUT
                    no_progress:bool=False, # hide progress bars
                   ):
     "Stage 0: generate GPT phrases for every concept of the vocabulary."
+    opts = dict(locals())
     check_output(out, 'file')
     if vocabulary: check_input(vocabulary, '--vocabulary')
     if model: _local_model(model, '--model')
     from searle import phrases
-    model = model or phrases.DEFAULT_PHRASE_MODEL
+    model, cfg = model or phrases.DEFAULT_PHRASE_MODEL, stage_config(phrases.PhraseConfig, searle_phrases, opts)
     res = phrases.run_phrases(out, vocabulary=vocabulary, model=model, cache_dir=cache_dir, limit=limit,
-                              batch_size=batch_size, num_return_sequences=num_return_sequences, seed=seed,
+                              batch_size=batch_size, num_return_sequences=cfg.num_return_sequences, seed=cfg.seed,
                               device=device, progress=not no_progress, original_layout=original_layout)
     print(f'{len(res)} concepts with phrases in {out}')
 
@@ -276,7 +307,7 @@ def searle_concepts(out:str=None, # the concept table (CSV) to write; resumed wh
     return table
 
 # %% ../nbs/10_cli.ipynb #4ad95743
-@command(required=('dataset', 'dataset_path'),
+@command(required=('dataset', 'dataset_path'), config='searle.oti:OTIConfig',
          resume='finished batches are kept in {out}/shards; the same command resumes')
 def searle_oti(concepts:str, # the concept table of these images (searle-concepts)
                phrases:str, # the phrase file (searle-phrases, or the released GPTNeo27B.zip)
@@ -286,16 +317,16 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
                split:str=None, # default: the validation split ('test' for ImageNet)
                clip_model:str='ViT-B/32', # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
                preprocess:str='targetpad', # image preprocessing
-               steps:int=350, # optimisation steps per image
-               lr:float=2e-2, # AdamW learning rate
-               weight_decay:float=0.01, # AdamW weight decay
-               batch_size:int=32, # compute grouping: images per forward and per shard (tokens do not depend on it)
-               math_batch_size:int=32, # the original's batch (the paper's 32): AdamW's eps is 1e-8 x this
-               top_k:int=15, # concepts per image whose phrases regularise the token
-               lambda_cos:float=1.0, # weight of the template loss
-               lambda_gpt:float=0.5, # weight of the GPT loss
-               ema_decay:float=0.99, # EMA of the token
-               seed:int=42, # with the image name, seeds every draw of that image
+               steps:int=CONFIG, # optimisation steps per image
+               lr:float=CONFIG, # AdamW learning rate
+               weight_decay:float=CONFIG, # AdamW weight decay
+               batch_size:int=CONFIG, # compute grouping: images per forward and per shard (tokens do not depend on it)
+               math_batch_size:int=CONFIG, # the original's batch (the paper's 32): AdamW's eps is 1e-8 x this
+               top_k:int=CONFIG, # concepts per image whose phrases regularise the token
+               lambda_cos:float=CONFIG, # weight of the template loss
+               lambda_gpt:float=CONFIG, # weight of the GPT loss
+               ema_decay:float=CONFIG, # EMA of the token
+               seed:int=CONFIG, # with the image name, seeds every draw of that image
                cache_dir:str=None, # image-feature cache
                device:str=None, # where the models run
                precision:str=None, # mixed precision
@@ -305,6 +336,7 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
                no_progress:bool=False, # hide progress bars
               ):
     "Stage 2: invert every image into a pseudo token (resumable; `accelerate launch` / `torchrun` split the work)."
+    opts = dict(locals())
     check_output(out); check_precision(precision, device)
     check_input(concepts, 'CONCEPTS'); check_input(phrases, 'PHRASES')
     from searle import oti
@@ -312,9 +344,7 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
     from searle.runs import LeftOut
     lo = LeftOut()
     refs = _images(dataset, dataset_path, split, 'references', missing_images, lo)  # checked before CLIP is loaded
-    cfg = oti.OTIConfig(steps=steps, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-                        math_batch_size=math_batch_size, top_k=top_k, lambda_cos=lambda_cos, lambda_gpt=lambda_gpt, ema_decay=ema_decay, seed=seed,
-                        precision=precision)
+    cfg = stage_config(oti.OTIConfig, searle_oti, opts, precision=precision)
     model = load_clip(clip_model, device='cpu')
     path = oti.run_oti(model, refs, concepts, phrases, out, cfg, preprocess=model_preprocess(model, preprocess),
                        cache_dir=cache_dir, device=device, progress=not no_progress, original_layout=original_layout,
@@ -324,7 +354,7 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
     return path
 
 # %% ../nbs/10_cli.ipynb #f2e76c84
-@command(required=('dataset', 'dataset_path'), choices={'dataset': ('imagenet', 'folder')},
+@command(required=('dataset', 'dataset_path'), choices={'dataset': ('imagenet', 'folder')}, config='searle.phi:PhiConfig',
          resume='checkpoints are in {out}/checkpoints (every --save-every epochs); '
                 'the same command resumes from the newest')
 def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
@@ -336,18 +366,18 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
                      split:str=None, # default: 'test' for ImageNet
                      clip_model:str='ViT-B/32', # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
                      preprocess:str='targetpad', # image preprocessing
-                     epochs:int=100, # training epochs
-                     batch_size:int=256, # images per step
-                     lr:float=1e-4, # AdamW learning rate
-                     weight_decay:float=0.01, # AdamW weight decay
-                     tau:float=0.25, # temperature of the contrastive distillation loss
-                     lambda_distil:float=1.0, # weight of the distillation loss
-                     lambda_gpt:float=0.75, # weight of the GPT loss
-                     top_k:int=150, # concepts per image whose phrases regularise phi
-                     dropout:float=0.5, # phi's dropout
-                     seed:int=42, # seeds phi's initialisation and every draw
-                     save_every:int=5, # checkpoint every N epochs
-                     val_dataset:str='cirr', # validation benchmark after every epoch
+                     epochs:int=CONFIG, # training epochs
+                     batch_size:int=CONFIG, # images per step
+                     lr:float=CONFIG, # AdamW learning rate
+                     weight_decay:float=CONFIG, # AdamW weight decay
+                     tau:float=CONFIG, # temperature of the contrastive distillation loss
+                     lambda_distil:float=CONFIG, # weight of the distillation loss
+                     lambda_gpt:float=CONFIG, # weight of the GPT loss
+                     top_k:int=CONFIG, # concepts per image whose phrases regularise phi
+                     dropout:float=CONFIG, # phi's dropout
+                     seed:int=CONFIG, # seeds phi's initialisation and every draw
+                     save_every:int=CONFIG, # checkpoint every N epochs
+                     val_dataset:str=CONFIG, # validation benchmark after every epoch
                      val_path:str=None, # its folder (no validation without it)
                      cache_dir:str=None, # image-feature cache (default: OUT/features)
                      device:str=None, # where the models run
@@ -357,16 +387,15 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
                      no_progress:bool=False, # hide progress bars
                     ):
     "Stage 3: distil phi from OTI tokens (resumable; `accelerate launch` / `torchrun` for data parallelism)."
+    opts = dict(locals())
     check_output(out); check_precision(precision, device)
     check_input(tokens, 'TOKENS', 'any'); check_input(concepts, 'CONCEPTS'); check_input(phrases, 'PHRASES')
     from searle.phi import PhiConfig, run_train_phi
     from searle.clip import load_pseudo_tokens
     images = _images(dataset, dataset_path, split, 'images')
     load_pseudo_tokens(tokens)  # readable, and every token finite
-    if val_path: _images(val_dataset, val_path, 'val', 'images', missing_images)  # before any training work
-    cfg = PhiConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, tau=tau,
-                    lambda_distil=lambda_distil, lambda_gpt=lambda_gpt, top_k=top_k, dropout=dropout, seed=seed, save_every=save_every,
-                    val_dataset=val_dataset, val_path=val_path, precision=precision)
+    cfg = stage_config(PhiConfig, searle_train_phi, opts, val_path=val_path, precision=precision)
+    if val_path: _images(cfg.val_dataset, val_path, 'val', 'images', missing_images)  # before any training work
     path = run_train_phi(clip_model, images, tokens, concepts, phrases, out, cfg, preprocess=preprocess,
                          cache_dir=cache_dir, device=device, progress=not no_progress, missing=missing_images, truncated=truncated_images)
     print(path)
@@ -581,24 +610,26 @@ def run_demo(out, # the output folder (the world, every stage's files, metrics.j
     "Every stage of SEARLE on the offline world; returns `{method: {metric: value}}`."
     from searle import concepts, oti, phrases, retrieval, world
     from searle.core import load_json, resolve_precision, save_json
-    from searle.clip import extract_features, load_clip, model_fingerprint, model_preprocess
+    from searle.clip import clip_record, extract_features, load_clip, model_preprocess
+    from searle.runs import refuse_other, run_record
     from searle.data import load_dataset
     from searle.phi import PhiConfig, run_train_phi, benchmark_validation, load_phi, phi_token_fn
     cfg, out, times, t0 = config or DemoConfig(), Path(out), {}, time.time()
     prec = resolve_precision(precision, device)
     def lap(stage): times[stage] = round(time.time() - t0 - sum(times.values()), 1); logger.info('%s: %.1f s', stage, times[stage])
+    model = load_clip(clip_model or world.world_clip_path(), device=device)
+    rec = run_record('demo', {**asdict(cfg), 'precision': prec}, clip_record(model))
     if (out/'config.json').is_file():  # a rerun resumes every stage, so it must be the same demo
-        old = load_json(out/'config.json').get('demo', {})
-        diff = {k: (old.get(k), v) for k, v in asdict(cfg).items() if old.get(k) != v}
-        was = load_json(out/'config.json').get('precision', 'fp32')   # demos written before the option ran in fp32
-        if was != prec: diff['precision'] = (was, prec)
-        if diff: raise ValueError(f"{out} holds a demo with another config (key: (there, asked)) {diff}; use another output folder")
+        old = load_json(out/'config.json')
+        if 'stage' not in old:  # written before the run record: its CLIP unrecorded, fp32 (before the option)
+            old = {'stage': 'demo', 'config': {**old.get('demo', {}), 'precision': old.get('precision', 'fp32')},
+                   'clip': rec['clip']}
+        refuse_other(old, rec, out/'config.json', options=('seed', 'precision', 'clip_model'))
     root = out/'world'
     wcfg = dict(seed=cfg.seed, n_gallery=cfg.n_gallery, n_queries=cfg.n_queries, n_test=0, n_unlabeled=cfg.n_unlabeled)
     if not (root/'world.json').is_file() or {k: load_json(root/'world.json')['config'][k] for k in wcfg} != wcfg:
         world.build_world(root, progress=progress, **wcfg)
     lap('world')
-    model = load_clip(clip_model or world.world_clip_path(), device=device)
     pre = model_preprocess(model, 'targetpad')
     vocab = world.world_concepts()
     phr = phrases.generate_phrases(gpt or world.world_gpt_path(), vocab, out/'phrases.json', num_return_sequences=cfg.phrases_per_concept,
@@ -632,8 +663,7 @@ def run_demo(out, # the output folder (the world, every stage's files, metrics.j
     retrieval.results_table(results).to_csv(out/'results.csv')
     plot_methods(results).savefig(out/'methods.png', dpi=120)
     plot_queries(ds, rankings['searle-oti'], title='SEARLE-OTI on the offline world').savefig(out/'queries.png', dpi=120)
-    save_json({'demo': asdict(cfg), 'clip': str(clip_model or world.world_clip_path()), 'clip_fingerprint': model_fingerprint(model),
-               'gpt': str(gpt or world.world_gpt_path()), 'oti': asdict(ocfg), 'oti_unlabeled': asdict(ucfg), 'phi': asdict(pcfg),
+    save_json({**rec, 'demo': asdict(cfg), 'gpt': str(gpt or world.world_gpt_path()), 'oti': asdict(ocfg), 'oti_unlabeled': asdict(ucfg), 'phi': asdict(pcfg),
                'precision': prec, 'seconds': times, 'total_seconds': round(time.time() - t0, 1)}, out/'config.json')
     return results
 

@@ -17,14 +17,17 @@ from torch import Tensor
 from .core import *
 from .clip import (ImageList, as_clip, make_preprocess, model_preprocess, extract_features, encode_text,
                          encode_with_pseudo_tokens, load_pseudo_tokens, model_fingerprint)
+from .clip import clip_record
 from .data import *
+from .runs import LeftOut, RunLock, check_resume, locks_output, run_record
 from .metrics import *
 
 # %% auto #0
 __all__ = ['logger', 'QUERY_TEMPLATE', 'TEXT_TEMPLATE', 'BASELINES', 'RECALL_KS', 'SUBSET_KS', 'MAP_KS', 'ASPECT_MAP_K', 'TOP_K',
-           'query_prompts', 'reference_tokens', 'query_features', 'rank_gallery', 'benchmark_metrics', 'Retrieval',
-           'retrieve', 'validate', 'validate_benchmark', 'results_table', 'cirr_submissions', 'circo_submission',
-           'check_submission', 'score_circo_submission', 'run_validation', 'run_submission']
+           'VALIDATE_OPTIONS', 'query_prompts', 'reference_tokens', 'query_features', 'rank_gallery',
+           'benchmark_metrics', 'Retrieval', 'retrieve', 'validate', 'validate_benchmark', 'results_table',
+           'cirr_submissions', 'circo_submission', 'check_submission', 'score_circo_submission', 'run_validation',
+           'run_submission']
 
 # %% ../nbs/04_retrieval.ipynb #8f5a6d1c
 logger = logging.getLogger(__name__)
@@ -453,12 +456,27 @@ def _setup(clip_model, preprocess, device):
     pre = model_preprocess(model, preprocess)
     return model.eval(), pre
 
-def _config(**kw) -> dict:
-    import searle
+VALIDATE_OPTIONS = ('dataset', 'dataset_path', 'split', 'template', 'preprocess', 'precision', 'missing_images',
+                    'truncated_images')  # the recorded settings searle-validate and searle-submit take as options
+
+def _record(stage:str, model, out_dir, # `None`: nothing to compare with
+            **kw) -> dict:
+    "The run record of a validation or submission (`searle.runs`), after refusing a rerun into `out_dir` made otherwise."
     kw = {k: (str(v) if isinstance(v, Path) else v) for k, v in kw.items()}
-    return kw | {'searle_version': searle.__version__, 'time': datetime.datetime.now().isoformat(timespec='seconds')}
+    rec = run_record(stage, kw, clip_record(model))
+    if out_dir is not None:  # config.json is written last: it marks a finished run
+        check_resume(Path(out_dir)/'config.json', rec, ignore=['config.batch_size', 'config.backend'],
+                     options=VALIDATE_OPTIONS)
+    return rec
+
+def _save_record(rec:dict, out:Path, left_out:LeftOut, **extra):
+    "Write the run record (with what was left out and the time) and left_out.json into `out`."
+    save_json({**rec, **extra, 'left_out': left_out.counts(),
+               'time': datetime.datetime.now().isoformat(timespec='seconds')}, out/'config.json')
+    left_out.save(out/'left_out.json')
 
 # %% ../nbs/04_retrieval.ipynb #b3c37b05
+@locks_output('out_dir')  # one run writes a folder at a time
 def run_validation(dataset:str, # 'fashioniq', 'cirr' or 'circo'
                    dataset_path, # the benchmark's folder
                    clip_model='ViT-B/32', # an official name, a checkpoint file, or a CLIP module
@@ -482,6 +500,12 @@ def run_validation(dataset:str, # 'fashioniq', 'cirr' or 'circo'
     model, pre = _setup(clip_model, preprocess, device)
     precision = resolve_precision(precision, next(model.parameters()).device)
     left_out = LeftOut() if left_out is None else left_out
+    rec = _record('validate', model, out_dir, dataset=dataset, dataset_path=dataset_path,
+                  split=split,
+                  preprocess=preprocess if isinstance(preprocess, str) else repr(preprocess),
+                  method=_method(tokens, token_fn, baseline), template=template, batch_size=batch_size, backend=backend,
+                  categories=list(categories) if dataset == 'fashioniq' else None, max_queries=max_queries,
+                  precision=precision, missing_images=missing, truncated_images=truncated)
     kw = dict(tokens=tokens, token_fn=token_fn, baseline=baseline, template=template, batch_size=batch_size, device=device,
               cache_dir=cache_dir, backend=backend, max_queries=max_queries, progress=progress, num_workers=num_workers, memo={},
               precision=precision, missing=missing, truncated=truncated, left_out=left_out)
@@ -489,18 +513,11 @@ def run_validation(dataset:str, # 'fashioniq', 'cirr' or 'circo'
     metrics = validate_benchmark(model, dataset, dataset_path, pre, split=split, **kw)
     if out_dir is not None:
         save_json(metrics, Path(out_dir)/'metrics.json')
-        save_json(_config(command='validate', dataset=dataset, dataset_path=dataset_path, split=split,
-                          clip_model=getattr(model, 'searle_source', str(clip_model) if isinstance(clip_model, (str, Path)) else 'in-memory'),
-                          clip_fingerprint=model_fingerprint(model),
-                          preprocess=preprocess if isinstance(preprocess, str) else repr(preprocess),
-                          method=_method(tokens, token_fn, baseline), template=template, batch_size=batch_size, backend=backend,
-                          categories=list(categories) if dataset == 'fashioniq' else None, max_queries=max_queries,
-                          precision=precision, missing_images=missing, truncated_images=truncated, left_out=left_out.counts()),
-                  Path(out_dir)/'config.json')
-        left_out.save(Path(out_dir)/'left_out.json')
+        _save_record(rec, Path(out_dir), left_out)
     return metrics
 
 # %% ../nbs/04_retrieval.ipynb #3da3d7d5
+@locks_output('out_dir')
 def run_submission(dataset:str, # 'cirr' or 'circo'
                    dataset_path, clip_model='ViT-B/32', preprocess='targetpad',
                    tokens=None, token_fn:Callable|None=None, baseline:str|None=None,
@@ -517,6 +534,11 @@ def run_submission(dataset:str, # 'cirr' or 'circo'
     check_incomplete_options(missing, truncated)
     model, pre = _setup(clip_model, preprocess, device)
     precision = resolve_precision(precision, next(model.parameters()).device)
+    # a submission is not compared with the folder's: one folder may hold CIRR's and CIRCO's files
+    rec = _record('submit', model, None, dataset=dataset, dataset_path=dataset_path, split=split,
+                  preprocess=preprocess if isinstance(preprocess, str) else repr(preprocess),
+                  method=_method(tokens, token_fn, baseline), template=template, precision=precision,
+                  missing_images=missing, truncated_images=truncated)
     ds, left_out = load_dataset(dataset, dataset_path, split=split, missing=missing), LeftOut() if left_out is None else left_out
     left_out.add_dataset(ds)
     if ds.left_out['skipped_queries']:
@@ -532,11 +554,5 @@ def run_submission(dataset:str, # 'cirr' or 'circo'
         check_submission(obj, ds, kind=None if kind == 'circo' else kind)
         paths[kind] = out/(f'cirr_{split}_{kind}.json' if dataset == 'cirr' else f'circo_{split}.json')
         save_json(obj, paths[kind], indent=None)
-    save_json(_config(command='submit', dataset=dataset, dataset_path=dataset_path, split=split,
-                      clip_model=getattr(model, 'searle_source', 'in-memory'), clip_fingerprint=model_fingerprint(model),
-                      preprocess=preprocess if isinstance(preprocess, str) else repr(preprocess),
-                      method=_method(tokens, token_fn, baseline), template=template, files={k: p.name for k, p in paths.items()},
-                      precision=precision, missing_images=missing, truncated_images=truncated, left_out=left_out.counts()),
-              out/'config.json')
-    left_out.save(out/'left_out.json')
+    _save_record(rec, out, left_out, files={k: p.name for k, p in paths.items()})
     return paths

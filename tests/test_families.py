@@ -38,7 +38,7 @@ def test_every_stage_runs_on_a_tiny_family(spec, root, tmp_path):
     for kind, kw in (('oti', dict(tokens=str(tok))), ('phi', dict(phi_checkpoint=str(phi)))):  # no --clip-model: the run's own
         m = searle_validate(dataset='circo', dataset_path=str(root), out=str(tmp_path/f'val_{kind}'), eval_type=kind, **kw, **quiet)
         cfg = load_json(tmp_path/f'val_{kind}'/'config.json')
-        assert (cfg['clip_model'], cfg['clip_fingerprint']) == (clip_file, rec['clip_fingerprint'])
+        assert (cfg['clip']['clip'], cfg['clip']['clip_fingerprint']) == (clip_file, rec['clip_fingerprint'])
         assert 0 <= m['map@5'] <= 100
     paths = searle_submit(dataset='circo', dataset_path=str(root), out=str(tmp_path/'sub'), eval_type='phi', phi_checkpoint=str(phi), **quiet)
     assert paths['circo'].is_file()

@@ -41,6 +41,6 @@ def test_bf16_stages_are_recorded_and_not_resumed_in_another(root, tmp_path):
     assert r.returncode != 0 and "`--precision`: this folder was made with 'bf16', now 'fp32'" in r.stderr, r.stderr[-2000:]
     sh('searle-validate', '--dataset', 'circo', '--dataset-path', root, '--eval-type', 'oti', '--tokens', tmp_path/'oti'/'oti_pseudo_tokens.pt',
        '--clip-model', clip_file, '--out', tmp_path/'val', '--no-progress', '--precision', 'bf16')
-    assert json.loads((tmp_path/'val'/'config.json').read_text())['precision'] == 'bf16'
+    assert json.loads((tmp_path/'val'/'config.json').read_text())['config']['precision'] == 'bf16'
     m = json.loads((tmp_path/'val'/'metrics.json').read_text())
     assert m and all(0 <= v <= 100 for v in m.values())
