@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from .core import *
+from .runs import default_cache_dir  # the one cache folder: $SEARLE_CACHE_DIR, else ~/.cache/searle
 from .clip import (ImageList, as_clip, extract_features, make_preprocess, model_fingerprint,
                          pseudo_token_id)
 from .data import Query, load_dataset
@@ -31,8 +32,8 @@ import clip  # openai's (searle.clip has silenced its import warning)
 
 # %% auto #0
 __all__ = ['logger', 'MAX_IMAGE_BYTES', 'MAX_IMAGE_PIXELS', 'METHODS', 'documented', 'open_image', 'WorldPhiConfig',
-           'default_cache_dir', 'train_world_phi', 'world_phi_path', 'world_phrases_path', 'Match', 'ComposedRetriever',
-           'nearest_words', 'world_gallery', 'plot_matches', 'query_box']
+           'train_world_phi', 'world_phi_path', 'world_phrases_path', 'Match', 'ComposedRetriever', 'nearest_words',
+           'world_gallery', 'plot_matches', 'query_box']
 
 # %% ../nbs/09a_api.ipynb #4d2349b8
 logger = logging.getLogger(__name__)
@@ -91,10 +92,6 @@ class WorldPhiConfig:
     epochs: int = 40
     batch_size: int = 128
     hidden_mult: int = 2           # the paper: 4; 2 keeps the shipped float16 file near 260 KB
-
-def default_cache_dir() -> Path:
-    "Where the API caches features and trained files: `$SEARLE_CACHE_DIR`, else `~/.cache/searle`."
-    return Path(os.environ.get('SEARLE_CACHE_DIR') or '~/.cache/searle').expanduser()
 
 # %% ../nbs/09a_api.ipynb #84c162fd
 def _world_phi_inputs(out:Path, cfg:WorldPhiConfig, model, device, progress):

@@ -93,3 +93,13 @@ def test_two_runs_into_one_folder(root, stage_files, tmp_path):
     again = run(*args, '--steps', 2)                          # ...and taken over (no shard was made: a fresh run)
     assert again.returncode == 0 and (tmp_path/'oti'/'oti_pseudo_tokens.pt').is_file(), again.stderr[-2000:]
     assert not (tmp_path/'oti'/'.lock').exists()              # released as the run ended
+
+def test_one_cache_folder(monkeypatch, tmp_path):
+    "SEARLE_CACHE_DIR moves every cache: the vocabulary, the released phi weights, the API's files."
+    monkeypatch.setenv('SEARLE_CACHE_DIR', str(tmp_path))
+    from searle.api import default_cache_dir
+    from searle.concepts import OPENIMAGES_URL, load_vocabulary
+    from searle.phi import phi_release_path
+    assert default_cache_dir() == tmp_path and phi_release_path('searle')[0].parent == tmp_path
+    (tmp_path/OPENIMAGES_URL.rsplit('/', 1)[-1]).write_text('not the vocabulary')
+    with pytest.raises(ValueError, match=f"the cached vocabulary {tmp_path}/"): load_vocabulary()
