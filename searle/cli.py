@@ -120,7 +120,7 @@ def _add_option(p, name:str, d, required:bool, choices=None):
     p.add_argument(*flags, dest=name, default=d.default, required=required, help=help, **kw)
 
 class _FromConfig:
-    "The default of an option that is a field of the stage's config: the config's own default, its one source."
+    "The default of an option that is a field of the stage's config: the config's, its one source."
     def __repr__(self): return "the stage config's default"
 CONFIG = _FromConfig()
 
@@ -131,21 +131,24 @@ def _config_class(spec:str):
     return getattr(importlib.import_module(mod), name)
 
 def config_defaults(f, config:str|None) -> dict:
-    "The defaults of `f`'s options left at `CONFIG`: the fields of the dataclass `config` ('module:Class')."
+    "The defaults of `f`'s options left at `CONFIG`: fields of the config `config` (module:Class)."
     names = [k for k, v in inspect.signature(f).parameters.items() if v.default is CONFIG]
     if not names: return {}
-    fields = {x.name: x.default for x in dataclasses.fields(_config_class(config))} if config else {}
-    if bad := [n for n in names if n not in fields]: raise TypeError(f"{f.__name__}: {bad} are not fields of {config}")
+    cls = _config_class(config) if config else None
+    fields = {x.name: x.default for x in dataclasses.fields(cls)} if cls else {}
+    if bad := [n for n in names if n not in fields]:
+        raise TypeError(f"{f.__name__}: {bad} are not fields of {config}")
     return {n: fields[n] for n in names}
 
 def make_parser(f, required=(), choices:dict|None=None,
-                config:str|None=None, # 'module:Class', the stage config whose fields give the `CONFIG` defaults
+                config:str|None=None, # 'module:Class', the config giving the `CONFIG` defaults
                ) -> argparse.ArgumentParser:
     "The parser of command `f`: its parameters, with their docments as help, and the options of every command."
     from searle import __version__
     prog = 'searle-' + f.__name__.removeprefix('searle_').replace('_', '-')
     if bad := set(required) - set(inspect.signature(f).parameters): raise TypeError(f"{prog}: no options {bad}")
-    p, defaults = _Parser(prog=prog, description=f.__doc__, formatter_class=_Help), config_defaults(f, config)
+    p = _Parser(prog=prog, description=f.__doc__, formatter_class=_Help)
+    defaults = config_defaults(f, config)
     for name, d in docments(f, full=True, returns=False, eval_str=True).items():
         if name in defaults: d.default = defaults[name]   # shown in --help as any other default
         _add_option(p, name, d, name in required, (choices or {}).get(name))
@@ -180,10 +183,12 @@ def _run(f, p:argparse.ArgumentParser, resume:str|None):
 def command(f=None, *, required:tuple=(), # options the command cannot run without
             resume:str|None=None, # said on Ctrl-C: what was kept and how to resume (fields: the options)
             choices:dict|None=None, # option -> the values this command takes, narrower than `OPTIONS`
-            config:str|None=None, # 'module:Class': the stage config whose defaults the `CONFIG` options take
+            config:str|None=None, # 'module:Class': the stage config giving the `CONFIG` defaults
            ):
     "Make `f` a console command: it parses `sys.argv` when called without arguments, else it is `f`."
-    if f is None: return functools.partial(command, required=required, resume=resume, choices=choices, config=config)
+    if f is None:
+        return functools.partial(command, required=required, resume=resume, choices=choices,
+                                 config=config)
     @functools.wraps(f)
     def _f(*args, **kwargs):
         if args or kwargs: return f(*args, **kwargs)
@@ -192,7 +197,7 @@ def command(f=None, *, required:tuple=(), # options the command cannot run witho
     return _f
 
 def stage_config(cls, f, options:dict, **extra):
-    "The stage config `cls` of command `f` from its `options` (`locals()`): the `CONFIG` ones given, and `extra`."
+    "Config `cls` of command `f` from its `options` (`locals()`): the `CONFIG` ones given, `extra`."
     names = [k for k, v in inspect.signature(f).parameters.items() if v.default is CONFIG]
     return cls(**{k: options[k] for k in names if options[k] is not CONFIG}, **extra)
 
@@ -236,8 +241,8 @@ def _local_model(name:str, option:str):
         raise FileNotFoundError(f"{option} {name}: no model folder there "
                                 "(expected config.json, weights and tokenizer files)")
 
-@command(required=('out',), resume='the phrases of finished concepts are saved in {out}; the same command resumes',
-         config='searle.phrases:PhraseConfig')
+@command(required=('out',), config='searle.phrases:PhraseConfig',
+         resume='the phrases of finished concepts are saved in {out}; the same command resumes')
 def searle_phrases(out:str=None, # the phrase JSON file to write (resumed when it exists)
                    vocabulary:str=None, # an Open Images-style CSV; default: the official Open Images V7 file (cached)
                    model:str=None, # a causal LM, hub name or folder (default: the paper's EleutherAI/gpt-neo-2.7B)
@@ -256,9 +261,11 @@ def searle_phrases(out:str=None, # the phrase JSON file to write (resumed when i
     if vocabulary: check_input(vocabulary, '--vocabulary')
     if model: _local_model(model, '--model')
     from searle import phrases
-    model, cfg = model or phrases.DEFAULT_PHRASE_MODEL, stage_config(phrases.PhraseConfig, searle_phrases, opts)
+    model = model or phrases.DEFAULT_PHRASE_MODEL
+    cfg = stage_config(phrases.PhraseConfig, searle_phrases, opts)
     res = phrases.run_phrases(out, vocabulary=vocabulary, model=model, cache_dir=cache_dir, limit=limit,
-                              batch_size=batch_size, num_return_sequences=cfg.num_return_sequences, seed=cfg.seed,
+                              batch_size=batch_size, num_return_sequences=cfg.num_return_sequences,
+                              seed=cfg.seed,
                               device=device, progress=not no_progress, original_layout=original_layout)
     print(f'{len(res)} concepts with phrases in {out}')
 
@@ -320,8 +327,8 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
                steps:int=CONFIG, # optimisation steps per image
                lr:float=CONFIG, # AdamW learning rate
                weight_decay:float=CONFIG, # AdamW weight decay
-               batch_size:int=CONFIG, # compute grouping: images per forward and per shard (tokens do not depend on it)
-               math_batch_size:int=CONFIG, # the original's batch (the paper's 32): AdamW's eps is 1e-8 x this
+               batch_size:int=CONFIG, # images per forward and per shard; tokens do not depend on it
+               math_batch_size:int=CONFIG, # the original's batch: AdamW's eps is 1e-8 x this
                top_k:int=CONFIG, # concepts per image whose phrases regularise the token
                lambda_cos:float=CONFIG, # weight of the template loss
                lambda_gpt:float=CONFIG, # weight of the GPT loss
@@ -354,7 +361,8 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
     return path
 
 # %% ../nbs/10_cli.ipynb #f2e76c84
-@command(required=('dataset', 'dataset_path'), choices={'dataset': ('imagenet', 'folder')}, config='searle.phi:PhiConfig',
+@command(required=('dataset', 'dataset_path'), choices={'dataset': ('imagenet', 'folder')},
+         config='searle.phi:PhiConfig',
          resume='checkpoints are in {out}/checkpoints (every --save-every epochs); '
                 'the same command resumes from the newest')
 def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
@@ -395,7 +403,7 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
     images = _images(dataset, dataset_path, split, 'images')
     load_pseudo_tokens(tokens)  # readable, and every token finite
     cfg = stage_config(PhiConfig, searle_train_phi, opts, val_path=val_path, precision=precision)
-    if val_path: _images(cfg.val_dataset, val_path, 'val', 'images', missing_images)  # before any training work
+    if val_path: _images(cfg.val_dataset, val_path, 'val', 'images', missing_images)  # first
     path = run_train_phi(clip_model, images, tokens, concepts, phrases, out, cfg, preprocess=preprocess,
                          cache_dir=cache_dir, device=device, progress=not no_progress, missing=missing_images, truncated=truncated_images)
     print(path)
@@ -409,7 +417,7 @@ def _recorded_clip(path) -> tuple[bool, str|None]:
     rec = (obj.get('backbone') or obj.get('config') or {}) if isinstance(obj, dict) else {}
     for cfg in (Path(path).parent/'config.json', Path(path).parent.parent/'config.json'):  # the run's folder
         if 'clip' not in rec and cfg.is_file(): rec = load_json(cfg)
-    if isinstance(rec.get('clip'), dict): rec = rec['clip']  # a run record (searle.runs): its CLIP record
+    if isinstance(rec.get('clip'), dict): rec = rec['clip']  # a run record: its CLIP's
     return 'clip' in rec, rec.get('clip')
 
 def default_clip(eval_type:str, clip_model:str|None, tokens=None, phi_checkpoint=None) -> str:
@@ -621,9 +629,9 @@ def run_demo(out, # the output folder (the world, every stage's files, metrics.j
     rec = run_record('demo', {**asdict(cfg), 'precision': prec}, clip_record(model))
     if (out/'config.json').is_file():  # a rerun resumes every stage, so it must be the same demo
         old = load_json(out/'config.json')
-        if 'stage' not in old:  # written before the run record: its CLIP unrecorded, fp32 (before the option)
-            old = {'stage': 'demo', 'config': {**old.get('demo', {}), 'precision': old.get('precision', 'fp32')},
-                   'clip': rec['clip']}
+        if 'stage' not in old:  # before the run record: CLIP unrecorded, fp32 (before the option)
+            cfg_was = {**old.get('demo', {}), 'precision': old.get('precision', 'fp32')}
+            old = {'stage': 'demo', 'config': cfg_was, 'clip': rec['clip']}
         refuse_other(old, rec, out/'config.json', options=('seed', 'precision', 'clip_model'))
     root = out/'world'
     wcfg = dict(seed=cfg.seed, n_gallery=cfg.n_gallery, n_queries=cfg.n_queries, n_test=0, n_unlabeled=cfg.n_unlabeled)
@@ -663,7 +671,8 @@ def run_demo(out, # the output folder (the world, every stage's files, metrics.j
     retrieval.results_table(results).to_csv(out/'results.csv')
     plot_methods(results).savefig(out/'methods.png', dpi=120)
     plot_queries(ds, rankings['searle-oti'], title='SEARLE-OTI on the offline world').savefig(out/'queries.png', dpi=120)
-    save_json({**rec, 'demo': asdict(cfg), 'gpt': str(gpt or world.world_gpt_path()), 'oti': asdict(ocfg), 'oti_unlabeled': asdict(ucfg), 'phi': asdict(pcfg),
+    save_json({**rec, 'demo': asdict(cfg), 'gpt': str(gpt or world.world_gpt_path()),
+               'oti': asdict(ocfg), 'oti_unlabeled': asdict(ucfg), 'phi': asdict(pcfg),
                'precision': prec, 'seconds': times, 'total_seconds': round(time.time() - t0, 1)}, out/'config.json')
     return results
 

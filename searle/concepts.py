@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from .core import (PathLike, atomic_write, autocast, load_json, load_tensors, progress_bar, resolve_device,
                          resolve_precision, save_json, save_tensors)
-from .clip import (ImageList, as_clip, backbone, clip_record, encode_text, extract_features, make_preprocess,
-                         model_fingerprint, model_preprocess)
-from .runs import LeftOut, RunLock, Shards, check_resume, default_cache_dir, locks_output, run_record
+from .clip import (ImageList, as_clip, backbone, clip_record, encode_text, extract_features,
+                         make_preprocess, model_fingerprint, model_preprocess)
+from .runs import (LeftOut, RunLock, Shards, check_resume, default_cache_dir, locks_output,
+                         run_record)
 
 # %% auto #0
 __all__ = ['logger', 'OPENIMAGES_URL', 'OPENIMAGES_SHA256', 'TEMPLATES', 'IMAGE_NAME_COLUMN', 'CONCEPT_OPTIONS',
@@ -62,7 +63,7 @@ def download_checked(url:str, dest:PathLike, sha256:str) -> Path:
     return dest
 
 def load_vocabulary(path:PathLike|None=None, # a vocabulary CSV; `None`: the official Open Images V7 file
-                    cache_dir:PathLike|None=None, # where the official file is cached (default `searle.runs.default_cache_dir()`)
+                    cache_dir:PathLike|None=None, # the official file's cache (default_cache_dir())
                     url:str=OPENIMAGES_URL, sha256:str=OPENIMAGES_SHA256,
                    ) -> list[str]:
     "The concept vocabulary: a given CSV, or the official one (downloaded once, checksum verified)."
@@ -196,7 +197,8 @@ def read_concept_table(path:PathLike, # a CSV written by `write_concept_table` o
     return table
 
 # %% ../nbs/05_concepts.ipynb #31d2ed57
-def _parts(out_path:Path) -> Shards: return Shards(out_path.with_name(out_path.name + '.parts'), 'part', '.csv')
+def _parts(out_path:Path) -> Shards:
+    return Shards(out_path.with_name(out_path.name + '.parts'), 'part', '.csv')
 
 def _done_rows(out_path:Path) -> dict[str, list[str]]:
     "Rows already computed: the table itself (if any) and every part file."
@@ -209,14 +211,14 @@ def config_path(out_path:PathLike) -> Path:
     "Where the run that writes the table `out_path` records itself: `<table>.config.json`."
     return Path(out_path).with_name(Path(out_path).name + '.config.json')
 
-CONCEPT_OPTIONS = ('top_k', 'preprocess', 'precision')  # the recorded settings searle-concepts takes as options
+CONCEPT_OPTIONS = ('top_k', 'preprocess', 'precision')  # recorded settings of searle-concepts
 
 def _check_rows(out_path:Path, record:dict, has_rows:bool):
-    "Refuse to resume from rows that another CLIP, vocabulary, preprocessing or k made; then record this run."
+    "Refuse to resume rows another CLIP, vocabulary, preprocessing or k made; then record this run."
     path = config_path(out_path)
     if has_rows and path.is_file(): check_resume(path, record, options=CONCEPT_OPTIONS, what='file')
-    elif has_rows: logger.warning('%s has rows but no %s (e.g. the original code wrote it); reusing them unchecked',
-                                  out_path, path.name)
+    elif has_rows: logger.warning('%s has rows but no %s (e.g. the original code wrote it); '
+                                  'reusing them unchecked', out_path, path.name)
     save_json(record, path)
 
 # %% ../nbs/05_concepts.ipynb #2d2aa0db
@@ -240,8 +242,9 @@ def associate_images(images:ImageList|tuple[Sequence[str], torch.Tensor], # imag
     cfg = dict(top_k=k, preprocess=repr(preprocess) if preprocess is not None else None)
     if model is not None:  # features computed here: their precision is part of what made the rows
         precision = cfg['precision'] = resolve_precision(precision, next(model.parameters()).device)
-    _check_rows(out_path, run_record('concepts', cfg, clip_record(model) if model is not None else None,
-                                     {'vocabulary': vocabulary_key(concepts)}), bool(done))
+    clip = clip_record(model) if model is not None else None
+    rec = run_record('concepts', cfg, clip, {'vocabulary': vocabulary_key(concepts)})
+    _check_rows(out_path, rec, bool(done))
     todo = [i for i, n in enumerate(names) if n not in done]
     logger.info('%s%d images, %d already associated in %s', 'resuming: ' if done else '', len(names), len(names) - len(todo), out_path)
     parts = _parts(out_path); first = parts.next()
@@ -277,7 +280,7 @@ def run_concepts(out_path:PathLike, # the CSV table to write (see `concept_table
                  **dataset_kwargs) -> dict[str, list[str]]:
     "Stage 1: associate the top-`k` vocabulary concepts with every image, written to `out_path`."
     if (images is None) == (dataset is None): raise ValueError("give either `images` or `dataset` (with `root`)")
-    from searle.data import check_incomplete_options, dataset_images  # FashionIQ: the union of its categories
+    from searle.data import check_incomplete_options, dataset_images  # FashionIQ: its 3 categories
     check_incomplete_options(missing, truncated)
     left_out = LeftOut() if left_out is None else left_out
     if dataset is not None:  # the gallery and any reference outside it

@@ -179,15 +179,15 @@ def invert(model, names:Sequence[str], image_features:torch.Tensor, # [N, D] CLI
     return OTIResult(names, torch.cat(toks), torch.cat(emas), curves, stats)
 
 # %% ../nbs/07_oti.ipynb #8faa7927
-OTI_OPTIONS = tuple(f.name for f in dataclasses.fields(OTIConfig) if f.name != 'init_std')  # searle-oti's
+OTI_OPTIONS = tuple(f.name for f in dataclasses.fields(OTIConfig) if f.name != 'init_std')
 
 def _run_record(config, names, model, concept_table, phrases, left_out) -> dict:
     "What an OTI run records (`searle.runs.run_record`): its config, CLIP, images and input files."
     src = lambda x: None if isinstance(x, dict) else str(Path(x).resolve())
-    inputs = {'images': names_key(names), 'n_images': len(names), 'concept_table': src(concept_table),
-              'phrases': src(phrases)}
-    return run_record('oti', config, clip_record(model), inputs,
-                      **({} if left_out is None else {'left_out': left_out.counts()}))  # recorded, not compared
+    inputs = {'images': names_key(names), 'n_images': len(names),
+              'concept_table': src(concept_table), 'phrases': src(phrases)}
+    counts = {} if left_out is None else {'left_out': left_out.counts()}  # recorded, not compared
+    return run_record('oti', config, clip_record(model), inputs, **counts)
 
 def _shards(out:Path) -> Shards: return Shards(out/'shards', 'batch', '.pt')
 
@@ -258,7 +258,7 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
                            # config.json, its names (and the truncated images decoded here) in left_out.json
            ) -> Path:
     "Invert `images` into `out_dir/oti_pseudo_tokens.pt`, resumably, over every process of the launch."
-    config, out, dist = config or OTIConfig(), Path(out_dir), Dist()  # searle.core: rank, process count, device
+    config, out, dist = config or OTIConfig(), Path(out_dir), Dist()  # rank, process count, device
     dev = dist.resolve(device); model = model.to(dev)
     config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))  # recorded resolved
     names = list(images.names) if isinstance(images, ImageList) else [str(n) for n in images[0]]
@@ -288,12 +288,13 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
 
 # %% ../nbs/07_oti.ipynb #64d87889
 def _merge(shards:Shards, batches, names, final:Path, record:dict):
-    "Gather the shards into `final` (`searle.runs.merge_shards`: the tokens held once), with amp's skipped steps."
-    skipped = []
+    "Gather the shards into `final` (the tokens held once), adding up the steps amp skipped."
+    skips = []
     t = merge_shards(shards, batches, names, ('tokens', 'ema_tokens'),
-                     lambda s: skipped.append(s.get('skipped_steps', 0)))
-    if sum(skipped): logger.warning("%s: amp's scaler skipped %d steps over %d batches", final, sum(skipped), len(batches))
-    save_pseudo_tokens(final, names, t['tokens'], t['ema_tokens'], record | {'skipped_steps': sum(skipped)})
+                     lambda s: skips.append(s.get('skipped_steps', 0)))
+    n = sum(skips)
+    if n: logger.warning("%s: amp's scaler skipped %d steps in %d batches", final, n, len(batches))
+    save_pseudo_tokens(final, names, t['tokens'], t['ema_tokens'], record | {'skipped_steps': n})
 
 # %% ../nbs/07_oti.ipynb #2166f5a5
 def import_official_tokens(tokens_path, # the original `ema_oti_pseudo_tokens.pt` (or `oti_pseudo_tokens.pt`)

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 
 from .core import *
-from .runs import COMPARED, LeftOut, default_cache_dir, locks_output, names_key, refuse_other, run_record
+from .runs import (COMPARED, LeftOut, default_cache_dir, locks_output, names_key, refuse_other,
+                         run_record)
 from .clip import (ImageList, as_clip, backbone, clip_record, encode_text, encode_with_pseudo_tokens, extract_features,
                          load_pseudo_tokens, model_fingerprint, model_preprocess, tokenize)
 from .concepts import read_concept_table
@@ -88,8 +89,8 @@ class PhiConfig:
     precision: str|None = None   # 'fp32', 'amp' or 'bf16' (searle.core); None: the device's default, recorded resolved
 
 _RUN_ONLY = ('epochs', 'save_every', 'keep_last', 'val_dataset', 'val_path', 'val_max_queries', 'phrase_cache')
-PHI_OPTIONS = tuple(f.name for f in dataclasses.fields(PhiConfig)  # searle-train-phi's
-                    if f.name not in ('hidden_mult', 'tokens', 'keep_last', 'val_max_queries', 'phrase_cache'))
+_NOT_OPTIONS = ('hidden_mult', 'tokens', 'keep_last', 'val_max_queries', 'phrase_cache')
+PHI_OPTIONS = tuple(f.name for f in dataclasses.fields(PhiConfig) if f.name not in _NOT_OPTIONS)
 
 # %% ../nbs/08_phi.ipynb #bd699976
 class ConceptPools:
@@ -212,15 +213,16 @@ def _new_phi(config:PhiConfig, D:int, W:int, dev) -> tuple[Phi, torch.optim.Opti
         phi = Phi(D, config.hidden_mult * D, W, config.dropout).to(dev)
     return phi, torch.optim.AdamW(phi.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
-def _resume(out:Path, phi:Phi, opt, config:PhiConfig, record:dict, scaler:LossScaler|None=None) -> tuple[int, list]:
+def _resume(out:Path, phi:Phi, opt, config:PhiConfig, record:dict, # this run's `run_record`
+            scaler:LossScaler|None=None) -> tuple[int, list]:
     "Load the newest checkpoint of `out` into `phi` and `opt`, after checking it is this run's: (epoch, log)."
     path = latest_checkpoint(out)
     if path is None: return 0, []
     ck = load_tensors(path)
-    data = ck.get('data') if isinstance(ck.get('data'), dict) else {'images': ck.get('data')}  # older: the names only
-    old = {'stage': 'phi', 'config': ck['config'], 'clip': ck.get('backbone') or record['clip'],  # as it was recorded
+    data = ck.get('data') if isinstance(ck.get('data'), dict) else {'images': ck.get('data')}
+    old = {'stage': 'phi', 'config': ck['config'], 'clip': ck.get('backbone') or record['clip'],
            'inputs': {k: v for k, v in data.items() if k != 'clip'}}
-    refuse_other(old, record, path, ignore=[f'config.{k}' for k in _RUN_ONLY], options=PHI_OPTIONS)  # searle.runs
+    refuse_other(old, record, path, ignore=[f'config.{k}' for k in _RUN_ONLY], options=PHI_OPTIONS)
     if ck['epoch'] > config.epochs: raise ValueError(f"{path} is at epoch {ck['epoch']}, past the {config.epochs} epochs asked for")
     phi.load_state_dict(ck['Phi']); opt.load_state_dict(ck['optimizer'])
     if scaler is not None: scaler.load_state_dict(ck.get('scaler', {}))               # amp: the scale reached
@@ -276,7 +278,9 @@ def train_phi(model, # CLIP (frozen during training); its text encoder computes 
     if image_features.shape[0] != N or tokens.shape[0] != N:
         raise ValueError(f"{N} names, {image_features.shape[0]} image features and {tokens.shape[0]} tokens: they must match")
     if N < config.batch_size: raise ValueError(f"{N} images are fewer than one batch of {config.batch_size} (the last incomplete batch is dropped)")
-    if config.batch_size % dist.n_procs: raise ValueError(f"batch size {config.batch_size} does not split over {dist.n_procs} processes")
+    if config.batch_size % dist.n_procs:
+        raise ValueError(f"batch size {config.batch_size} does not split over {dist.n_procs} "
+                         "processes")
     pools = ConceptPools(names, concept_table, phrases, config.top_k, (meta or {}).get('phrases'))
     data_key, rec = _data_key(names, model, image_features, tokens), clip_record(model)
     bb = backbone(model)                                           # phi is sized from the backbone: D -> hidden_mult * D -> W
@@ -286,8 +290,9 @@ def train_phi(model, # CLIP (frozen during training); its text encoder computes 
     phi, opt = _new_phi(config, bb.dim, bb.width, dev)
     out = Path(out_dir) if out_dir is not None else None
     scaler = LossScaler(config.precision, dev)
-    record = run_record('phi', config, rec, {k: v for k, v in data_key.items() if k != 'clip'}, n_images=N,
-                        processes=dist.n_procs, **{k: v for k, v in (meta or {}).items() if k not in COMPARED})
+    extra = {k: v for k, v in (meta or {}).items() if k not in COMPARED}  # input files: recorded
+    record = run_record('phi', config, rec, {k: v for k, v in data_key.items() if k != 'clip'},
+                        n_images=N, processes=dist.n_procs, **extra)
     start, log = _resume(out, phi, opt, config, record, scaler) if out is not None else (0, [])
     if out is not None and main: save_json(record, out/'config.json')
     feats, targets = image_features.to(dev, torch.float32), tokens.to(dev, torch.float32)
@@ -356,7 +361,7 @@ def _download(url:str, target:Path, timeout:float=60.):
 # %% ../nbs/08_phi.ipynb #4ef23f90
 def load_phi(name_or_path, # 'searle' (ViT-B/32), 'searle-xl' (ViT-L/14), or a file holding {'Phi': state_dict}
              device=None, # `None`: CUDA when available, else CPU
-             cache_dir=None, # where released weights are cached (default `searle.runs.default_cache_dir()`)
+             cache_dir=None, # where released weights are cached (default: `default_cache_dir()`)
             ) -> Phi:
     "Load phi (released or trained) in eval mode, checking its keys and shapes."
     p, dims = Path(name_or_path), None
@@ -494,7 +499,8 @@ def run_train_phi(clip_model, # an official CLIP name, a checkpoint file, or a C
                                            cache_dir=cache_dir or out/'features', max_queries=config.val_max_queries, num_workers=num_workers,
                                            precision=config.precision, missing=missing, truncated=truncated, left_out=left_out)
     src = lambda x: None if isinstance(x, (dict, tuple)) else str(x)
-    meta = {'oti_tokens': src(oti_tokens), 'concept_table': src(concept_table), 'phrases': src(phrases),  # recorded
+    meta = {'oti_tokens': src(oti_tokens), 'concept_table': src(concept_table),
+            'phrases': src(phrases),
             'preprocess': preprocess if isinstance(preprocess, str) else repr(preprocess)}
     train_phi(model, names, feats, tok, table, phr, config, out, validate_fn, dev, progress, meta)
     if dist.rank == 0 and (missing, truncated) != ('error', 'error'): left_out.save(out/'left_out.json')

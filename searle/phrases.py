@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from .core import (PathLike, atomic_write, load_json, progress_bar, resolve_device, resolve_dtype, safe_unpickle,
-                         save_json, stable_seed)
+from .core import (PathLike, atomic_write, load_json, progress_bar, resolve_device, resolve_dtype,
+                         safe_unpickle, save_json, stable_seed)
 from .runs import RunLock, refuse_other, run_record
 
 # %% auto #0
@@ -156,16 +156,16 @@ def _batches(tok, concepts:list[str], prompt:str, batch_size:int) -> list[list[s
 def _settings(model_name_or_path, config:PhraseConfig, batch_size:int) -> dict:
     return {'model': str(model_name_or_path), **dataclasses.asdict(config), 'batch_size': batch_size}
 
-PHRASE_OPTIONS = ('model', 'num_return_sequences', 'seed', 'batch_size')  # the settings searle-phrases takes
+PHRASE_OPTIONS = ('model', 'num_return_sequences', 'seed', 'batch_size')  # searle-phrases' options
 
 def _resume(out_path:Path, settings:dict) -> dict[str, list[str]]:
-    "Phrases already in `out_path`, after checking they were sampled with the same settings (`searle.runs`' rule)."
+    "Phrases already in `out_path`, after checking they were sampled with the same settings."
     if not out_path.exists(): return {}
     old = load_json(out_path)
     if not (isinstance(old, dict) and old.get('format') == PHRASES_FORMAT):
         raise ValueError(f"{out_path} exists but is not a {PHRASES_FORMAT} file; refusing to overwrite it")
-    refuse_other({'stage': 'phrases', 'config': old['settings']}, run_record('phrases', settings), out_path,
-                 ignore=['config.batch_size'], options=PHRASE_OPTIONS, what='file')
+    refuse_other({'stage': 'phrases', 'config': old['settings']}, run_record('phrases', settings),
+                 out_path, ignore=['config.batch_size'], options=PHRASE_OPTIONS, what='file')
     return _check_phrases(old['phrases'], out_path)
 
 # %% ../nbs/06_phrases.ipynb #f153d336
@@ -189,13 +189,13 @@ def generate_phrases(model_name_or_path:str|PathLike, # hub name or local folder
     with RunLock(out_path, 'file'):  # one run writes a phrase file at a time
         phrases = _resume(out_path, settings)
         rec = out_path.with_name(out_path.name + '.config.json')
-        if not (rec.is_file() and phrases): save_json(run_record('phrases', settings), rec)  # a resumed file keeps its own
-        return _generate(model_name_or_path, concepts, out_path, phrases, config, settings, batch_size, device, dtype,
-                         save_every_s, progress)
+        if not (rec.is_file() and phrases): save_json(run_record('phrases', settings), rec)
+        return _generate(model_name_or_path, concepts, out_path, phrases, config, settings,
+                         batch_size, device, dtype, save_every_s, progress)
 
-def _generate(model_name_or_path, concepts, out_path, phrases, config, settings, batch_size, device, dtype,
-              save_every_s, progress) -> dict[str, list[str]]:
-    "The concepts not yet in `phrases`, generated in batches and saved every `save_every_s` seconds."
+def _generate(model_name_or_path, concepts, out_path, phrases, config, settings, batch_size,
+              device, dtype, save_every_s, progress) -> dict[str, list[str]]:
+    "The concepts not yet in `phrases`, generated in batches, saved every `save_every_s` seconds."
     concepts = list(dict.fromkeys(c.strip() for c in concepts))
     if all(c in phrases for c in concepts): return phrases
     model, tok = load_causal_lm(model_name_or_path, device, dtype)

@@ -456,17 +456,18 @@ def _setup(clip_model, preprocess, device):
     pre = model_preprocess(model, preprocess)
     return model.eval(), pre
 
-VALIDATE_OPTIONS = ('dataset', 'dataset_path', 'split', 'template', 'preprocess', 'precision', 'missing_images',
-                    'truncated_images')  # the recorded settings searle-validate and searle-submit take as options
+# the recorded settings that searle-validate and searle-submit take as options
+VALIDATE_OPTIONS = ('dataset', 'dataset_path', 'split', 'template', 'preprocess', 'precision',
+                    'missing_images', 'truncated_images')
 
 def _record(stage:str, model, out_dir, # `None`: nothing to compare with
             **kw) -> dict:
-    "The run record of a validation or submission (`searle.runs`), after refusing a rerun into `out_dir` made otherwise."
+    "A validation's or submission's run record, after refusing a rerun into `out_dir` unlike it."
     kw = {k: (str(v) if isinstance(v, Path) else v) for k, v in kw.items()}
     rec = run_record(stage, kw, clip_record(model))
     if out_dir is not None:  # config.json is written last: it marks a finished run
-        check_resume(Path(out_dir)/'config.json', rec, ignore=['config.batch_size', 'config.backend'],
-                     options=VALIDATE_OPTIONS)
+        check_resume(Path(out_dir)/'config.json', rec, options=VALIDATE_OPTIONS,
+                     ignore=['config.batch_size', 'config.backend'])
     return rec
 
 def _save_record(rec:dict, out:Path, left_out:LeftOut, **extra):
@@ -503,9 +504,11 @@ def run_validation(dataset:str, # 'fashioniq', 'cirr' or 'circo'
     rec = _record('validate', model, out_dir, dataset=dataset, dataset_path=dataset_path,
                   split=split,
                   preprocess=preprocess if isinstance(preprocess, str) else repr(preprocess),
-                  method=_method(tokens, token_fn, baseline), template=template, batch_size=batch_size, backend=backend,
-                  categories=list(categories) if dataset == 'fashioniq' else None, max_queries=max_queries,
-                  precision=precision, missing_images=missing, truncated_images=truncated)
+                  method=_method(tokens, token_fn, baseline), template=template,
+                  batch_size=batch_size, backend=backend,
+                  categories=list(categories) if dataset == 'fashioniq' else None,
+                  max_queries=max_queries, precision=precision, missing_images=missing,
+                  truncated_images=truncated)
     kw = dict(tokens=tokens, token_fn=token_fn, baseline=baseline, template=template, batch_size=batch_size, device=device,
               cache_dir=cache_dir, backend=backend, max_queries=max_queries, progress=progress, num_workers=num_workers, memo={},
               precision=precision, missing=missing, truncated=truncated, left_out=left_out)
@@ -537,8 +540,8 @@ def run_submission(dataset:str, # 'cirr' or 'circo'
     # a submission is not compared with the folder's: one folder may hold CIRR's and CIRCO's files
     rec = _record('submit', model, None, dataset=dataset, dataset_path=dataset_path, split=split,
                   preprocess=preprocess if isinstance(preprocess, str) else repr(preprocess),
-                  method=_method(tokens, token_fn, baseline), template=template, precision=precision,
-                  missing_images=missing, truncated_images=truncated)
+                  method=_method(tokens, token_fn, baseline), template=template,
+                  precision=precision, missing_images=missing, truncated_images=truncated)
     ds, left_out = load_dataset(dataset, dataset_path, split=split, missing=missing), LeftOut() if left_out is None else left_out
     left_out.add_dataset(ds)
     if ds.left_out['skipped_queries']:
