@@ -276,7 +276,7 @@ def run_concepts(out_path:PathLike, # the CSV table to write (see `concept_table
                  precision:str|None=None, # 'fp32', 'amp' (fp16 features, as the original) or 'bf16'; `None`: the device's
                  missing:str='error', # 'error' or 'skip': leave out missing image files (recorded)
                  truncated:str='error', # 'error' or 'decode': decode truncated files as the original does (recorded)
-                 left_out=None, # a `searle.data.LeftOut` to fill; what was left out is also written to <out_path>.left_out.json
+                 left_out=None, # a `searle.runs.LeftOut` to fill; what was left out is also written to <out_path>.left_out.json
                  **dataset_kwargs) -> dict[str, list[str]]:
     "Stage 1: associate the top-`k` vocabulary concepts with every image, written to `out_path`."
     if (images is None) == (dataset is None): raise ValueError("give either `images` or `dataset` (with `root`)")

@@ -254,7 +254,7 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
             device=None, progress:bool=True,
             original_layout:bool=False, # also write the original's three files into `out_dir/original/`
             truncated:str='error', # 'error' or 'decode': decode truncated image files as the original does
-            left_out=None, # a `searle.data.LeftOut` of what the caller left out: its counts go in
+            left_out=None, # a `searle.runs.LeftOut` of what the caller left out: its counts go in
                            # config.json, its names (and the truncated images decoded here) in left_out.json
            ) -> Path:
     "Invert `images` into `out_dir/oti_pseudo_tokens.pt`, resumably, over every process of the launch."

@@ -429,7 +429,7 @@ def benchmark_validation(model, # the CLIP model phi is trained for
                          max_queries:int|None=None, num_workers:int=0,
                          precision:str|None=None, # of the features and queries (`None`: the device's default)
                          missing:str='error', truncated:str='error', # as in `searle.retrieval.run_validation`
-                         left_out=None) -> Callable: # a `searle.data.LeftOut`, filled at the first validation
+                         left_out=None) -> Callable: # a `searle.runs.LeftOut`, filled at the first validation
     "A validation callback `(phi, epoch) -> metrics` on a benchmark's val split, with phi as the token source."
     from searle.retrieval import validate_benchmark
     if dataset_path is None: raise ValueError(f"validation on {dataset!r} needs the dataset's folder")

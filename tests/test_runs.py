@@ -86,7 +86,7 @@ def test_validation_rerun_with_another_setting(root, tmp_path):
     assert recorded(tmp_path/'val'/'config.json')['config']['preprocess'] == 'targetpad'
 
 def test_two_runs_into_one_folder(root, stage_files, tmp_path):
-    "A second run into a folder in use says so in one line (folder, PID); a dead run's lock is taken."
+    "A run into a folder in use is refused in one line (folder, PID); a dead run's lock is taken."
     args = [str(a) for a in ('searle-oti', stage_files/'concepts.csv', stage_files/'phrases.json',
                              '--dataset', 'circo', '--dataset-path', root,
                              '--clip-model', world.world_clip_path(), '--out', tmp_path/'oti',
@@ -118,3 +118,23 @@ def test_one_cache_folder(monkeypatch, tmp_path):
     assert default_cache_dir() == tmp_path and phi_release_path('searle')[0].parent == tmp_path
     (tmp_path/OPENIMAGES_URL.rsplit('/', 1)[-1]).write_text('not the vocabulary')
     with pytest.raises(ValueError, match=f"the cached vocabulary {tmp_path}/"): load_vocabulary()
+
+def test_command_defaults_are_the_configs():
+    "Each default has one source, the stage's config, shown by --help; the rule's options exist."
+    import inspect
+    from searle import cli, concepts, oti, phi, phrases, retrieval
+    stages = ((cli.searle_oti, oti.OTIConfig(), oti.OTI_OPTIONS),
+              (cli.searle_train_phi, phi.PhiConfig(), phi.PHI_OPTIONS),
+              (cli.searle_phrases, phrases.PhraseConfig(), phrases.PHRASE_OPTIONS),
+              (cli.searle_concepts, None, concepts.CONCEPT_OPTIONS),
+              (cli.searle_validate, None, retrieval.VALIDATE_OPTIONS))
+    for cmd, cfg, named in stages:
+        p = cmd.parser()
+        dests = {a.dest: a for a in p._actions}
+        taken = [k for k, v in inspect.signature(cmd).parameters.items() if v.default is cli.CONFIG]
+        assert (cfg is None) == (not taken), (cmd.__name__, taken)
+        for k in taken:
+            assert dests[k].default == getattr(cfg, k), (cmd.__name__, k, dests[k].default)
+            assert f'default: {getattr(cfg, k)}' in ' '.join(dests[k].help.split()), dests[k].help
+        assert [k for k in named if k not in dests] == [], (cmd.__name__, named)
+    assert 'steps' in [a.dest for a in cli.searle_oti.parser()._actions]
