@@ -14,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from .core import *
+from .runs import default_cache_dir  # the one cache folder: $SEARLE_CACHE_DIR, else ~/.cache/searle
 from .clip import (ImageList, as_clip, backbone, extract_features, model_fingerprint,
                          model_preprocess, pseudo_token_id)
 from .data import Query, load_dataset
@@ -29,9 +30,9 @@ from .demo import WORLD_PHI, DemoConfig, run_world
 import clip  # openai's (searle.clip has silenced its import warning)
 
 # %% auto #0
-__all__ = ['logger', 'MAX_IMAGE_BYTES', 'MAX_IMAGE_PIXELS', 'documented', 'open_image', 'default_cache_dir', 'train_world_phi',
-           'world_phi_path', 'world_phrases_path', 'Match', 'OTISetup', 'oti_inputs', 'oti_token', 'as_gallery',
-           'image_features', 'ComposedRetriever', 'nearest_words', 'world_gallery', 'plot_matches', 'query_box']
+__all__ = ['logger', 'MAX_IMAGE_BYTES', 'MAX_IMAGE_PIXELS', 'documented', 'open_image', 'train_world_phi', 'world_phi_path',
+           'world_phrases_path', 'Match', 'OTISetup', 'oti_inputs', 'oti_token', 'as_gallery', 'image_features',
+           'ComposedRetriever', 'nearest_words', 'world_gallery', 'plot_matches', 'query_box']
 
 # %% ../nbs/09a_api.ipynb #4d2349b8
 logger = logging.getLogger(__name__)
@@ -83,11 +84,6 @@ def open_image(image, # an image file, the bytes of one, or a PIL image
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
         raise ValueError(f"{src} is not an image that can be read (PNG, JPEG...): "
                          f"{type(e).__name__}") from None
-
-# %% ../nbs/09a_api.ipynb #a7f9d6d1
-def default_cache_dir() -> Path:
-    "Where the API caches features and trained files: `$SEARLE_CACHE_DIR`, else `~/.cache/searle`."
-    return Path(os.environ.get('SEARLE_CACHE_DIR') or '~/.cache/searle').expanduser()
 
 # %% ../nbs/09a_api.ipynb #131b65b2
 @documented

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_cli.ipynb #4b73f436
 from __future__ import annotations
-import argparse, functools, inspect, json, json as _json, logging, os, re, shutil, sys, tempfile
+import argparse, dataclasses, functools, inspect, json, json as _json, logging, os, re, shutil, sys, tempfile
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
@@ -12,10 +12,11 @@ from fastcore.docments import docments
 from .methods import METHODS
 
 # %% auto #0
-__all__ = ['logger', 'DATASETS', 'BENCHMARKS', 'EVAL_TYPES', 'PRECISIONS', 'LOG_LEVELS', 'OPTIONS', 'USER_ERRORS', 'Number',
-           'device_option', 'make_parser', 'command', 'check_output', 'check_input', 'check_precision',
-           'searle_phrases', 'searle_concepts', 'searle_oti', 'searle_train_phi', 'searle_validate', 'searle_submit',
-           'searle_score', 'searle_demo', 'searle_build_world', 'searle_query', 'searle_app']
+__all__ = ['logger', 'DATASETS', 'BENCHMARKS', 'EVAL_TYPES', 'PRECISIONS', 'LOG_LEVELS', 'OPTIONS', 'CONFIG', 'USER_ERRORS',
+           'Number', 'device_option', 'config_defaults', 'make_parser', 'command', 'stage_config', 'check_output',
+           'check_input', 'check_precision', 'searle_phrases', 'searle_concepts', 'searle_oti', 'searle_train_phi',
+           'searle_validate', 'searle_submit', 'searle_score', 'searle_demo', 'searle_build_world', 'searle_query',
+           'searle_app']
 
 # %% ../nbs/10_cli.ipynb #45f096a9
 logger = logging.getLogger(__name__)
@@ -123,86 +124,101 @@ def _base_type(anno):
 
 # %% ../nbs/10_cli.ipynb #a1c0de05
 def _add_option(p, name:str, d, required:bool, choices=None):
-    ("Parameter `name` (its docments entry `d`) as an argument of `p`; `OPTIONS` adds choices "
-     "and ranges.")
+    "Parameter `name` (its docments entry `d`) as an argument of `p`; `OPTIONS` adds choices and ranges."
     if not d.docment: raise TypeError(f"option {name!r} of {p.prog} has no help comment")
-    kw, hy = {**OPTIONS.get(name, {}),
-              **({'choices': choices} if choices else {})}, name.replace('_', '-')
-    # an option every command shares is explained once, in `OPTIONS`
-    doc = kw.pop('help', None) or d.docment
+    kw, hy = {**OPTIONS.get(name, {}), **({'choices': choices} if choices else {})}, name.replace('_', '-')
+    doc = kw.pop('help', None) or d.docment  # an option every command shares is explained once, in `OPTIONS`
     flags = [f'--{hy}'] + ([f'--{name}'] if hy != name else []) + list(kw.pop('aliases', ()))
     if d.anno is bool: return p.add_argument(*flags, dest=name, action='store_true', help=doc)
     kw.setdefault('type', _base_type(d.anno))
     said = [repr(kw['type'])] if isinstance(kw['type'], Number) else []
     if d.default is inspect.Parameter.empty:
-        return p.add_argument(name, metavar=hy.upper(),
-                              help=doc + (f" ({said[0]})" if said else ''), **kw)
+        return p.add_argument(name, metavar=hy.upper(), help=doc + (f" ({said[0]})" if said else ''), **kw)
     said += ['required'] if required else [f'default: {d.default}'] if d.default is not None else []
     help = doc + (f" ({'; '.join(said)})" if said else '')
     p.add_argument(*flags, dest=name, default=d.default, required=required, help=help, **kw)
 
-# %% ../nbs/10_cli.ipynb #acd786d7
-def make_parser(f, required=(), choices:dict|None=None) -> argparse.ArgumentParser:
-    ("The parser of command `f`: its parameters, with their docments as help, and the options of "
-     "every command.")
+class _FromConfig:
+    "The default of an option that is a field of the stage's config: the config's, its one source."
+    def __repr__(self): return "the stage config's default"
+CONFIG = _FromConfig()
+
+def _config_class(spec:str):
+    "The config dataclass named 'module:Class' (imported when a parser is built or a command runs)."
+    import importlib
+    mod, _, name = spec.partition(':')
+    return getattr(importlib.import_module(mod), name)
+
+def config_defaults(f, config:str|None) -> dict:
+    "The defaults of `f`'s options left at `CONFIG`: fields of the config `config` (module:Class)."
+    names = [k for k, v in inspect.signature(f).parameters.items() if v.default is CONFIG]
+    if not names: return {}
+    cls = _config_class(config) if config else None
+    fields = {x.name: x.default for x in dataclasses.fields(cls)} if cls else {}
+    if bad := [n for n in names if n not in fields]:
+        raise TypeError(f"{f.__name__}: {bad} are not fields of {config}")
+    return {n: fields[n] for n in names}
+
+def make_parser(f, required=(), choices:dict|None=None,
+                config:str|None=None, # 'module:Class', the config giving the `CONFIG` defaults
+               ) -> argparse.ArgumentParser:
+    "The parser of command `f`: its parameters, with their docments as help, and the options of every command."
     from searle import __version__
     prog = 'searle-' + f.__name__.removeprefix('searle_').replace('_', '-')
-    if bad := set(required) - set(inspect.signature(f).parameters):
-        raise TypeError(f"{prog}: no options {bad}")
+    if bad := set(required) - set(inspect.signature(f).parameters): raise TypeError(f"{prog}: no options {bad}")
     p = _Parser(prog=prog, description=f.__doc__, formatter_class=_Help)
+    defaults = config_defaults(f, config)
     for name, d in docments(f, full=True, returns=False, eval_str=True).items():
+        if name in defaults: d.default = defaults[name]   # shown in --help as any other default
         _add_option(p, name, d, name in required, (choices or {}).get(name))
     g = p.add_argument_group('options of every command')
-    g.add_argument('--quiet', action='store_true',
-                   help='warnings and errors only, and no progress bars')
+    g.add_argument('--quiet', action='store_true', help='warnings and errors only, and no progress bars')
     g.add_argument('--log-level', choices=LOG_LEVELS, default='INFO',
                    help='the least severe messages shown (default: INFO)')
-    g.add_argument('--pdb', action='store_true',
-                   help='show the traceback of an error (or set SEARLE_DEBUG=1)')
+    g.add_argument('--pdb', action='store_true', help='show the traceback of an error (or set SEARLE_DEBUG=1)')
     g.add_argument('--version', action='version', version=f'{prog} {__version__}')
     return p
 
 # %% ../nbs/10_cli.ipynb #a1c0de07
-# bad input or environment: a message, not a traceback
-USER_ERRORS = (ValueError, OSError, KeyError)
+USER_ERRORS = (ValueError, OSError, KeyError)  # bad input or environment: a message, not a traceback
 
 def _run(f, p:argparse.ArgumentParser, resume:str|None):
     "Parse `sys.argv` with `p`, configure logging and call `f`; errors and Ctrl-C become one line."
     ns = vars(p.parse_args())
-    quiet, level, debug = (ns.pop('quiet'), ns.pop('log_level'),
-                           ns.pop('pdb') or os.environ.get('SEARLE_DEBUG') == '1')
+    quiet, level, debug = ns.pop('quiet'), ns.pop('log_level'), ns.pop('pdb') or os.environ.get('SEARLE_DEBUG') == '1'
     if quiet and 'no_progress' in ns: ns['no_progress'] = True
     from searle.core import setup_logging
     setup_logging('WARNING' if quiet else level)
     try: f(**ns)  # (a console script's return value would become its exit status)
     except KeyboardInterrupt:
         if debug: raise
-        print(f"{p.prog}: interrupted; "
-              f"{resume.format(**ns) if resume else 'no results were written'}", file=sys.stderr)
+        print(f"{p.prog}: interrupted; {resume.format(**ns) if resume else 'no results were written'}", file=sys.stderr)
         sys.exit(130)
     except USER_ERRORS as e:
         if debug: raise
-        # a KeyError's str() is its repr
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e  # a KeyError's str() is its repr
         print(f'{p.prog}: error: {msg}', file=sys.stderr); sys.exit(1)
 
-# %% ../nbs/10_cli.ipynb #b629c898
 def command(f=None, *, required:tuple=(), # options the command cannot run without
-            # said on Ctrl-C: what was kept and how to resume (fields: the options)
-            resume:str|None=None,
-            # option -> the values this command takes, narrower than `OPTIONS`
-            choices:dict|None=None,
+            resume:str|None=None, # said on Ctrl-C: what was kept and how to resume (fields: the options)
+            choices:dict|None=None, # option -> the values this command takes, narrower than `OPTIONS`
+            config:str|None=None, # 'module:Class': the stage config giving the `CONFIG` defaults
            ):
-    ("Make `f` a console command: it parses `sys.argv` when called without arguments, else "
-     "it is `f`.")
+    "Make `f` a console command: it parses `sys.argv` when called without arguments, else it is `f`."
     if f is None:
-        return functools.partial(command, required=required, resume=resume, choices=choices)
+        return functools.partial(command, required=required, resume=resume, choices=choices,
+                                 config=config)
     @functools.wraps(f)
     def _f(*args, **kwargs):
         if args or kwargs: return f(*args, **kwargs)
-        _run(f, make_parser(f, required, choices), resume)
-    _f.parser = lambda: make_parser(f, required, choices)
+        _run(f, make_parser(f, required, choices, config), resume)
+    _f.parser = lambda: make_parser(f, required, choices, config)
     return _f
+
+def stage_config(cls, f, options:dict, **extra):
+    "Config `cls` of command `f` from its `options` (`locals()`): the `CONFIG` ones given, `extra`."
+    names = [k for k, v in inspect.signature(f).parameters.items() if v.default is CONFIG]
+    return cls(**{k: options[k] for k in names if options[k] is not CONFIG}, **extra)
 
 # %% ../nbs/10_cli.ipynb #d8ec2e6c
 def check_output(path, kind:str='dir', # 'dir' (a folder the command fills) or 'file'
@@ -242,8 +258,7 @@ def check_precision(precision:str|None, device:str|None):
 
 # %% ../nbs/10_cli.ipynb #1e87f6ac
 def _local_model(name:str, option:str):
-    ("Fail now when `name` is meant as a local folder (not a hub id such as `org/model`) and is "
-     "not one.")
+    "Fail now when `name` is meant as a local folder (not a hub id such as `org/model`) and is not one."
     p = Path(name).expanduser()
     if p.exists() and not p.is_dir():
         raise ValueError(f"{option} {name} is a file; expected a model folder or a hub id")
@@ -251,34 +266,32 @@ def _local_model(name:str, option:str):
         raise FileNotFoundError(f"{option} {name}: no model folder there "
                                 "(expected config.json, weights and tokenizer files)")
 
-# %% ../nbs/10_cli.ipynb #0b507315
-@command(required=('out',),
+@command(required=('out',), config='searle.phrases:PhraseConfig',
          resume='the phrases of finished concepts are saved in {out}; the same command resumes')
 def searle_phrases(out:str=None, # the phrase JSON file to write (resumed when it exists)
-                   # an Open Images-style CSV; default: the official Open Images V7 file (cached)
-                   vocabulary:str=None,
-                   # a causal LM, hub name or folder (default: the paper's EleutherAI/gpt-neo-2.7B)
-                   model:str=None,
+                   vocabulary:str=None, # an Open Images-style CSV; default: the official Open Images V7 file (cached)
+                   model:str=None, # a causal LM, hub name or folder (default: the paper's EleutherAI/gpt-neo-2.7B)
                    batch_size:int=4, # concepts per generate call
-                   num_return_sequences:int=256, # phrases per concept
+                   num_return_sequences:int=CONFIG, # phrases per concept
                    limit:int=None, # only the first LIMIT concepts (a trial run)
-                   seed:int=0, # seeds the sampling
+                   seed:int=CONFIG, # seeds the sampling
                    device:str=None, # where the models run
                    cache_dir:str=None, # where the official vocabulary is cached
-                   # also write the original's concept_to_phrases.pkl beside OUT
-                   original_layout:bool=False,
+                   original_layout:bool=False, # also write the original's concept_to_phrases.pkl beside OUT
                    no_progress:bool=False, # hide progress bars
                   ):
     "Stage 0: generate GPT phrases for every concept of the vocabulary."
+    opts = dict(locals())
     check_output(out, 'file')
     if vocabulary: check_input(vocabulary, '--vocabulary')
     if model: _local_model(model, '--model')
     from searle import phrases
     model = model or phrases.DEFAULT_PHRASE_MODEL
-    res = phrases.run_phrases(out, vocabulary=vocabulary, model=model, cache_dir=cache_dir,
-                              limit=limit, batch_size=batch_size,
-                              num_return_sequences=num_return_sequences, seed=seed, device=device,
-                              progress=not no_progress, original_layout=original_layout)
+    cfg = stage_config(phrases.PhraseConfig, searle_phrases, opts)
+    res = phrases.run_phrases(out, vocabulary=vocabulary, model=model, cache_dir=cache_dir, limit=limit,
+                              batch_size=batch_size, num_return_sequences=cfg.num_return_sequences,
+                              seed=cfg.seed,
+                              device=device, progress=not no_progress, original_layout=original_layout)
     print(f'{len(res)} concepts with phrases in {out}')
 
 # %% ../nbs/10_cli.ipynb #5aec3f7d
@@ -300,10 +313,8 @@ def searle_concepts(out:str=None, # the concept table (CSV) to write; resumed wh
                     dataset:str=None, # the images' dataset
                     dataset_path:str=None, # the dataset's folder
                     split:str=None, # default: the dataset's validation split ('test' for ImageNet)
-                    # an Open Images-style CSV; default: the official file (cached)
-                    vocabulary:str=None,
-                    # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
-                    clip_model:str='ViT-B/32',
+                    vocabulary:str=None, # an Open Images-style CSV; default: the official file (cached)
+                    clip_model:str='ViT-B/32', # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
                     top_k:int=250, # concepts kept per image
                     batch_size:int=32, # images per forward
                     preprocess:str='targetpad', # image preprocessing
@@ -318,45 +329,38 @@ def searle_concepts(out:str=None, # the concept table (CSV) to write; resumed wh
     check_output(out, 'file'); check_precision(precision, device)
     if vocabulary: check_input(vocabulary, '--vocabulary')
     from searle import concepts
-    from searle.data import LeftOut
+    from searle.runs import LeftOut
     lo = LeftOut()
-    # gallery, and references outside it
-    images = _images(dataset, dataset_path, split, 'images', missing_images, lo)
-    table = concepts.run_concepts(out, images, vocabulary=vocabulary, clip_model=clip_model,
-                                  k=top_k, batch_size=batch_size, preprocess=preprocess,
-                                  cache_dir=cache_dir, device=device, progress=not no_progress,
-                                  precision=precision, missing=missing_images,
+    images = _images(dataset, dataset_path, split, 'images', missing_images, lo)  # gallery, and references outside it
+    table = concepts.run_concepts(out, images, vocabulary=vocabulary, clip_model=clip_model, k=top_k,
+                                  batch_size=batch_size, preprocess=preprocess, cache_dir=cache_dir, device=device,
+                                  progress=not no_progress, precision=precision, missing=missing_images,
                                   truncated=truncated_images, left_out=lo)
     print(f'{len(table)} images in {out}')
     _left_out_line(lo, missing_images, truncated_images, f'{out}.left_out.json')
     return table
 
 # %% ../nbs/10_cli.ipynb #4ad95743
-@command(required=('dataset', 'dataset_path'),
+@command(required=('dataset', 'dataset_path'), config='searle.oti:OTIConfig',
          resume='finished batches are kept in {out}/shards; the same command resumes')
 def searle_oti(concepts:str, # the concept table of these images (searle-concepts)
                phrases:str, # the phrase file (searle-phrases, or the released GPTNeo27B.zip)
-               # whose references are inverted ('imagenet' and 'folder': every image)
-               dataset:str=None,
+               dataset:str=None, # whose references are inverted ('imagenet' and 'folder': every image)
                dataset_path:str=None, # the dataset's folder
-               # oti_pseudo_tokens.pt and config.json (and the shards, until the merge)
-               out:str='runs/oti',
+               out:str='runs/oti', # oti_pseudo_tokens.pt and config.json (and the shards, until the merge)
                split:str=None, # default: the validation split ('test' for ImageNet)
-               # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
-               clip_model:str='ViT-B/32',
+               clip_model:str='ViT-B/32', # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
                preprocess:str='targetpad', # image preprocessing
-               steps:int=350, # optimisation steps per image
-               lr:float=2e-2, # AdamW learning rate
-               weight_decay:float=0.01, # AdamW weight decay
-               # compute grouping: images per forward and per shard (tokens do not depend on it)
-               batch_size:int=32,
-               # the original's batch (the paper's 32): AdamW's eps is 1e-8 x this
-               math_batch_size:int=32,
-               top_k:int=15, # concepts per image whose phrases regularise the token
-               lambda_cos:float=1.0, # weight of the template loss
-               lambda_gpt:float=0.5, # weight of the GPT loss
-               ema_decay:float=0.99, # EMA of the token
-               seed:int=42, # with the image name, seeds every draw of that image
+               steps:int=CONFIG, # optimisation steps per image
+               lr:float=CONFIG, # AdamW learning rate
+               weight_decay:float=CONFIG, # AdamW weight decay
+               batch_size:int=CONFIG, # images per forward and per shard; tokens do not depend on it
+               math_batch_size:int=CONFIG, # the original's batch: AdamW's eps is 1e-8 x this
+               top_k:int=CONFIG, # concepts per image whose phrases regularise the token
+               lambda_cos:float=CONFIG, # weight of the template loss
+               lambda_gpt:float=CONFIG, # weight of the GPT loss
+               ema_decay:float=CONFIG, # EMA of the token
+               seed:int=CONFIG, # with the image name, seeds every draw of that image
                cache_dir:str=None, # image-feature cache
                device:str=None, # where the models run
                precision:str=None, # mixed precision
@@ -365,23 +369,19 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
                truncated_images:str='error', # an incomplete download's truncated images
                no_progress:bool=False, # hide progress bars
               ):
-    ("Stage 2: invert every image into a pseudo token (resumable; `accelerate launch` / `torchrun` "
-     "split the work).")
+    "Stage 2: invert every image into a pseudo token (resumable; `accelerate launch` / `torchrun` split the work)."
+    opts = dict(locals())
     check_output(out); check_precision(precision, device)
     check_input(concepts, 'CONCEPTS'); check_input(phrases, 'PHRASES')
     from searle import oti
     from searle.clip import load_clip, model_preprocess
-    from searle.data import LeftOut
+    from searle.runs import LeftOut
     lo = LeftOut()
-    # checked before CLIP is loaded
-    refs = _images(dataset, dataset_path, split, 'references', missing_images, lo)
-    cfg = oti.OTIConfig(steps=steps, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-                        math_batch_size=math_batch_size, top_k=top_k, lambda_cos=lambda_cos,
-                        lambda_gpt=lambda_gpt, ema_decay=ema_decay, seed=seed, precision=precision)
+    refs = _images(dataset, dataset_path, split, 'references', missing_images, lo)  # checked before CLIP is loaded
+    cfg = stage_config(oti.OTIConfig, searle_oti, opts, precision=precision)
     model = load_clip(clip_model, device='cpu')
-    path = oti.run_oti(model, refs, concepts, phrases, out, cfg,
-                       preprocess=model_preprocess(model, preprocess), cache_dir=cache_dir,
-                       device=device, progress=not no_progress, original_layout=original_layout,
+    path = oti.run_oti(model, refs, concepts, phrases, out, cfg, preprocess=model_preprocess(model, preprocess),
+                       cache_dir=cache_dir, device=device, progress=not no_progress, original_layout=original_layout,
                        truncated=truncated_images, left_out=lo)
     print(path)
     _left_out_line(lo, missing_images, truncated_images, f'{out}/left_out.json')
@@ -389,32 +389,30 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
 
 # %% ../nbs/10_cli.ipynb #f2e76c84
 @command(required=('dataset', 'dataset_path'), choices={'dataset': ('imagenet', 'folder')},
+         config='searle.phi:PhiConfig',
          resume='checkpoints are in {out}/checkpoints (every --save-every epochs); '
                 'the same command resumes from the newest')
 def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
                      concepts:str, # their concept table (searle-concepts)
                      phrases:str, # the phrase file
-                     # the unlabelled images: 'imagenet' (the paper: ImageNet1K test) or 'folder'
-                     dataset:str=None,
+                     dataset:str=None, # the unlabelled images: 'imagenet' (the paper: ImageNet1K test) or 'folder'
                      dataset_path:str=None, # their folder
-                     # checkpoints, logs and phi_final.pt; an existing run resumes
-                     out:str='runs/phi',
+                     out:str='runs/phi', # checkpoints, logs and phi_final.pt; an existing run resumes
                      split:str=None, # default: 'test' for ImageNet
-                     # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
-                     clip_model:str='ViT-B/32',
+                     clip_model:str='ViT-B/32', # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
                      preprocess:str='targetpad', # image preprocessing
-                     epochs:int=100, # training epochs
-                     batch_size:int=256, # images per step
-                     lr:float=1e-4, # AdamW learning rate
-                     weight_decay:float=0.01, # AdamW weight decay
-                     tau:float=0.25, # temperature of the contrastive distillation loss
-                     lambda_distil:float=1.0, # weight of the distillation loss
-                     lambda_gpt:float=0.75, # weight of the GPT loss
-                     top_k:int=150, # concepts per image whose phrases regularise phi
-                     dropout:float=0.5, # phi's dropout
-                     seed:int=42, # seeds phi's initialisation and every draw
-                     save_every:int=5, # checkpoint every N epochs
-                     val_dataset:str='cirr', # validation benchmark after every epoch
+                     epochs:int=CONFIG, # training epochs
+                     batch_size:int=CONFIG, # images per step
+                     lr:float=CONFIG, # AdamW learning rate
+                     weight_decay:float=CONFIG, # AdamW weight decay
+                     tau:float=CONFIG, # temperature of the contrastive distillation loss
+                     lambda_distil:float=CONFIG, # weight of the distillation loss
+                     lambda_gpt:float=CONFIG, # weight of the GPT loss
+                     top_k:int=CONFIG, # concepts per image whose phrases regularise phi
+                     dropout:float=CONFIG, # phi's dropout
+                     seed:int=CONFIG, # seeds phi's initialisation and every draw
+                     save_every:int=CONFIG, # checkpoint every N epochs
+                     val_dataset:str=CONFIG, # validation benchmark after every epoch
                      val_path:str=None, # its folder (no validation without it)
                      cache_dir:str=None, # image-feature cache (default: OUT/features)
                      device:str=None, # where the models run
@@ -423,25 +421,18 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
                      truncated_images:str='error', # an incomplete download's truncated images
                      no_progress:bool=False, # hide progress bars
                     ):
-    ("Stage 3: distil phi from OTI tokens (resumable; `accelerate launch` / `torchrun` for data "
-     "parallelism).")
+    "Stage 3: distil phi from OTI tokens (resumable; `accelerate launch` / `torchrun` for data parallelism)."
+    opts = dict(locals())
     check_output(out); check_precision(precision, device)
-    check_input(tokens, 'TOKENS', 'any')
-    check_input(concepts, 'CONCEPTS'); check_input(phrases, 'PHRASES')
+    check_input(tokens, 'TOKENS', 'any'); check_input(concepts, 'CONCEPTS'); check_input(phrases, 'PHRASES')
     from searle.phi import PhiConfig, run_train_phi
     from searle.clip import load_pseudo_tokens
     images = _images(dataset, dataset_path, split, 'images')
     load_pseudo_tokens(tokens)  # readable, and every token finite
-    # before any training work
-    if val_path: _images(val_dataset, val_path, 'val', 'images', missing_images)
-    cfg = PhiConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, tau=tau,
-                    lambda_distil=lambda_distil, lambda_gpt=lambda_gpt, top_k=top_k,
-                    dropout=dropout, seed=seed, save_every=save_every, val_dataset=val_dataset,
-                    val_path=val_path, precision=precision)
-    path = run_train_phi(clip_model, images, tokens, concepts, phrases, out, cfg,
-                         preprocess=preprocess, cache_dir=cache_dir, device=device,
-                         progress=not no_progress, missing=missing_images,
-                         truncated=truncated_images)
+    cfg = stage_config(PhiConfig, searle_train_phi, opts, val_path=val_path, precision=precision)
+    if val_path: _images(cfg.val_dataset, val_path, 'val', 'images', missing_images)  # first
+    path = run_train_phi(clip_model, images, tokens, concepts, phrases, out, cfg, preprocess=preprocess,
+                         cache_dir=cache_dir, device=device, progress=not no_progress, missing=missing_images, truncated=truncated_images)
     print(path)
     return path
 
@@ -471,7 +462,7 @@ def searle_validate(dataset:str=None, # the benchmark ('fashioniq', 'cirr' or 'c
     "Validate one method on a benchmark; writes OUT/metrics.json (percent) beside OUT/config.json."
     check_output(out); check_precision(precision, device)
     from searle import retrieval
-    from searle.data import LeftOut
+    from searle.runs import LeftOut
     # the benchmark, checked before CLIP is loaded
     _images(dataset, dataset_path, split, 'images', missing_images)
     model, src = retrieval.load_method(eval_type, clip_model, tokens, phi_checkpoint, device,
@@ -513,7 +504,7 @@ def searle_submit(dataset:str=None, # 'cirr' or 'circo'
     "Write (and check) the evaluation-server JSON files of one method."
     check_output(out); check_precision(precision, device)
     from searle import retrieval
-    from searle.data import LeftOut
+    from searle.runs import LeftOut
     split = split or {'cirr': 'test1', 'circo': 'test'}[dataset]
     # the benchmark, checked before CLIP is loaded
     _images(dataset, dataset_path, split, 'images', missing_images)

@@ -10,16 +10,18 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from .core import (PathLike, atomic_write, autocast, load_json, load_tensors, progress_bar,
-                         resolve_device, resolve_precision, save_json, save_tensors)
-from .clip import (ImageList, as_clip, backbone, encode_text, extract_features,
+from .core import (PathLike, atomic_write, autocast, load_json, load_tensors, progress_bar, resolve_device,
+                         resolve_precision, save_json, save_tensors)
+from .clip import (ImageList, as_clip, backbone, clip_record, encode_text, extract_features,
                          make_preprocess, model_fingerprint, model_preprocess)
+from .runs import (LeftOut, RunLock, Shards, check_resume, default_cache_dir, locks_output,
+                         run_record)
 
 # %% auto #0
-__all__ = ['logger', 'OPENIMAGES_URL', 'OPENIMAGES_SHA256', 'TEMPLATES', 'IMAGE_NAME_COLUMN', 'read_vocabulary',
-           'download_checked', 'load_vocabulary', 'concept_prompts', 'concept_features', 'vocabulary_key',
-           'cached_concept_features', 'top_concepts', 'concept_table_name', 'write_concept_table', 'read_concept_table',
-           'associate_images', 'run_concepts']
+__all__ = ['logger', 'OPENIMAGES_URL', 'OPENIMAGES_SHA256', 'TEMPLATES', 'IMAGE_NAME_COLUMN', 'CONCEPT_OPTIONS',
+           'read_vocabulary', 'download_checked', 'load_vocabulary', 'concept_prompts', 'concept_features',
+           'vocabulary_key', 'cached_concept_features', 'top_concepts', 'concept_table_name', 'write_concept_table',
+           'read_concept_table', 'config_path', 'associate_images', 'run_concepts']
 
 # %% ../nbs/05_concepts.ipynb #519a2b74
 logger = logging.getLogger(__name__)
@@ -53,30 +55,24 @@ def _sha256(path:Path) -> str:
 def download_checked(url:str, dest:PathLike, sha256:str) -> Path:
     "Download `url` to `dest` atomically, keeping it only if its sha256 matches."
     dest = Path(dest)
-    if os.environ.get('SEARLE_OFFLINE') == '1' and not url.startswith('file:'):
-        raise FileNotFoundError(f"{dest} is not cached and SEARLE_OFFLINE=1 forbids "
-                                f"downloading {url}")
+    if os.environ.get('SEARLE_OFFLINE') == '1' and not url.startswith('file:'): raise FileNotFoundError(f"{dest} is not cached and SEARLE_OFFLINE=1 forbids downloading {url}")
     logger.info('downloading %s to %s', url, dest)
     h = hashlib.sha256()
     with urllib.request.urlopen(url, timeout=60) as r, atomic_write(dest, 'wb') as f:
         for block in iter(lambda: r.read(1 << 20), b''): h.update(block); f.write(block)
         if h.hexdigest() != sha256:  # raising inside atomic_write removes the temporary file
-            raise ValueError(f"{url}: sha256 {h.hexdigest()} does not match the expected {sha256}; "
-                             "not keeping it")
+            raise ValueError(f"{url}: sha256 {h.hexdigest()} does not match the expected {sha256}; not keeping it")
     return dest
 
-# %% ../nbs/05_concepts.ipynb #61eb47ef
-def load_vocabulary(
-    path:PathLike|None=None, # a vocabulary CSV; `None`: the official Open Images V7 file
-    cache_dir:PathLike|None=None, # where the official file is cached (default ~/.cache/searle)
-    url:str=OPENIMAGES_URL, sha256:str=OPENIMAGES_SHA256,
-) -> list[str]:
+def load_vocabulary(path:PathLike|None=None, # a vocabulary CSV; `None`: the official Open Images V7 file
+                    cache_dir:PathLike|None=None, # the official file's cache (default_cache_dir())
+                    url:str=OPENIMAGES_URL, sha256:str=OPENIMAGES_SHA256,
+                   ) -> list[str]:
     "The concept vocabulary: a given CSV, or the official one (downloaded once, checksum verified)."
     if path is not None: return read_vocabulary(path)
-    dest = Path(cache_dir or Path('~/.cache/searle').expanduser()) / url.rsplit('/', 1)[-1]
+    dest = Path(cache_dir or default_cache_dir()) / url.rsplit('/', 1)[-1]
     if dest.is_file() and _sha256(dest) != sha256:
-        raise ValueError(f"the cached vocabulary {dest} has sha256 {_sha256(dest)}, expected "
-                         f"{sha256}; delete it to download again")
+        raise ValueError(f"the cached vocabulary {dest} has sha256 {_sha256(dest)}, expected {sha256}; delete it to download again")
     if not dest.is_file(): download_checked(url, dest, sha256)
     return read_vocabulary(dest)
 
@@ -226,132 +222,103 @@ def read_concept_table(
         return _table_rows(path, rows, K, k, row)
 
 # %% ../nbs/05_concepts.ipynb #31d2ed57
-def _parts_dir(out_path:Path) -> Path: return out_path.with_name(out_path.name + '.parts')
+def _parts(out_path:Path) -> Shards:
+    return Shards(out_path.with_name(out_path.name + '.parts'), 'part', '.csv')
 
 def _done_rows(out_path:Path) -> dict[str, list[str]]:
     "Rows already computed: the table itself (if any) and every part file."
     done = read_concept_table(out_path) if out_path.is_file() else {}
-    parts = _parts_dir(out_path)
-    for p in sorted(parts.glob('part-*.csv')) if parts.is_dir() else []:
-        done.update(read_concept_table(p))
+    parts = _parts(out_path)
+    for i in parts.done(): done.update(read_concept_table(parts.path(i)))
     return done
 
-def _meta_path(out_path:Path) -> Path: return out_path.with_name(out_path.name + '.meta.json')
+def config_path(out_path:PathLike) -> Path:
+    "Where the run that writes the table `out_path` records itself: `<table>.config.json`."
+    return Path(out_path).with_name(Path(out_path).name + '.config.json')
 
-# %% ../nbs/05_concepts.ipynb #69d72e49
-def _check_meta(out_path:Path, meta:dict, has_rows:bool):
-    ("Refuse to resume from rows that another model, vocabulary, preprocessing or k made; then "
-     "record `meta`.")
-    path = _meta_path(out_path)
-    if has_rows and path.is_file():
-        old = load_json(path)
-        diff = sorted(k for k in meta.keys() | old.keys() if old.get(k) != meta.get(k))
-        if diff:
-            raise ValueError(f"{path}: the rows of {out_path.name} (and its parts) were made with "
-                             f"other {diff}: { {k: old.get(k) for k in diff} }, this run has "
-                             f"{ {k: meta.get(k) for k in diff} }; use another output")
-    elif has_rows:
-        logger.warning('%s has rows but no %s (e.g. the original code wrote it); reusing them '
-                       'unchecked', out_path, path.name)
-    save_json(meta, path)
+CONCEPT_OPTIONS = ('top_k', 'preprocess', 'precision')  # recorded settings of searle-concepts
 
-def _next_part(parts:Path) -> int:
-    "The number of the next part file (one more than the highest there)."
-    return (1 + max((int(p.stem.split('-')[1]) for p in parts.glob('part-*.csv')), default=-1)
-            if parts.is_dir() else 0)
+def _check_rows(out_path:Path, record:dict, has_rows:bool):
+    "Refuse to resume rows another CLIP, vocabulary, preprocessing or k made; then record this run."
+    path = config_path(out_path)
+    if has_rows and path.is_file(): check_resume(path, record, options=CONCEPT_OPTIONS, what='file')
+    elif has_rows: logger.warning('%s has rows but no %s (e.g. the original code wrote it); '
+                                  'reusing them unchecked', out_path, path.name)
+    save_json(record, path)
 
 # %% ../nbs/05_concepts.ipynb #2d2aa0db
-def associate_images(
-    images:ImageList|tuple[Sequence[str], torch.Tensor], # images, or (names, features [N, D])
-    concepts:Sequence[str], concept_feats:torch.Tensor, # [C, D] from `concept_features`
-    out_path:PathLike, # the CSV table; resumed from its part files when interrupted
-    model=None, preprocess=None, # CLIP and its preprocessing, needed for an `ImageList`
-    k:int=250, batch_size:int=32, chunk_size:int=2048, num_workers:int=0, progress:bool=True,
-    # of the image features (for an `ImageList`); recorded in the table's meta
-    precision:str|None=None,
-    truncated:str='error', # 'error' or 'decode' (truncated files decoded as the original does)
-    truncated_names:list|None=None, # names of the truncated images decoded are appended here
-) -> dict[str, list[str]]:
+@locks_output('out_path', 'file')  # one run writes a table at a time
+def associate_images(images:ImageList|tuple[Sequence[str], torch.Tensor], # images, or (names, features [N, D])
+                     concepts:Sequence[str], concept_feats:torch.Tensor, # [C, D] from `concept_features`
+                     out_path:PathLike, # the CSV table; resumed from its part files when interrupted
+                     model=None, preprocess=None, # CLIP and its preprocessing, needed for an `ImageList`
+                     k:int=250, batch_size:int=32, chunk_size:int=2048, num_workers:int=0, progress:bool=True,
+                     precision:str|None=None, # of the image features (for an `ImageList`); recorded
+                     truncated:str='error', # 'error' or 'decode' (truncated files decoded as the original does)
+                     truncated_names:list|None=None, # names of the truncated images decoded are appended here
+                    ) -> dict[str, list[str]]:
     "Write the top-`k` concepts of every image to `out_path` (resumable); return the table."
     out_path = Path(out_path)
     names = list(images.names) if isinstance(images, ImageList) else [str(n) for n in images[0]]
-    if isinstance(images, ImageList) and (model is None or preprocess is None):
-        raise ValueError("an ImageList needs `model` and `preprocess`")
+    if isinstance(images, ImageList) and (model is None or preprocess is None): raise ValueError("an ImageList needs `model` and `preprocess`")
     done = _done_rows(out_path)
     if done and len(next(iter(done.values()))) != k:
-        raise ValueError(f"{out_path} (or its parts) holds {len(next(iter(done.values())))} "
-                         f"concepts per image, not k={k}; use another output")
-    meta = dict(model=model_fingerprint(model) if model is not None else None,
-                vocabulary=vocabulary_key(concepts),
-                preprocess=repr(preprocess) if preprocess is not None else None, k=k)
+        raise ValueError(f"{out_path} (or its parts) holds {len(next(iter(done.values())))} concepts per image, not k={k}; use another output")
+    cfg = dict(top_k=k, preprocess=repr(preprocess) if preprocess is not None else None)
     if model is not None:  # features computed here: their precision is part of what made the rows
-        precision = meta['precision'] = resolve_precision(precision,
-                                                          next(model.parameters()).device)
-    _check_meta(out_path, meta, bool(done))
+        precision = cfg['precision'] = resolve_precision(precision, next(model.parameters()).device)
+    clip = clip_record(model) if model is not None else None
+    rec = run_record('concepts', cfg, clip, {'vocabulary': vocabulary_key(concepts)})
+    _check_rows(out_path, rec, bool(done))
     todo = [i for i, n in enumerate(names) if n not in done]
-    logger.info('%s%d images, %d already associated in %s', 'resuming: ' if done else '',
-                len(names), len(names) - len(todo), out_path)
-    parts = _parts_dir(out_path); first = _next_part(parts)
+    logger.info('%s%d images, %d already associated in %s', 'resuming: ' if done else '', len(names), len(names) - len(todo), out_path)
+    parts = _parts(out_path); first = parts.next()
     chunks = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
     for j, idx in enumerate(progress_bar(chunks, progress, desc='concepts', unit='chunk')):
         if isinstance(images, ImageList):
-            _, feats = extract_features(
-                model, ImageList([names[i] for i in idx], [images.paths[i] for i in idx]),
-                preprocess, batch_size=batch_size, progress=False, num_workers=num_workers,
-                precision=precision, truncated=truncated, truncated_names=truncated_names)
+            _, feats = extract_features(model, ImageList([names[i] for i in idx], [images.paths[i] for i in idx]), preprocess,
+                                        batch_size=batch_size, progress=False, num_workers=num_workers, precision=precision,
+                                        truncated=truncated, truncated_names=truncated_names)
         else: feats = images[1][torch.as_tensor(idx)]
         rows = top_concepts(feats, concept_feats, concepts, k)
-        write_concept_table(parts / f'part-{first + j:06d}.csv', [names[i] for i in idx], rows)
+        write_concept_table(parts.path(first + j), [names[i] for i in idx], rows)
         done.update(zip((names[i] for i in idx), rows))
     in_names = set(names)
-    # rows of other images already in the table are kept
-    order = names + [n for n in done if n not in in_names]
+    order = names + [n for n in done if n not in in_names]  # rows of other images already in the table are kept
     write_concept_table(out_path, order, [done[n] for n in order])
-    shutil.rmtree(parts, ignore_errors=True)
+    parts.remove()
     return {n: done[n] for n in order}
 
 # %% ../nbs/05_concepts.ipynb #874f8ac3
-def run_concepts(
-    out_path:PathLike, # the CSV table to write (see `concept_table_name`)
-    # an ImageList, or (names, features); or give `dataset` and `root`
-    images:ImageList|tuple|None=None,
-    # a dataset's images, e.g. 'cirr'
-    dataset:str|None=None, root:PathLike|None=None, split:str|None=None,
-    vocabulary:PathLike|None=None, # a CSV with DisplayName; `None`: the official Open Images file
-    clip_model='ViT-B/32', # name, checkpoint path, or a loaded CLIP model
-    k:int=250, batch_size:int=32, concept_batch_size:int=64, preprocess:str='targetpad',
-    device=None, cache_dir:PathLike|None=None, # caches the vocabulary and the concept features
-    num_workers:int=0, progress:bool=True,
-    # 'fp32', 'amp' (fp16 features, as the original) or 'bf16'; `None`: the device's
-    precision:str|None=None,
-    missing:str='error', # 'error' or 'skip': leave out missing image files (recorded)
-    # 'error' or 'decode': decode truncated files as the original does (recorded)
-    truncated:str='error',
-    # a `searle.data.LeftOut` to fill; what was left out is also written to <out_path>.left_out.json
-    left_out=None,
-    **dataset_kwargs) -> dict[str, list[str]]:
+def run_concepts(out_path:PathLike, # the CSV table to write (see `concept_table_name`)
+                 images:ImageList|tuple|None=None, # an ImageList, or (names, features); or give `dataset` and `root`
+                 dataset:str|None=None, root:PathLike|None=None, split:str|None=None, # a dataset's images, e.g. 'cirr'
+                 vocabulary:PathLike|None=None, # a CSV with DisplayName; `None`: the official Open Images file
+                 clip_model='ViT-B/32', # name, checkpoint path, or a loaded CLIP model
+                 k:int=250, batch_size:int=32, concept_batch_size:int=64, preprocess:str='targetpad',
+                 device=None, cache_dir:PathLike|None=None, # caches the vocabulary and the concept features
+                 num_workers:int=0, progress:bool=True,
+                 precision:str|None=None, # 'fp32', 'amp' (fp16 features, as the original) or 'bf16'; `None`: the device's
+                 missing:str='error', # 'error' or 'skip': leave out missing image files (recorded)
+                 truncated:str='error', # 'error' or 'decode': decode truncated files as the original does (recorded)
+                 left_out=None, # a `searle.runs.LeftOut` to fill; what was left out is also written to <out_path>.left_out.json
+                 **dataset_kwargs) -> dict[str, list[str]]:
     "Stage 1: associate the top-`k` vocabulary concepts with every image, written to `out_path`."
-    if (images is None) == (dataset is None):
-        raise ValueError("give either `images` or `dataset` (with `root`)")
-    # FashionIQ: the union of its categories
-    from searle.data import LeftOut, check_incomplete_options, dataset_images
+    if (images is None) == (dataset is None): raise ValueError("give either `images` or `dataset` (with `root`)")
+    from searle.data import check_incomplete_options, dataset_images  # FashionIQ: its 3 categories
     check_incomplete_options(missing, truncated)
     left_out = LeftOut() if left_out is None else left_out
     if dataset is not None:  # the gallery and any reference outside it
-        images = dataset_images(dataset, root, split, 'images', left_out=left_out, missing=missing,
-                                **dataset_kwargs)
+        images = dataset_images(dataset, root, split, 'images', left_out=left_out, missing=missing, **dataset_kwargs)
     concepts = load_vocabulary(vocabulary, cache_dir=cache_dir)
     device = resolve_device(device)
     model = as_clip(clip_model, device)
     precision = resolve_precision(precision, device)
-    feats = cached_concept_features(model, concepts, cache_dir, concept_batch_size, progress,
-                                    precision)
+    feats = cached_concept_features(model, concepts, cache_dir, concept_batch_size, progress, precision)
     pre = model_preprocess(model, preprocess) if isinstance(images, ImageList) else None
     cut = []
-    table = associate_images(images, concepts, feats, out_path, model, pre, k=k,
-                             batch_size=batch_size, num_workers=num_workers, progress=progress,
-                             precision=precision, truncated=truncated, truncated_names=cut)
+    table = associate_images(images, concepts, feats, out_path, model, pre, k=k, batch_size=batch_size, num_workers=num_workers,
+                             progress=progress, precision=precision, truncated=truncated, truncated_names=cut)
     left_out.add('truncated_images', cut)
-    if missing != 'error' or truncated != 'error':
-        left_out.save(Path(out_path).with_name(Path(out_path).name + '.left_out.json'))
+    if missing != 'error' or truncated != 'error': left_out.save(Path(out_path).with_name(Path(out_path).name + '.left_out.json'))
     return table

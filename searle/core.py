@@ -133,33 +133,32 @@ def check_finite_rows(x:torch.Tensor, # [N, ...] e.g. pseudo tokens
 
 # %% ../nbs/00_core.ipynb #2babc1d1
 class Dist:
-    ("Rank, world size, device and collectives of this process; a single process when not launched "
-     "with several.")
+    "Rank, process count, device and collectives of this process (one process unless launched so)."
     def __init__(self):
-        self.rank, self.world, self.device, self._state = 0, 1, None, None
+        self.rank, self.n_procs, self.device, self._state = 0, 1, None, None
         if int(os.environ.get('WORLD_SIZE', '1')) > 1:
             from accelerate import PartialState
             self._state = PartialState(cpu=not torch.cuda.is_available())
-            self.rank, self.world, self.device = (self._state.process_index,
-                                                  self._state.num_processes, self._state.device)
+            st = self._state
+            self.rank, self.n_procs, self.device = st.process_index, st.num_processes, st.device
     def resolve(self, device=None) -> torch.device:
         "The device of this process: `device`, on this process's GPU when several share a machine."
         if device is None and self.device is not None: return self.device
         dev = resolve_device(device)
-        return (torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
-                if dev.type == 'cuda' and self.world > 1 else dev)
+        if dev.type != 'cuda' or self.n_procs == 1: return dev
+        return torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
     def barrier(self):
         "Wait until every process gets here."
-        if self.world > 1: self._state.wait_for_everyone()
+        if self.n_procs > 1: self._state.wait_for_everyone()
     def gather(self, x:torch.Tensor) -> torch.Tensor:
         "Concatenate every process's `x` (equal shapes) along dim 0, in rank order; no gradient."
-        if self.world == 1: return x.detach()
-        parts = [torch.empty_like(x) for _ in range(self.world)]
+        if self.n_procs == 1: return x.detach()
+        parts = [torch.empty_like(x) for _ in range(self.n_procs)]
         torch.distributed.all_gather(parts, x.detach().contiguous())
         return torch.cat(parts)
     def sum_(self, tensors:list[torch.Tensor]):
         "All-reduce (sum) `tensors` in place, as one flat buffer."
-        if self.world == 1 or not tensors: return
+        if self.n_procs == 1 or not tensors: return
         flat = torch.cat([t.reshape(-1) for t in tensors])
         torch.distributed.all_reduce(flat)
         at = 0

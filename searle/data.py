@@ -15,11 +15,12 @@ from PIL import Image
 
 from .core import *
 from .clip import ImageList
+from .runs import LeftOut
 
 # %% auto #0
 __all__ = ['logger', 'FASHIONIQ_CATEGORIES', 'CIRCO_ASPECTS', 'IMAGE_EXTENSIONS', 'DATASETS', 'DEFAULT_SPLITS', 'Query',
            'CIRDataset', 'write_placeholder_images', 'circo_queries', 'CIRCO', 'CIRR', 'FashionIQ', 'ImageFolder',
-           'ImageNet', 'load_dataset', 'leave_out_missing', 'check_incomplete_options', 'LeftOut', 'dataset_images']
+           'ImageNet', 'load_dataset', 'leave_out_missing', 'check_incomplete_options', 'dataset_images']
 
 # %% ../nbs/02_data.ipynb #28890f77
 logger = logging.getLogger(__name__)
@@ -389,34 +390,9 @@ def leave_out_missing(ds:CIRDataset, n_show:int=5) -> CIRDataset:
 
 # %% ../nbs/02_data.ipynb #872d8958
 def check_incomplete_options(missing:str='error', truncated:str='error'):
-    ("Refuse, before any work, a `missing` other than 'error' / 'skip' "
-     "or a `truncated` other than 'error' / 'decode'.")
-    if missing not in ('error', 'skip'):
-        raise ValueError(f"missing images: {missing!r}; expected 'error' or 'skip'")
-    if truncated not in ('error', 'decode'):
-        raise ValueError(f"truncated images: {truncated!r}; expected 'error' or 'decode'")
-
-# %% ../nbs/02_data.ipynb #01fec162
-class LeftOut:
-    ("What a run left out (missing images, queries that needed them) "
-     "and the truncated images it decoded.")
-    KINDS = ('missing_images', 'skipped_queries', 'truncated_images')
-    def __init__(self): self.items = {k: {} for k in self.KINDS}  # dicts: ordered and de-duplicated
-    def add(self, kind:str, names, prefix:str=''):
-        for n in names: self.items[kind][f'{prefix}{n}'] = None
-    def add_dataset(self, ds:CIRDataset, prefix:str=''): # FashionIQ's category, for query ids
-        self.add('missing_images', ds.left_out['missing_images'])
-        self.add('skipped_queries', ds.left_out['skipped_queries'], prefix)
-    def counts(self) -> dict[str, int]: return {k: len(v) for k, v in self.items.items()}
-    def summary(self) -> str:
-        c = self.counts()
-        return (f"left out: {c['missing_images']} missing images, "
-                f"{c['skipped_queries']} queries that needed them; "
-                f"{c['truncated_images']} truncated images decoded")
-    def save(self, path) -> Path:
-        "Write the counts and every name as JSON."
-        save_json({'counts': self.counts(), **{k: list(v) for k, v in self.items.items()}}, path)
-        return Path(path)
+    "Refuse, before any work, a `missing` other than 'error' / 'skip' or a `truncated` other than 'error' / 'decode'."
+    if missing not in ('error', 'skip'): raise ValueError(f"missing images: {missing!r}; expected 'error' or 'skip'")
+    if truncated not in ('error', 'decode'): raise ValueError(f"truncated images: {truncated!r}; expected 'error' or 'decode'")
 
 # %% ../nbs/02_data.ipynb #5d789dbc
 def dataset_images(name:str, root, split:str|None=None,

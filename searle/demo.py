@@ -12,8 +12,9 @@ from typing import Callable
 from torch import nn
 
 from .core import *
-from .clip import (ImageList, extract_features, load_clip, model_fingerprint,
-                         model_preprocess, open_rgb)
+from .runs import refuse_other, run_record
+from .clip import (ImageList, as_clip, clip_record, extract_features, load_clip,
+                         model_fingerprint, model_preprocess, open_rgb)
 from .concepts import associate_images, concept_features
 from .phrases import generate_phrases
 from .oti import OTIConfig, run_oti
@@ -97,7 +98,8 @@ def stage_configs(cfg:DemoConfig, precision:str) -> dict:
     return oti | {'phi': phi}
 
 # %% ../nbs/12_demo.ipynb #b7f33449
-def run_world(out, config:DemoConfig|None=None, clip_model=None, # default: the world's CLIP
+def run_world(out, config:DemoConfig|None=None,
+              clip_model=None, # a CLIP or its spec; default: the world's CLIP
               gpt=None, # default: the world's GPT-Neo
               device=None, progress:bool=True, precision:str|None=None) -> WorldRun:
     "Every stage of SEARLE on the world, into `out` (OTI on the val references if `oti_steps`)."
@@ -105,7 +107,7 @@ def run_world(out, config:DemoConfig|None=None, clip_model=None, # default: the 
     prec = resolve_precision(precision, device); c = stage_configs(cfg, prec)
     def lap(stage): times[stage] = round(time.time() - t0 - sum(times.values()), 1)
     root = _world_root(out, cfg, progress); lap('world')
-    model = load_clip(clip_model or world.world_clip_path(), device=device)
+    model = as_clip(clip_model or world.world_clip_path(), device=device)
     phr = generate_phrases(gpt or world.world_gpt_path(), world.world_concepts(),
                            out/'phrases.json', num_return_sequences=cfg.phrases_per_concept,
                            seed=cfg.seed, device=device, save_every_s=0, progress=progress)
@@ -189,16 +191,14 @@ def plot_queries(dataset, r:Retrieval, # a dataset and a `Retrieval` of it
     return fig
 
 # %% ../nbs/12_demo.ipynb #936b0374
-def _check_demo_folder(out:Path, cfg:DemoConfig, precision:str):
-    "A rerun resumes every stage from `out`, so it must be the same demo."
+def _check_demo_folder(out:Path, rec:dict):
+    "A rerun resumes every stage from `out`, so it must be the same demo (`searle.runs`' rule)."
     if not (out/'config.json').is_file(): return
     old = load_json(out/'config.json')
-    diff = {k: (old.get('demo', {}).get(k), v) for k, v in dataclasses.asdict(cfg).items()
-            if old.get('demo', {}).get(k) != v}
-    if old.get('precision', 'fp32') != precision:
-        diff['precision'] = (old.get('precision'), precision)
-    if diff: raise ValueError(f"{out} holds a demo with another config (key: (there, asked)) "
-                              f"{diff}; use another output folder")
+    if 'stage' not in old:  # written before the run record: CLIP unrecorded, fp32
+        cfg = {**old.get('demo', {}), 'precision': old.get('precision', 'fp32')}
+        old = {'stage': 'demo', 'config': cfg, 'clip': rec['clip']}
+    refuse_other(old, rec, out/'config.json', options=('seed', 'precision', 'clip_model'))
 
 # %% ../nbs/12_demo.ipynb #6f142414
 def run_demo(out, # the output folder: every stage's files, metrics.json, results.csv, plots
@@ -209,17 +209,17 @@ def run_demo(out, # the output folder: every stage's files, metrics.json, result
     "Every stage of SEARLE on the world, and every method scored; `{method: {metric: value}}`."
     cfg, out, t0 = config or DemoConfig(), Path(out), time.time()
     prec = resolve_precision(precision, device)
-    _check_demo_folder(out, cfg, prec)
-    run = run_world(out, cfg, clip_model, gpt, device, progress, prec)
+    model = load_clip(clip_model or world.world_clip_path(), device=device)
+    rec = run_record('demo', {**dataclasses.asdict(cfg), 'precision': prec}, clip_record(model))
+    _check_demo_folder(out, rec)
+    run = run_world(out, cfg, model, gpt, device, progress, prec)
     results, rankings = score_world(run, prec)
     save_json(results, out/'metrics.json')
     results_table({METHODS[k].label: v for k, v in results.items()}).to_csv(out/'results.csv')
     plot_methods(results, title='every method on the world').savefig(out/'methods.png', dpi=120)
     ds = load_dataset('circo', run.root)
     plot_queries(ds, rankings['oti'], title='SEARLE-OTI').savefig(out/'queries.png', dpi=120)
-    save_json({'demo': dataclasses.asdict(cfg), 'clip': str(clip_model or world.world_clip_path()),
-               'clip_fingerprint': model_fingerprint(run.model),
-               'gpt': str(gpt or world.world_gpt_path()),
+    save_json({**rec, 'demo': dataclasses.asdict(cfg), 'gpt': str(gpt or world.world_gpt_path()),
                **run.configs, 'precision': prec, 'seconds': run.seconds,
                'total_seconds': round(time.time() - t0, 1)},
               out/'config.json')

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_oti.ipynb #6e4a0013
 from __future__ import annotations
-import dataclasses, functools, hashlib, logging, os, shutil
+import dataclasses, functools, logging, os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -13,13 +13,14 @@ import torch
 import torch.nn.functional as F
 
 from .core import *
+from .runs import *
 from .clip import *
 from .concepts import TEMPLATES, read_concept_table
 from .phrases import load_phrases, problematic_concepts, make_pseudo_phrase
 
 # %% auto #0
-__all__ = ['logger', 'OTIConfig', 'image_concepts', 'phrase_pool', 'Draws', 'draw', 'warn_unphrased', 'invert_batch', 'OTIResult',
-           'invert', 'names_key', 'run_oti', 'load_json_roundtrip', 'import_official_tokens']
+__all__ = ['logger', 'OTI_OPTIONS', 'OTIConfig', 'image_concepts', 'phrase_pool', 'Draws', 'draw', 'warn_unphrased',
+           'invert_batch', 'OTIResult', 'invert', 'run_oti', 'import_official_tokens']
 
 # %% ../nbs/07_oti.ipynb #3b6904b9
 logger = logging.getLogger(__name__)
@@ -211,168 +212,122 @@ def invert(model, names:Sequence[str], image_features:torch.Tensor, # [N, D] CLI
     return OTIResult(names, torch.cat(toks), torch.cat(emas), curves, stats)
 
 # %% ../nbs/07_oti.ipynb #8faa7927
-def names_key(names:Sequence[str]) -> str:
-    "A short hash of an ordered list of image names (the first 16 hex digits of its sha256)."
-    return hashlib.sha256('\n'.join(names).encode()).hexdigest()[:16]
+OTI_OPTIONS = tuple(f.name for f in dataclasses.fields(OTIConfig) if f.name != 'init_std')
 
-def _run_meta(config, names, model, extra) -> dict:
-    return {'oti': dataclasses.asdict(config), 'n_images': len(names), 'images': names_key(names),
-            'clip': getattr(model, 'searle_source', None),
-            'clip_fingerprint': model_fingerprint(model), **extra}
+def _run_record(config, names, model, concept_table, phrases, left_out) -> dict:
+    "What an OTI run records (`searle.runs.run_record`): its config, CLIP, images and input files."
+    src = lambda x: None if isinstance(x, dict) else str(Path(x).resolve())
+    inputs = {'images': names_key(names), 'n_images': len(names),
+              'concept_table': src(concept_table), 'phrases': src(phrases)}
+    counts = {} if left_out is None else {'left_out': left_out.counts()}  # recorded, not compared
+    return run_record('oti', config, clip_record(model), inputs, **counts)
 
-def _meta_diff(old:dict, new:dict, prefix:str='') -> list[str]:
-    "'key: old -> new' for every (nested) key whose value differs."
-    out = []
-    for k in dict.fromkeys([*old, *new]):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict): out += _meta_diff(a, b, f'{prefix}{k}.')
-        elif a != b: out.append(f'{prefix}{k}: {a!r} -> {b!r}')
-    return out
+def _shards(out:Path) -> Shards: return Shards(out/'shards', 'batch', '.pt')
 
 # %% ../nbs/07_oti.ipynb #d2f6a8b3
-def _check_run(out:Path, meta:dict, n_batches:int) -> bool:
-    "Refuse to mix with a run of another configuration in `out`; whether the run there is finished."
-    cfg_path, final, shards = out/'config.json', out/'oti_pseudo_tokens.pt', out/'shards'
-    made = final.is_file() or any(shards.glob('batch-*.pt'))  # a config without results: no run
-    # downloads change: not compared
-    same = lambda m: {k: v for k, v in m.items() if k != 'left_out'}
-    old = same(load_json(cfg_path)) if made and cfg_path.is_file() else None
-    if old is not None and (diff := _meta_diff(old, same(load_json_roundtrip(meta)))):
-        raise ValueError(f"{cfg_path} records an OTI run with another configuration "
-                         f"(key: on disk -> now): {'; '.join(diff)}; "
-                         f"use a new out_dir or delete {out}")
+def _check_run(out:Path, record:dict, n_batches:int) -> bool:
+    "Refuse to mix with a run made otherwise in `out`; whether the run there is finished."
+    cfg_path, final, done = out/'config.json', out/'oti_pseudo_tokens.pt', _shards(out).done()
+    made = final.is_file() or bool(done)  # a config without results: no run
+    if made: check_resume(cfg_path, record, options=OTI_OPTIONS)
     finished = final.is_file() and cfg_path.is_file()  # and its config matched: nothing left to do
     if finished: logger.info('%s is finished: %s', out, final)
     elif made:
-        logger.info('resuming %s: %d of %d batches done', out,
-                    len(list(shards.glob('batch-*.pt'))), n_batches)
+        logger.info('resuming %s: %d of %d batches done', out, len(done), n_batches)
     return finished
 
-# %% ../nbs/07_oti.ipynb #f7216ed1
 def _batch_features(model, images, rows:list[int], preprocess, dev, config, cache_dir, progress,
                     truncated, left_out):
-    ("Features [len(rows), D] of the images at `rows`: given, "
-     "or extracted (and cached) from an `ImageList`.")
+    "Features [len(rows), D] of the images at `rows`: given, or extracted (and cached) from an `ImageList`."
     if not isinstance(images, ImageList): return images[1][rows]
     sub, cut = ImageList([images.names[i] for i in rows], [images.paths[i] for i in rows]), []
     pre = model_preprocess(model, preprocess or 'targetpad')
-    _, feats = extract_features(model, sub, pre, device=dev, cache_dir=cache_dir,
-                                progress=progress, precision=config.precision,
-                                truncated=truncated, truncated_names=cut)
+    _, feats = extract_features(model, sub, pre, device=dev, cache_dir=cache_dir, progress=progress,
+                                precision=config.precision, truncated=truncated, truncated_names=cut)
     if left_out is not None: left_out.add('truncated_images', cut)
     return feats
 
 # %% ../nbs/07_oti.ipynb #e3a7b9c4
-def _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, config, out:Path,
-                      progress, where:str):
+def _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, config, out:Path, progress, where:str):
     "Invert the batches `mine` (`feats`: their features, in order), each into an atomic shard."
     bar = progress_bar(None, progress, total=len(mine) * config.steps, unit='step',
                        desc=f'OTI steps of {len(mine)} batches ({where})')
     at = 0
     for j, b in enumerate(mine):
-        bn, shard = [names[i] for i in batches[b]], out/'shards'/f'batch-{b:06d}.pt'
+        bn, shard = [names[i] for i in batches[b]], _shards(out).path(b)
         f, at, st = feats[at:at + len(bn)], at + len(bn), {}
         bar.set_postfix(batch=f'{j + 1}/{len(mine)}')
-        t, e, c = invert_batch(model, f, bn, _pools(bn, table, phr, config, bad), config, bar=bar,
-                               stats=st)
-        if st['nonfinite_tokens']:  # the run's record of why it stopped
-            save_json({'batch': b, 'images': bn, 'precision': config.precision, **st},
-                      out/'nonfinite.json')
-        check_finite_rows(torch.cat([t, e], 1), bn, shard)  # a non-finite token is never written
+        t, e, c = invert_batch(model, f, bn, _pools(bn, table, phr, config, bad), config, bar=bar, stats=st)
+        if st['nonfinite_tokens']:                                  # the run's record of why it stopped
+            save_json({'batch': b, 'images': bn, 'precision': config.precision, **st}, out/'nonfinite.json')
+        check_finite_rows(torch.cat([t, e], 1), bn, shard)          # a non-finite token is never written
         save_tensors({'names': bn, 'tokens': t, 'ema_tokens': e, 'losses': c,
                       'skipped_steps': st['skipped_steps']}, shard)
     bar.close()
 
-# %% ../nbs/07_oti.ipynb #a70cf8e3
-def _finish_run(out:Path, batches, names, meta, finished:bool, left_out, original_layout:bool):
-    ("The first process's end of a run: shards merged (then removed), what was left out, "
-     "original layout.")
+def _finish_run(out:Path, batches, names, record, finished:bool, left_out, original_layout:bool):
+    "The first process's end of a run: shards merged (then removed), what was left out, original layout."
     final = out/'oti_pseudo_tokens.pt'
-    if not finished: _merge(out/'shards', batches, names, final, meta); shutil.rmtree(out/'shards')
+    if not finished: _merge(_shards(out), batches, names, final, record); _shards(out).remove()
     if left_out is not None:  # this process's truncated images join the caller's counts
         left_out.save(out/'left_out.json')
-        save_json({**meta, 'left_out': left_out.counts()}, out/'config.json')
+        save_json({**record, 'left_out': left_out.counts()}, out/'config.json')
     if original_layout:  # a folder of its own: the original's oti_pseudo_tokens.pt is a bare tensor
         obj = load_tensors(final)
         save_original_tokens(out/'original', obj['names'], obj['tokens'], obj['ema_tokens'])
 
 # %% ../nbs/07_oti.ipynb #ce3e3db9
-def run_oti(model,
-            images:ImageList|tuple[Sequence[str], torch.Tensor], # or (names, features [N, D])
-            concept_table:dict|os.PathLike|str, # image name -> concepts, or `searle.concepts`' CSV
+@locks_output('out_dir')  # one run (of one or several processes) writes a folder at a time
+def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images, or (names, image features [N, D])
+            concept_table:dict|os.PathLike|str, # image name -> concepts, or the CSV of `searle.concepts`
             phrases:dict|os.PathLike|str, # concept -> phrases, or a phrase file of `searle.phrases`
             out_dir:os.PathLike|str, config:OTIConfig|None=None,
             preprocess=None, # for `ImageList` input; default targetpad at the model's resolution
             cache_dir=None, # image-feature cache
             device=None, progress:bool=True,
-            original_layout:bool=False, # also write the original's 3 files in out_dir/original/
-            truncated:str='error', # 'error', or 'decode' truncated image files as the original
-            left_out=None, # a `searle.data.LeftOut` of what the caller left out: its counts go in
-                           # config.json, its names (and the truncated images decoded here) in
-                           # left_out.json
+            original_layout:bool=False, # also write the original's three files into `out_dir/original/`
+            truncated:str='error', # 'error' or 'decode': decode truncated image files as the original does
+            left_out=None, # a `searle.runs.LeftOut` of what the caller left out: its counts go in
+                           # config.json, its names (and the truncated images decoded here) in left_out.json
            ) -> Path:
-    ("Invert `images` into `out_dir/oti_pseudo_tokens.pt`, resumably, "
-     "over every process of the launch.")
-    # searle.core's Dist: rank, world size, device
-    config, out, dist = config or OTIConfig(), Path(out_dir), Dist()
+    "Invert `images` into `out_dir/oti_pseudo_tokens.pt`, resumably, over every process of the launch."
+    config, out, dist = config or OTIConfig(), Path(out_dir), Dist()  # rank, process count, device
     dev = dist.resolve(device); model = model.to(dev)
-    config = dataclasses.replace(config,  # recorded resolved
-                                 precision=resolve_precision(config.precision, dev))
+    config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))  # recorded resolved
     names = list(images.names) if isinstance(images, ImageList) else [str(n) for n in images[0]]
-    src = lambda x: None if isinstance(x, dict) else str(Path(x).resolve())
-    meta = _run_meta(config, names, model,
-                     {'concept_table': src(concept_table), 'phrases': src(phrases)})
-    # recorded, not compared on resume
-    if left_out is not None: meta['left_out'] = left_out.counts()
+    record = _run_record(config, names, model, concept_table, phrases, left_out)
     step = config.batch_size
     batches = [list(range(s, min(s + step, len(names)))) for s in range(0, len(names), step)]
-    finished = _check_run(out, meta, len(batches))
+    finished = _check_run(out, record, len(batches))
     dist.barrier()
-    if dist.rank == 0: save_json(meta, out/'config.json')
-    mine = [] if finished else [b for b in range(dist.rank, len(batches), dist.world)
-                                if not (out/'shards'/f'batch-{b:06d}.pt').is_file()]
-    # the table and phrases are read only when there is work (a finished rerun reads nothing)
-    if mine:
-        # of a row's 250 cells, its 15 concepts
-        top = functools.partial(image_concepts, top_k=config.top_k)
-        table = (concept_table if isinstance(concept_table, dict)
-                 else read_concept_table(concept_table, row=top))
+    if dist.rank == 0: save_json(record, out/'config.json')
+    mine = [] if finished else [b for b in range(dist.rank, len(batches), dist.n_procs)
+                                if not _shards(out).path(b).is_file()]
+    if mine:  # the table and phrases are read only when there is work (a finished rerun reads nothing)
+        top = functools.partial(image_concepts, top_k=config.top_k)  # of a row's 250 cells, its 15 concepts
+        table = concept_table if isinstance(concept_table, dict) else read_concept_table(concept_table, row=top)
         phr = phrases if isinstance(phrases, dict) else load_phrases(phrases)
         rows = [i for b in mine for i in batches[b]]
         bad = _check_pools([names[i] for i in rows], table, phr, config,   # fail early on any image
                            None if isinstance(phrases, dict) else phrases)
         feats = _batch_features(model, images, rows, preprocess, dev, config, cache_dir, progress,
                                 truncated, left_out)
-        _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, config, out,
-                          progress, f'process {dist.rank}/{dist.world}')
+        _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, config, out, progress,
+                          f'process {dist.rank}/{dist.n_procs}')
     dist.barrier()
-    if dist.rank == 0: _finish_run(out, batches, names, meta, finished, left_out, original_layout)
+    if dist.rank == 0: _finish_run(out, batches, names, record, finished, left_out, original_layout)
     dist.barrier()
     return out/'oti_pseudo_tokens.pt'
 
 # %% ../nbs/07_oti.ipynb #64d87889
-def load_json_roundtrip(obj):
-    "`obj` as it reads back from JSON (tuples become lists...), for comparing configs."
-    import json
-    return json.loads(json.dumps(obj, default=str))
-
-def _merge(shard_dir:Path, batches, names, final:Path, meta:dict):
-    ("Gather the shards into `final`, filling one tensor per kind in place "
-     "(the tokens are held once).")
-    toks = emas = None; skipped = 0
-    for b, idx in enumerate(batches):
-        p = shard_dir / f'batch-{b:06d}.pt'
-        s, expected = load_tensors(p), [names[i] for i in idx]
-        if s['names'] != expected:
-            raise ValueError(f"{p} holds images {s['names'][:3]}...; expected {expected[:3]}...")
-        if toks is None:  # the shards' own dtype and width
-            toks, emas = (s[k].new_empty(len(names), s[k].shape[1])
-                          for k in ('tokens', 'ema_tokens'))
-        toks[idx[0]:idx[-1] + 1], emas[idx[0]:idx[-1] + 1] = s['tokens'], s['ema_tokens']
-        skipped += s.get('skipped_steps', 0)
-    if skipped: logger.warning("%s: amp's scaler skipped %d steps over %d batches",
-                               final, skipped, len(batches))
-    save_pseudo_tokens(final, names, toks, emas, meta | {'skipped_steps': skipped})
+def _merge(shards:Shards, batches, names, final:Path, record:dict):
+    "Gather the shards into `final` (the tokens held once), adding up the steps amp skipped."
+    skips = []
+    t = merge_shards(shards, batches, names, ('tokens', 'ema_tokens'),
+                     lambda s: skips.append(s.get('skipped_steps', 0)))
+    n = sum(skips)
+    if n: logger.warning("%s: amp's scaler skipped %d steps in %d batches", final, n, len(batches))
+    save_pseudo_tokens(final, names, t['tokens'], t['ema_tokens'], record | {'skipped_steps': n})
 
 # %% ../nbs/07_oti.ipynb #2166f5a5
 def import_official_tokens(tokens_path, # the original OTI folder or its `ema_oti_pseudo_tokens.pt`

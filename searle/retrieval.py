@@ -19,17 +19,19 @@ from .core import *
 from .clip import (ImageList, as_clip, load_clip, make_preprocess, model_preprocess,
                          extract_features, encode_text, encode_with_pseudo_tokens,
                          load_pseudo_tokens, model_fingerprint)
+from .clip import clip_record
 from .data import *
+from .runs import LeftOut, RunLock, check_resume, locks_output, run_record
 from .metrics import *
 from .methods import *
 from .phi import PHI_RELEASES, load_phi_token_fn
 
 # %% auto #0
-__all__ = ['logger', 'TEXT_TEMPLATE', 'BASELINES', 'RECALL_KS', 'SUBSET_KS', 'MAP_KS', 'ASPECT_MAP_K', 'TOP_K', 'query_prompts',
-           'reference_tokens', 'query_features', 'rank_gallery', 'benchmark_metrics', 'Retrieval', 'retrieve',
-           'validate', 'validate_benchmark', 'results_table', 'cirr_submissions', 'circo_submission',
-           'check_submission', 'score_circo_submission', 'recorded_clip', 'method_clip', 'check_method',
-           'method_source', 'load_method', 'run_validation', 'run_submission']
+__all__ = ['logger', 'TEXT_TEMPLATE', 'BASELINES', 'RECALL_KS', 'SUBSET_KS', 'MAP_KS', 'ASPECT_MAP_K', 'TOP_K',
+           'VALIDATE_OPTIONS', 'query_prompts', 'reference_tokens', 'query_features', 'rank_gallery',
+           'benchmark_metrics', 'Retrieval', 'retrieve', 'validate', 'validate_benchmark', 'results_table',
+           'cirr_submissions', 'circo_submission', 'check_submission', 'score_circo_submission', 'recorded_clip',
+           'method_clip', 'check_method', 'method_source', 'load_method', 'run_validation', 'run_submission']
 
 # %% ../nbs/04_retrieval.ipynb #8f5a6d1c
 logger = logging.getLogger(__name__)
@@ -631,10 +633,8 @@ def load_method(method, clip_model=None, # a `METHODS` name; a `load_clip` spec 
 
 # %% ../nbs/04_retrieval.ipynb #4765ef68
 def _method(tokens, token_fn, baseline) -> str:
-    if tokens is not None:
-        return f'tokens:{tokens}' if isinstance(tokens, (str, Path)) else 'tokens:<in memory>'
-    if token_fn is not None:
-        return f'token_fn:{getattr(token_fn, "__name__", type(token_fn).__name__)}'
+    if tokens is not None: return f'tokens:{tokens}' if isinstance(tokens, (str, Path)) else 'tokens:<in memory>'
+    if token_fn is not None: return f'token_fn:{getattr(token_fn, "__name__", type(token_fn).__name__)}'
     return f'baseline:{baseline}'
 
 def _setup(clip_model, preprocess, device):
@@ -643,13 +643,28 @@ def _setup(clip_model, preprocess, device):
     pre = model_preprocess(model, preprocess)
     return model.eval(), pre
 
-def _config(**kw) -> dict:
-    import searle
+# the recorded settings that searle-validate and searle-submit take as options
+VALIDATE_OPTIONS = ('dataset', 'dataset_path', 'split', 'template', 'preprocess', 'precision',
+                    'missing_images', 'truncated_images')
+
+def _record(stage:str, model, out_dir, # `None`: nothing to compare with
+            **kw) -> dict:
+    "A validation's or submission's run record, after refusing a rerun into `out_dir` unlike it."
     kw = {k: (str(v) if isinstance(v, Path) else v) for k, v in kw.items()}
-    return kw | {'searle_version': searle.__version__,
-                 'time': datetime.datetime.now().isoformat(timespec='seconds')}
+    rec = run_record(stage, kw, clip_record(model))
+    if out_dir is not None:  # config.json is written last: it marks a finished run
+        check_resume(Path(out_dir)/'config.json', rec, options=VALIDATE_OPTIONS,
+                     ignore=['config.batch_size', 'config.backend'])
+    return rec
+
+def _save_record(rec:dict, out:Path, left_out:LeftOut, **extra):
+    "Write the run record (with what was left out and the time) and left_out.json into `out`."
+    save_json({**rec, **extra, 'left_out': left_out.counts(),
+               'time': datetime.datetime.now().isoformat(timespec='seconds')}, out/'config.json')
+    left_out.save(out/'left_out.json')
 
 # %% ../nbs/04_retrieval.ipynb #b3c37b05
+@locks_output('out_dir')  # one run writes a folder at a time
 def run_validation(dataset:str, # 'fashioniq', 'cirr' or 'circo'
                    dataset_path, # the benchmark's folder
                    clip_model='ViT-B/32', # an official name, a checkpoint file, or a CLIP module
@@ -661,89 +676,73 @@ def run_validation(dataset:str, # 'fashioniq', 'cirr' or 'circo'
                    device=None, batch_size:int=32, cache_dir=None,
                    template:str=QUERY_TEMPLATE, split:str='val',
                    categories:Sequence[str]=FASHIONIQ_CATEGORIES, backend:str='torch',
-                   max_queries:int|None=None, # the first queries only (recorded in config.json)
+                   max_queries:int|None=None, # a quick check on the first queries only (recorded in config.json)
                    progress:bool=True, num_workers:int=0,
-                   precision:str|None=None, # 'fp32', 'amp' or 'bf16'; None: device default
-                   missing:str='error', # 'error' or 'skip' (missing images and their queries)
-                   truncated:str='error', # 'error' or 'decode' (truncated files, as the original)
-                   left_out:LeftOut|None=None, # gets what was left out (saved in out_dir too)
+                   precision:str|None=None, # 'fp32', 'amp' or 'bf16'; `None`: the device's default (recorded resolved)
+                   missing:str='error', # 'error' or 'skip': leave out missing images and the queries that need them
+                   truncated:str='error', # 'error' or 'decode': decode truncated image files as the original does
+                   left_out:LeftOut|None=None, # filled with what was left out (also written to out_dir/left_out.json)
                   ) -> dict[str, float]:
     "Validate one method on a benchmark; the flat metrics dict, in percent."
     check_incomplete_options(missing, truncated)
     model, pre = _setup(clip_model, preprocess, device)
     precision = resolve_precision(precision, next(model.parameters()).device)
     left_out = LeftOut() if left_out is None else left_out
-    kw = dict(tokens=tokens, token_fn=token_fn, baseline=baseline, template=template,
-              batch_size=batch_size, device=device, cache_dir=cache_dir, backend=backend,
-              max_queries=max_queries, progress=progress, num_workers=num_workers, memo={},
+    rec = _record('validate', model, out_dir, dataset=dataset, dataset_path=dataset_path,
+                  split=split,
+                  preprocess=preprocess if isinstance(preprocess, str) else repr(preprocess),
+                  method=_method(tokens, token_fn, baseline), template=template,
+                  batch_size=batch_size, backend=backend,
+                  categories=list(categories) if dataset == 'fashioniq' else None,
+                  max_queries=max_queries, precision=precision, missing_images=missing,
+                  truncated_images=truncated)
+    kw = dict(tokens=tokens, token_fn=token_fn, baseline=baseline, template=template, batch_size=batch_size, device=device,
+              cache_dir=cache_dir, backend=backend, max_queries=max_queries, progress=progress, num_workers=num_workers, memo={},
               precision=precision, missing=missing, truncated=truncated, left_out=left_out)
     if dataset == 'fashioniq': kw['categories'] = categories
     metrics = validate_benchmark(model, dataset, dataset_path, pre, split=split, **kw)
     if out_dir is not None:
         save_json(metrics, Path(out_dir)/'metrics.json')
-        save_json(_config(command='validate', dataset=dataset, dataset_path=dataset_path,
-                          split=split,
-                          clip_model=getattr(model, 'searle_source', (
-                              str(clip_model) if isinstance(clip_model, (str, Path))
-                              else 'in-memory')),
-                          clip_fingerprint=model_fingerprint(model),
-                          preprocess=(preprocess if isinstance(preprocess, str)
-                                      else repr(preprocess)),
-                          method=_method(tokens, token_fn, baseline), template=template,
-                          batch_size=batch_size, backend=backend,
-                          categories=list(categories) if dataset == 'fashioniq' else None,
-                          max_queries=max_queries, precision=precision, missing_images=missing,
-                          truncated_images=truncated, left_out=left_out.counts()),
-                  Path(out_dir)/'config.json')
-        left_out.save(Path(out_dir)/'left_out.json')
+        _save_record(rec, Path(out_dir), left_out)
     return metrics
 
 # %% ../nbs/04_retrieval.ipynb #3da3d7d5
+@locks_output('out_dir')
 def run_submission(dataset:str, # 'cirr' or 'circo'
                    dataset_path, clip_model='ViT-B/32', preprocess='targetpad',
                    tokens=None, token_fn:Callable|None=None, baseline:str|None=None,
                    out_dir='.', # the server files and config.json go here
                    device=None, batch_size:int=32, cache_dir=None, template:str=QUERY_TEMPLATE,
-                   split:str|None=None, # None: 'test1' (CIRR) / 'test' (CIRCO); 'val': val format
+                   split:str|None=None, # None: 'test1' (CIRR) / 'test' (CIRCO); 'val' writes val-format files
                    backend:str='torch', progress:bool=True, num_workers:int=0,
-                   precision:str|None=None, # 'fp32', 'amp' or 'bf16'; None: device default
+                   precision:str|None=None, # 'fp32', 'amp' or 'bf16'; `None`: the device's default (recorded resolved)
                    missing:str='error', truncated:str='error', # as in `run_validation`
                    left_out:LeftOut|None=None) -> dict[str, Path]:
     "Write (and check) the evaluation server files of one method; returns {kind: path}."
-    if dataset not in ('cirr', 'circo'):
-        raise ValueError(f"test-server files exist for 'cirr' and 'circo', not {dataset!r}")
+    if dataset not in ('cirr', 'circo'): raise ValueError(f"test-server files exist for 'cirr' and 'circo', not {dataset!r}")
     split = split or {'cirr': 'test1', 'circo': 'test'}[dataset]
     check_incomplete_options(missing, truncated)
     model, pre = _setup(clip_model, preprocess, device)
     precision = resolve_precision(precision, next(model.parameters()).device)
-    ds, left_out = (load_dataset(dataset, dataset_path, split=split, missing=missing),
-                    LeftOut() if left_out is None else left_out)
+    # a submission is not compared with the folder's: one folder may hold CIRR's and CIRCO's files
+    rec = _record('submit', model, None, dataset=dataset, dataset_path=dataset_path, split=split,
+                  preprocess=preprocess if isinstance(preprocess, str) else repr(preprocess),
+                  method=_method(tokens, token_fn, baseline), template=template,
+                  precision=precision, missing_images=missing, truncated_images=truncated)
+    ds, left_out = load_dataset(dataset, dataset_path, split=split, missing=missing), LeftOut() if left_out is None else left_out
     left_out.add_dataset(ds)
     if ds.left_out['skipped_queries']:
-        logger.warning('the %s server expects every query: '
-                       '%d queries left out of these files will make it refuse them',
+        logger.warning('the %s server expects every query: %d queries left out of these files will make it refuse them',
                        dataset, len(ds.left_out['skipped_queries']))
-    r = retrieve(model, ds, pre, tokens=tokens, token_fn=token_fn, baseline=baseline,
-                 template=template, batch_size=batch_size, device=device, cache_dir=cache_dir,
-                 backend=backend, progress=progress, num_workers=num_workers,
+    r = retrieve(model, ds, pre, tokens=tokens, token_fn=token_fn, baseline=baseline, template=template, batch_size=batch_size,
+                 device=device, cache_dir=cache_dir, backend=backend, progress=progress, num_workers=num_workers,
                  precision=precision, truncated=truncated, left_out=left_out)
     out = Path(out_dir)
-    files = (dict(zip(('recall', 'recall_subset'), cirr_submissions(r))) if dataset == 'cirr'
-             else {'circo': circo_submission(r)})
+    files = dict(zip(('recall', 'recall_subset'), cirr_submissions(r))) if dataset == 'cirr' else {'circo': circo_submission(r)}
     paths = {}
     for kind, obj in files.items():
         check_submission(obj, ds, kind=None if kind == 'circo' else kind)
-        paths[kind] = out/(f'cirr_{split}_{kind}.json' if dataset == 'cirr'
-                           else f'circo_{split}.json')
+        paths[kind] = out/(f'cirr_{split}_{kind}.json' if dataset == 'cirr' else f'circo_{split}.json')
         save_json(obj, paths[kind], indent=None)
-    save_json(_config(command='submit', dataset=dataset, dataset_path=dataset_path, split=split,
-                      clip_model=getattr(model, 'searle_source', 'in-memory'),
-                      clip_fingerprint=model_fingerprint(model),
-                      preprocess=preprocess if isinstance(preprocess, str) else repr(preprocess),
-                      method=_method(tokens, token_fn, baseline), template=template,
-                      files={k: p.name for k, p in paths.items()}, precision=precision,
-                      missing_images=missing, truncated_images=truncated,
-                      left_out=left_out.counts()),
-              out/'config.json')
-    left_out.save(out/'left_out.json')
+    _save_record(rec, out, left_out, files={k: p.name for k, p in paths.items()})
     return paths

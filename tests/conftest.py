@@ -54,3 +54,20 @@ def shared_dir():
     "../shared beside the repository (annotations, golden values); skip when absent."
     if not (SHARED / 'SPEC.md').is_file(): pytest.skip('../shared is not present')
     return SHARED
+
+@pytest.fixture(scope='session')
+def stage_world(small_world):
+    "The world the stage commands run on in several test files."
+    return small_world(4, 60, 8, 0, 0)
+
+@pytest.fixture(scope='session')
+def stage_files(stage_world, tmp_path_factory):
+    "Phrases and a concept table of `stage_world`, made by the commands."
+    from searle import world
+    d, root = tmp_path_factory.mktemp('stages'), stage_world
+    assert run('searle-phrases', '--out', d/'phrases.json', '--vocabulary', root/'concepts.csv',
+               '--model', world.world_gpt_path(), '--num-return-sequences', 4, '--quiet').returncode == 0
+    assert run('searle-concepts', '--out', d/'concepts.csv', '--dataset', 'circo', '--dataset-path', root,
+               '--vocabulary', root/'concepts.csv', '--clip-model', world.world_clip_path(), '--top-k', 20,
+               '--quiet').returncode == 0
+    return d

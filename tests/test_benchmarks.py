@@ -234,7 +234,8 @@ def test_validation_end_to_end(roots, tiny, name, tmp_path):
     assert sorted(m) == sorted(keys) and all(0 <= v <= 100 for v in m.values())
     assert load_json(tmp_path / 'metrics.json') == m
     cfg = load_json(tmp_path / 'config.json')
-    assert cfg['dataset'] == name and cfg['method'] == f"tokens:{tiny['tokens']}" and cfg['clip_model'] == str(tiny['clip'])
+    assert cfg['config']['dataset'] == name and cfg['config']['method'] == f"tokens:{tiny['tokens']}"
+    assert cfg['clip']['clip'] == str(tiny['clip'])
     if name == 'circo':  # a val-format submission scores exactly what validation reported; so does a baseline's
         paths = run_submission('circo', roots['circo'], tiny['clip'], tokens=tiny['tokens'], out_dir=tmp_path / 'sub', split='val',
                                cache_dir=tiny['cache'], **tiny['kw'])

@@ -99,18 +99,19 @@ def test_resume_refuses_rows_made_by_another_model_vocabulary_or_preprocessing(t
     with pytest.raises(Exception, match='img_2.png'):
         associate_images(ims, WORDS, cf, out, m, pre, k=3, chunk_size=2, progress=False)
     ims.paths[2].write_bytes(good)
-    assert json.loads((tmp_path / 't.csv.meta.json').read_text()) == {
-        'model': model_fingerprint(m), 'vocabulary': vocabulary_key(WORDS), 'preprocess': repr(pre), 'k': 3,
-        'precision': 'fp32'}  # the image features' precision (searle.core): the CPU's default
+    rec = json.loads((tmp_path / 't.csv.config.json').read_text())
+    assert (rec['stage'], rec['config'], rec['inputs']) == ('concepts', {'top_k': 3, 'preprocess': repr(pre), 'precision': 'fp32'},
+                                                             {'vocabulary': vocabulary_key(WORDS)})  # fp32: the CPU's default
+    assert rec['clip']['clip_fingerprint'] == model_fingerprint(m)
     other = build_clip('tiny', seed=1)
-    with pytest.raises(ValueError, match=r"t\.csv\.meta\.json: the rows of t\.csv \(and its parts\) were made with other \['model'\]"):
+    with pytest.raises(ValueError, match=r"^`--clip-model`: this file was made with '[0-9a-f]+', now '[0-9a-f]+'; use another `--out` \("):
         associate_images(ims, WORDS, concept_features(other, WORDS, progress=False), out, other, pre, k=3, chunk_size=2, progress=False)
-    with pytest.raises(ValueError, match=r"other \['preprocess', 'vocabulary'\]"):
+    with pytest.raises(ValueError, match=r"^`--preprocess`: this file was made with .*; use another `--out` \(also `inputs.vocabulary`\)"):
         associate_images(ims, WORDS[:-1], cf[:-1], out, m, make_preprocess('clip', 32), k=3, chunk_size=2, progress=False)
     assert [p.name for p in (tmp_path / 't.csv.parts').iterdir()] == ['part-000000.csv']  # refused runs wrote nothing
     resumed = associate_images(ims, WORDS, cf, out, m, pre, k=3, chunk_size=2, progress=False)
     assert resumed == associate_images(ims, WORDS, cf, tmp_path / 'fresh.csv', m, pre, k=3, progress=False)
-    with pytest.raises(ValueError, match=r"other \['model'\]"):  # the finished table keeps its meta
+    with pytest.raises(ValueError, match=r"`--clip-model`"):  # the finished table keeps its record
         associate_images(ims, WORDS, cf, out, other, pre, k=3, progress=False)
 
 
@@ -187,7 +188,7 @@ def test_interrupted_write_leaves_the_previous_file(tiny_lm, tmp_path, monkeypat
                          save_every_s=0, progress=False)
     monkeypatch.setattr(json, 'dump', real_dump)
     assert out.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['phrases.json']  # no temporary half-file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['phrases.json', 'phrases.json.config.json']  # no half-file left
     assert sorted(load_phrases(out)) == ['cat', 'dog']
 
 

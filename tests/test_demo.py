@@ -38,4 +38,6 @@ def test_demo_refuses_a_folder_of_another_demo(demo):
     "A rerun resumes every stage from the folder, so another config (here the full preset) must not mix with it."
     r = subprocess.run(['searle-demo', '--out', str(demo[0]), '--no-progress'], capture_output=True, text=True, timeout=600,
                        env={**os.environ, 'SEARLE_OFFLINE': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1'})
-    assert r.returncode != 0 and 'holds a demo with another config' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode != 0 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    assert last.startswith('searle-demo: error: `n_gallery`: this folder was made with 500, now 1000; use another `--out`'), last

@@ -8,18 +8,7 @@ from searle.core import save_tensors
 from conftest import ENV, run, one_line_error
 
 @pytest.fixture(scope='module')
-def root(small_world):
-    return small_world(4, 60, 8, 0, 0)
-
-@pytest.fixture(scope='module')
-def stage_files(root, tmp_path_factory):
-    "Phrases and a concept table of the world, made by the commands."
-    d = tmp_path_factory.mktemp('stages')
-    assert run('searle-phrases', '--out', d/'phrases.json', '--vocabulary', root/'concepts.csv', '--model', world.world_gpt_path(),
-               '--num-return-sequences', 4, '--quiet').returncode == 0
-    assert run('searle-concepts', '--out', d/'concepts.csv', '--dataset', 'circo', '--dataset-path', root, '--vocabulary',
-               root/'concepts.csv', '--clip-model', world.world_clip_path(), '--top-k', 20, '--quiet').returncode == 0
-    return d
+def root(stage_world): return stage_world
 
 def test_outputs_and_inputs_are_checked_before_any_work(root, tmp_path):
     (tmp_path/'file').write_text('x')

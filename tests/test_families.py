@@ -31,14 +31,14 @@ def test_every_stage_runs_on_a_tiny_family(spec, root, tmp_path):
                      clip_model=clip_file, steps=5, **quiet)
     unl_tok = searle_oti(str(tmp_path/'unl.csv'), phrases, dataset='folder', dataset_path=unl, out=str(tmp_path/'oti_unl'),
                          clip_model=clip_file, steps=5, **quiet)
-    assert load_tensors(tok)['config']['clip'] == clip_file and load_tensors(tok)['tokens'].shape[1] == 64
+    assert load_tensors(tok)['config']['clip']['clip'] == clip_file and load_tensors(tok)['tokens'].shape[1] == 64
     phi = searle_train_phi(str(unl_tok), str(tmp_path/'unl.csv'), phrases, dataset='folder', dataset_path=unl,
                            out=str(tmp_path/'phi'), clip_model=clip_file, epochs=2, batch_size=32, save_every=1, **quiet)
     assert load_tensors(phi)['backbone'] == rec
     for kind, kw in (('oti', dict(tokens=str(tok))), ('phi', dict(phi_checkpoint=str(phi)))):  # no --clip-model: the run's own
         m = searle_validate(dataset='circo', dataset_path=str(root), out=str(tmp_path/f'val_{kind}'), eval_type=kind, **kw, **quiet)
         cfg = load_json(tmp_path/f'val_{kind}'/'config.json')
-        assert (cfg['clip_model'], cfg['clip_fingerprint']) == (clip_file, rec['clip_fingerprint'])
+        assert (cfg['clip']['clip'], cfg['clip']['clip_fingerprint']) == (clip_file, rec['clip_fingerprint'])
         assert 0 <= m['map@5'] <= 100
     paths = searle_submit(dataset='circo', dataset_path=str(root), out=str(tmp_path/'sub'), eval_type='phi', phi_checkpoint=str(phi), **quiet)
     assert paths['circo'].is_file()

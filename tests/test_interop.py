@@ -179,7 +179,7 @@ def test_validate_and_submit_skip_missing_images_and_decode_truncated_ones(root,
     lo = load_json(tmp_path/'v1'/'left_out.json')
     assert sorted(lo['missing_images']) == sorted([q0.reference, gone_gallery]) and lo['skipped_queries'] == [q0.id]
     cfg = load_json(tmp_path/'v1'/'config.json')
-    assert cfg['left_out'] == {'missing_images': 2, 'skipped_queries': 1, 'truncated_images': 0} and cfg['missing_images'] == 'skip'
+    assert cfg['left_out'] == {'missing_images': 2, 'skipped_queries': 1, 'truncated_images': 0} and cfg['config']['missing_images'] == 'skip'
     # a truncated gallery image: an error by default, decoded (and recorded) with --truncated-images decode
     cut = ds.image_path(ds.gallery().names[1])
     write_placeholder_images([tmp_path/'full.png'], size=64); cut.write_bytes((tmp_path/'full.png').read_bytes()[:200])  # cut short

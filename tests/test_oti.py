@@ -113,8 +113,9 @@ def test_resume_refuses_other_images_of_the_same_number_and_names_the_key(tmp_pa
     swapped = [names[1], names[0], *names[2:]]                               # same length, same set, another order
     with pytest.raises(ValueError) as e: run_oti(m, (swapped, feats), table, 'phrases.json', tmp_path / 'run', cfg, progress=False)
     msg = str(e.value)
-    assert str(tmp_path / 'run' / 'config.json') in msg and "images: '" in msg and 'n_images' not in msg, msg
-    with pytest.raises(ValueError, match=r"phrases: '.*phrases\.json' -> '.*other\.json'"):
+    assert str(tmp_path / 'run' / 'config.json') in msg and "`inputs.images`: this folder was made with '" in msg, msg
+    assert 'n_images' not in msg, msg
+    with pytest.raises(ValueError, match=r"`inputs.phrases`: this folder was made with '.*phrases\.json', now '.*other\.json'"):
         run_oti(m, (names, feats), table, 'other.json', 'run', cfg, progress=False)
 
 

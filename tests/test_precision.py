@@ -24,15 +24,15 @@ def test_bf16_stages_are_recorded_and_not_resumed_in_another(root, tmp_path):
     (tmp_path/'phrases.json').write_text(json.dumps(phrases))      # written here: generation is not what is tested
     sh('searle-concepts', '--out', tmp_path/'concepts.csv', '--dataset', 'circo', '--dataset-path', root, '--vocabulary', root/'concepts.csv',
        '--clip-model', clip_file, '--top-k', 20, '--precision', 'bf16')
-    assert json.loads((tmp_path/'concepts.csv.meta.json').read_text())['precision'] == 'bf16'
+    assert json.loads((tmp_path/'concepts.csv.config.json').read_text())['config']['precision'] == 'bf16'
     oti = ['searle-oti', tmp_path/'concepts.csv', tmp_path/'phrases.json', '--dataset', 'circo', '--dataset-path', root,
            '--clip-model', clip_file, '--steps', 5, '--out', tmp_path/'oti', '--no-progress']
     sh(*oti, '--precision', 'bf16')
-    assert json.loads((tmp_path/'oti'/'config.json').read_text())['oti']['precision'] == 'bf16'
+    assert json.loads((tmp_path/'oti'/'config.json').read_text())['config']['precision'] == 'bf16'
     r = run(*oti)                                                             # the default on this CPU: fp32
-    assert r.returncode != 0 and "oti.precision: 'bf16' -> 'fp32'" in r.stderr, r.stderr[-2000:]
+    assert r.returncode != 0 and "`--precision`: this folder was made with 'bf16', now 'fp32'" in r.stderr, r.stderr[-2000:]
     sh('searle-validate', '--dataset', 'circo', '--dataset-path', root, '--eval-type', 'oti', '--tokens', tmp_path/'oti'/'oti_pseudo_tokens.pt',
        '--clip-model', clip_file, '--out', tmp_path/'val', '--no-progress', '--precision', 'bf16')
-    assert json.loads((tmp_path/'val'/'config.json').read_text())['precision'] == 'bf16'
+    assert json.loads((tmp_path/'val'/'config.json').read_text())['config']['precision'] == 'bf16'
     m = json.loads((tmp_path/'val'/'metrics.json').read_text())
     assert m and all(0 <= v <= 100 for v in m.values())
