@@ -15,10 +15,11 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 
 from .core import *
-from .runs import (COMPARED, LeftOut, default_cache_dir, locks_output, names_key, refuse_other,
-                         run_record)
-from .clip import (ImageList, as_clip, backbone, clip_record, encode_text, encode_with_pseudo_tokens, extract_features,
-                         load_pseudo_tokens, model_fingerprint, model_preprocess, tokenize)
+from .runs import (COMPARED, LeftOut, default_cache_dir, locks_output, names_key,
+                         refuse_other, run_record)
+from .clip import (ImageList, as_clip, backbone, clip_record, encode_text,
+                         encode_with_pseudo_tokens, extract_features, load_pseudo_tokens,
+                         model_fingerprint, model_preprocess, tokenize)
 from .concepts import read_concept_table
 from .phrases import load_phrases, problematic_concepts, make_pseudo_phrase
 from .oti import warn_unphrased
@@ -85,12 +86,16 @@ class PhiConfig:
     save_every: int = 5          # checkpoint every N epochs (and after the last)
     keep_last: int|None = None   # keep only the newest N checkpoints (None: all)
     val_dataset: str = 'cirr'    # validation benchmark ('cirr', 'circo', 'fashioniq')...
-    val_path: str|None = None    # ...at this folder; None: no validation (unless a callback is given)
+    # ...at this folder; None: no validation (unless a callback is given)
+    val_path: str|None = None
     val_max_queries: int|None = None
     phrase_cache: int = 1_000_000  # real-phrase features kept in memory (compute only)
-    precision: str|None = None   # 'fp32', 'amp' or 'bf16' (searle.core); None: the device's default, recorded resolved
+    # 'fp32', 'amp' or 'bf16' (searle.core); None: the device's default, recorded resolved
+    precision: str|None = None
 
-_RUN_ONLY = ('epochs', 'save_every', 'keep_last', 'val_dataset', 'val_path', 'val_max_queries', 'phrase_cache')
+# %% ../nbs/08_phi.ipynb #d7094db3
+_RUN_ONLY = ('epochs', 'save_every', 'keep_last', 'val_dataset', 'val_path', 'val_max_queries',
+             'phrase_cache')
 _NOT_OPTIONS = ('hidden_mult', 'tokens', 'keep_last', 'val_max_queries', 'phrase_cache')
 PHI_OPTIONS = tuple(f.name for f in dataclasses.fields(PhiConfig) if f.name not in _NOT_OPTIONS)
 
@@ -191,24 +196,27 @@ def phi_step(phi:Phi, model, feats:Tensor, # [b, D] this process's image feature
 
 # %% ../nbs/08_phi.ipynb #c6387929
 def train_epoch(phi:Phi, model, opt:torch.optim.Optimizer,
-                feats:Tensor, targets:Tensor, # [N, D] image features and [N, W] OTI tokens, on the training device
+                feats:Tensor, # [N, D] image features, on the training device
+                targets:Tensor, # [N, W] OTI tokens, on the training device
                 names:list[str], pools:ConceptPools, real:PhraseFeatures,
                 epoch:int, config:PhiConfig, dist:Dist|None=None, progress:bool=False,
-                scaler:LossScaler|None=None, # steps `opt` (amp: scaled, and skipped on inf); None: plain steps
+                # steps `opt` (amp: scaled, and skipped on inf); None: plain steps
+                scaler:LossScaler|None=None,
                ) -> tuple[float, float]:
     "Train `phi` for one epoch; the epoch's mean (distillation, GPT) losses."
-    dist = dist or Dist()
-    bl = config.batch_size // dist.n_procs
+    dist = dist or Dist(); bl = config.batch_size // dist.n_procs
     local, sums = slice(dist.rank * bl, (dist.rank + 1) * bl), torch.zeros(2)
     batches = epoch_batches(len(names), epoch, config.batch_size, config.seed)
     for b in progress_bar(batches, progress, desc=f'epoch {epoch}', leave=False):
         mine = b[local].tolist()
-        draws = [pools.draw(i, names[i], epoch, config.seed, phi.dims[1], config.dropout) for i in mine]
-        masks = torch.stack([m for *_, m in draws], 1).to(feats.device) if config.dropout > 0 else None  # [2, b, H]
+        draws = [pools.draw(i, names[i], epoch, config.seed, phi.dims[1], config.dropout)
+                 for i in mine]
+        masks = (torch.stack([m for *_, m in draws], 1).to(feats.device) if config.dropout > 0
+                 else None)  # [2, b, H]
         pseudo = [make_pseudo_phrase(p, c, first_only=False) for c, p, _ in draws]
         opt.zero_grad(set_to_none=True)
-        sums += torch.tensor(phi_step(phi, model, feats[mine], targets[b.to(feats.device)], local, pseudo,
-                                      real([p for _, p, _ in draws]), masks, config, dist, scaler))
+        sums += torch.tensor(phi_step(phi, model, feats[mine], targets[b.to(feats.device)], local,
+            pseudo, real([p for _, p, _ in draws]), masks, config, dist, scaler))
         opt.step() if scaler is None else scaler.step(opt)
     return tuple((sums / len(batches)).tolist())
 
@@ -218,16 +226,19 @@ def latest_checkpoint(out_dir) -> Path|None:
     cks = sorted(Path(out_dir).glob('checkpoints/phi_epoch*.pt'))
     return cks[-1] if cks else None
 
+# %% ../nbs/08_phi.ipynb #a06a289b
 def _tensor_key(t:Tensor) -> str:
     "The first 16 hex digits of the sha256 of a tensor's dtype, shape and bytes."
     t = t.detach().cpu().contiguous()
     h = hashlib.sha256(f'{t.dtype} {tuple(t.shape)}'.encode())
-    h.update(t.reshape(-1).view(torch.uint8).numpy())      # the bytes of t.numpy().tobytes(), without the copy (any dtype)
+    # the bytes of t.numpy().tobytes(), without the copy (any dtype)
+    h.update(t.reshape(-1).view(torch.uint8).numpy())
     return h.hexdigest()[:16]
 
 def _data_key(names:Sequence[str], model, image_features:Tensor, tokens:Tensor) -> dict:
     "What a run is trained on, for checking that a resumed run trains on the same."
-    return {'images': names_key(names), 'clip': model_fingerprint(model), 'features': _tensor_key(image_features), 'targets': _tensor_key(tokens)}
+    return {'images': names_key(names), 'clip': model_fingerprint(model),
+            'features': _tensor_key(image_features), 'targets': _tensor_key(tokens)}
 
 def _new_phi(config:PhiConfig, D:int, W:int, dev) -> tuple[Phi, torch.optim.Optimizer]:
     "phi initialised from the seed (without touching the caller's random stream) and its AdamW."
@@ -236,9 +247,11 @@ def _new_phi(config:PhiConfig, D:int, W:int, dev) -> tuple[Phi, torch.optim.Opti
         phi = Phi(D, config.hidden_mult * D, W, config.dropout).to(dev)
     return phi, torch.optim.AdamW(phi.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
+# %% ../nbs/08_phi.ipynb #f0a15264
 def _resume(out:Path, phi:Phi, opt, config:PhiConfig, record:dict, # this run's `run_record`
             scaler:LossScaler|None=None) -> tuple[int, list]:
-    "Load the newest checkpoint of `out` into `phi` and `opt`, after checking it is this run's: (epoch, log)."
+    ("Load the newest checkpoint of `out` into `phi` and `opt`, after checking it is this run's: "
+     "(epoch, log).")
     path = latest_checkpoint(out)
     if path is None: return 0, []
     ck = load_tensors(path)
@@ -246,9 +259,11 @@ def _resume(out:Path, phi:Phi, opt, config:PhiConfig, record:dict, # this run's 
     old = {'stage': 'phi', 'config': ck['config'], 'clip': ck.get('backbone') or record['clip'],
            'inputs': {k: v for k, v in data.items() if k != 'clip'}}
     refuse_other(old, record, path, ignore=[f'config.{k}' for k in _RUN_ONLY], options=PHI_OPTIONS)
-    if ck['epoch'] > config.epochs: raise ValueError(f"{path} is at epoch {ck['epoch']}, past the {config.epochs} epochs asked for")
+    if ck['epoch'] > config.epochs:
+        raise ValueError(f"{path} is at epoch {ck['epoch']}, past the {config.epochs} epochs "
+                         "asked for")
     phi.load_state_dict(ck['Phi']); opt.load_state_dict(ck['optimizer'])
-    if scaler is not None: scaler.load_state_dict(ck.get('scaler', {}))               # amp: the scale reached
+    if scaler is not None: scaler.load_state_dict(ck.get('scaler', {}))  # amp: the scale reached
     logger.info('resuming from %s (epoch %d of %d)', path, ck['epoch'], config.epochs)
     return ck['epoch'], list(ck['log'])
 
@@ -297,30 +312,38 @@ def _epoch_bar(start, epochs, progress):
 @locks_output('out_dir')  # one run (of one or several processes) writes a folder at a time
 def train_phi(model, # CLIP (frozen during training); its text encoder computes the GPT loss
               names:Sequence[str], # the training images
-              image_features:Tensor, # [N, D] their CLIP image features (unnormalised `encode_image` output)
+              # [N, D] their CLIP image features (unnormalised `encode_image` output)
+              image_features:Tensor,
               tokens:Tensor, # [N, W] their OTI tokens (the distillation targets)
               concept_table:dict[str, list[str]], # image name -> concepts, most similar first
               phrases:dict[str, list[str]], # concept -> GPT phrases
               config:PhiConfig|None=None,
               out_dir=None, # checkpoints, logs and resuming; None: train in memory only
-              validate_fn:Callable|None=None, # (phi, epoch) -> metrics dict, run after every epoch (first process only)
+              # (phi, epoch) -> metrics dict, run after every epoch (first process only)
+              validate_fn:Callable|None=None,
               device=None, progress:bool=True, meta:dict|None=None) -> Phi:
     "Distil OTI tokens into phi (Sec. 3.2); resumable, data-parallel under accelerate or torchrun."
     config, dist, names = config or PhiConfig(), Dist(), [str(n) for n in names]
     dev, N, main = dist.resolve(device), len(names), dist.rank == 0
-    config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))  # recorded resolved
+    # recorded resolved
+    config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))
     if image_features.shape[0] != N or tokens.shape[0] != N:
-        raise ValueError(f"{N} names, {image_features.shape[0]} image features and {tokens.shape[0]} tokens: they must match")
-    if N < config.batch_size: raise ValueError(f"{N} images are fewer than one batch of {config.batch_size} (the last incomplete batch is dropped)")
+        raise ValueError(f"{N} names, {image_features.shape[0]} image features and "
+                         f"{tokens.shape[0]} tokens: they must match")
+    if N < config.batch_size:
+        raise ValueError(f"{N} images are fewer than one batch of {config.batch_size} "
+                         "(the last incomplete batch is dropped)")
     if config.batch_size % dist.n_procs:
         raise ValueError(f"batch size {config.batch_size} does not split over {dist.n_procs} "
                          "processes")
     pools = ConceptPools(names, concept_table, phrases, config.top_k, (meta or {}).get('phrases'))
     data_key, rec = _data_key(names, model, image_features, tokens), clip_record(model)
-    bb = backbone(model)                                           # phi is sized from the backbone: D -> hidden_mult * D -> W
+    bb = backbone(model)  # phi is sized from the backbone: D -> hidden_mult * D -> W
     if (image_features.shape[1], tokens.shape[1]) != (bb.dim, bb.width):
-        raise ValueError(f"image features of width {image_features.shape[1]} and tokens of width {tokens.shape[1]} do not fit this "
-                         f"CLIP ({rec['clip'] or type(model).__name__}: features {bb.dim}, tokens {bb.width})")
+        raise ValueError(f"image features of width {image_features.shape[1]} and tokens of width "
+                         f"{tokens.shape[1]} do not fit this CLIP "
+                         f"({rec['clip'] or type(model).__name__}: "
+                         f"features {bb.dim}, tokens {bb.width})")
     phi, opt = _new_phi(config, bb.dim, bb.width, dev)
     out = Path(out_dir) if out_dir is not None else None
     scaler = LossScaler(config.precision, dev)
@@ -337,21 +360,28 @@ def train_phi(model, # CLIP (frozen during training); its text encoder computes 
     try:
         for epoch in bar:
             t0, skipped = time.time(), scaler.skipped
-            distil, gpt = train_epoch(phi, model, opt, feats, targets, names, pools, real, epoch, config, dist,
-                                      progress and main, scaler)
-            row = {'epoch': epoch, 'loss': config.lambda_distil * distil + config.lambda_gpt * gpt, 'distil': distil, 'gpt': gpt,
-                   'time_s': round(time.time() - t0, 3)}
-            if config.precision == 'amp': row['skipped_steps'] = scaler.skipped - skipped   # steps amp's scaler skipped
-            if row.get('skipped_steps'): logger.warning('phi epoch %d: amp skipped %d steps', epoch, row['skipped_steps'])
+            distil, gpt = train_epoch(phi, model, opt, feats, targets, names, pools, real, epoch,
+                                      config, dist, progress and main, scaler)
+            row = {'epoch': epoch, 'loss': config.lambda_distil * distil + config.lambda_gpt * gpt,
+                   'distil': distil, 'gpt': gpt, 'time_s': round(time.time() - t0, 3)}
+            # steps amp's scaler skipped
+            if config.precision == 'amp': row['skipped_steps'] = scaler.skipped - skipped
+            if row.get('skipped_steps'):
+                logger.warning('phi epoch %d: amp skipped %d steps', epoch, row['skipped_steps'])
             if validate_fn is not None and main:
-                phi.eval(); row |= {f'val/{k}': v for k, v in validate_fn(phi, epoch).items()}; phi.train()
-            log.append(row); logger.info(epoch_line(row, config.epochs)); show(loss=f"{row['loss']:.4f}")
-            if out is not None and main: _end_epoch(out, phi, opt, epoch, config, log, data_key, rec, scaler)
+                phi.eval(); row |= {f'val/{k}': v for k, v in validate_fn(phi, epoch).items()}
+                phi.train()
+            log.append(row); logger.info(epoch_line(row, config.epochs))
+            show(loss=f"{row['loss']:.4f}")
+            if out is not None and main:
+                _end_epoch(out, phi, opt, epoch, config, log, data_key, rec, scaler)
             dist.barrier()
     finally:
         for p, r in zip(model.parameters(), frozen): p.requires_grad_(r)
     phi.eval()
-    if out is not None and main: save_phi(phi, out/'phi_final.pt', epoch=config.epochs, config=dataclasses.asdict(config), backbone=rec)
+    if out is not None and main:
+        save_phi(phi, out/'phi_final.pt', epoch=config.epochs, config=dataclasses.asdict(config),
+                 backbone=rec)
     dist.barrier()
     return phi
 
@@ -484,25 +514,28 @@ def load_phi_token_fn(name_or_path, # 'searle', 'searle-xl' or a phi checkpoint 
     return phi_token_fn(phi)
 
 # %% ../nbs/08_phi.ipynb #823e54ce
-def benchmark_validation(model, # the CLIP model phi is trained for
-                         dataset:str='cirr', # 'cirr', 'circo' or 'fashioniq'
-                         dataset_path=None, # the benchmark's folder
-                         preprocess='targetpad', # 'targetpad', 'clip' or a callable
-                         split:str='val', device=None, batch_size:int=32, cache_dir=None,
-                         max_queries:int|None=None, num_workers:int=0,
-                         precision:str|None=None, # of the features and queries (`None`: the device's default)
-                         missing:str='error', truncated:str='error', # as in `searle.retrieval.run_validation`
-                         left_out=None) -> Callable: # a `searle.runs.LeftOut`, filled at the first validation
-    "A validation callback `(phi, epoch) -> metrics` on a benchmark's val split, with phi as the token source."
+def benchmark_validation(
+        model, # the CLIP model phi is trained for
+        dataset:str='cirr', # 'cirr', 'circo' or 'fashioniq'
+        dataset_path=None, # the benchmark's folder
+        preprocess='targetpad', # 'targetpad', 'clip' or a callable
+        split:str='val', device=None, batch_size:int=32, cache_dir=None,
+        max_queries:int|None=None, num_workers:int=0,
+        precision:str|None=None, # of the features and queries (`None`: the device's default)
+        missing:str='error', truncated:str='error', # as in `searle.retrieval.run_validation`
+        left_out=None) -> Callable: # a `searle.runs.LeftOut`, filled at the first validation
+    ("A validation callback `(phi, epoch) -> metrics` on a benchmark's val split, with phi as the "
+     "token source.")
     from searle.retrieval import validate_benchmark
-    if dataset_path is None: raise ValueError(f"validation on {dataset!r} needs the dataset's folder")
-    pre = model_preprocess(model, preprocess)
-    memo, checked = {}, []
+    if dataset_path is None:
+        raise ValueError(f"validation on {dataset!r} needs the dataset's folder")
+    pre = model_preprocess(model, preprocess); memo, checked = {}, []
     def validate_phi(phi:Phi, epoch:int) -> dict[str, float]:
-        kw = dict(split=split, token_fn=phi_token_fn(phi), batch_size=batch_size, device=device, cache_dir=cache_dir,
-                  max_queries=max_queries, progress=False, num_workers=num_workers, memo=memo, precision=precision,
-                  check='none' if checked and missing == 'error' else 'exists', missing=missing, truncated=truncated,
-                  left_out=None if checked else left_out)
+        kw = dict(split=split, token_fn=phi_token_fn(phi), batch_size=batch_size, device=device,
+                  cache_dir=cache_dir, max_queries=max_queries, progress=False,
+                  num_workers=num_workers, memo=memo, precision=precision,
+                  check='none' if checked and missing == 'error' else 'exists', missing=missing,
+                  truncated=truncated, left_out=None if checked else left_out)
         out = validate_benchmark(model, dataset, dataset_path, pre, **kw); checked.append(epoch)
         return out
     return validate_phi
@@ -543,30 +576,42 @@ def run_train_phi(clip_model, # an official CLIP name, a checkpoint file, or a C
                   validate_fn:Callable|None=None, # overrides config.val_dataset / val_path
                   device=None, batch_size:int=32, # feature extraction batch
                   progress:bool=True, num_workers:int=0,
-                  missing:str='error', # the validation benchmark's missing images: 'error' or 'skip'
-                  truncated:str='error', # truncated image files (training and validation): 'error' or 'decode'
+                  # the validation benchmark's missing images: 'error' or 'skip'
+                  missing:str='error',
+                  # truncated image files (training and validation): 'error' or 'decode'
+                  truncated:str='error',
                  ) -> Path:
-    "Stage 3: train phi on images and their OTI tokens into `out_dir`; returns `out_dir/phi_final.pt`."
+    ("Stage 3: train phi on images and their OTI tokens into `out_dir`; returns "
+     "`out_dir/phi_final.pt`.")
     config, out, dist, left_out, cut = config or PhiConfig(), Path(out_dir), Dist(), LeftOut(), []
     dev = dist.resolve(device)
     model = as_clip(clip_model, dev)
-    config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))  # features, training, validation
-    names, feats = _training_features(model, images, preprocess, cache_dir or out/'features', dev, dist, batch_size, progress,
-                                      num_workers, config.precision, truncated, cut)
+    # features, training, validation
+    config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))
+    names, feats = _training_features(model, images, preprocess, cache_dir or out/'features', dev,
+                                      dist, batch_size, progress, num_workers, config.precision,
+                                      truncated, cut)
     left_out.add('truncated_images', cut)
-    tnames, tok = oti_tokens if isinstance(oti_tokens, tuple) else load_pseudo_tokens(oti_tokens, which=config.tokens)
-    tok = _match_tokens(names, list(tnames), tok, oti_tokens if not isinstance(oti_tokens, tuple) else 'the tokens given')
-    keep = lambda row: row[:config.top_k]  # all phi reads of a row (150 of 250 cells), cut as it is read
-    table = concept_table if isinstance(concept_table, dict) else read_concept_table(concept_table, row=keep)
+    tnames, tok = (oti_tokens if isinstance(oti_tokens, tuple)
+                   else load_pseudo_tokens(oti_tokens, which=config.tokens))
+    tok = _match_tokens(names, list(tnames), tok,
+                        oti_tokens if not isinstance(oti_tokens, tuple) else 'the tokens given')
+    # all phi reads of a row (150 of 250 cells), cut as it is read
+    keep = lambda row: row[:config.top_k]
+    table = (concept_table if isinstance(concept_table, dict)
+             else read_concept_table(concept_table, row=keep))
     phr = phrases if isinstance(phrases, dict) else load_phrases(phrases)
     if validate_fn is None and config.val_path is not None and dist.rank == 0:
-        validate_fn = benchmark_validation(model, config.val_dataset, config.val_path, preprocess, device=dev, batch_size=batch_size,
-                                           cache_dir=cache_dir or out/'features', max_queries=config.val_max_queries, num_workers=num_workers,
-                                           precision=config.precision, missing=missing, truncated=truncated, left_out=left_out)
+        validate_fn = benchmark_validation(
+            model, config.val_dataset, config.val_path, preprocess, device=dev,
+            batch_size=batch_size, cache_dir=cache_dir or out/'features',
+            max_queries=config.val_max_queries, num_workers=num_workers,
+            precision=config.precision, missing=missing, truncated=truncated, left_out=left_out)
     src = lambda x: None if isinstance(x, (dict, tuple)) else str(x)
     meta = {'oti_tokens': src(oti_tokens), 'concept_table': src(concept_table),
             'phrases': src(phrases),
             'preprocess': preprocess if isinstance(preprocess, str) else repr(preprocess)}
     train_phi(model, names, feats, tok, table, phr, config, out, validate_fn, dev, progress, meta)
-    if dist.rank == 0 and (missing, truncated) != ('error', 'error'): left_out.save(out/'left_out.json')
+    if dist.rank == 0 and (missing, truncated) != ('error', 'error'):
+        left_out.save(out/'left_out.json')
     return out/'phi_final.pt'
