@@ -4,7 +4,8 @@
 
 # %% ../nbs/10_cli.ipynb #4b73f436
 from __future__ import annotations
-import argparse, dataclasses, functools, inspect, json, json as _json, logging, os, re, shutil, sys, tempfile
+import argparse, dataclasses, functools, inspect, json, json as _json, logging, os, re, shutil, sys
+import tempfile
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
@@ -124,20 +125,25 @@ def _base_type(anno):
 
 # %% ../nbs/10_cli.ipynb #a1c0de05
 def _add_option(p, name:str, d, required:bool, choices=None):
-    "Parameter `name` (its docments entry `d`) as an argument of `p`; `OPTIONS` adds choices and ranges."
+    ("Parameter `name` (its docments entry `d`) as an argument of `p`; `OPTIONS` adds choices and "
+     "ranges.")
     if not d.docment: raise TypeError(f"option {name!r} of {p.prog} has no help comment")
-    kw, hy = {**OPTIONS.get(name, {}), **({'choices': choices} if choices else {})}, name.replace('_', '-')
-    doc = kw.pop('help', None) or d.docment  # an option every command shares is explained once, in `OPTIONS`
+    kw, hy = ({**OPTIONS.get(name, {}), **({'choices': choices} if choices else {})},
+              name.replace('_', '-'))
+    # an option every command shares is explained once, in `OPTIONS`
+    doc = kw.pop('help', None) or d.docment
     flags = [f'--{hy}'] + ([f'--{name}'] if hy != name else []) + list(kw.pop('aliases', ()))
     if d.anno is bool: return p.add_argument(*flags, dest=name, action='store_true', help=doc)
     kw.setdefault('type', _base_type(d.anno))
     said = [repr(kw['type'])] if isinstance(kw['type'], Number) else []
     if d.default is inspect.Parameter.empty:
-        return p.add_argument(name, metavar=hy.upper(), help=doc + (f" ({said[0]})" if said else ''), **kw)
+        return p.add_argument(name, metavar=hy.upper(),
+                              help=doc + (f" ({said[0]})" if said else ''), **kw)
     said += ['required'] if required else [f'default: {d.default}'] if d.default is not None else []
     help = doc + (f" ({'; '.join(said)})" if said else '')
     p.add_argument(*flags, dest=name, default=d.default, required=required, help=help, **kw)
 
+# %% ../nbs/10_cli.ipynb #c62724d5
 class _FromConfig:
     "The default of an option that is a field of the stage's config: the config's, its one source."
     def __repr__(self): return "the stage config's default"
@@ -159,52 +165,65 @@ def config_defaults(f, config:str|None) -> dict:
         raise TypeError(f"{f.__name__}: {bad} are not fields of {config}")
     return {n: fields[n] for n in names}
 
+# %% ../nbs/10_cli.ipynb #de7120ac
 def make_parser(f, required=(), choices:dict|None=None,
                 config:str|None=None, # 'module:Class', the config giving the `CONFIG` defaults
                ) -> argparse.ArgumentParser:
-    "The parser of command `f`: its parameters, with their docments as help, and the options of every command."
+    ("The parser of command `f`: its parameters, with their docments as help, and the options of "
+     "every command.")
     from searle import __version__
     prog = 'searle-' + f.__name__.removeprefix('searle_').replace('_', '-')
-    if bad := set(required) - set(inspect.signature(f).parameters): raise TypeError(f"{prog}: no options {bad}")
+    if bad := set(required) - set(inspect.signature(f).parameters):
+        raise TypeError(f"{prog}: no options {bad}")
     p = _Parser(prog=prog, description=f.__doc__, formatter_class=_Help)
     defaults = config_defaults(f, config)
     for name, d in docments(f, full=True, returns=False, eval_str=True).items():
         if name in defaults: d.default = defaults[name]   # shown in --help as any other default
         _add_option(p, name, d, name in required, (choices or {}).get(name))
     g = p.add_argument_group('options of every command')
-    g.add_argument('--quiet', action='store_true', help='warnings and errors only, and no progress bars')
+    g.add_argument('--quiet', action='store_true',
+                   help='warnings and errors only, and no progress bars')
     g.add_argument('--log-level', choices=LOG_LEVELS, default='INFO',
                    help='the least severe messages shown (default: INFO)')
-    g.add_argument('--pdb', action='store_true', help='show the traceback of an error (or set SEARLE_DEBUG=1)')
+    g.add_argument('--pdb', action='store_true',
+                   help='show the traceback of an error (or set SEARLE_DEBUG=1)')
     g.add_argument('--version', action='version', version=f'{prog} {__version__}')
     return p
 
 # %% ../nbs/10_cli.ipynb #a1c0de07
-USER_ERRORS = (ValueError, OSError, KeyError)  # bad input or environment: a message, not a traceback
+# bad input or environment: a message, not a traceback
+USER_ERRORS = (ValueError, OSError, KeyError)
 
 def _run(f, p:argparse.ArgumentParser, resume:str|None):
     "Parse `sys.argv` with `p`, configure logging and call `f`; errors and Ctrl-C become one line."
     ns = vars(p.parse_args())
-    quiet, level, debug = ns.pop('quiet'), ns.pop('log_level'), ns.pop('pdb') or os.environ.get('SEARLE_DEBUG') == '1'
+    quiet, level, debug = (ns.pop('quiet'), ns.pop('log_level'),
+                           ns.pop('pdb') or os.environ.get('SEARLE_DEBUG') == '1')
     if quiet and 'no_progress' in ns: ns['no_progress'] = True
     from searle.core import setup_logging
     setup_logging('WARNING' if quiet else level)
     try: f(**ns)  # (a console script's return value would become its exit status)
     except KeyboardInterrupt:
         if debug: raise
-        print(f"{p.prog}: interrupted; {resume.format(**ns) if resume else 'no results were written'}", file=sys.stderr)
+        print(f"{p.prog}: interrupted; "
+              f"{resume.format(**ns) if resume else 'no results were written'}", file=sys.stderr)
         sys.exit(130)
     except USER_ERRORS as e:
         if debug: raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e  # a KeyError's str() is its repr
+        # a KeyError's str() is its repr
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f'{p.prog}: error: {msg}', file=sys.stderr); sys.exit(1)
 
+# %% ../nbs/10_cli.ipynb #fd694347
 def command(f=None, *, required:tuple=(), # options the command cannot run without
-            resume:str|None=None, # said on Ctrl-C: what was kept and how to resume (fields: the options)
-            choices:dict|None=None, # option -> the values this command takes, narrower than `OPTIONS`
+            # said on Ctrl-C: what was kept and how to resume (fields: the options)
+            resume:str|None=None,
+            # option -> the values this command takes, narrower than `OPTIONS`
+            choices:dict|None=None,
             config:str|None=None, # 'module:Class': the stage config giving the `CONFIG` defaults
            ):
-    "Make `f` a console command: it parses `sys.argv` when called without arguments, else it is `f`."
+    ("Make `f` a console command: it parses `sys.argv` when called without arguments, else it is "
+     "`f`.")
     if f is None:
         return functools.partial(command, required=required, resume=resume, choices=choices,
                                  config=config)
@@ -215,6 +234,7 @@ def command(f=None, *, required:tuple=(), # options the command cannot run witho
     _f.parser = lambda: make_parser(f, required, choices, config)
     return _f
 
+# %% ../nbs/10_cli.ipynb #1fb33b26
 def stage_config(cls, f, options:dict, **extra):
     "Config `cls` of command `f` from its `options` (`locals()`): the `CONFIG` ones given, `extra`."
     names = [k for k, v in inspect.signature(f).parameters.items() if v.default is CONFIG]
@@ -258,7 +278,8 @@ def check_precision(precision:str|None, device:str|None):
 
 # %% ../nbs/10_cli.ipynb #1e87f6ac
 def _local_model(name:str, option:str):
-    "Fail now when `name` is meant as a local folder (not a hub id such as `org/model`) and is not one."
+    ("Fail now when `name` is meant as a local folder (not a hub id such as `org/model`) and is "
+     "not one.")
     p = Path(name).expanduser()
     if p.exists() and not p.is_dir():
         raise ValueError(f"{option} {name} is a file; expected a model folder or a hub id")
@@ -266,18 +287,22 @@ def _local_model(name:str, option:str):
         raise FileNotFoundError(f"{option} {name}: no model folder there "
                                 "(expected config.json, weights and tokenizer files)")
 
+# %% ../nbs/10_cli.ipynb #22df5619
 @command(required=('out',), config='searle.phrases:PhraseConfig',
          resume='the phrases of finished concepts are saved in {out}; the same command resumes')
 def searle_phrases(out:str=None, # the phrase JSON file to write (resumed when it exists)
-                   vocabulary:str=None, # an Open Images-style CSV; default: the official Open Images V7 file (cached)
-                   model:str=None, # a causal LM, hub name or folder (default: the paper's EleutherAI/gpt-neo-2.7B)
+                   # an Open Images-style CSV; default: the official Open Images V7 file (cached)
+                   vocabulary:str=None,
+                   # a causal LM, hub name or folder (default: the paper's EleutherAI/gpt-neo-2.7B)
+                   model:str=None,
                    batch_size:int=4, # concepts per generate call
                    num_return_sequences:int=CONFIG, # phrases per concept
                    limit:int=None, # only the first LIMIT concepts (a trial run)
                    seed:int=CONFIG, # seeds the sampling
                    device:str=None, # where the models run
                    cache_dir:str=None, # where the official vocabulary is cached
-                   original_layout:bool=False, # also write the original's concept_to_phrases.pkl beside OUT
+                   # also write the original's concept_to_phrases.pkl beside OUT
+                   original_layout:bool=False,
                    no_progress:bool=False, # hide progress bars
                   ):
     "Stage 0: generate GPT phrases for every concept of the vocabulary."
@@ -288,10 +313,11 @@ def searle_phrases(out:str=None, # the phrase JSON file to write (resumed when i
     from searle import phrases
     model = model or phrases.DEFAULT_PHRASE_MODEL
     cfg = stage_config(phrases.PhraseConfig, searle_phrases, opts)
-    res = phrases.run_phrases(out, vocabulary=vocabulary, model=model, cache_dir=cache_dir, limit=limit,
-                              batch_size=batch_size, num_return_sequences=cfg.num_return_sequences,
-                              seed=cfg.seed,
-                              device=device, progress=not no_progress, original_layout=original_layout)
+    res = phrases.run_phrases(out, vocabulary=vocabulary, model=model, cache_dir=cache_dir,
+                              limit=limit, batch_size=batch_size,
+                              num_return_sequences=cfg.num_return_sequences, seed=cfg.seed,
+                              device=device, progress=not no_progress,
+                              original_layout=original_layout)
     print(f'{len(res)} concepts with phrases in {out}')
 
 # %% ../nbs/10_cli.ipynb #5aec3f7d
@@ -313,8 +339,10 @@ def searle_concepts(out:str=None, # the concept table (CSV) to write; resumed wh
                     dataset:str=None, # the images' dataset
                     dataset_path:str=None, # the dataset's folder
                     split:str=None, # default: the dataset's validation split ('test' for ImageNet)
-                    vocabulary:str=None, # an Open Images-style CSV; default: the official file (cached)
-                    clip_model:str='ViT-B/32', # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
+                    # an Open Images-style CSV; default: the official file (cached)
+                    vocabulary:str=None,
+                    # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
+                    clip_model:str='ViT-B/32',
                     top_k:int=250, # concepts kept per image
                     batch_size:int=32, # images per forward
                     preprocess:str='targetpad', # image preprocessing
@@ -331,10 +359,12 @@ def searle_concepts(out:str=None, # the concept table (CSV) to write; resumed wh
     from searle import concepts
     from searle.runs import LeftOut
     lo = LeftOut()
-    images = _images(dataset, dataset_path, split, 'images', missing_images, lo)  # gallery, and references outside it
-    table = concepts.run_concepts(out, images, vocabulary=vocabulary, clip_model=clip_model, k=top_k,
-                                  batch_size=batch_size, preprocess=preprocess, cache_dir=cache_dir, device=device,
-                                  progress=not no_progress, precision=precision, missing=missing_images,
+    # gallery, and references outside it
+    images = _images(dataset, dataset_path, split, 'images', missing_images, lo)
+    table = concepts.run_concepts(out, images, vocabulary=vocabulary, clip_model=clip_model,
+                                  k=top_k, batch_size=batch_size, preprocess=preprocess,
+                                  cache_dir=cache_dir, device=device, progress=not no_progress,
+                                  precision=precision, missing=missing_images,
                                   truncated=truncated_images, left_out=lo)
     print(f'{len(table)} images in {out}')
     _left_out_line(lo, missing_images, truncated_images, f'{out}.left_out.json')
@@ -345,11 +375,14 @@ def searle_concepts(out:str=None, # the concept table (CSV) to write; resumed wh
          resume='finished batches are kept in {out}/shards; the same command resumes')
 def searle_oti(concepts:str, # the concept table of these images (searle-concepts)
                phrases:str, # the phrase file (searle-phrases, or the released GPTNeo27B.zip)
-               dataset:str=None, # whose references are inverted ('imagenet' and 'folder': every image)
+               # whose references are inverted ('imagenet' and 'folder': every image)
+               dataset:str=None,
                dataset_path:str=None, # the dataset's folder
-               out:str='runs/oti', # oti_pseudo_tokens.pt and config.json (and the shards, until the merge)
+               # oti_pseudo_tokens.pt and config.json (and the shards, until the merge)
+               out:str='runs/oti',
                split:str=None, # default: the validation split ('test' for ImageNet)
-               clip_model:str='ViT-B/32', # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
+               # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
+               clip_model:str='ViT-B/32',
                preprocess:str='targetpad', # image preprocessing
                steps:int=CONFIG, # optimisation steps per image
                lr:float=CONFIG, # AdamW learning rate
@@ -369,7 +402,8 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
                truncated_images:str='error', # an incomplete download's truncated images
                no_progress:bool=False, # hide progress bars
               ):
-    "Stage 2: invert every image into a pseudo token (resumable; `accelerate launch` / `torchrun` split the work)."
+    ("Stage 2: invert every image into a pseudo token (resumable; `accelerate launch` / `torchrun` "
+     "split the work).")
     opts = dict(locals())
     check_output(out); check_precision(precision, device)
     check_input(concepts, 'CONCEPTS'); check_input(phrases, 'PHRASES')
@@ -377,11 +411,13 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
     from searle.clip import load_clip, model_preprocess
     from searle.runs import LeftOut
     lo = LeftOut()
-    refs = _images(dataset, dataset_path, split, 'references', missing_images, lo)  # checked before CLIP is loaded
+    # checked before CLIP is loaded
+    refs = _images(dataset, dataset_path, split, 'references', missing_images, lo)
     cfg = stage_config(oti.OTIConfig, searle_oti, opts, precision=precision)
     model = load_clip(clip_model, device='cpu')
-    path = oti.run_oti(model, refs, concepts, phrases, out, cfg, preprocess=model_preprocess(model, preprocess),
-                       cache_dir=cache_dir, device=device, progress=not no_progress, original_layout=original_layout,
+    path = oti.run_oti(model, refs, concepts, phrases, out, cfg,
+                       preprocess=model_preprocess(model, preprocess), cache_dir=cache_dir,
+                       device=device, progress=not no_progress, original_layout=original_layout,
                        truncated=truncated_images, left_out=lo)
     print(path)
     _left_out_line(lo, missing_images, truncated_images, f'{out}/left_out.json')
@@ -395,11 +431,14 @@ def searle_oti(concepts:str, # the concept table of these images (searle-concept
 def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
                      concepts:str, # their concept table (searle-concepts)
                      phrases:str, # the phrase file
-                     dataset:str=None, # the unlabelled images: 'imagenet' (the paper: ImageNet1K test) or 'folder'
+                     # the unlabelled images: 'imagenet' (the paper: ImageNet1K test) or 'folder'
+                     dataset:str=None,
                      dataset_path:str=None, # their folder
-                     out:str='runs/phi', # checkpoints, logs and phi_final.pt; an existing run resumes
+                     # checkpoints, logs and phi_final.pt; an existing run resumes
+                     out:str='runs/phi',
                      split:str=None, # default: 'test' for ImageNet
-                     clip_model:str='ViT-B/32', # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
+                     # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
+                     clip_model:str='ViT-B/32',
                      preprocess:str='targetpad', # image preprocessing
                      epochs:int=CONFIG, # training epochs
                      batch_size:int=CONFIG, # images per step
@@ -421,18 +460,22 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
                      truncated_images:str='error', # an incomplete download's truncated images
                      no_progress:bool=False, # hide progress bars
                     ):
-    "Stage 3: distil phi from OTI tokens (resumable; `accelerate launch` / `torchrun` for data parallelism)."
+    ("Stage 3: distil phi from OTI tokens (resumable; `accelerate launch` / `torchrun` for data "
+     "parallelism).")
     opts = dict(locals())
     check_output(out); check_precision(precision, device)
-    check_input(tokens, 'TOKENS', 'any'); check_input(concepts, 'CONCEPTS'); check_input(phrases, 'PHRASES')
+    check_input(tokens, 'TOKENS', 'any'); check_input(concepts, 'CONCEPTS')
+    check_input(phrases, 'PHRASES')
     from searle.phi import PhiConfig, run_train_phi
     from searle.clip import load_pseudo_tokens
     images = _images(dataset, dataset_path, split, 'images')
     load_pseudo_tokens(tokens)  # readable, and every token finite
     cfg = stage_config(PhiConfig, searle_train_phi, opts, val_path=val_path, precision=precision)
     if val_path: _images(cfg.val_dataset, val_path, 'val', 'images', missing_images)  # first
-    path = run_train_phi(clip_model, images, tokens, concepts, phrases, out, cfg, preprocess=preprocess,
-                         cache_dir=cache_dir, device=device, progress=not no_progress, missing=missing_images, truncated=truncated_images)
+    path = run_train_phi(clip_model, images, tokens, concepts, phrases, out, cfg,
+                         preprocess=preprocess, cache_dir=cache_dir, device=device,
+                         progress=not no_progress, missing=missing_images,
+                         truncated=truncated_images)
     print(path)
     return path
 
