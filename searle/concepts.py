@@ -10,8 +10,8 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from .core import (PathLike, atomic_write, autocast, load_json, load_tensors, progress_bar, resolve_device,
-                         resolve_precision, save_json, save_tensors)
+from .core import (PathLike, atomic_write, autocast, load_json, load_tensors, progress_bar,
+                         resolve_device, resolve_precision, save_json, save_tensors)
 from .clip import (ImageList, as_clip, backbone, clip_record, encode_text, extract_features,
                          make_preprocess, model_fingerprint, model_preprocess)
 from .runs import (LeftOut, RunLock, Shards, check_resume, default_cache_dir, locks_output,
@@ -52,27 +52,34 @@ def _sha256(path:Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
     return h.hexdigest()
 
+# %% ../nbs/05_concepts.ipynb #00589928
 def download_checked(url:str, dest:PathLike, sha256:str) -> Path:
     "Download `url` to `dest` atomically, keeping it only if its sha256 matches."
     dest = Path(dest)
-    if os.environ.get('SEARLE_OFFLINE') == '1' and not url.startswith('file:'): raise FileNotFoundError(f"{dest} is not cached and SEARLE_OFFLINE=1 forbids downloading {url}")
+    if os.environ.get('SEARLE_OFFLINE') == '1' and not url.startswith('file:'):
+        raise FileNotFoundError(f"{dest} is not cached and SEARLE_OFFLINE=1 forbids downloading "
+                                f"{url}")
     logger.info('downloading %s to %s', url, dest)
     h = hashlib.sha256()
     with urllib.request.urlopen(url, timeout=60) as r, atomic_write(dest, 'wb') as f:
         for block in iter(lambda: r.read(1 << 20), b''): h.update(block); f.write(block)
         if h.hexdigest() != sha256:  # raising inside atomic_write removes the temporary file
-            raise ValueError(f"{url}: sha256 {h.hexdigest()} does not match the expected {sha256}; not keeping it")
+            raise ValueError(f"{url}: sha256 {h.hexdigest()} does not match the expected {sha256}; "
+                             "not keeping it")
     return dest
 
-def load_vocabulary(path:PathLike|None=None, # a vocabulary CSV; `None`: the official Open Images V7 file
-                    cache_dir:PathLike|None=None, # the official file's cache (default_cache_dir())
-                    url:str=OPENIMAGES_URL, sha256:str=OPENIMAGES_SHA256,
-                   ) -> list[str]:
+# %% ../nbs/05_concepts.ipynb #3d4204a5
+def load_vocabulary(
+        path:PathLike|None=None, # a vocabulary CSV; `None`: the official Open Images V7 file
+        cache_dir:PathLike|None=None, # the official file's cache (default_cache_dir())
+        url:str=OPENIMAGES_URL, sha256:str=OPENIMAGES_SHA256,
+        ) -> list[str]:
     "The concept vocabulary: a given CSV, or the official one (downloaded once, checksum verified)."
     if path is not None: return read_vocabulary(path)
     dest = Path(cache_dir or default_cache_dir()) / url.rsplit('/', 1)[-1]
     if dest.is_file() and _sha256(dest) != sha256:
-        raise ValueError(f"the cached vocabulary {dest} has sha256 {_sha256(dest)}, expected {sha256}; delete it to download again")
+        raise ValueError(f"the cached vocabulary {dest} has sha256 {_sha256(dest)}, "
+                         f"expected {sha256}; delete it to download again")
     if not dest.is_file(): download_checked(url, dest, sha256)
     return read_vocabulary(dest)
 
@@ -248,22 +255,25 @@ def _check_rows(out_path:Path, record:dict, has_rows:bool):
 
 # %% ../nbs/05_concepts.ipynb #2d2aa0db
 @locks_output('out_path', 'file')  # one run writes a table at a time
-def associate_images(images:ImageList|tuple[Sequence[str], torch.Tensor], # images, or (names, features [N, D])
-                     concepts:Sequence[str], concept_feats:torch.Tensor, # [C, D] from `concept_features`
-                     out_path:PathLike, # the CSV table; resumed from its part files when interrupted
-                     model=None, preprocess=None, # CLIP and its preprocessing, needed for an `ImageList`
-                     k:int=250, batch_size:int=32, chunk_size:int=2048, num_workers:int=0, progress:bool=True,
-                     precision:str|None=None, # of the image features (for an `ImageList`); recorded
-                     truncated:str='error', # 'error' or 'decode' (truncated files decoded as the original does)
-                     truncated_names:list|None=None, # names of the truncated images decoded are appended here
-                    ) -> dict[str, list[str]]:
+def associate_images(
+        images:ImageList|tuple[Sequence[str], torch.Tensor], # images, or (names, features [N, D])
+        concepts:Sequence[str], concept_feats:torch.Tensor, # [C, D] from `concept_features`
+        out_path:PathLike, # the CSV table; resumed from its part files when interrupted
+        model=None, preprocess=None, # CLIP and its preprocessing, needed for an `ImageList`
+        k:int=250, batch_size:int=32, chunk_size:int=2048, num_workers:int=0, progress:bool=True,
+        precision:str|None=None, # of the image features (for an `ImageList`); recorded
+        truncated:str='error', # 'error' or 'decode' (truncated files decoded as the original does)
+        truncated_names:list|None=None, # names of the truncated images decoded are appended here
+        ) -> dict[str, list[str]]:
     "Write the top-`k` concepts of every image to `out_path` (resumable); return the table."
     out_path = Path(out_path)
     names = list(images.names) if isinstance(images, ImageList) else [str(n) for n in images[0]]
-    if isinstance(images, ImageList) and (model is None or preprocess is None): raise ValueError("an ImageList needs `model` and `preprocess`")
+    if isinstance(images, ImageList) and (model is None or preprocess is None):
+        raise ValueError("an ImageList needs `model` and `preprocess`")
     done = _done_rows(out_path)
     if done and len(next(iter(done.values()))) != k:
-        raise ValueError(f"{out_path} (or its parts) holds {len(next(iter(done.values())))} concepts per image, not k={k}; use another output")
+        raise ValueError(f"{out_path} (or its parts) holds {len(next(iter(done.values())))} "
+                         f"concepts per image, not k={k}; use another output")
     cfg = dict(top_k=k, preprocess=repr(preprocess) if preprocess is not None else None)
     if model is not None:  # features computed here: their precision is part of what made the rows
         precision = cfg['precision'] = resolve_precision(precision, next(model.parameters()).device)
@@ -271,54 +281,71 @@ def associate_images(images:ImageList|tuple[Sequence[str], torch.Tensor], # imag
     rec = run_record('concepts', cfg, clip, {'vocabulary': vocabulary_key(concepts)})
     _check_rows(out_path, rec, bool(done))
     todo = [i for i, n in enumerate(names) if n not in done]
-    logger.info('%s%d images, %d already associated in %s', 'resuming: ' if done else '', len(names), len(names) - len(todo), out_path)
+    logger.info('%s%d images, %d already associated in %s', 'resuming: ' if done else '',
+                len(names), len(names) - len(todo), out_path)
     parts = _parts(out_path); first = parts.next()
     chunks = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
     for j, idx in enumerate(progress_bar(chunks, progress, desc='concepts', unit='chunk')):
         if isinstance(images, ImageList):
-            _, feats = extract_features(model, ImageList([names[i] for i in idx], [images.paths[i] for i in idx]), preprocess,
-                                        batch_size=batch_size, progress=False, num_workers=num_workers, precision=precision,
-                                        truncated=truncated, truncated_names=truncated_names)
+            _, feats = extract_features(
+                model, ImageList([names[i] for i in idx], [images.paths[i] for i in idx]),
+                preprocess,
+                batch_size=batch_size, progress=False, num_workers=num_workers, precision=precision,
+                truncated=truncated, truncated_names=truncated_names)
         else: feats = images[1][torch.as_tensor(idx)]
         rows = top_concepts(feats, concept_feats, concepts, k)
         write_concept_table(parts.path(first + j), [names[i] for i in idx], rows)
         done.update(zip((names[i] for i in idx), rows))
     in_names = set(names)
-    order = names + [n for n in done if n not in in_names]  # rows of other images already in the table are kept
+    # rows of other images already in the table are kept
+    order = names + [n for n in done if n not in in_names]
     write_concept_table(out_path, order, [done[n] for n in order])
     parts.remove()
     return {n: done[n] for n in order}
 
 # %% ../nbs/05_concepts.ipynb #874f8ac3
 def run_concepts(out_path:PathLike, # the CSV table to write (see `concept_table_name`)
-                 images:ImageList|tuple|None=None, # an ImageList, or (names, features); or give `dataset` and `root`
-                 dataset:str|None=None, root:PathLike|None=None, split:str|None=None, # a dataset's images, e.g. 'cirr'
-                 vocabulary:PathLike|None=None, # a CSV with DisplayName; `None`: the official Open Images file
+                 # an ImageList, or (names, features); or give `dataset` and `root`
+                 images:ImageList|tuple|None=None,
+                 dataset:str|None=None, root:PathLike|None=None,
+                 split:str|None=None, # a dataset's images, e.g. 'cirr'
+                 # a CSV with DisplayName; `None`: the official Open Images file
+                 vocabulary:PathLike|None=None,
                  clip_model='ViT-B/32', # name, checkpoint path, or a loaded CLIP model
-                 k:int=250, batch_size:int=32, concept_batch_size:int=64, preprocess:str='targetpad',
-                 device=None, cache_dir:PathLike|None=None, # caches the vocabulary and the concept features
+                 k:int=250, batch_size:int=32, concept_batch_size:int=64,
+                 preprocess:str='targetpad', device=None,
+                 cache_dir:PathLike|None=None, # caches the vocabulary and the concept features
                  num_workers:int=0, progress:bool=True,
-                 precision:str|None=None, # 'fp32', 'amp' (fp16 features, as the original) or 'bf16'; `None`: the device's
+                 # 'fp32', 'amp' (fp16 features, as the original) or 'bf16'; `None`: the device's
+                 precision:str|None=None,
                  missing:str='error', # 'error' or 'skip': leave out missing image files (recorded)
-                 truncated:str='error', # 'error' or 'decode': decode truncated files as the original does (recorded)
-                 left_out=None, # a `searle.runs.LeftOut` to fill; what was left out is also written to <out_path>.left_out.json
+                 # 'error' or 'decode': decode truncated files as the original does (recorded)
+                 truncated:str='error',
+                 # a `searle.runs.LeftOut` to fill; what was left out is also written to
+                 # <out_path>.left_out.json
+                 left_out=None,
                  **dataset_kwargs) -> dict[str, list[str]]:
     "Stage 1: associate the top-`k` vocabulary concepts with every image, written to `out_path`."
-    if (images is None) == (dataset is None): raise ValueError("give either `images` or `dataset` (with `root`)")
+    if (images is None) == (dataset is None):
+        raise ValueError("give either `images` or `dataset` (with `root`)")
     from searle.data import check_incomplete_options, dataset_images  # FashionIQ: its 3 categories
     check_incomplete_options(missing, truncated)
     left_out = LeftOut() if left_out is None else left_out
     if dataset is not None:  # the gallery and any reference outside it
-        images = dataset_images(dataset, root, split, 'images', left_out=left_out, missing=missing, **dataset_kwargs)
+        images = dataset_images(dataset, root, split, 'images', left_out=left_out, missing=missing,
+                                **dataset_kwargs)
     concepts = load_vocabulary(vocabulary, cache_dir=cache_dir)
     device = resolve_device(device)
     model = as_clip(clip_model, device)
     precision = resolve_precision(precision, device)
-    feats = cached_concept_features(model, concepts, cache_dir, concept_batch_size, progress, precision)
+    feats = cached_concept_features(model, concepts, cache_dir, concept_batch_size, progress,
+                                    precision)
     pre = model_preprocess(model, preprocess) if isinstance(images, ImageList) else None
     cut = []
-    table = associate_images(images, concepts, feats, out_path, model, pre, k=k, batch_size=batch_size, num_workers=num_workers,
-                             progress=progress, precision=precision, truncated=truncated, truncated_names=cut)
+    table = associate_images(images, concepts, feats, out_path, model, pre, k=k,
+                             batch_size=batch_size, num_workers=num_workers, progress=progress,
+                             precision=precision, truncated=truncated, truncated_names=cut)
     left_out.add('truncated_images', cut)
-    if missing != 'error' or truncated != 'error': left_out.save(Path(out_path).with_name(Path(out_path).name + '.left_out.json'))
+    if missing != 'error' or truncated != 'error':
+        left_out.save(Path(out_path).with_name(Path(out_path).name + '.left_out.json'))
     return table
