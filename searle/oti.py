@@ -236,19 +236,23 @@ def _check_run(out:Path, record:dict, n_batches:int) -> bool:
         logger.info('resuming %s: %d of %d batches done', out, len(done), n_batches)
     return finished
 
+# %% ../nbs/07_oti.ipynb #347ea5f7
 def _batch_features(model, images, rows:list[int], preprocess, dev, config, cache_dir, progress,
                     truncated, left_out):
-    "Features [len(rows), D] of the images at `rows`: given, or extracted (and cached) from an `ImageList`."
+    ("Features [len(rows), D] of the images at `rows`: given, or extracted (and cached) from an "
+     "`ImageList`.")
     if not isinstance(images, ImageList): return images[1][rows]
     sub, cut = ImageList([images.names[i] for i in rows], [images.paths[i] for i in rows]), []
     pre = model_preprocess(model, preprocess or 'targetpad')
     _, feats = extract_features(model, sub, pre, device=dev, cache_dir=cache_dir, progress=progress,
-                                precision=config.precision, truncated=truncated, truncated_names=cut)
+                                precision=config.precision, truncated=truncated,
+                                truncated_names=cut)
     if left_out is not None: left_out.add('truncated_images', cut)
     return feats
 
 # %% ../nbs/07_oti.ipynb #e3a7b9c4
-def _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, config, out:Path, progress, where:str):
+def _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, config, out:Path,
+                      progress, where:str):
     "Invert the batches `mine` (`feats`: their features, in order), each into an atomic shard."
     bar = progress_bar(None, progress, total=len(mine) * config.steps, unit='step',
                        desc=f'OTI steps of {len(mine)} batches ({where})')
@@ -257,16 +261,20 @@ def _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, confi
         bn, shard = [names[i] for i in batches[b]], _shards(out).path(b)
         f, at, st = feats[at:at + len(bn)], at + len(bn), {}
         bar.set_postfix(batch=f'{j + 1}/{len(mine)}')
-        t, e, c = invert_batch(model, f, bn, _pools(bn, table, phr, config, bad), config, bar=bar, stats=st)
-        if st['nonfinite_tokens']:                                  # the run's record of why it stopped
-            save_json({'batch': b, 'images': bn, 'precision': config.precision, **st}, out/'nonfinite.json')
-        check_finite_rows(torch.cat([t, e], 1), bn, shard)          # a non-finite token is never written
+        t, e, c = invert_batch(model, f, bn, _pools(bn, table, phr, config, bad), config, bar=bar,
+                               stats=st)
+        if st['nonfinite_tokens']:  # the run's record of why it stopped
+            save_json({'batch': b, 'images': bn, 'precision': config.precision, **st},
+                      out/'nonfinite.json')
+        check_finite_rows(torch.cat([t, e], 1), bn, shard)  # a non-finite token is never written
         save_tensors({'names': bn, 'tokens': t, 'ema_tokens': e, 'losses': c,
                       'skipped_steps': st['skipped_steps']}, shard)
     bar.close()
 
+# %% ../nbs/07_oti.ipynb #a688ea00
 def _finish_run(out:Path, batches, names, record, finished:bool, left_out, original_layout:bool):
-    "The first process's end of a run: shards merged (then removed), what was left out, original layout."
+    ("The first process's end of a run: shards merged (then removed), what was left out, original "
+     "layout.")
     final = out/'oti_pseudo_tokens.pt'
     if not finished: _merge(_shards(out), batches, names, final, record); _shards(out).remove()
     if left_out is not None:  # this process's truncated images join the caller's counts
@@ -278,22 +286,30 @@ def _finish_run(out:Path, batches, names, record, finished:bool, left_out, origi
 
 # %% ../nbs/07_oti.ipynb #ce3e3db9
 @locks_output('out_dir')  # one run (of one or several processes) writes a folder at a time
-def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images, or (names, image features [N, D])
-            concept_table:dict|os.PathLike|str, # image name -> concepts, or the CSV of `searle.concepts`
+def run_oti(model,
+            # images, or (names, image features [N, D])
+            images:ImageList|tuple[Sequence[str], torch.Tensor],
+            # image name -> concepts, or the CSV of `searle.concepts`
+            concept_table:dict|os.PathLike|str,
             phrases:dict|os.PathLike|str, # concept -> phrases, or a phrase file of `searle.phrases`
             out_dir:os.PathLike|str, config:OTIConfig|None=None,
             preprocess=None, # for `ImageList` input; default targetpad at the model's resolution
             cache_dir=None, # image-feature cache
             device=None, progress:bool=True,
-            original_layout:bool=False, # also write the original's three files into `out_dir/original/`
-            truncated:str='error', # 'error' or 'decode': decode truncated image files as the original does
+            # also write the original's three files into `out_dir/original/`
+            original_layout:bool=False,
+            # 'error' or 'decode': decode truncated image files as the original does
+            truncated:str='error',
             left_out=None, # a `searle.runs.LeftOut` of what the caller left out: its counts go in
-                           # config.json, its names (and the truncated images decoded here) in left_out.json
+                           # config.json, its names (and the truncated images decoded here) in
+                           # left_out.json
            ) -> Path:
-    "Invert `images` into `out_dir/oti_pseudo_tokens.pt`, resumably, over every process of the launch."
+    ("Invert `images` into `out_dir/oti_pseudo_tokens.pt`, resumably, over every process of the "
+     "launch.")
     config, out, dist = config or OTIConfig(), Path(out_dir), Dist()  # rank, process count, device
     dev = dist.resolve(device); model = model.to(dev)
-    config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))  # recorded resolved
+    # recorded resolved
+    config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))
     names = list(images.names) if isinstance(images, ImageList) else [str(n) for n in images[0]]
     record = _run_record(config, names, model, concept_table, phrases, left_out)
     step = config.batch_size
@@ -303,17 +319,20 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
     if dist.rank == 0: save_json(record, out/'config.json')
     mine = [] if finished else [b for b in range(dist.rank, len(batches), dist.n_procs)
                                 if not _shards(out).path(b).is_file()]
-    if mine:  # the table and phrases are read only when there is work (a finished rerun reads nothing)
-        top = functools.partial(image_concepts, top_k=config.top_k)  # of a row's 250 cells, its 15 concepts
-        table = concept_table if isinstance(concept_table, dict) else read_concept_table(concept_table, row=top)
+    # the table and phrases are read only when there is work (a finished rerun reads nothing)
+    if mine:
+        # of a row's 250 cells, its 15 concepts
+        top = functools.partial(image_concepts, top_k=config.top_k)
+        table = (concept_table if isinstance(concept_table, dict)
+                 else read_concept_table(concept_table, row=top))
         phr = phrases if isinstance(phrases, dict) else load_phrases(phrases)
         rows = [i for b in mine for i in batches[b]]
         bad = _check_pools([names[i] for i in rows], table, phr, config,   # fail early on any image
                            None if isinstance(phrases, dict) else phrases)
         feats = _batch_features(model, images, rows, preprocess, dev, config, cache_dir, progress,
                                 truncated, left_out)
-        _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, config, out, progress,
-                          f'process {dist.rank}/{dist.n_procs}')
+        _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, config, out,
+                          progress, f'process {dist.rank}/{dist.n_procs}')
     dist.barrier()
     if dist.rank == 0: _finish_run(out, batches, names, record, finished, left_out, original_layout)
     dist.barrier()
