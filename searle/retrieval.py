@@ -633,8 +633,10 @@ def load_method(method, clip_model=None, # a `METHODS` name; a `load_clip` spec 
 
 # %% ../nbs/04_retrieval.ipynb #4765ef68
 def _method(tokens, token_fn, baseline) -> str:
-    if tokens is not None: return f'tokens:{tokens}' if isinstance(tokens, (str, Path)) else 'tokens:<in memory>'
-    if token_fn is not None: return f'token_fn:{getattr(token_fn, "__name__", type(token_fn).__name__)}'
+    if tokens is not None:
+        return f'tokens:{tokens}' if isinstance(tokens, (str, Path)) else 'tokens:<in memory>'
+    if token_fn is not None:
+        return f'token_fn:{getattr(token_fn, "__name__", type(token_fn).__name__)}'
     return f'baseline:{baseline}'
 
 def _setup(clip_model, preprocess, device):
@@ -643,6 +645,7 @@ def _setup(clip_model, preprocess, device):
     pre = model_preprocess(model, preprocess)
     return model.eval(), pre
 
+# %% ../nbs/04_retrieval.ipynb #c5339603
 # the recorded settings that searle-validate and searle-submit take as options
 VALIDATE_OPTIONS = ('dataset', 'dataset_path', 'split', 'template', 'preprocess', 'precision',
                     'missing_images', 'truncated_images')
@@ -676,12 +679,17 @@ def run_validation(dataset:str, # 'fashioniq', 'cirr' or 'circo'
                    device=None, batch_size:int=32, cache_dir=None,
                    template:str=QUERY_TEMPLATE, split:str='val',
                    categories:Sequence[str]=FASHIONIQ_CATEGORIES, backend:str='torch',
-                   max_queries:int|None=None, # a quick check on the first queries only (recorded in config.json)
+                   # a quick check on the first queries only (recorded in config.json)
+                   max_queries:int|None=None,
                    progress:bool=True, num_workers:int=0,
-                   precision:str|None=None, # 'fp32', 'amp' or 'bf16'; `None`: the device's default (recorded resolved)
-                   missing:str='error', # 'error' or 'skip': leave out missing images and the queries that need them
-                   truncated:str='error', # 'error' or 'decode': decode truncated image files as the original does
-                   left_out:LeftOut|None=None, # filled with what was left out (also written to out_dir/left_out.json)
+                   # 'fp32', 'amp' or 'bf16'; `None`: the device's default (recorded resolved)
+                   precision:str|None=None,
+                   # 'error' or 'skip': leave out missing images and the queries that need them
+                   missing:str='error',
+                   # 'error' or 'decode': decode truncated image files as the original does
+                   truncated:str='error',
+                   # filled with what was left out (also written to out_dir/left_out.json)
+                   left_out:LeftOut|None=None,
                   ) -> dict[str, float]:
     "Validate one method on a benchmark; the flat metrics dict, in percent."
     check_incomplete_options(missing, truncated)
@@ -696,8 +704,9 @@ def run_validation(dataset:str, # 'fashioniq', 'cirr' or 'circo'
                   categories=list(categories) if dataset == 'fashioniq' else None,
                   max_queries=max_queries, precision=precision, missing_images=missing,
                   truncated_images=truncated)
-    kw = dict(tokens=tokens, token_fn=token_fn, baseline=baseline, template=template, batch_size=batch_size, device=device,
-              cache_dir=cache_dir, backend=backend, max_queries=max_queries, progress=progress, num_workers=num_workers, memo={},
+    kw = dict(tokens=tokens, token_fn=token_fn, baseline=baseline, template=template,
+              batch_size=batch_size, device=device, cache_dir=cache_dir, backend=backend,
+              max_queries=max_queries, progress=progress, num_workers=num_workers, memo={},
               precision=precision, missing=missing, truncated=truncated, left_out=left_out)
     if dataset == 'fashioniq': kw['categories'] = categories
     metrics = validate_benchmark(model, dataset, dataset_path, pre, split=split, **kw)
@@ -713,13 +722,16 @@ def run_submission(dataset:str, # 'cirr' or 'circo'
                    tokens=None, token_fn:Callable|None=None, baseline:str|None=None,
                    out_dir='.', # the server files and config.json go here
                    device=None, batch_size:int=32, cache_dir=None, template:str=QUERY_TEMPLATE,
-                   split:str|None=None, # None: 'test1' (CIRR) / 'test' (CIRCO); 'val' writes val-format files
+                   # None: 'test1' (CIRR) / 'test' (CIRCO); 'val' writes val-format files
+                   split:str|None=None,
                    backend:str='torch', progress:bool=True, num_workers:int=0,
-                   precision:str|None=None, # 'fp32', 'amp' or 'bf16'; `None`: the device's default (recorded resolved)
+                   # 'fp32', 'amp' or 'bf16'; `None`: the device's default (recorded resolved)
+                   precision:str|None=None,
                    missing:str='error', truncated:str='error', # as in `run_validation`
                    left_out:LeftOut|None=None) -> dict[str, Path]:
     "Write (and check) the evaluation server files of one method; returns {kind: path}."
-    if dataset not in ('cirr', 'circo'): raise ValueError(f"test-server files exist for 'cirr' and 'circo', not {dataset!r}")
+    if dataset not in ('cirr', 'circo'):
+        raise ValueError(f"test-server files exist for 'cirr' and 'circo', not {dataset!r}")
     split = split or {'cirr': 'test1', 'circo': 'test'}[dataset]
     check_incomplete_options(missing, truncated)
     model, pre = _setup(clip_model, preprocess, device)
@@ -729,20 +741,25 @@ def run_submission(dataset:str, # 'cirr' or 'circo'
                   preprocess=preprocess if isinstance(preprocess, str) else repr(preprocess),
                   method=_method(tokens, token_fn, baseline), template=template,
                   precision=precision, missing_images=missing, truncated_images=truncated)
-    ds, left_out = load_dataset(dataset, dataset_path, split=split, missing=missing), LeftOut() if left_out is None else left_out
+    ds, left_out = (load_dataset(dataset, dataset_path, split=split, missing=missing),
+                    LeftOut() if left_out is None else left_out)
     left_out.add_dataset(ds)
     if ds.left_out['skipped_queries']:
-        logger.warning('the %s server expects every query: %d queries left out of these files will make it refuse them',
+        logger.warning('the %s server expects every query: %d queries left out of these files '
+                       'will make it refuse them',
                        dataset, len(ds.left_out['skipped_queries']))
-    r = retrieve(model, ds, pre, tokens=tokens, token_fn=token_fn, baseline=baseline, template=template, batch_size=batch_size,
-                 device=device, cache_dir=cache_dir, backend=backend, progress=progress, num_workers=num_workers,
-                 precision=precision, truncated=truncated, left_out=left_out)
+    r = retrieve(model, ds, pre, tokens=tokens, token_fn=token_fn, baseline=baseline,
+                 template=template, batch_size=batch_size, device=device, cache_dir=cache_dir,
+                 backend=backend, progress=progress, num_workers=num_workers, precision=precision,
+                 truncated=truncated, left_out=left_out)
     out = Path(out_dir)
-    files = dict(zip(('recall', 'recall_subset'), cirr_submissions(r))) if dataset == 'cirr' else {'circo': circo_submission(r)}
+    files = (dict(zip(('recall', 'recall_subset'), cirr_submissions(r))) if dataset == 'cirr'
+             else {'circo': circo_submission(r)})
     paths = {}
     for kind, obj in files.items():
         check_submission(obj, ds, kind=None if kind == 'circo' else kind)
-        paths[kind] = out/(f'cirr_{split}_{kind}.json' if dataset == 'cirr' else f'circo_{split}.json')
+        paths[kind] = out/(f'cirr_{split}_{kind}.json' if dataset == 'cirr'
+                           else f'circo_{split}.json')
         save_json(obj, paths[kind], indent=None)
     _save_record(rec, out, left_out, files={k: p.name for k, p in paths.items()})
     return paths
