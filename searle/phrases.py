@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from .core import (PathLike, atomic_write, load_json, progress_bar, resolve_device, resolve_dtype,
-                         safe_unpickle, save_json, stable_seed)
+from .core import (PathLike, atomic_write, load_json, progress_bar, resolve_device,
+                         resolve_dtype, safe_unpickle, save_json, stable_seed)
 from .runs import RunLock, refuse_other, run_record
 
 # %% auto #0
@@ -181,14 +181,18 @@ def save_phrases_pickle(phrases:dict[str, list[str]], path:PathLike) -> Path:
 
 # %% ../nbs/06_phrases.ipynb #6004de6e
 def _batches(tok, concepts:list[str], prompt:str, batch_size:int) -> list[list[str]]:
-    "Concepts grouped into batches whose prompts have the same number of tokens (shortest first, file order within)."
+    ("Concepts grouped into batches whose prompts have the same number of tokens (shortest first, "
+     "file order within).")
     lengths = [len(ids) for ids in tok([prompt.format(c) for c in concepts]).input_ids]
     by_len = {}
     for c, n in zip(concepts, lengths): by_len.setdefault(n, []).append(c)
-    return [g[i:i+batch_size] for n in sorted(by_len) for g in [by_len[n]] for i in range(0, len(g), batch_size)]
+    return [g[i:i+batch_size] for n in sorted(by_len) for g in [by_len[n]]
+            for i in range(0, len(g), batch_size)]
 
+# %% ../nbs/06_phrases.ipynb #0b2058cd
 def _settings(model_name_or_path, config:PhraseConfig, batch_size:int) -> dict:
-    return {'model': str(model_name_or_path), **dataclasses.asdict(config), 'batch_size': batch_size}
+    return {'model': str(model_name_or_path), **dataclasses.asdict(config),
+            'batch_size': batch_size}
 
 PHRASE_OPTIONS = ('model', 'num_return_sequences', 'seed', 'batch_size')  # searle-phrases' options
 
@@ -197,28 +201,30 @@ def _resume(out_path:Path, settings:dict) -> dict[str, list[str]]:
     if not out_path.exists(): return {}
     old = load_json(out_path)
     if not (isinstance(old, dict) and old.get('format') == PHRASES_FORMAT):
-        raise ValueError(f"{out_path} exists but is not a {PHRASES_FORMAT} file; refusing to overwrite it")
+        raise ValueError(f"{out_path} exists but is not a {PHRASES_FORMAT} file; "
+                         "refusing to overwrite it")
     refuse_other({'stage': 'phrases', 'config': old['settings']}, run_record('phrases', settings),
                  out_path, ignore=['config.batch_size'], options=PHRASE_OPTIONS, what='file')
     return _check_phrases(old['phrases'], out_path)
 
 # %% ../nbs/06_phrases.ipynb #f153d336
-def generate_phrases(model_name_or_path:str|PathLike, # hub name or local folder of a causal LM
-                     concepts:Sequence[str], # the vocabulary (stripped and de-duplicated here)
-                     out_path:PathLike, # the JSON phrase file; concepts already in it are skipped
-                     num_return_sequences:int=PhraseConfig.num_return_sequences,
-                     max_length:int=PhraseConfig.max_length,
-                     temperature:float=PhraseConfig.temperature,
-                     no_repeat_ngram_size:int=PhraseConfig.no_repeat_ngram_size,
-                     batch_size:int=4, # concepts per `generate` call (x num_return_sequences rows)
-                     seed:int=PhraseConfig.seed,
-                     device:str|torch.device|None=None, dtype:str|torch.dtype|None=None,
-                     save_every_s:float=120., # save after a batch when this long has passed since the last save (0: every batch)
-                     progress:bool=True,
-                    ) -> dict[str, list[str]]:
-    "Generate phrases for every concept, resumably, saving atomically to `out_path`; return all phrases."
-    config = PhraseConfig(max_length=max_length, num_return_sequences=num_return_sequences, temperature=temperature,
-                          no_repeat_ngram_size=no_repeat_ngram_size, seed=seed)
+def generate_phrases(
+        model_name_or_path:str|PathLike, # hub name or local folder of a causal LM
+        concepts:Sequence[str], # the vocabulary (stripped and de-duplicated here)
+        out_path:PathLike, # the JSON phrase file; concepts already in it are skipped
+        num_return_sequences:int=PhraseConfig.num_return_sequences,
+        max_length:int=PhraseConfig.max_length, temperature:float=PhraseConfig.temperature,
+        no_repeat_ngram_size:int=PhraseConfig.no_repeat_ngram_size,
+        batch_size:int=4, # concepts per `generate` call (x num_return_sequences rows)
+        seed:int=PhraseConfig.seed,
+        device:str|torch.device|None=None, dtype:str|torch.dtype|None=None,
+        # save after a batch when this long has passed since the last save (0: every batch)
+        save_every_s:float=120.,
+        progress:bool=True) -> dict[str, list[str]]:
+    ("Generate phrases for every concept, resumably, saving atomically to `out_path`; return all "
+     "phrases.")
+    config = PhraseConfig(max_length=max_length, num_return_sequences=num_return_sequences,
+        temperature=temperature, no_repeat_ngram_size=no_repeat_ngram_size, seed=seed)
     out_path, settings = Path(out_path), _settings(model_name_or_path, config, batch_size)
     with RunLock(out_path, 'file'):  # one run writes a phrase file at a time
         phrases = _resume(out_path, settings)
@@ -227,15 +233,18 @@ def generate_phrases(model_name_or_path:str|PathLike, # hub name or local folder
         return _generate(model_name_or_path, concepts, out_path, phrases, config, settings,
                          batch_size, device, dtype, save_every_s, progress)
 
+# %% ../nbs/06_phrases.ipynb #ef097b58
 def _generate(model_name_or_path, concepts, out_path, phrases, config, settings, batch_size,
               device, dtype, save_every_s, progress) -> dict[str, list[str]]:
     "The concepts not yet in `phrases`, generated in batches, saved every `save_every_s` seconds."
     concepts = list(dict.fromkeys(c.strip() for c in concepts))
     if all(c in phrases for c in concepts): return phrases
     model, tok = load_causal_lm(model_name_or_path, device, dtype)
-    todo = [[c for c in b if c not in phrases] for b in _batches(tok, concepts, config.prompt, batch_size)]
+    todo = [[c for c in b if c not in phrases]
+            for b in _batches(tok, concepts, config.prompt, batch_size)]
     todo = [b for b in todo if b]
-    logger.info('%d concepts, %d already in %s, %d batches to generate', len(concepts), len(concepts) - sum(map(len, todo)), out_path, len(todo))
+    logger.info('%d concepts, %d already in %s, %d batches to generate', len(concepts),
+                len(concepts) - sum(map(len, todo)), out_path, len(todo))
     last, dirty = time.monotonic(), False
     try:
         for batch in progress_bar(todo, progress, desc='phrases', unit='batch'):
