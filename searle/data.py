@@ -390,9 +390,12 @@ def leave_out_missing(ds:CIRDataset, n_show:int=5) -> CIRDataset:
 
 # %% ../nbs/02_data.ipynb #872d8958
 def check_incomplete_options(missing:str='error', truncated:str='error'):
-    "Refuse, before any work, a `missing` other than 'error' / 'skip' or a `truncated` other than 'error' / 'decode'."
-    if missing not in ('error', 'skip'): raise ValueError(f"missing images: {missing!r}; expected 'error' or 'skip'")
-    if truncated not in ('error', 'decode'): raise ValueError(f"truncated images: {truncated!r}; expected 'error' or 'decode'")
+    ("Refuse, before any work, a `missing` other than 'error' / 'skip' or a `truncated` other than "
+     "'error' / 'decode'.")
+    if missing not in ('error', 'skip'):
+        raise ValueError(f"missing images: {missing!r}; expected 'error' or 'skip'")
+    if truncated not in ('error', 'decode'):
+        raise ValueError(f"truncated images: {truncated!r}; expected 'error' or 'decode'")
 
 # %% ../nbs/02_data.ipynb #5d789dbc
 def dataset_images(name:str, root, split:str|None=None,
