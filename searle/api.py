@@ -14,7 +14,8 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from .core import *
-from .runs import default_cache_dir  # the one cache folder: $SEARLE_CACHE_DIR, else ~/.cache/searle
+# the one cache folder: $SEARLE_CACHE_DIR, else ~/.cache/searle
+from .runs import default_cache_dir
 from .clip import (ImageList, as_clip, backbone, extract_features, model_fingerprint,
                          model_preprocess, pseudo_token_id)
 from .data import Query, load_dataset
