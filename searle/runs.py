@@ -91,6 +91,7 @@ def check_resume(path:PathLike, # the recorded run: a config.json
     if not path.is_file(): return None
     return refuse_other(load_json(path), new, path, ignore, options, what)
 
+# %% ../nbs/00a_runs.ipynb #8a441ff5
 def refuse_other(old:dict, new:dict, # the recorded run and this one (`run_record`s)
                  where, # the file that records `old`, named in the error
                  ignore:Iterable[str]=(), options:Iterable[str]=(), what:str='folder') -> dict:
