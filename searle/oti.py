@@ -285,7 +285,8 @@ def _finish_run(out:Path, batches, names, record, finished:bool, left_out, origi
         save_original_tokens(out/'original', obj['names'], obj['tokens'], obj['ema_tokens'])
 
 # %% ../nbs/07_oti.ipynb #ce3e3db9
-@locks_output('out_dir')  # one run (of one or several processes) writes a folder at a time
+# one run (of one or several processes) writes a folder at a time
+@locks_output('out_dir')
 def run_oti(model,
             # images, or (names, image features [N, D])
             images:ImageList|tuple[Sequence[str], torch.Tensor],
