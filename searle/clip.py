@@ -27,9 +27,9 @@ from .core import *
 # %% auto #0
 __all__ = ['logger', 'CLIP_PRESETS', 'OPEN_CLIP_TINY', 'HF_PRESETS', 'PSEUDO_CHAR', 'CLIP_MEAN', 'CLIP_STD', 'CLIP_VOCAB',
            'CLIP_EOT', 'ORIGINAL_OTI_FILES', 'build_clip', 'tokenize', 'pseudo_token_id', 'TextBlock', 'Backbone',
-           'backbone', 'clip_config', 'clip_config_from_state_dict', 'save_clip', 'official_clip_path', 'load_clip',
-           'as_clip', 'TargetPad', 'make_preprocess', 'model_preprocess', 'encode_with_pseudo_tokens', 'encode_text',
-           'save_pseudo_tokens', 'load_pseudo_tokens', 'dedupe_named_rows', 'read_original_tokens',
+           'backbone', 'clip_config', 'clip_config_from_state_dict', 'encode_with_pseudo_tokens', 'encode_text',
+           'save_clip', 'official_clip_path', 'load_clip', 'as_clip', 'TargetPad', 'make_preprocess',
+           'model_preprocess', 'save_pseudo_tokens', 'load_pseudo_tokens', 'dedupe_named_rows', 'read_original_tokens',
            'save_original_tokens', 'open_rgb', 'ImageList', 'model_fingerprint', 'device_stable_fingerprint',
            'clip_record', 'release_heap', 'extract_features']
 
@@ -311,6 +311,157 @@ def clip_config_from_state_dict(sd:dict) -> dict:
                 transformer_layers=len({k.split('.')[2] for k in sd
                                         if k.startswith('transformer.resblocks')}))
 
+# %% ../nbs/01_clip.ipynb #83ee8a31
+def _as_tokens(prompts) -> torch.Tensor:
+    return prompts.cpu() if isinstance(prompts, torch.Tensor) else tokenize(prompts)
+
+def _own_text_with(bb:Backbone, tokens:torch.Tensor, # [B, 77] on the model's device
+                   first:torch.Tensor, # [B] position of each `$`
+                   pt:torch.Tensor, # [B, W] pseudo tokens
+                  ) -> torch.Tensor:
+    ("The family's own 77-token text pass with the embedding of each prompt's first `$` replaced: "
+     "the reference (`trim=False`).")
+    hit = F.one_hot(first, tokens.shape[1]).bool().unsqueeze(-1)      # [B, 77, 1]
+    h = bb.token_embedding.register_forward_hook(
+        lambda mod, args, out: torch.where(hit, pt.unsqueeze(1).to(out.dtype), out))
+    try: return bb.own_text(tokens)                                   # [B, D]
+    finally: h.remove()
+
+# %% ../nbs/01_clip.ipynb #9fc8cf1e
+@dataclass
+class _TextPlan:
+    "Where each position of each prompt lives among the flat rows the text transformer runs on."
+    B: int                  # prompts
+    L: int                  # longest prompt up to its end-of-text
+    S: int                  # rows shared through the prefix tree (numbered first)
+    index: torch.Tensor     # [B, L] flat row of each (prompt, position); padding points at row 0
+    rep: torch.Tensor       # [N] prompt*L + position whose attention output each flat row takes
+    token: torch.Tensor     # [N] token id of each flat row
+    pos: torch.Tensor       # [N] position of each flat row
+    eot: torch.Tensor       # [B] flat row of each prompt's end-of-text
+
+    def to(self, device) -> '_TextPlan':
+        return _TextPlan(self.B, self.L, self.S,
+                         *(getattr(self, k).to(device)
+                           for k in ('index', 'rep', 'token', 'pos', 'eot')))
+
+# %% ../nbs/01_clip.ipynb #0057eac8
+# long: the prefix tree in one piece: each loop fills the rows the next one reads
+def _text_plan(tokens:torch.Tensor, # [B, 77] CLIP tokens
+               # per prompt, how many leading positions depend on the tokens alone (default: all)
+               shared:Sequence[int]|None=None,
+               # per prompt, its end-of-text position (default: the highest id, CLIP's rule)
+               eot:Sequence[int]|None=None,
+              ) -> _TextPlan:
+    ("Flat rows for `tokens` trimmed at end-of-text, "
+     "their leading positions shared through a prefix tree.")
+    rows, eot = tokens.tolist(), tokens.argmax(-1).tolist() if eot is None else list(eot)
+    B, L = len(rows), max(eot) + 1
+    shared = [e + 1 for e in eot] if shared is None else list(shared)
+    # tree: (parent row, token) → shared row; flat_*: (b*L + p, token, p)
+    tree, flat_s, flat_r, index = {}, [], [], []
+    for b, row in enumerate(rows):
+        node, idx = -1, []
+        for p in range(eot[b] + 1):
+            if p < shared[b]:
+                if (node, row[p]) not in tree:
+                    tree[(node, row[p])] = len(flat_s); flat_s.append((b * L + p, row[p], p))
+                node = tree[(node, row[p])]; idx.append(node)
+            # per-prompt rows: -1, -2, ...
+            else: idx.append(-1 - len(flat_r)); flat_r.append((b * L + p, row[p], p))
+        index.append(idx + [0] * (L - len(idx)))
+    S, (rep, token, pos) = len(flat_s), map(list, zip(*(flat_s + flat_r)))
+    index = torch.tensor(index)
+    index = torch.where(index < 0, S - 1 - index, index)  # per-prompt rows follow the shared ones
+    return _TextPlan(B, L, S, index, torch.tensor(rep), torch.tensor(token), torch.tensor(pos),
+                     index[torch.arange(B), eot])
+
+# %% ../nbs/01_clip.ipynb #7c586591
+def _attention(blk:TextBlock, x:torch.Tensor, plan:_TextPlan) -> torch.Tensor:
+    "Causal self-attention of one block on flat rows x [N, W], before out_proj: [N, W]."
+    W, H = x.shape[-1], blk.heads
+    qkv = blk.qkv(blk.ln_1(x))                                                     # [N, 3W]
+    q, k, v = (qkv.index_select(0, plan.index.flatten())
+               .view(plan.B, plan.L, 3, H, W // H).permute(2, 0, 3, 1, 4))        # [B, H, L, W/H]
+    o = F.scaled_dot_product_attention(q, k, v, is_causal=True)                   # [B, H, L, W/H]
+    return o.transpose(1, 2).reshape(plan.B * plan.L, W).index_select(0, plan.rep)  # [N, W]
+
+def _text_tower(bb:Backbone,
+                x:torch.Tensor, # [N, W] flat rows: token embeddings plus positional embeddings
+                plan:_TextPlan) -> torch.Tensor:
+    ("The family's text blocks, final norm and projection on flat rows: "
+     "features [B, D] at the end-of-text.")
+    *blocks, last = bb.text_blocks()
+    for blk in blocks:
+        x = x + blk.ls_1(blk.out_proj(_attention(blk, x, plan)))
+        x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+    o = _attention(last, x, plan).index_select(0, plan.eot)        # last block: end-of-text only
+    x = x.index_select(0, plan.eot) + last.ls_1(last.out_proj(o))  # [B, W]
+    x = x + last.ls_2(last.mlp(last.ln_2(x)))
+    return bb.project(bb.ln_final(x))                              # [B, D]
+
+# %% ../nbs/01_clip.ipynb #6567cd0c
+# long: one pass from prompts and pseudo tokens to text features, its checks beside it
+def encode_with_pseudo_tokens(
+    model:nn.Module,
+    prompts:Sequence[str]|torch.Tensor, # B prompts (or tokens [B, 77]) each holding `$`
+    pseudo_tokens:torch.Tensor, # [B, W] one per prompt, or [W] / [1, W] shared
+    # run only the positions that can matter (same result, less work);
+    # False: the family's 77-token pass
+    trim:bool=True,
+    ) -> torch.Tensor:
+    ("Text features [B, D] of `prompts` with the first `$` of each replaced by its pseudo token "
+     "(any CLIP family).")
+    bb = backbone(model)
+    dev, dt, W = bb.token_embedding.weight.device, bb.token_embedding.weight.dtype, bb.width
+    tokens = _as_tokens(prompts)         # [B, 77] on the CPU, where the plan is made
+    B, pid = tokens.shape[0], bb.pseudo_id
+    pt = pseudo_tokens.to(dev).reshape(-1, pseudo_tokens.shape[-1])
+    if pt.shape[0] == 1: pt = pt.expand(B, -1)
+    if pt.shape != (B, W):
+        raise ValueError(f"pseudo_tokens has shape {tuple(pseudo_tokens.shape)}; "
+                         f"expected [{B}, {W}] or one shared token")
+    is_p = tokens == pid                 # [B, 77]
+    if not is_p.any(1).all():
+        i = int((~is_p.any(1)).nonzero()[0])
+        shown = prompts[i] if not isinstance(prompts, torch.Tensor) else tokens[i].tolist()
+        raise ValueError(f"prompt {i} has no pseudo-word {PSEUDO_CHAR!r}: {shown!r}")
+    first = is_p.int().argmax(1)         # [B] position of the first `$`
+    if not trim: return _own_text_with(bb, tokens.to(dev), first.to(dev), pt)
+    bad = ~torch.isfinite(pt).all(1)    # [B] NaN / inf tokens: their rows only are NaN
+    # (shared rows must not carry them to other prompts)
+    if bad.any(): pt = pt.masked_fill(bad[:, None], 0)
+    bb.text_blocks()
+    plan, first = (_text_plan(tokens, shared=first.tolist(), eot=bb.eot(tokens).tolist()).to(dev),
+                   first.to(dev))
+    x = bb.token_embedding(plan.token) + bb.positions[plan.pos].to(dt)  # [N, W], the model's dtype
+    slot = plan.index[torch.arange(B, device=dev), first]  # [B] the row of each prompt's `$`
+    x = x.index_copy(0, slot, pt.to(dt) + bb.positions[first].to(dt))
+    out = _text_tower(bb, x, plan)
+    return out.masked_fill(bad[:, None], float('nan')) if bad.any() else out
+
+# %% ../nbs/01_clip.ipynb #1f9ac3d7
+def encode_text(model:nn.Module, texts:Sequence[str]|torch.Tensor, # prompts, or tokens [B, 77]
+                batch_size:int=256, # prompts per forward
+                # run only the positions that can matter (same result, less work);
+                # False: the family's 77-token pass
+                trim:bool=True,
+               ) -> torch.Tensor:
+    ("CLIP text features [B, D] (unnormalised) of prompts without pseudo tokens, any family; "
+     "respects the caller's grad mode.")
+    bb = backbone(model)
+    dev, tokens, out = bb.token_embedding.weight.device, _as_tokens(texts), []
+    if trim: bb.text_blocks()
+    for s in range(0, tokens.shape[0], batch_size):
+        t = tokens[s:s + batch_size]
+        if not trim: out.append(bb.own_text(t.to(dev))); continue
+        # every position shared: prompts that begin alike share rows
+        plan = _text_plan(t, eot=bb.eot(t).tolist()).to(dev)
+        x = bb.token_embedding(plan.token)
+        x = x + bb.positions[plan.pos].to(x.dtype)                        # [N, W]
+        out.append(_text_tower(bb, x, plan))
+    return torch.cat(out)
+
 # %% ../nbs/01_clip.ipynb #d4eae23a
 def _embedding_key(model:nn.Module) -> str:
     "The state-dict key of `model`'s token embedding (it differs by family)."
@@ -553,157 +704,6 @@ def model_preprocess(model,
     if bb.image_size is None:
         raise ValueError(f"this {type(model).__name__} has no image tower to preprocess for")
     return make_preprocess(kind, bb.image_size, ratio, bb.mean, bb.std)
-
-# %% ../nbs/01_clip.ipynb #9fc8cf1e
-@dataclass
-class _TextPlan:
-    "Where each position of each prompt lives among the flat rows the text transformer runs on."
-    B: int                  # prompts
-    L: int                  # longest prompt up to its end-of-text
-    S: int                  # rows shared through the prefix tree (numbered first)
-    index: torch.Tensor     # [B, L] flat row of each (prompt, position); padding points at row 0
-    rep: torch.Tensor       # [N] prompt*L + position whose attention output each flat row takes
-    token: torch.Tensor     # [N] token id of each flat row
-    pos: torch.Tensor       # [N] position of each flat row
-    eot: torch.Tensor       # [B] flat row of each prompt's end-of-text
-
-    def to(self, device) -> '_TextPlan':
-        return _TextPlan(self.B, self.L, self.S,
-                         *(getattr(self, k).to(device)
-                           for k in ('index', 'rep', 'token', 'pos', 'eot')))
-
-# %% ../nbs/01_clip.ipynb #0057eac8
-# long: the prefix tree in one piece: each loop fills the rows the next one reads
-def _text_plan(tokens:torch.Tensor, # [B, 77] CLIP tokens
-               # per prompt, how many leading positions depend on the tokens alone (default: all)
-               shared:Sequence[int]|None=None,
-               # per prompt, its end-of-text position (default: the highest id, CLIP's rule)
-               eot:Sequence[int]|None=None,
-              ) -> _TextPlan:
-    ("Flat rows for `tokens` trimmed at end-of-text, "
-     "their leading positions shared through a prefix tree.")
-    rows, eot = tokens.tolist(), tokens.argmax(-1).tolist() if eot is None else list(eot)
-    B, L = len(rows), max(eot) + 1
-    shared = [e + 1 for e in eot] if shared is None else list(shared)
-    # tree: (parent row, token) → shared row; flat_*: (b*L + p, token, p)
-    tree, flat_s, flat_r, index = {}, [], [], []
-    for b, row in enumerate(rows):
-        node, idx = -1, []
-        for p in range(eot[b] + 1):
-            if p < shared[b]:
-                if (node, row[p]) not in tree:
-                    tree[(node, row[p])] = len(flat_s); flat_s.append((b * L + p, row[p], p))
-                node = tree[(node, row[p])]; idx.append(node)
-            # per-prompt rows: -1, -2, ...
-            else: idx.append(-1 - len(flat_r)); flat_r.append((b * L + p, row[p], p))
-        index.append(idx + [0] * (L - len(idx)))
-    S, (rep, token, pos) = len(flat_s), map(list, zip(*(flat_s + flat_r)))
-    index = torch.tensor(index)
-    index = torch.where(index < 0, S - 1 - index, index)  # per-prompt rows follow the shared ones
-    return _TextPlan(B, L, S, index, torch.tensor(rep), torch.tensor(token), torch.tensor(pos),
-                     index[torch.arange(B), eot])
-
-# %% ../nbs/01_clip.ipynb #7c586591
-def _attention(blk:TextBlock, x:torch.Tensor, plan:_TextPlan) -> torch.Tensor:
-    "Causal self-attention of one block on flat rows x [N, W], before out_proj: [N, W]."
-    W, H = x.shape[-1], blk.heads
-    qkv = blk.qkv(blk.ln_1(x))                                                     # [N, 3W]
-    q, k, v = (qkv.index_select(0, plan.index.flatten())
-               .view(plan.B, plan.L, 3, H, W // H).permute(2, 0, 3, 1, 4))        # [B, H, L, W/H]
-    o = F.scaled_dot_product_attention(q, k, v, is_causal=True)                   # [B, H, L, W/H]
-    return o.transpose(1, 2).reshape(plan.B * plan.L, W).index_select(0, plan.rep)  # [N, W]
-
-def _text_tower(bb:Backbone,
-                x:torch.Tensor, # [N, W] flat rows: token embeddings plus positional embeddings
-                plan:_TextPlan) -> torch.Tensor:
-    ("The family's text blocks, final norm and projection on flat rows: "
-     "features [B, D] at the end-of-text.")
-    *blocks, last = bb.text_blocks()
-    for blk in blocks:
-        x = x + blk.ls_1(blk.out_proj(_attention(blk, x, plan)))
-        x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
-    o = _attention(last, x, plan).index_select(0, plan.eot)        # last block: end-of-text only
-    x = x.index_select(0, plan.eot) + last.ls_1(last.out_proj(o))  # [B, W]
-    x = x + last.ls_2(last.mlp(last.ln_2(x)))
-    return bb.project(bb.ln_final(x))                              # [B, D]
-
-# %% ../nbs/01_clip.ipynb #83ee8a31
-def _as_tokens(prompts) -> torch.Tensor:
-    return prompts.cpu() if isinstance(prompts, torch.Tensor) else tokenize(prompts)
-
-def _own_text_with(bb:Backbone, tokens:torch.Tensor, # [B, 77] on the model's device
-                   first:torch.Tensor, # [B] position of each `$`
-                   pt:torch.Tensor, # [B, W] pseudo tokens
-                  ) -> torch.Tensor:
-    ("The family's own 77-token text pass with the embedding of each prompt's first `$` replaced: "
-     "the reference (`trim=False`).")
-    hit = F.one_hot(first, tokens.shape[1]).bool().unsqueeze(-1)      # [B, 77, 1]
-    h = bb.token_embedding.register_forward_hook(
-        lambda mod, args, out: torch.where(hit, pt.unsqueeze(1).to(out.dtype), out))
-    try: return bb.own_text(tokens)                                   # [B, D]
-    finally: h.remove()
-
-# %% ../nbs/01_clip.ipynb #6567cd0c
-# long: one pass from prompts and pseudo tokens to text features, its checks beside it
-def encode_with_pseudo_tokens(
-    model:nn.Module,
-    prompts:Sequence[str]|torch.Tensor, # B prompts (or tokens [B, 77]) each holding `$`
-    pseudo_tokens:torch.Tensor, # [B, W] one per prompt, or [W] / [1, W] shared
-    # run only the positions that can matter (same result, less work);
-    # False: the family's 77-token pass
-    trim:bool=True,
-    ) -> torch.Tensor:
-    ("Text features [B, D] of `prompts` with the first `$` of each replaced by its pseudo token "
-     "(any CLIP family).")
-    bb = backbone(model)
-    dev, dt, W = bb.token_embedding.weight.device, bb.token_embedding.weight.dtype, bb.width
-    tokens = _as_tokens(prompts)         # [B, 77] on the CPU, where the plan is made
-    B, pid = tokens.shape[0], bb.pseudo_id
-    pt = pseudo_tokens.to(dev).reshape(-1, pseudo_tokens.shape[-1])
-    if pt.shape[0] == 1: pt = pt.expand(B, -1)
-    if pt.shape != (B, W):
-        raise ValueError(f"pseudo_tokens has shape {tuple(pseudo_tokens.shape)}; "
-                         f"expected [{B}, {W}] or one shared token")
-    is_p = tokens == pid                 # [B, 77]
-    if not is_p.any(1).all():
-        i = int((~is_p.any(1)).nonzero()[0])
-        shown = prompts[i] if not isinstance(prompts, torch.Tensor) else tokens[i].tolist()
-        raise ValueError(f"prompt {i} has no pseudo-word {PSEUDO_CHAR!r}: {shown!r}")
-    first = is_p.int().argmax(1)         # [B] position of the first `$`
-    if not trim: return _own_text_with(bb, tokens.to(dev), first.to(dev), pt)
-    bad = ~torch.isfinite(pt).all(1)    # [B] NaN / inf tokens: their rows only are NaN
-    # (shared rows must not carry them to other prompts)
-    if bad.any(): pt = pt.masked_fill(bad[:, None], 0)
-    bb.text_blocks()
-    plan, first = (_text_plan(tokens, shared=first.tolist(), eot=bb.eot(tokens).tolist()).to(dev),
-                   first.to(dev))
-    x = bb.token_embedding(plan.token) + bb.positions[plan.pos].to(dt)  # [N, W], the model's dtype
-    slot = plan.index[torch.arange(B, device=dev), first]  # [B] the row of each prompt's `$`
-    x = x.index_copy(0, slot, pt.to(dt) + bb.positions[first].to(dt))
-    out = _text_tower(bb, x, plan)
-    return out.masked_fill(bad[:, None], float('nan')) if bad.any() else out
-
-# %% ../nbs/01_clip.ipynb #1f9ac3d7
-def encode_text(model:nn.Module, texts:Sequence[str]|torch.Tensor, # prompts, or tokens [B, 77]
-                batch_size:int=256, # prompts per forward
-                # run only the positions that can matter (same result, less work);
-                # False: the family's 77-token pass
-                trim:bool=True,
-               ) -> torch.Tensor:
-    ("CLIP text features [B, D] (unnormalised) of prompts without pseudo tokens, any family; "
-     "respects the caller's grad mode.")
-    bb = backbone(model)
-    dev, tokens, out = bb.token_embedding.weight.device, _as_tokens(texts), []
-    if trim: bb.text_blocks()
-    for s in range(0, tokens.shape[0], batch_size):
-        t = tokens[s:s + batch_size]
-        if not trim: out.append(bb.own_text(t.to(dev))); continue
-        # every position shared: prompts that begin alike share rows
-        plan = _text_plan(t, eot=bb.eot(t).tolist()).to(dev)
-        x = bb.token_embedding(plan.token)
-        x = x + bb.positions[plan.pos].to(x.dtype)                        # [N, W]
-        out.append(_text_tower(bb, x, plan))
-    return torch.cat(out)
 
 # %% ../nbs/01_clip.ipynb #399cee1a
 def save_pseudo_tokens(path, names:Sequence[str], tokens:torch.Tensor,
