@@ -19,7 +19,7 @@ from .concepts import TEMPLATES, read_concept_table
 from .phrases import load_phrases, problematic_concepts, make_pseudo_phrase
 
 # %% auto #0
-__all__ = ['logger', 'OTI_OPTIONS', 'OTIConfig', 'image_concepts', 'phrase_pool', 'Draws', 'draw', 'warn_unphrased',
+__all__ = ['logger', 'OTI_OPTIONS', 'OTIConfig', 'image_concepts', 'phrase_pool', 'Draws', 'draw', 'warn_unphrased', 'invert_one',
            'invert_batch', 'OTIResult', 'invert', 'run_oti', 'import_official_tokens']
 
 # %% ../nbs/07_oti.ipynb #3b6904b9
@@ -89,6 +89,26 @@ def warn_unphrased(concepts:set[str], # the (stripped) concepts of the images' t
                     len(missing), len(concepts), top_k, source or 'the phrases given',
                     ', '.join(map(repr, missing[:5])))
     return missing
+
+# %% ../nbs/07_oti.ipynb #13265709
+def invert_one(model, image_feature:torch.Tensor, # [D] one image's CLIP feature
+               name:str, pool:list, config:OTIConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    "OTI on one image, step by step as Sec. 3.1 writes it: (token [W], EMA token [W])."
+    dev = backbone(model).token_embedding.weight.device
+    d = draw(name, len(pool), backbone(model).width, config)
+    v, ema = d.init.to(dev).clone().requires_grad_(), d.init.to(dev).clone()
+    opt = torch.optim.AdamW([v], lr=config.lr, weight_decay=config.weight_decay,
+                            eps=1e-8 * config.math_batch_size)  # the original's (see below)
+    img, lam = F.normalize(image_feature.to(dev).float(), dim=-1), config.lambda_cos + config.lambda_gpt
+    for s in range(config.steps):
+        concept, phrase = pool[d.phrase[s]]
+        prompts = [TEMPLATES[d.template[s]].format(' $ '), make_pseudo_phrase(phrase, concept)]
+        with torch.no_grad(): real = F.normalize(encode_text(model, [phrase]).float(), dim=-1)[0]
+        f = F.normalize(encode_with_pseudo_tokens(model, prompts, v).float(), dim=-1)  # [2, D]
+        loss = (config.lambda_cos * (1 - f[0] @ img) + config.lambda_gpt * (1 - f[1] @ real)) / lam
+        v.grad, = torch.autograd.grad(loss, v); opt.step()  # the gradient of the token alone
+        with torch.no_grad(): ema.mul_(config.ema_decay).add_(v.detach(), alpha=1 - config.ema_decay)
+    return v.detach().cpu(), ema.cpu()
 
 # %% ../nbs/07_oti.ipynb #bfa9bca3
 def _unique_features(model, texts:list[str], batch_size:int=256, precision='fp32'
