@@ -99,7 +99,8 @@ def invert_one(model, image_feature:torch.Tensor, # [D] one image's CLIP feature
     v, ema = d.init.to(dev).clone().requires_grad_(), d.init.to(dev).clone()
     opt = torch.optim.AdamW([v], lr=config.lr, weight_decay=config.weight_decay,
                             eps=1e-8 * config.math_batch_size)  # the original's (see below)
-    img, lam = F.normalize(image_feature.to(dev).float(), dim=-1), config.lambda_cos + config.lambda_gpt
+    img = F.normalize(image_feature.to(dev).float(), dim=-1)
+    lam = config.lambda_cos + config.lambda_gpt
     for s in range(config.steps):
         concept, phrase = pool[d.phrase[s]]
         prompts = [TEMPLATES[d.template[s]].format(' $ '), make_pseudo_phrase(phrase, concept)]
@@ -107,7 +108,8 @@ def invert_one(model, image_feature:torch.Tensor, # [D] one image's CLIP feature
         f = F.normalize(encode_with_pseudo_tokens(model, prompts, v).float(), dim=-1)  # [2, D]
         loss = (config.lambda_cos * (1 - f[0] @ img) + config.lambda_gpt * (1 - f[1] @ real)) / lam
         v.grad, = torch.autograd.grad(loss, v); opt.step()  # the gradient of the token alone
-        with torch.no_grad(): ema.mul_(config.ema_decay).add_(v.detach(), alpha=1 - config.ema_decay)
+        with torch.no_grad():
+            ema.mul_(config.ema_decay).add_(v.detach(), alpha=1 - config.ema_decay)
     return v.detach().cpu(), ema.cpu()
 
 # %% ../nbs/07_oti.ipynb #bfa9bca3
