@@ -1,7 +1,7 @@
 """Pseudo-token text encoding: searle's encoder against CLIP's plain 77-token pass.
 
 searle runs each prompt only up to its end-of-text, computes the positions before `$` once per distinct
-beginning (a prefix tree over the tokens), and runs the last block only at the end-of-text (nbs/01_clip.ipynb).
+beginning (a prefix tree over the tokens), and runs the last block only at the end-of-text (nbs/02_clip.ipynb).
 A full-size model of any family with random weights (speed does not depend on the weights' values), batch 32,
 OTI-like prompts: half templates with ` $ `, half GPT-like phrases of ~20 words with ` $ `.
 Times forward + backward to the pseudo tokens with CLIP frozen (what OTI does every step) and forward alone.

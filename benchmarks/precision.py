@@ -4,7 +4,7 @@ For each model (the tiny preset and full-size ViT-B/32, random weights): the max
 - of the L2-normalised text features of an OTI-like batch with pseudo tokens (`encode_with_pseudo_tokens`),
 - of the tokens after a short OTI (`invert_batch`, the same draws in both precisions), with the token norm for scale,
 - of the pseudo tokens predicted by a phi trained for a few steps (`train_phi` in memory), with their norm.
-These are the numbers the notebooks' bf16 tests are set against (nbs/01_clip, 07_oti, 08_phi).
+These are the numbers the notebooks' bf16 tests are set against (nbs/02_clip, 05_oti, 06_phi).
 Usage: python benchmarks/precision.py [--models tiny ViT-B/32] [--oti-steps 20] [--images 8]
 """
 import argparse, random, time

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT/'_docs'
 
 def _page(nb:Path) -> str:
-    "The page nbdev names for a notebook (`07_oti.ipynb` -> `oti.html`)."
+    "The page nbdev names for a notebook (`05_oti.ipynb` -> `oti.html`)."
     from nbdev.doclinks import _nbpath2html
     return _nbpath2html(Path(nb.name)).name
 
