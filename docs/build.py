@@ -159,6 +159,7 @@ def main():
     if missing: sys.exit(f"docs/build.py: {', '.join(missing)} not installed; expected the "
                          'dev_requirements of settings.ini (pip install -e ".[dev]")')
     os.chdir(ROOT)
+    for stale in (ROOT/'_proc', OUT): shutil.rmtree(stale, ignore_errors=True)  # renamed notebooks
     from nbdev.config import get_config
     cfg = get_config()
     cache = process(cfg.nbs_path, n_workers=int(os.environ.get('SEARLE_DOCS_WORKERS', 2)))
