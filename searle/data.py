@@ -92,6 +92,15 @@ def _field(entry, key:str, path, i:int, kind:type|tuple|None=None):
         raise ValueError(f"{at}: {key!r} is a {type(v).__name__}; expected a {want}")
     return v
 
+def _unique_ids(ids:Sequence[str], path, key:str) -> None:
+    "Refuse two queries with one id: a submission keyed by id would keep only one of them."
+    first = {}
+    for i, q in enumerate(ids):
+        if q in first:
+            raise ValueError(f"{path}: entries {first[q]} and {i} share the {key} {q}; "
+                             "each query needs its own (a submission keyed by it would lose one)")
+        first[q] = i
+
 # %% ../nbs/02_data.ipynb #f57a7424
 class CIRDataset:
     "A gallery of named images and the queries over it; subclasses fill `_names`, `_paths`, `_queries`."
@@ -165,6 +174,7 @@ def circo_queries(annotations:list, # the list read from CIRCO's annotations/{va
             captions=[f(q, i, 'relative_caption', str)],
             target=str(q['target_img_id']) if 'target_img_id' in q else None, ground_truths=gts,
             shared_concept=q.get('shared_concept'), semantic_aspects=q.get('semantic_aspects')))
+    _unique_ids([q.id for q in out], source, 'id')
     return out
 
 # %% ../nbs/02_data.ipynb #003515c4
@@ -210,6 +220,7 @@ class CIRR(CIRDataset):
             members = _field(f('img_set', dict), 'members', cap_path, i, list)
             self._queries.append(Query(id=str(f('pairid')), reference=f('reference', str), captions=[f('caption', str)],
                 target=t, ground_truths=[t] if t is not None else None, group=list(members)))
+        _unique_ids([q.id for q in self._queries], cap_path, 'pairid')
         _check_dataset(self, check, progress)
 
 # %% ../nbs/02_data.ipynb #5090d93f

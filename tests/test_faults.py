@@ -1,0 +1,57 @@
+"""Nothing lost, nothing silent: bad inputs and faults as a user meets them, through the commands a user types.
+The real annotation files come from ../shared/data (copied to a temporary folder, with placeholder images)."""
+import json, os, shutil, subprocess
+from pathlib import Path
+import pytest
+from searle import world
+from searle.core import load_json, save_json
+from searle.data import write_placeholder_images
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, 'SEARLE_OFFLINE': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'OMP_NUM_THREADS': '1',
+       'PYTHONPATH': f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+CLIP = world.world_clip_path()
+
+def run(*args, timeout=600):
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=ENV)
+
+def one_line(r, *needles):
+    "The command failed with a last line holding every needle, and no traceback; returns that line."
+    assert r.returncode != 0, (r.returncode, r.stdout[-1000:], r.stderr[-2000:])
+    assert 'Traceback' not in r.stderr, r.stderr[-2000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert all(n in last for n in needles), last
+    return last
+
+# --- duplicate query ids: refused on loading, naming the file and the id ---------------------------------
+
+def real_circo(shared:Path, dst:Path, split:str) -> Path:
+    "The real CIRCO annotations of `split`, an image info listing every image they name, placeholder images."
+    ann = load_json(shared/'data'/'circo'/'annotations'/f'{split}.json')
+    ids = sorted({q['reference_img_id'] for q in ann} | {g for q in ann for g in q.get('gt_img_ids', [])})
+    save_json(ann, dst/'annotations'/f'{split}.json')
+    save_json({'images': [{'id': i, 'file_name': f'{i:012d}.jpg'} for i in ids]},
+              dst/'COCO2017_unlabeled'/'annotations'/'image_info_unlabeled2017.json')
+    write_placeholder_images([dst/'COCO2017_unlabeled'/'unlabeled2017'/f'{i:012d}.jpg' for i in ids])
+    return dst
+
+def real_cirr(shared:Path, dst:Path, split:str) -> Path:
+    "The real CIRR annotations of `split` and a placeholder image for each image of its split."
+    src = shared/'data'/'cirr'/'cirr'
+    shutil.copytree(src, dst/'cirr')
+    write_placeholder_images([dst/p for p in load_json(src/'image_splits'/f'split.rc2.{split}.json').values()])
+    return dst
+
+@pytest.mark.parametrize('dataset,split,command', [('circo', 'test', 'searle-submit'), ('circo', 'val', 'searle-validate'),
+                                                   ('cirr', 'test1', 'searle-submit'), ('cirr', 'val', 'searle-validate')])
+def test_duplicate_query_ids_are_refused(shared_dir, tmp_path, dataset, split, command):
+    if dataset == 'circo':
+        d = real_circo(shared_dir, tmp_path/'CIRCO', split); f, key = d/'annotations'/f'{split}.json', 'id'
+    else:
+        d = real_cirr(shared_dir, tmp_path/'CIRR', split); f, key = d/'cirr'/'captions'/f'cap.rc2.{split}.json', 'pairid'
+    ann = load_json(f); os.chmod(f, 0o644)
+    ann[7][key] = ann[3][key]; save_json(ann, f)         # two queries share one id
+    r = run(command, '--dataset', dataset, '--dataset-path', d, '--split', split, '--clip-model', CLIP,
+            '--eval-type', 'image+text', '--out', tmp_path/'out', '--no-progress')
+    one_line(r, str(f), f'entries 3 and 7 share the {key} {ann[3][key]}')
+    assert not (tmp_path/'out').exists() or not any((tmp_path/'out').iterdir())
