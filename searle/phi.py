@@ -126,6 +126,7 @@ class PhraseFeatures:
     def __init__(self, model, max_size:int|None=1_000_000, batch_size:int=256, precision:str|None='fp32'):
         self.model, self.max_size, self.batch_size, self.rows, self.encoded = model, max_size, batch_size, collections.OrderedDict(), 0
         self.precision = resolve_precision(precision, next(model.parameters()).device)
+    def clear(self): self.rows.clear()   # at each epoch's start: the epoch's features depend on that epoch alone
     def __call__(self, phrases:Sequence[str]) -> Tensor:
         new = [p for p in dict.fromkeys(phrases) if p not in self.rows]
         if new:
@@ -173,6 +174,7 @@ def train_epoch(phi:Phi, model, opt:torch.optim.Optimizer,
     bl = config.batch_size // dist.world
     local, sums = slice(dist.rank * bl, (dist.rank + 1) * bl), torch.zeros(2)
     batches = epoch_batches(len(names), epoch, config.batch_size, config.seed)
+    real.clear()                                       # phrase features kept within the epoch only: resumable
     for b in progress_bar(batches, progress, desc=f'epoch {epoch}', leave=False):
         mine = b[local].tolist()
         draws = [pools.draw(i, names[i], epoch, config.seed, phi.dims[1], config.dropout) for i in mine]
