@@ -409,7 +409,11 @@ def token_source(eval_type:str, model=None, # the CLIP model (phi is checked aga
                  tokens=None, phi_checkpoint=None, device=None, cache_dir=None) -> dict:
     "The `tokens` / `token_fn` / `baseline` arguments of `searle.retrieval` for an evaluation type."
     check_method(eval_type, tokens, phi_checkpoint)
-    if eval_type == 'oti': return dict(tokens=tokens)
+    if eval_type == 'oti':
+        if model is not None:
+            from searle.clip import check_tokens_for_clip
+            check_tokens_for_clip(tokens, model)   # a token file that records its CLIP: this one
+        return dict(tokens=tokens)
     if eval_type in ('image-only', 'text-only', 'image+text'):
         return dict(baseline={'image-only': 'image', 'text-only': 'text', 'image+text': 'image+text'}[eval_type])
     from searle.phi import load_phi_token_fn

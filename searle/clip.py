@@ -29,8 +29,8 @@ __all__ = ['logger', 'CLIP_PRESETS', 'OPEN_CLIP_TINY', 'HF_PRESETS', 'PSEUDO_CHA
            'backbone', 'clip_config', 'clip_config_from_state_dict', 'save_clip', 'official_clip_path', 'load_clip',
            'as_clip', 'TargetPad', 'make_preprocess', 'model_preprocess', 'encode_with_pseudo_tokens', 'encode_text',
            'save_pseudo_tokens', 'load_pseudo_tokens', 'dedupe_named_rows', 'read_original_tokens',
-           'save_original_tokens', 'open_rgb', 'ImageList', 'model_fingerprint', 'clip_record', 'release_heap',
-           'extract_features']
+           'save_original_tokens', 'open_rgb', 'ImageList', 'model_fingerprint', 'clip_record', 'check_tokens_for_clip',
+           'release_heap', 'extract_features']
 
 # %% ../nbs/01_clip.ipynb #3dfc32d6
 logger = logging.getLogger(__name__)
@@ -718,6 +718,21 @@ def clip_record(model:nn.Module) -> dict:
     bb = backbone(model)
     return {'clip': getattr(model, 'searle_source', None), 'clip_family': bb.family, 'clip_width': bb.width,
             'clip_dim': bb.dim, 'clip_weights': _weights_key(model), 'clip_fingerprint': model_fingerprint(model)}
+
+# %% ../nbs/01_clip.ipynb #b92da338
+def check_tokens_for_clip(path, # a pseudo-token file (a folder or a file recording no CLIP passes)
+                          model:nn.Module):
+    "Raise when the token file records a CLIP of another family or other weights than `model`."
+    p = Path(path)
+    obj = load_tensors(p) if p.is_file() else None
+    rec = obj.get('config', {}).get('backbone') if isinstance(obj, dict) and isinstance(obj.get('config'), dict) else None
+    if not isinstance(rec, dict): return
+    now = clip_record(model)
+    diff = [k for k in ('clip_family', 'clip_weights') if rec.get(k) is not None and rec[k] != now[k]]  # device-stable
+    if diff:
+        show = lambda r: f"{r.get('clip')} ({', '.join(f'{k[5:]} {r.get(k)}' for k in diff)})"
+        raise ValueError(f"{p} holds tokens made with the CLIP {show(rec)}, not with the one given, {show(now)}; "
+                         f"pass the CLIP they were made with (--clip-model {rec.get('clip')})")
 
 # %% ../nbs/01_clip.ipynb #457deec6
 def release_heap():

@@ -240,10 +240,12 @@ def _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, confi
                       'skipped_steps': st['skipped_steps']}, shard)
     bar.close()
 
-def _finish_run(out:Path, batches, names, meta, finished:bool, left_out, original_layout:bool):
+def _finish_run(out:Path, batches, names, meta, finished:bool, left_out, original_layout:bool,
+                backbone:dict|None=None): # `clip_record` of the CLIP, recorded in the token file
     "The first process's end of a run: shards merged (then removed), what was left out, original layout."
     final = out/'oti_pseudo_tokens.pt'
-    if not finished: _merge(out/'shards', batches, names, final, meta); shutil.rmtree(out/'shards')
+    if not finished:
+        _merge(out/'shards', batches, names, final, {**meta, 'backbone': backbone}); shutil.rmtree(out/'shards')
     if left_out is not None:  # this process's truncated images join the caller's counts
         left_out.save(out/'left_out.json')
         save_json({**meta, 'left_out': left_out.counts()}, out/'config.json')
@@ -291,7 +293,7 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
         _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, config, out, progress,
                           f'process {dist.rank}/{dist.world}')
     dist.barrier()
-    if dist.rank == 0: _finish_run(out, batches, names, meta, finished, left_out, original_layout)
+    if dist.rank == 0: _finish_run(out, batches, names, meta, finished, left_out, original_layout, clip_record(model))
     dist.barrier()
     return out/'oti_pseudo_tokens.pt'
 

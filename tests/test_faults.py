@@ -55,3 +55,31 @@ def test_duplicate_query_ids_are_refused(shared_dir, tmp_path, dataset, split, c
             '--eval-type', 'image+text', '--out', tmp_path/'out', '--no-progress')
     one_line(r, str(f), f'entries 3 and 7 share the {key} {ann[3][key]}')
     assert not (tmp_path/'out').exists() or not any((tmp_path/'out').iterdir())
+
+# --- tokens made with another CLIP of the same width: refused, naming the file and both CLIPs -------------
+
+@pytest.fixture(scope='module')
+def small_world(tmp_path_factory):
+    d = tmp_path_factory.mktemp('world')
+    return world.build_world(d / 'w', seed=6, n_gallery=40, n_queries=6, n_test=0, n_unlabeled=0, progress=False)
+
+def test_tokens_of_another_clip_are_refused(small_world, tmp_path):
+    from searle.clip import build_clip, save_clip
+    from searle.phrases import save_phrases
+    a, b = tmp_path / 'a.pt', tmp_path / 'b.pt'
+    save_clip(build_clip('tiny'), a); save_clip(build_clip('tiny', seed=3), b)     # one width, other weights
+    save_phrases({c: [f'a photo of {c} here', f'a {c} on a table'] for c in world.world_concepts()}, tmp_path / 'p.json')
+    imgs = small_world / 'COCO2017_unlabeled' / 'unlabeled2017'
+    on, circo = ('--dataset', 'folder', '--dataset-path', imgs, '--quiet'), ('--dataset', 'circo', '--dataset-path', small_world)
+    for args in (('searle-concepts', '--out', tmp_path / 'c.csv', '--vocabulary', small_world / 'concepts.csv', '--top-k', 20),
+                 ('searle-oti', tmp_path / 'c.csv', tmp_path / 'p.json', '--steps', 2, '--out', tmp_path / 'oti')):
+        r = run(*args, *circo, '--quiet', '--clip-model', a); assert r.returncode == 0, r.stderr[-2000:]
+    tok = tmp_path / 'oti' / 'oti_pseudo_tokens.pt'
+    val = ('searle-validate', '--dataset', 'circo', '--dataset-path', small_world, '--eval-type', 'oti', '--tokens', tok,
+           '--no-progress')
+    r = run(*val, '--clip-model', a, '--out', tmp_path / 'va'); assert r.returncode == 0, r.stderr[-2000:]   # its own CLIP
+    one_line(run(*val, '--clip-model', b, '--out', tmp_path / 'vb'), f'{tok} holds tokens made with the CLIP {a}',
+             f'not with the one given, {b}')
+    one_line(run('searle-train-phi', tok, tmp_path / 'c.csv', tmp_path / 'p.json', *on, '--clip-model', b, '--epochs', 1,
+                 '--batch-size', 8, '--out', tmp_path / 'phi'), f'{tok} holds tokens made with the CLIP {a}', str(b))
+    assert not (tmp_path / 'phi' / 'phi_final.pt').exists()
