@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_retrieval.ipynb #6a9e39bd
 from __future__ import annotations
-import datetime, logging, math
+import collections, datetime, json, logging, math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -416,6 +416,27 @@ def _circo_list_length(dataset_path) -> int:
     if not info.is_file(): return TOP_K
     return min(TOP_K, sum(bool(im.get('in_gallery', True)) for im in load_json(info)['images']))
 
+def _read_predictions(path) -> dict:
+    "A predictions file, refusing a key written twice (a JSON reader keeps only the last of them)."
+    def once(pairs):
+        if rep := sorted(k for k, c in collections.Counter(k for k, _ in pairs).items() if c > 1):
+            raise KeyError(rep)
+        return dict(pairs)
+    if not Path(path).is_file(): raise FileNotFoundError(f"expected a JSON file at {path}, found nothing")
+    try: return json.loads(Path(path).read_text(encoding='utf-8'), object_pairs_hook=once)
+    except KeyError as e: raise ValueError(f"{path}: the keys {e.args[0][:5]} are written more than once") from None
+    except json.JSONDecodeError as e: raise ValueError(f"{path} is not valid JSON: {e}") from None
+
+def _check_ids(v, qid:str, n:int, source:str) -> list[str]:
+    "A query's predicted ids as strings: a list of integers or strings, or an error naming the query."
+    if not isinstance(v, list):
+        raise ValueError(f"{source}: query {qid} maps to a {type(v).__name__}; expected a list of {n} image ids")
+    if bad := [x for x in v if isinstance(x, bool) or not isinstance(x, (int, str))]:
+        r = repr(bad[0]); r = r if len(r) <= 40 else r[:36] + ' ...'
+        raise ValueError(f"{source}: query {qid} lists {r} (a {type(bad[0]).__name__}); "
+                         "image ids are integers or strings")
+    return [str(x) for x in v]
+
 def score_circo_submission(predictions, # path to a {query id: [image ids]} JSON file, or the dict
                            dataset_path, # the CIRCO folder (reads annotations/<split>.json)
                            split:str='val') -> dict[str, float]:
@@ -423,7 +444,7 @@ def score_circo_submission(predictions, # path to a {query id: [image ids]} JSON
     ann_path = Path(dataset_path)/'annotations'/f'{split}.json'
     queries, n = circo_queries(load_json(ann_path), ann_path), _circo_list_length(dataset_path)
     source = str(predictions) if not isinstance(predictions, dict) else 'predictions'
-    preds = predictions if isinstance(predictions, dict) else load_json(predictions)
+    preds = predictions if isinstance(predictions, dict) else _read_predictions(predictions)
     if not isinstance(preds, dict): raise ValueError(f"{source}: expected a JSON object {{query id: [image ids]}}")
     preds = {str(k): v for k, v in preds.items()}
     missing = [q.id for q in queries if q.id not in preds]
@@ -432,7 +453,7 @@ def score_circo_submission(predictions, # path to a {query id: [image ids]} JSON
     if extra: raise ValueError(f"{source}: {len(extra)} keys are not query ids of {ann_path}: {extra[:5]}")
     vocab, rows = {}, []
     for q in queries:
-        lst = [str(x) for x in preds[q.id]]
+        lst = _check_ids(preds[q.id], q.id, n, source)
         dup = sorted({x for x in lst if lst.count(x) > 1})
         if dup: raise ValueError(f"{source}: query {q.id} lists ids more than once: {dup[:5]}")
         if len(lst) != n: raise ValueError(f"{source}: query {q.id} lists {len(lst)} ids; the server takes exactly {n} distinct ids")

@@ -83,3 +83,35 @@ def test_tokens_of_another_clip_are_refused(small_world, tmp_path):
     one_line(run('searle-train-phi', tok, tmp_path / 'c.csv', tmp_path / 'p.json', *on, '--clip-model', b, '--epochs', 1,
                  '--batch-size', 8, '--out', tmp_path / 'phi'), f'{tok} holds tokens made with the CLIP {a}', str(b))
     assert not (tmp_path / 'phi' / 'phi_final.pt').exists()
+
+# --- searle-score refuses malformed predictions in one line --------------------------------------------
+
+@pytest.fixture(scope='module')
+def circo_val(shared_dir, tmp_path_factory):
+    "The real CIRCO val annotations (the scorer reads no image) and predictions that score 100."
+    d = tmp_path_factory.mktemp('circo_val')
+    ann = load_json(shared_dir/'data'/'circo'/'annotations'/'val.json')
+    save_json(ann, d/'annotations'/'val.json')
+    ids = sorted({g for q in ann for g in q['gt_img_ids']} | {q['reference_img_id'] for q in ann})
+    pad = lambda gts: gts + [i for i in ids if i not in gts][:50 - len(gts)]
+    return d, {str(q['id']): pad(list(q['gt_img_ids'])) for q in ann}
+
+@pytest.mark.parametrize('case,needle', [('floats', 'lists 355099.0 (a float); image ids are integers or strings'),
+                                         ('nested', '(a list); image ids are integers or strings'),
+                                         ('dict', 'maps to a dict; expected a list of 50 image ids'),
+                                         ('int', 'maps to a int; expected a list of 50 image ids'),
+                                         ('null', 'maps to a NoneType; expected a list of 50 image ids'),
+                                         ('twice', "the keys ['0'] are written more than once")])
+def test_score_refuses_malformed_predictions(circo_val, tmp_path, case, needle):
+    d, preds = circo_val
+    if case == 'floats':                                                    # the well-formed file scores
+        assert json.loads(run('searle-score', _write(tmp_path/'ok.json', preds), '--dataset-path', d).stdout)['map@50'] == 100
+    q = next(k for k, v in preds.items() if 355099 in v) if case == 'floats' else '0'
+    bad = {**preds, q: {'floats': [float(x) for x in preds[q]], 'nested': [preds[q]], 'dict': {'ids': preds[q]},
+                        'int': 355099, 'null': None, 'twice': preds[q]}[case]}
+    text = json.dumps(bad)
+    if case == 'twice': text = '{"0": ' + json.dumps(preds['1']) + ', ' + text[1:]    # query 0 twice: the first is lost
+    (tmp_path/'bad.json').write_text(text)
+    one_line(run('searle-score', tmp_path/'bad.json', '--dataset-path', d), str(tmp_path/'bad.json'), needle)
+
+def _write(path, obj): path.write_text(json.dumps(obj)); return path
