@@ -451,6 +451,7 @@ def searle_validate(dataset:str=None, # the benchmark ('fashioniq', 'cirr' or 'c
     check_output(out); check_precision(precision, device)
     from searle import retrieval
     from searle.data import LeftOut
+    if template: retrieval.check_template(template, eval_type not in ('image-only', 'text-only', 'image+text'))
     _images(dataset, dataset_path, split, 'images', missing_images)  # the benchmark, checked before CLIP is loaded
     model, src = method_inputs(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
     lo = LeftOut()
@@ -488,6 +489,7 @@ def searle_submit(dataset:str=None, # 'cirr' or 'circo'
     from searle import retrieval
     from searle.data import LeftOut
     split = split or {'cirr': 'test1', 'circo': 'test'}[dataset]
+    if template: retrieval.check_template(template, eval_type not in ('image-only', 'text-only', 'image+text'))
     _images(dataset, dataset_path, split, 'images', missing_images)  # the benchmark, checked before CLIP is loaded
     model, src = method_inputs(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
     lo = LeftOut()
@@ -698,6 +700,7 @@ def searle_query(reference:str, # the reference image: a file, or the name of an
         raise FileNotFoundError(f"no reference image at {reference} (nor in the gallery {gallery})")
     r = ComposedRetriever.from_pretrained(clip_model or 'world', phi=phi, cache_dir=cache_dir, device=device)
     hits = r.index(gallery, progress=not no_progress).search(reference, caption, k=top_k, method=method)
+    if not hits: raise ValueError(f"--gallery {gallery}: nothing to rank, its only image is the reference")
     if json:
         import json as js
         rows = [{'rank': m.rank, 'name': m.name, 'score': round(m.score, 6)} for m in hits]

@@ -112,8 +112,15 @@ def build_clip(config:str|dict='tiny', # 'tiny', 'ViT-B/32', 'open_clip:ARCH', '
 PSEUDO_CHAR = '$'
 
 def tokenize(texts:str|Sequence[str]) -> torch.Tensor:
-    "CLIP tokens [B, 77], truncated at the context length."
-    return clip.tokenize([texts] if isinstance(texts, str) else list(texts), truncate=True)
+    "CLIP tokens [B, 77], truncated at the context length (with one warning saying how many were cut)."
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    t = clip.tokenize(texts, truncate=True)                          # [B, 77]
+    full = (t[:, -1] != 0).nonzero().flatten().tolist()            # 77 tokens or more: measure those
+    n = {i: len(clip.clip._tokenizer.encode(texts[i])) + 2 for i in full}
+    if cut := [i for i in full if n[i] > t.shape[1]]:
+        logger.warning("%d of %d prompts are longer than CLIP's %d tokens and were cut (the longest: %d tokens): %r",
+                       len(cut), len(texts), t.shape[1], max(n[i] for i in cut), texts[cut[0]][:80] + '...')
+    return t
 
 def pseudo_token_id() -> int:
     "The BPE id of `$`."
@@ -654,12 +661,16 @@ def _truncated_images_allowed():
 
 def _is_truncation(e:Exception) -> bool: return isinstance(e, OSError) and 'truncated' in str(e).lower()
 
+def _bomb(path, e:Exception) -> ValueError:
+    return ValueError(f"{path} is refused: its size suggests a decompression bomb ({e})")
+
 def open_rgb(path, truncated:str='error', # 'error', or 'decode': a truncated file decodes what is there (the original's way)
             ) -> tuple[Image.Image, bool]:
     "(the image at `path` as RGB, whether it was a truncated file decoded under `truncated='decode'`)."
     if truncated not in ('error', 'decode'): raise ValueError(f"truncated={truncated!r}; expected 'error' or 'decode'")
     try:
         with Image.open(path) as im: return im.convert('RGB'), False
+    except Image.DecompressionBombError as e: raise _bomb(path, e) from None   # PIL's pixel limit, twice over
     except OSError as e:
         if truncated != 'decode' or not _is_truncation(e): raise
     with _truncated_images_allowed(), Image.open(path) as im: return im.convert('RGB'), True

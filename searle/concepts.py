@@ -18,7 +18,7 @@ from .clip import ImageList, as_clip, backbone, encode_text, extract_features, m
 __all__ = ['logger', 'OPENIMAGES_URL', 'OPENIMAGES_SHA256', 'TEMPLATES', 'IMAGE_NAME_COLUMN', 'read_vocabulary',
            'download_checked', 'load_vocabulary', 'concept_prompts', 'concept_features', 'vocabulary_key',
            'cached_concept_features', 'top_concepts', 'concept_table_name', 'write_concept_table', 'read_concept_table',
-           'associate_images', 'run_concepts']
+           'check_top_k', 'associate_images', 'run_concepts']
 
 # %% ../nbs/05_concepts.ipynb #519a2b74
 logger = logging.getLogger(__name__)
@@ -192,6 +192,13 @@ def read_concept_table(path:PathLike, # a CSV written by `write_concept_table` o
                                  "with different concepts")
             table[name] = row(cells[:k]) if row else cells[:k]
     return table
+
+def check_top_k(path:PathLike, # a concept table
+                top_k:int): # the concepts per image a stage asks for
+    "Warn when a top-k is larger than the concepts the table holds per image: the stage uses those it holds."
+    with open(path, newline='', encoding='utf-8') as f: K = _table_header(Path(path), csv.reader(f))
+    if top_k > K: logger.warning('%s holds %d concepts per image: a top-k of %d uses those %d', path, K, top_k, K)
+    return min(top_k, K)
 
 # %% ../nbs/05_concepts.ipynb #31d2ed57
 def _parts_dir(out_path:Path) -> Path: return out_path.with_name(out_path.name + '.parts')

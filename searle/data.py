@@ -170,6 +170,8 @@ def circo_queries(annotations:list, # the list read from CIRCO's annotations/{va
     out, f = [], lambda q, i, k, t=None: _field(q, k, source, i, t)
     for i, q in enumerate(_entries(annotations, source)):
         gts = [str(g) for g in f(q, i, 'gt_img_ids', list)] if isinstance(q, dict) and 'gt_img_ids' in q else None
+        if gts == []:  # scored as a miss whatever is ranked
+            raise ValueError(f"{source}, entry {i} (id {q.get('id')}): 'gt_img_ids' is empty; a query needs its ground truths")
         out.append(Query(id=str(f(q, i, 'id')), reference=str(f(q, i, 'reference_img_id')),
             captions=[f(q, i, 'relative_caption', str)],
             target=str(q['target_img_id']) if 'target_img_id' in q else None, ground_truths=gts,
@@ -250,6 +252,19 @@ class FashionIQ(CIRDataset):
     def __repr__(self): return super().__repr__()[:-1] + f", category={self.category!r})"
 
 # %% ../nbs/02_data.ipynb #227df54e
+def _image_files(d:Path) -> list[Path]:
+    "The image files under `d` (links to folders not followed), with one warning for what could not be read."
+    found, dangling, unreadable = [], [], []
+    for top, _, files in os.walk(d, onerror=lambda e: unreadable.append(e.filename)):
+        for f in files:
+            p = Path(top)/f
+            if p.suffix.lower() in IMAGE_EXTENSIONS: (found if p.is_file() else dangling).append(p)
+    if dangling or unreadable:
+        show = lambda xs: f" ({', '.join(map(str, xs[:3]))}{', ...' if len(xs) > 3 else ''})" if xs else ''
+        logger.warning('%s: left out %d unreadable folders%s and %d image names that are no file (links to nothing)%s',
+                       d, len(unreadable), show(unreadable), len(dangling), show(dangling))
+    return sorted(found)
+
 class ImageFolder(CIRDataset):
     "Every image under a folder (recursively), named by its relative path; no queries."
     name = 'folder'
@@ -258,7 +273,7 @@ class ImageFolder(CIRDataset):
         super().__init__(root, split)
         d = self._dir()
         if not d.is_dir(): raise FileNotFoundError(f"expected a folder of images at {d}, found nothing (expected layout: {'; '.join(l.strip() for l in self.layout.splitlines())})")
-        self._paths = sorted(p for p in d.rglob('*') if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        self._paths = _image_files(d)
         if not self._paths: raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {d}")
         self._names = [self._name(p) for p in self._paths]
         _check_dataset(self, check, progress)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .core import *
 from .clip import *
-from .concepts import TEMPLATES, read_concept_table
+from .concepts import TEMPLATES, check_top_k, read_concept_table
 from .phrases import load_phrases, problematic_concepts, make_pseudo_phrase
 
 # %% auto #0
@@ -272,6 +272,7 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
     config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))  # recorded resolved
     names = list(images.names) if isinstance(images, ImageList) else [str(n) for n in images[0]]
     src = lambda x: None if isinstance(x, dict) else str(Path(x).resolve())
+    if not isinstance(concept_table, dict): check_top_k(concept_table, config.top_k)
     meta = _run_meta(config, names, model, {'concept_table': src(concept_table), 'phrases': src(phrases)})
     if left_out is not None: meta['left_out'] = left_out.counts()  # recorded, not compared on resume
     step = config.batch_size

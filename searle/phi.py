@@ -18,7 +18,7 @@ from .core import *
 from .clip import (ImageList, as_clip, backbone, check_tokens_for_clip, clip_record, encode_text,
                          encode_with_pseudo_tokens, extract_features, load_pseudo_tokens, model_fingerprint,
                          model_preprocess, tokenize)
-from .concepts import read_concept_table
+from .concepts import check_top_k, read_concept_table
 from .phrases import load_phrases, problematic_concepts, make_pseudo_phrase
 from .oti import names_key, warn_unphrased
 
@@ -480,6 +480,7 @@ def run_train_phi(clip_model, # an official CLIP name, a checkpoint file, or a C
     dev = dist.resolve(device)
     model = as_clip(clip_model, dev)
     if not isinstance(oti_tokens, tuple): check_tokens_for_clip(oti_tokens, model)  # made with this CLIP
+    if not isinstance(concept_table, dict): check_top_k(concept_table, config.top_k)
     config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))  # features, training, validation
     names, feats = _training_features(model, images, preprocess, cache_dir or out/'features', dev, dist, batch_size, progress,
                                       num_workers, config.precision, truncated, cut)

@@ -22,9 +22,9 @@ from .metrics import *
 
 # %% auto #0
 __all__ = ['logger', 'QUERY_TEMPLATE', 'TEXT_TEMPLATE', 'BASELINES', 'RECALL_KS', 'SUBSET_KS', 'MAP_KS', 'ASPECT_MAP_K', 'TOP_K',
-           'query_prompts', 'reference_tokens', 'query_features', 'rank_gallery', 'benchmark_metrics', 'Retrieval',
-           'retrieve', 'validate', 'validate_benchmark', 'results_table', 'cirr_submissions', 'circo_submission',
-           'check_submission', 'score_circo_submission', 'run_validation', 'run_submission']
+           'query_prompts', 'check_template', 'reference_tokens', 'query_features', 'rank_gallery', 'benchmark_metrics',
+           'Retrieval', 'retrieve', 'validate', 'validate_benchmark', 'results_table', 'cirr_submissions',
+           'circo_submission', 'check_submission', 'score_circo_submission', 'run_validation', 'run_submission']
 
 # %% ../nbs/04_retrieval.ipynb #8f5a6d1c
 logger = logging.getLogger(__name__)
@@ -47,6 +47,12 @@ def query_prompts(query:Query, # one query of any benchmark
     try: return [template.format(caption=c, shared_concept=query.shared_concept) for c in caps]
     except (KeyError, IndexError) as e:
         raise ValueError(f"template {template!r} uses an unknown field {e}; available: {{caption}}, {{shared_concept}}") from None
+
+def check_template(template:str, pseudo:bool=True): # pseudo: the method puts a pseudo token at `$`
+    "Refuse a query template without {caption} (every query would be one prompt) or, for pseudo tokens, without `$`."
+    if '{caption}' not in template:
+        raise ValueError(f"template {template!r} has no {{caption}}: every query would get the same prompt")
+    if pseudo and '$' not in template: raise ValueError(f"template {template!r} has no pseudo-word '$'")
 
 # %% ../nbs/04_retrieval.ipynb #833b4790
 def _tokens_table(tokens) -> tuple[list[str], Tensor]:
@@ -112,7 +118,7 @@ def query_features(model, queries:Sequence[Query], # the queries to encode
     if baseline not in (None, *BASELINES): raise ValueError(f"unknown baseline {baseline!r}; expected one of {BASELINES}")
     if (baseline is None) != (ref_tokens is not None):
         raise ValueError(f"give exactly one of ref_tokens / baseline; got ref_tokens={'None' if ref_tokens is None else list(ref_tokens.shape)}, baseline={baseline!r}")
-    if baseline is None and '$' not in template: raise ValueError(f"template {template!r} has no pseudo-word '$'")
+    check_template(template if baseline is None else text_template, baseline is None)
     pos = {n: i for i, n in enumerate(ref_names)}
     ref_row = torch.tensor([pos[q.reference] for q in queries], dtype=torch.long)  # [Q]
     if baseline is None: return _encode_prompts(model, queries, template, ref_tokens, ref_row, batch_size, progress, precision)

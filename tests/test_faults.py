@@ -115,3 +115,76 @@ def test_score_refuses_malformed_predictions(circo_val, tmp_path, case, needle):
     one_line(run('searle-score', tmp_path/'bad.json', '--dataset-path', d), str(tmp_path/'bad.json'), needle)
 
 def _write(path, obj): path.write_text(json.dumps(obj)); return path
+
+# --- what changed a result without a word: an error, or one warning saying what changed and how much -----
+
+def test_circo_query_without_ground_truths_is_refused(shared_dir, tmp_path):
+    d = real_circo(shared_dir, tmp_path/'CIRCO', 'val'); f = d/'annotations'/'val.json'
+    ann = load_json(f); ann[5]['gt_img_ids'] = []; save_json(ann, f)
+    r = run('searle-validate', '--dataset', 'circo', '--dataset-path', d, '--clip-model', CLIP, '--eval-type', 'image+text',
+            '--out', tmp_path/'out', '--no-progress')
+    one_line(r, f"{f}, entry 5 (id {ann[5]['id']}): 'gt_img_ids' is empty")
+
+def test_template_without_caption_is_refused(small_world, tmp_path):
+    r = run('searle-validate', '--dataset', 'circo', '--dataset-path', small_world, '--clip-model', CLIP, '--eval-type',
+            'text-only', '--template', 'a photo of $ that is red', '--out', tmp_path/'v', '--no-progress')
+    one_line(r, "template 'a photo of $ that is red' has no {caption}: every query would get the same prompt")
+
+def test_long_captions_are_cut_with_one_warning(small_world, tmp_path):
+    w = tmp_path/'w'; shutil.copytree(small_world, w)
+    ann = load_json(w/'annotations'/'val.json'); ann[2]['relative_caption'] = 'is red ' * 60; save_json(ann, w/'annotations'/'val.json')
+    r = run('searle-validate', '--dataset', 'circo', '--dataset-path', w, '--clip-model', CLIP, '--eval-type', 'text-only',
+            '--out', tmp_path/'v', '--no-progress')
+    assert r.returncode == 0, r.stderr[-2000:]
+    warned = [l for l in r.stderr.splitlines() if 'longer than' in l]
+    assert len(warned) == 1 and f"1 of {len(ann)} prompts are longer than CLIP's 77 tokens and were cut (the longest: 122" in warned[0], r.stderr
+
+def test_top_k_beyond_the_table_and_a_link_to_nothing_warn(small_world, tmp_path):
+    imgs = tmp_path/'imgs'; shutil.copytree(small_world/'COCO2017_unlabeled'/'unlabeled2017', imgs)
+    os.symlink(tmp_path/'nowhere.png', imgs/'gone.png')
+    on = ('--dataset', 'folder', '--dataset-path', imgs, '--clip-model', CLIP)
+    r = run('searle-concepts', '--out', tmp_path/'c.csv', '--vocabulary', small_world/'concepts.csv', '--top-k', 5, *on)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f'{imgs}: left out 0 unreadable folders and 1 image names that are no file (links to nothing) ({imgs/"gone.png"})' in r.stderr
+    from searle.phrases import save_phrases
+    save_phrases({c: [f'a photo of {c} here'] for c in world.world_concepts()}, tmp_path/'p.json')
+    r = run('searle-oti', tmp_path/'c.csv', tmp_path/'p.json', '--top-k', 12, '--steps', 1, '--out', tmp_path/'oti', *on)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f'{tmp_path/"c.csv"} holds 5 concepts per image: a top-k of 12 uses those 5' in r.stderr, r.stderr[-2000:]
+
+def test_query_on_a_gallery_of_only_the_reference_is_refused(small_world, tmp_path):
+    (tmp_path/'g').mkdir(); shutil.copy(sorted((small_world/'COCO2017_unlabeled'/'unlabeled2017').iterdir())[0], tmp_path/'g'/'ref.png')
+    r = run('searle-query', 'ref.png', 'is red', '--gallery', tmp_path/'g', '--cache-dir', tmp_path/'cache', '--no-progress')
+    one_line(r, f"--gallery {tmp_path/'g'}: nothing to rank, its only image is the reference")
+
+# --- a decompression bomb in a gallery or an image folder: one line, from every place that opens images ------
+
+def write_bomb(path:Path) -> Path:
+    "A PNG whose header says 20000x20000 pixels (PIL refuses it on opening, before decoding)."
+    import struct, zlib
+    from PIL import Image
+    Image.new('RGB', (1, 1)).save(path); b = bytearray(path.read_bytes())
+    b[16:24] = struct.pack('>II', 20000, 20000); b[29:33] = struct.pack('>I', zlib.crc32(b[12:29]))
+    path.write_bytes(b); return path
+
+@pytest.fixture
+def bomb_gallery(small_world, tmp_path):
+    g = tmp_path/'g'; shutil.copytree(small_world/'COCO2017_unlabeled'/'unlabeled2017', g)
+    return g, write_bomb(g/'bomb.png')
+
+def test_a_decompression_bomb_is_one_line(small_world, bomb_gallery, tmp_path):
+    g, bomb = bomb_gallery
+    needle = f'{bomb} is refused: its size suggests a decompression bomb'
+    one_line(run('searle-concepts', '--out', tmp_path/'c.csv', '--vocabulary', small_world/'concepts.csv', '--dataset', 'folder',
+                 '--dataset-path', g, '--clip-model', CLIP, '--top-k', 5), needle)
+    ref = sorted(g.glob('0*.png'))[0]
+    one_line(run('searle-query', ref, 'is red', '--gallery', g, '--cache-dir', tmp_path/'cache', '--no-progress'), needle)
+    from searle.api import ComposedRetriever
+    r = ComposedRetriever.from_pretrained('world', cache_dir=tmp_path/'cache', device='cpu')
+    with pytest.raises(ValueError, match='decompression bomb'): r.index(g)
+
+def test_a_decompression_bomb_stops_the_app_in_one_line(bomb_gallery, tmp_path):
+    pytest.importorskip('gradio')
+    g, bomb = bomb_gallery
+    one_line(run('searle-app', '--gallery', g, '--port', 7911, '--cache-dir', tmp_path/'cache', timeout=300),
+             f'{bomb} is refused: its size suggests a decompression bomb')
