@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_cli.ipynb #4b73f436
 from __future__ import annotations
-import argparse, functools, inspect, json, logging, os, re, shutil, sys, tempfile
+import argparse, functools, inspect, json, logging, os, pickle, re, shutil, sys, tempfile
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
@@ -135,7 +135,16 @@ def make_parser(f, required=(), choices:dict|None=None) -> argparse.ArgumentPars
     return p
 
 # %% ../nbs/10_cli.ipynb #a1c0de07
-USER_ERRORS = (ValueError, OSError, KeyError)  # bad input or environment: a message, not a traceback
+USER_ERRORS = (ValueError, OSError, KeyError, pickle.UnpicklingError)  # bad input or environment: a message
+
+def _message(e:Exception) -> str:
+    "An error's message: a KeyError's key, a refused pickle's reason in one line, else its text."
+    if isinstance(e, KeyError) and e.args: return str(e.args[0])   # a KeyError's str() is its repr
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    if len(lines) > 1 and isinstance(e, pickle.UnpicklingError):   # torch's refusal: the line naming what was refused
+        why = next((l for l in lines if 'GLOBAL' in l or 'Unsupported' in l), lines[-1])
+        return f'a pickle that is not only tensors and plain containers was refused, nothing in it run ({why})'
+    return str(e)
 
 def _run(f, p:argparse.ArgumentParser, resume:str|None):
     "Parse `sys.argv` with `p`, configure logging and call `f`; errors and Ctrl-C become one line."
@@ -151,8 +160,7 @@ def _run(f, p:argparse.ArgumentParser, resume:str|None):
         sys.exit(130)
     except USER_ERRORS as e:
         if debug: raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e  # a KeyError's str() is its repr
-        print(f'{p.prog}: error: {msg}', file=sys.stderr); sys.exit(1)
+        print(f'{p.prog}: error: {_message(e)}', file=sys.stderr); sys.exit(1)
 
 def command(f=None, *, required:tuple=(), # options the command cannot run without
             resume:str|None=None, # said on Ctrl-C: what was kept and how to resume (fields: the options)

@@ -306,12 +306,16 @@ def _clip_from_state_dict(sd:dict, config:dict|None=None, token_ids=None) -> nn.
 
 def _read_clip_file(path:Path) -> nn.Module:
     try: obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception:  # the official files are TorchScript archives
+    except Exception as first:  # the official files are TorchScript archives
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore', FutureWarning)  # torch.jit.load's deprecation notice
                 return _clip_from_state_dict(torch.jit.load(str(path), map_location='cpu').state_dict())
-        except Exception as e: raise ValueError(f"{path} is neither a CLIP state dict nor a CLIP TorchScript archive ({e})") from None
+        except Exception as e:
+            if isinstance(first, pickle.UnpicklingError) and 'GLOBAL' in str(first):   # a pickle naming code
+                what = next(l.strip() for l in str(first).splitlines() if 'GLOBAL' in l)
+                raise ValueError(f"{path} holds code that was not run, so it is no CLIP checkpoint ({what})") from None
+            raise ValueError(f"{path} is neither a CLIP state dict nor a CLIP TorchScript archive ({e})") from None
     if isinstance(obj, dict) and obj.get('format') == 'searle-clip':
         return _clip_from_state_dict(obj['state_dict'], obj['config'], obj.get('token_ids'))
     if isinstance(obj, dict) and isinstance(obj.get('state_dict'), dict): obj = obj['state_dict']

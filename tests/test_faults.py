@@ -188,3 +188,33 @@ def test_a_decompression_bomb_stops_the_app_in_one_line(bomb_gallery, tmp_path):
     g, bomb = bomb_gallery
     one_line(run('searle-app', '--gallery', g, '--port', 7911, '--cache-dir', tmp_path/'cache', timeout=300),
              f'{bomb} is refused: its size suggests a decompression bomb')
+
+# --- refused pickles: one line (no payload runs), and a CLIP file that is such a pickle says so ---------------
+
+class _Payload:
+    def __init__(self, marker): self.marker = marker
+    def __reduce__(self): return (os.system, (f'touch {self.marker}',))
+
+def test_refused_pickles_are_one_line_and_run_nothing(small_world, tmp_path):
+    import pickle, zipfile, torch
+    marker = tmp_path/'ran'
+    evil = pickle.dumps({'dog': [_Payload(marker)]})
+    (tmp_path/'phrases.pkl').write_bytes(evil)
+    with zipfile.ZipFile(tmp_path/'GPTNeo27B.zip', 'w') as z: z.writestr('GPTNeo27B/concept_to_phrases.pkl', evil)
+    circo = ('--dataset', 'circo', '--dataset-path', small_world)
+    r = run('searle-concepts', '--out', tmp_path/'c.csv', '--vocabulary', small_world/'concepts.csv', '--top-k', 5, *circo,
+            '--clip-model', CLIP, '--quiet'); assert r.returncode == 0, r.stderr[-2000:]
+    for ph in ('phrases.pkl', 'GPTNeo27B.zip'):
+        one_line(run('searle-oti', tmp_path/'c.csv', tmp_path/ph, *circo, '--clip-model', CLIP, '--steps', 1,
+                     '--out', tmp_path/f'oti-{ph}'), 'refusing to load posix.system')
+    oti = tmp_path/'oti_original'; oti.mkdir()                                 # the original's OTI layout
+    torch.save(torch.zeros(6, 64), oti/'oti_pseudo_tokens.pt'); (oti/'image_names.pkl').write_bytes(pickle.dumps([_Payload(marker)]))
+    val = ('searle-validate', *circo, '--eval-type', 'oti', '--out', tmp_path/'v', '--no-progress')
+    one_line(run(*val, '--tokens', oti, '--clip-model', CLIP), 'image_names.pkl: refusing to load posix.system')
+    torch.save({'state_dict': {'x': _Payload(marker)}}, tmp_path/'clip.pt')
+    one_line(run(*val, '--tokens', oti, '--clip-model', tmp_path/'clip.pt'), 'image_names.pkl')  # tokens are read first
+    one_line(run('searle-validate', *circo, '--eval-type', 'image-only', '--out', tmp_path/'v2', '--clip-model', tmp_path/'clip.pt'),
+             f"{tmp_path/'clip.pt'} holds code that was not run", 'posix.system')
+    one_line(run('searle-validate', *circo, '--eval-type', 'image-only', '--out', tmp_path/'v3',
+                 '--clip-model', f"open_clip:ViT-B-32/{tmp_path/'clip.pt'}"), 'was refused, nothing in it run', 'posix.system')
+    assert not marker.exists()                                                  # no payload ran
