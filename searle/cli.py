@@ -73,7 +73,8 @@ OPTIONS = {  # option name -> argparse keywords: one rule for every command that
     'truncated_images': dict(choices=('error', 'decode'), help='decode: decode truncated files as the original '
                                                                'does (recorded in OUT)'),
     'top_k': dict(type=_COUNT, aliases=('--k',)),  # the original's and issue's short spelling still parses
-    **{k: dict(type=_COUNT) for k in ('steps', 'epochs', 'batch_size', 'num_return_sequences',
+    'num_return_sequences': dict(type=Number(int, 1, 10_000)),  # the paper: 256; all of one concept's are one batch
+    **{k: dict(type=_COUNT) for k in ('steps', 'epochs', 'batch_size',
                                       'save_every', 'limit', 'n_gallery', 'n_queries')},
     'seed': dict(type=_SEED), 'port': dict(type=Number(int, 1, 65535)),
     **{k: dict(type=_POSITIVE) for k in ('lr', 'tau')},

@@ -438,6 +438,7 @@ class TargetPad:
     def __init__(self, ratio:float=1.25): self.ratio = ratio
     def __call__(self, img:Image.Image) -> Image.Image:
         w, h = img.size
+        if not w or not h: raise ValueError(f"an image of {w}x{h} pixels has nothing to encode")
         if max(w, h) / min(w, h) < self.ratio: return img
         s = max(w, h) / self.ratio  # the new short side
         hp, vp = max(int((s - w) / 2), 0), max(int((s - h) / 2), 0)
@@ -786,8 +787,12 @@ def extract_features(model:nn.Module, images:ImageList, preprocess:Callable, # P
         key = hashlib.sha256(key.encode()).hexdigest()[:32]
         cache = Path(cache_dir) / f'features-{key}.pt'
         if cache.is_file():
-            obj = load_tensors(cache)
-            if obj['names'] == images.names:
+            obj, D = load_tensors(cache), backbone(model).dim
+            ok = isinstance(obj, dict) and isinstance(obj.get('features'), torch.Tensor)
+            if ok and tuple(obj['features'].shape) != (len(obj.get('names', [])), D):
+                logger.warning('%s holds features of shape %s, not [%d, %d] for this CLIP: computing them again', cache,
+                               list(obj['features'].shape), len(obj.get('names', [])), D); ok = False
+            if ok and obj['names'] == images.names:
                 cut = list(obj.get('truncated', []))
                 if truncated == 'error': _refuse_truncated(cut, [images.paths[images.names.index(n)] for n in cut[:1]], cache)
                 if truncated_names is not None: truncated_names += cut

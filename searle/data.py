@@ -192,7 +192,12 @@ class CIRCO(CIRDataset):
         super().__init__(root, split)
         if split not in ('val', 'test'): raise ValueError(f"CIRCO split must be 'val' or 'test', got {split!r}")
         ann_path = _need_file(self.root/'annotations'/f'{split}.json', self.layout)
-        info = load_json(_need_file(self.root/'COCO2017_unlabeled'/'annotations'/'image_info_unlabeled2017.json', self.layout))
+        info_path = _need_file(self.root/'COCO2017_unlabeled'/'annotations'/'image_info_unlabeled2017.json', self.layout)
+        info = load_json(info_path)
+        if not isinstance(info, dict) or not isinstance(info.get('images'), list):
+            raise ValueError(f"{info_path}: expected a JSON object whose 'images' is the list of images (COCO's layout), "
+                             f"found a {type(info).__name__}")
+        for i, im in enumerate(info['images']): _field(im, 'id', info_path, i); _field(im, 'file_name', info_path, i, str)
         img_dir = self.root/'COCO2017_unlabeled'/'unlabeled2017'
         for im in info['images']:  # an entry with "in_gallery": false (the offline world's references) is openable, not retrievable
             if im.get('in_gallery', True): self._names.append(str(im['id'])); self._paths.append(img_dir/im['file_name'])

@@ -218,3 +218,24 @@ def test_refused_pickles_are_one_line_and_run_nothing(small_world, tmp_path):
     one_line(run('searle-validate', *circo, '--eval-type', 'image-only', '--out', tmp_path/'v3',
                  '--clip-model', f"open_clip:ViT-B-32/{tmp_path/'clip.pt'}"), 'was refused, nothing in it run', 'posix.system')
     assert not marker.exists()                                                  # no payload ran
+
+# --- a line, not a traceback: image info as a list, a huge phrase count, a 0x0 image --------------------------
+
+def test_image_info_as_a_list_is_one_line(small_world, tmp_path):
+    w = tmp_path/'w'; shutil.copytree(small_world, w)
+    info = w/'COCO2017_unlabeled'/'annotations'/'image_info_unlabeled2017.json'
+    save_json(load_json(info)['images'], info)
+    one_line(run('searle-validate', '--dataset', 'circo', '--dataset-path', w, '--clip-model', CLIP, '--eval-type', 'image-only',
+                 '--out', tmp_path/'v'), f"{info}: expected a JSON object whose 'images' is the list of images")
+
+def test_a_huge_phrase_count_is_refused_by_the_parser(small_world, tmp_path):
+    r = run('searle-phrases', '--out', tmp_path/'p.json', '--vocabulary', small_world/'concepts.csv', '--model',
+            world.world_gpt_path(), '--num-return-sequences', 99999999999999)
+    one_line(r, '--num-return-sequences', 'expected an integer in [1, 10000]')
+
+def test_an_empty_image_is_one_error(small_world, tmp_path):
+    from PIL import Image
+    from searle.api import ComposedRetriever
+    r = ComposedRetriever.from_pretrained('world', cache_dir=tmp_path/'cache', device='cpu')
+    r.index(small_world/'COCO2017_unlabeled'/'unlabeled2017')
+    with pytest.raises(ValueError, match='an image of 0x0 pixels has nothing to encode'): r.search(Image.new('RGB', (0, 0)), 'is red')
