@@ -681,7 +681,7 @@ def searle_build_world(out:str=None, # folder for clip.pt, clip.json and gpt/
                        seed:int=0, # every weight follows from it
                        no_progress:bool=False, # hide progress bars
                       ):
-    "Retrain the offline world's tiny CLIP and GPT-Neo from the seed (what the package ships in data/world)."
+    "Retrain the offline world's tiny CLIP and GPT-Neo from the seed (what the package ships in searle/assets/world)."
     check_output(out)
     from searle import world
     print(world.train_world_models(out, seed=seed, progress=not no_progress))
