@@ -38,6 +38,7 @@ class Number:
     def __call__(self, s:str):
         try: x = self.kind(s)
         except ValueError: x = None
+        if x is not None and x != x or x in (float('inf'), float('-inf')): x = None   # nan, inf: no number to use
         if x is None or not self.ok(x): raise argparse.ArgumentTypeError(f"expected {self}, got {s!r}")
         return x
     def __repr__(self):
@@ -74,7 +75,7 @@ OPTIONS = {  # option name -> argparse keywords: one rule for every command that
                                                                'does (recorded in OUT)'),
     'top_k': dict(type=_COUNT, aliases=('--k',)),  # the original's and issue's short spelling still parses
     'num_return_sequences': dict(type=Number(int, 1, 10_000)),  # the paper: 256; all of one concept's are one batch
-    **{k: dict(type=_COUNT) for k in ('steps', 'epochs', 'batch_size',
+    **{k: dict(type=_COUNT) for k in ('steps', 'epochs', 'batch_size', 'math_batch_size',
                                       'save_every', 'limit', 'n_gallery', 'n_queries')},
     'seed': dict(type=_SEED), 'port': dict(type=Number(int, 1, 65535)),
     **{k: dict(type=_POSITIVE) for k in ('lr', 'tau')},

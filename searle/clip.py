@@ -636,6 +636,9 @@ def read_original_tokens(path, # the original OTI folder, or its `oti_pseudo_tok
     "(names, tokens [N, W]) of the original OTI output: `image_names.pkl` beside the token file."
     p = Path(path); folder = p if p.is_dir() else p.parent
     if p.is_dir(): p = folder/ORIGINAL_OTI_FILES['ema' if which == 'ema' and (folder/ORIGINAL_OTI_FILES['ema']).is_file() else 'tokens']
+    if not p.is_file():
+        raise FileNotFoundError(f"{folder} holds no pseudo tokens: expected {ORIGINAL_OTI_FILES['tokens']} or "
+                                f"{ORIGINAL_OTI_FILES['ema']} (the original's OTI folder) there")
     names_path = folder/ORIGINAL_OTI_FILES['names']
     if not names_path.is_file(): raise FileNotFoundError(f"{p} holds bare tokens; expected their names in {names_path}, found nothing")
     names, t = safe_unpickle(names_path), load_tensors(p)

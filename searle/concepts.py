@@ -27,13 +27,19 @@ logger = logging.getLogger(__name__)
 OPENIMAGES_URL = 'https://storage.googleapis.com/openimages/v7/oidv7-class-descriptions.csv'
 OPENIMAGES_SHA256 = '485af96e4f9813d8abcab1126ffcd79e07bb1048ee27f0fb209c62f1da1a3293'
 
+def _utf8_lines(f, path):
+    "The lines of a text file opened as UTF-8, or an error naming the file when it is in another encoding."
+    try: yield from f
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+
 def read_vocabulary(path:PathLike, # a CSV with a `DisplayName` column
                    ) -> list[str]:
     "The concepts of a vocabulary CSV: its `DisplayName` column, verbatim and in order."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"expected a vocabulary CSV at {path}, found nothing")
     with open(path, newline='', encoding='utf-8-sig') as f:
-        reader = csv.DictReader(f)
+        reader = csv.DictReader(_utf8_lines(f, path))
         if 'DisplayName' not in (reader.fieldnames or []):
             raise ValueError(f"{path}: expected a 'DisplayName' column, found columns {reader.fieldnames}")
         names = [row['DisplayName'] for row in reader]
@@ -178,7 +184,7 @@ def read_concept_table(path:PathLike, # a CSV written by `write_concept_table` o
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"expected a concept table (CSV) at {path}, found nothing")
     with open(path, newline='', encoding='utf-8') as f:
-        rows = csv.reader(f); K = _table_header(path, rows)
+        rows = csv.reader(_utf8_lines(f, path)); K = _table_header(path, rows)
         if k is not None and k > K: raise ValueError(f"{path} holds {K} concepts per image; {k} were asked for")
         table, whole, words = {}, {}, {}  # words: one str per distinct concept (25M cells share ~20k)
         for line, cells in enumerate(rows, start=2):
@@ -196,7 +202,7 @@ def read_concept_table(path:PathLike, # a CSV written by `write_concept_table` o
 def check_top_k(path:PathLike, # a concept table
                 top_k:int): # the concepts per image a stage asks for
     "Warn when a top-k is larger than the concepts the table holds per image: the stage uses those it holds."
-    with open(path, newline='', encoding='utf-8') as f: K = _table_header(Path(path), csv.reader(f))
+    with open(path, newline='', encoding='utf-8') as f: K = _table_header(Path(path), csv.reader(_utf8_lines(f, path)))
     if top_k > K: logger.warning('%s holds %d concepts per image: a top-k of %d uses those %d', path, K, top_k, K)
     return min(top_k, K)
 

@@ -174,7 +174,7 @@ def circo_queries(annotations:list, # the list read from CIRCO's annotations/{va
             raise ValueError(f"{source}, entry {i} (id {q.get('id')}): 'gt_img_ids' is empty; a query needs its ground truths")
         out.append(Query(id=str(f(q, i, 'id')), reference=str(f(q, i, 'reference_img_id')),
             captions=[f(q, i, 'relative_caption', str)],
-            target=str(q['target_img_id']) if 'target_img_id' in q else None, ground_truths=gts,
+            target=str(f(q, i, 'target_img_id', (int, str))) if 'target_img_id' in q else None, ground_truths=gts,
             shared_concept=q.get('shared_concept'), semantic_aspects=q.get('semantic_aspects')))
     _unique_ids([q.id for q in out], source, 'id')
     return out
@@ -225,6 +225,9 @@ class CIRR(CIRDataset):
             f = lambda k, t=None, e=q: _field(e, k, cap_path, i, t)
             t = q.get('target_hard')
             members = _field(f('img_set', dict), 'members', cap_path, i, list)
+            if len(members) != 6:  # the reference and the five images R_subset ranks
+                raise ValueError(f"{cap_path}, entry {i} (id {q.get('pairid')}): 'img_set' lists {len(members)} members; "
+                                 "CIRR's image sets have 6")
             self._queries.append(Query(id=str(f('pairid')), reference=f('reference', str), captions=[f('caption', str)],
                 target=t, ground_truths=[t] if t is not None else None, group=list(members)))
         _unique_ids([q.id for q in self._queries], cap_path, 'pairid')

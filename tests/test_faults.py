@@ -239,3 +239,37 @@ def test_an_empty_image_is_one_error(small_world, tmp_path):
     r = ComposedRetriever.from_pretrained('world', cache_dir=tmp_path/'cache', device='cpu')
     r.index(small_world/'COCO2017_unlabeled'/'unlabeled2017')
     with pytest.raises(ValueError, match='an image of 0x0 pixels has nothing to encode'): r.search(Image.new('RGB', (0, 0)), 'is red')
+
+# --- one line naming the file or option, before the long work ----------------------------------------------
+
+def test_latin1_files_are_named(small_world, tmp_path):
+    w = tmp_path/'w'; shutil.copytree(small_world, w)
+    val = w/'annotations'/'val.json'
+    val.write_bytes(val.read_text().replace('"relative_caption": "', '"relative_caption": "caf\u00e9 ', 1).encode('latin-1'))
+    one_line(run('searle-validate', '--dataset', 'circo', '--dataset-path', w, '--clip-model', CLIP, '--eval-type',
+                 'image-only', '--out', tmp_path/'v'), f'{val} is not UTF-8 text (invalid continuation byte')
+    voc = tmp_path/'voc.csv'; voc.write_bytes('LabelName,DisplayName\n/m/1,Caf\u00e9\n/m/2,Dog\n'.encode('latin-1'))
+    one_line(run('searle-concepts', '--out', tmp_path/'c.csv', '--vocabulary', voc, '--dataset', 'circo', '--dataset-path',
+                 small_world, '--clip-model', CLIP), f'{voc} is not UTF-8 text')
+
+def test_a_null_target_and_a_short_image_set_name_the_entry(small_world, shared_dir, tmp_path):
+    w = tmp_path/'w'; shutil.copytree(small_world, w)
+    val = w/'annotations'/'val.json'; ann = load_json(val); ann[1]['target_img_id'] = None; save_json(ann, val)
+    one_line(run('searle-validate', '--dataset', 'circo', '--dataset-path', w, '--clip-model', CLIP, '--eval-type',
+                 'image-only', '--out', tmp_path/'v'), f"{val}, entry 1 (id {ann[1]['id']}): 'target_img_id' is a NoneType")
+    d = real_cirr(shared_dir, tmp_path/'CIRR', 'val'); cap = d/'cirr'/'captions'/'cap.rc2.val.json'
+    ann = load_json(cap); os.chmod(cap, 0o644); ann[9]['img_set']['members'] = ann[9]['img_set']['members'][:5]; save_json(ann, cap)
+    one_line(run('searle-validate', '--dataset', 'cirr', '--dataset-path', d, '--clip-model', CLIP, '--eval-type',
+                 'image-only', '--out', tmp_path/'v2'), f"{cap}, entry 9 (id {ann[9]['pairid']}): 'img_set' lists 5 members")
+
+@pytest.mark.parametrize('option,value,needle', [('--math-batch-size', '-3', 'expected an integer >= 1'),
+                                                 ('--lr', 'inf', "expected a number > 0, got 'inf'"),
+                                                 ('--lr', 'nan', "expected a number > 0, got 'nan'")])
+def test_numbers_that_cannot_work_are_refused_by_the_parser(small_world, option, value, needle):
+    one_line(run('searle-oti', 'c.csv', 'p.json', '--dataset', 'circo', '--dataset-path', small_world, option, value),
+             option, needle)
+
+def test_a_token_folder_without_tokens_is_named(small_world, tmp_path):
+    (tmp_path/'empty').mkdir()
+    one_line(run('searle-validate', '--dataset', 'circo', '--dataset-path', small_world, '--eval-type', 'oti', '--tokens',
+                 tmp_path/'empty', '--out', tmp_path/'v'), f"{tmp_path/'empty'} holds no pseudo tokens")
