@@ -273,3 +273,9 @@ def test_a_token_folder_without_tokens_is_named(small_world, tmp_path):
     (tmp_path/'empty').mkdir()
     one_line(run('searle-validate', '--dataset', 'circo', '--dataset-path', small_world, '--eval-type', 'oti', '--tokens',
                  tmp_path/'empty', '--out', tmp_path/'v'), f"{tmp_path/'empty'} holds no pseudo tokens")
+
+def test_a_language_model_that_is_an_image_folder_is_one_line(small_world, tmp_path):
+    imgs = small_world/'COCO2017_unlabeled'/'unlabeled2017'
+    r = run('searle-phrases', '--out', tmp_path/'p.json', '--vocabulary', small_world/'concepts.csv', '--model', imgs)
+    last = one_line(r, f'{imgs} is a folder without config.json')
+    assert r.stderr.strip().splitlines() == [last], r.stderr[-2000:]       # and nothing before it
