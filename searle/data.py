@@ -260,6 +260,10 @@ class FashionIQ(CIRDataset):
     def __repr__(self): return super().__repr__()[:-1] + f", category={self.category!r})"
 
 # %% ../nbs/02_data.ipynb #227df54e
+def _is_utf8(s:str) -> bool:
+    try: s.encode('utf-8'); return True
+    except UnicodeEncodeError: return False
+
 def _image_files(d:Path) -> list[Path]:
     "The image files under `d` (links to folders not followed), with one warning for what could not be read."
     found, dangling, unreadable = [], [], []
@@ -271,6 +275,9 @@ def _image_files(d:Path) -> list[Path]:
         show = lambda xs: f" ({', '.join(map(str, xs[:3]))}{', ...' if len(xs) > 3 else ''})" if xs else ''
         logger.warning('%s: left out %d unreadable folders%s and %d image names that are no file (links to nothing)%s',
                        d, len(unreadable), show(unreadable), len(dangling), show(dangling))
+    if odd := [p for p in found if not _is_utf8(str(p))]:          # bytes the file system keeps as surrogates
+        raise ValueError(f"{d}: {len(odd)} image file names are not UTF-8 (the first: {ascii(str(odd[0]))}); "
+                         "rename them: names are written to JSON and CSV files")
     return sorted(found)
 
 class ImageFolder(CIRDataset):

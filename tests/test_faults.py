@@ -279,3 +279,11 @@ def test_a_language_model_that_is_an_image_folder_is_one_line(small_world, tmp_p
     r = run('searle-phrases', '--out', tmp_path/'p.json', '--vocabulary', small_world/'concepts.csv', '--model', imgs)
     last = one_line(r, f'{imgs} is a folder without config.json')
     assert r.stderr.strip().splitlines() == [last], r.stderr[-2000:]       # and nothing before it
+
+def test_a_file_name_that_is_not_utf8_is_refused_before_any_work(small_world, tmp_path):
+    imgs = tmp_path/'imgs'; shutil.copytree(small_world/'COCO2017_unlabeled'/'unlabeled2017', imgs)
+    os.rename(next(imgs.glob('*.png')), os.fsdecode(bytes(imgs) + b'/caf\xe9.png'))     # a Latin-1 name
+    r = run('searle-concepts', '--out', tmp_path/'c.csv', '--vocabulary', small_world/'concepts.csv', '--dataset', 'folder',
+            '--dataset-path', imgs, '--clip-model', CLIP, '--top-k', 5)
+    one_line(r, f'{imgs}: 1 image file names are not UTF-8', 'caf\\udce9.png')
+    assert 'image features' not in r.stderr                                    # before the features
