@@ -39,6 +39,8 @@ class Number:
         try: x = self.kind(s)
         except ValueError: x = None
         if x is not None and x != x or x in (float('inf'), float('-inf')): x = None   # nan, inf: no number to use
+        if self.kind is int and x is not None and abs(x) > sys.maxsize:   # no count or index can be that large
+            raise argparse.ArgumentTypeError(f"expected {self} of at most {sys.maxsize:,}, got {s!r}")
         if x is None or not self.ok(x): raise argparse.ArgumentTypeError(f"expected {self}, got {s!r}")
         return x
     def __repr__(self):

@@ -264,7 +264,8 @@ def test_a_null_target_and_a_short_image_set_name_the_entry(small_world, shared_
 
 @pytest.mark.parametrize('option,value,needle', [('--math-batch-size', '-3', 'expected an integer >= 1'),
                                                  ('--lr', 'inf', "expected a number > 0, got 'inf'"),
-                                                 ('--lr', 'nan', "expected a number > 0, got 'nan'")])
+                                                 ('--lr', 'nan', "expected a number > 0, got 'nan'"),
+                                                 ('--batch-size', str(10**20), 'expected an integer >= 1 of at most')])
 def test_numbers_that_cannot_work_are_refused_by_the_parser(small_world, option, value, needle):
     one_line(run('searle-oti', 'c.csv', 'p.json', '--dataset', 'circo', '--dataset-path', small_world, option, value),
              option, needle)
