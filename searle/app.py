@@ -31,7 +31,7 @@ def app_environment(cache_dir, # the app's cache folder
 
 # %% ../nbs/09b_app.ipynb #1622dd80
 def _remove_upload(p:Path, uploads:Path, keep:Sequence[str]=()):
-    "Remove an uploaded file (and gradio's folder for it) once its query is answered; other files are left."
+    "Remove an uploaded file (and gradio's folder for it) once its query is answered."
     if p.name in keep or not p.is_relative_to(uploads.resolve()) or not p.is_file(): return
     p.unlink()
     if p.parent != uploads.resolve() and not any(p.parent.iterdir()): p.parent.rmdir()
@@ -56,8 +56,8 @@ def run_query(retriever:ComposedRetriever, # a retriever with an indexed gallery
               method:str, # one of `METHODS`
               max_bytes:int=MAX_IMAGE_BYTES, # the largest image accepted
               allowed:Sequence=(), # folders the reference must lie in (empty: anywhere)
-              uploads=None, # the folder of uploads: an upload there is removed after its query (None: none is)
-              keep:Sequence[str]=(), # file names never removed (the examples, which gradio copies there too)
+              uploads=None, # the uploads' folder: an upload there is removed after its query
+              keep:Sequence[str]=(), # file names never removed (the examples gradio copies there)
              ) -> tuple[list, str, str]:
     "(gallery items, results table, nearest words) of one query; `gradio.Error` with the reason for bad input."
     import gradio as gr
@@ -71,7 +71,8 @@ def run_query(retriever:ComposedRetriever, # a retriever with an indexed gallery
         msg = str(e)
         if ref is not None:  # name the file as the user knows it, not by gradio's copy of it
             msg = msg.replace(ref, (reference.get('orig_name') if isinstance(reference, dict) else None) or Path(ref).name)
-        logger.warning('refused a query: %s', msg)                  # one line in the log, not a traceback
+        # one line in the log, not a traceback
+        logger.warning('refused a query: %s', msg)
         raise gr.Error(msg, print_exception=False) from None
     finally:
         if ref is not None and uploads is not None: _remove_upload(Path(ref), Path(uploads), keep)
@@ -106,7 +107,8 @@ def build_app(retriever:ComposedRetriever, # a retriever with an indexed gallery
                 table = gr.Markdown(elem_id='table')
         uploads = Path(os.environ.get('GRADIO_TEMP_DIR') or Path(tempfile.gettempdir())/'gradio')
         allowed = [uploads, *dict.fromkeys(Path(p).parent for p in examples)]
-        fn = functools.partial(run_query, retriever, k, max_bytes=max_bytes, allowed=allowed, uploads=uploads,
+        fn = functools.partial(run_query, retriever, k, max_bytes=max_bytes, allowed=allowed,
+                               uploads=uploads,
                                keep=[Path(p).name for p in examples])
         for event in (go.click, cap.submit): event(fn, [ref, cap, method], [gallery, table, near], preprocess=False)
     return demo

@@ -38,9 +38,12 @@ class Number:
     def __call__(self, s:str):
         try: x = self.kind(s)
         except ValueError: x = None
-        if x is not None and x != x or x in (float('inf'), float('-inf')): x = None   # nan, inf: no number to use
-        if self.kind is int and x is not None and abs(x) > sys.maxsize:   # no count or index can be that large
-            raise argparse.ArgumentTypeError(f"expected {self} of at most {sys.maxsize:,}, got {s!r}")
+        # nan, inf: no number to use
+        if x is not None and x != x or x in (float('inf'), float('-inf')): x = None
+        # no count or index can be that large
+        if self.kind is int and x is not None and abs(x) > sys.maxsize:
+            raise argparse.ArgumentTypeError(f"expected {self} of at most {sys.maxsize:,}, "
+                                             f"got {s!r}")
         if x is None or not self.ok(x): raise argparse.ArgumentTypeError(f"expected {self}, got {s!r}")
         return x
     def __repr__(self):
@@ -76,7 +79,8 @@ OPTIONS = {  # option name -> argparse keywords: one rule for every command that
     'truncated_images': dict(choices=('error', 'decode'), help='decode: decode truncated files as the original '
                                                                'does (recorded in OUT)'),
     'top_k': dict(type=_COUNT, aliases=('--k',)),  # the original's and issue's short spelling still parses
-    'num_return_sequences': dict(type=Number(int, 1, 10_000)),  # the paper: 256; all of one concept's are one batch
+    # the paper: 256; all of one concept's are one batch
+    'num_return_sequences': dict(type=Number(int, 1, 10_000)),
     **{k: dict(type=_COUNT) for k in ('steps', 'epochs', 'batch_size', 'math_batch_size',
                                       'save_every', 'limit', 'n_gallery', 'n_queries')},
     'seed': dict(type=_SEED), 'port': dict(type=Number(int, 1, 65535)),
@@ -139,15 +143,18 @@ def make_parser(f, required=(), choices:dict|None=None) -> argparse.ArgumentPars
     return p
 
 # %% ../nbs/10_cli.ipynb #a1c0de07
-USER_ERRORS = (ValueError, OSError, KeyError, pickle.UnpicklingError)  # bad input or environment: a message
+# bad input or environment: a message
+USER_ERRORS = (ValueError, OSError, KeyError, pickle.UnpicklingError)
 
 def _message(e:Exception) -> str:
     "An error's message: a KeyError's key, a refused pickle's reason in one line, else its text."
     if isinstance(e, KeyError) and e.args: return str(e.args[0])   # a KeyError's str() is its repr
     lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-    if len(lines) > 1 and isinstance(e, pickle.UnpicklingError):   # torch's refusal: the line naming what was refused
+    # torch's refusal: the line naming what was refused
+    if len(lines) > 1 and isinstance(e, pickle.UnpicklingError):
         why = next((l for l in lines if 'GLOBAL' in l or 'Unsupported' in l), lines[-1])
-        return f'a pickle that is not only tensors and plain containers was refused, nothing in it run ({why})'
+        return (f'a pickle that is not only tensors and plain containers was refused, '
+                f'nothing in it run ({why})')
     return str(e)
 
 def _run(f, p:argparse.ArgumentParser, resume:str|None):
@@ -463,7 +470,9 @@ def searle_validate(dataset:str=None, # the benchmark ('fashioniq', 'cirr' or 'c
     check_output(out); check_precision(precision, device)
     from searle import retrieval
     from searle.data import LeftOut
-    if template: retrieval.check_template(template, eval_type not in ('image-only', 'text-only', 'image+text'))
+    if template:
+        baseline = eval_type in ('image-only', 'text-only', 'image+text')
+        retrieval.check_template(template, not baseline)
     _images(dataset, dataset_path, split, 'images', missing_images)  # the benchmark, checked before CLIP is loaded
     model, src = method_inputs(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
     lo = LeftOut()
@@ -501,7 +510,9 @@ def searle_submit(dataset:str=None, # 'cirr' or 'circo'
     from searle import retrieval
     from searle.data import LeftOut
     split = split or {'cirr': 'test1', 'circo': 'test'}[dataset]
-    if template: retrieval.check_template(template, eval_type not in ('image-only', 'text-only', 'image+text'))
+    if template:
+        baseline = eval_type in ('image-only', 'text-only', 'image+text')
+        retrieval.check_template(template, not baseline)
     _images(dataset, dataset_path, split, 'images', missing_images)  # the benchmark, checked before CLIP is loaded
     model, src = method_inputs(eval_type, clip_model, tokens, phi_checkpoint, device, cache_dir)
     lo = LeftOut()
@@ -684,7 +695,7 @@ def searle_build_world(out:str=None, # folder for clip.pt, clip.json and gpt/
                        seed:int=0, # every weight follows from it
                        no_progress:bool=False, # hide progress bars
                       ):
-    "Retrain the offline world's tiny CLIP and GPT-Neo from the seed (what the package ships in searle/assets/world)."
+    "Retrain the offline world's tiny CLIP and GPT-Neo from the seed (searle/assets/world)."
     check_output(out)
     from searle import world
     print(world.train_world_models(out, seed=seed, progress=not no_progress))
@@ -712,7 +723,8 @@ def searle_query(reference:str, # the reference image: a file, or the name of an
         raise FileNotFoundError(f"no reference image at {reference} (nor in the gallery {gallery})")
     r = ComposedRetriever.from_pretrained(clip_model or 'world', phi=phi, cache_dir=cache_dir, device=device)
     hits = r.index(gallery, progress=not no_progress).search(reference, caption, k=top_k, method=method)
-    if not hits: raise ValueError(f"--gallery {gallery}: nothing to rank, its only image is the reference")
+    if not hits:
+        raise ValueError(f"--gallery {gallery}: nothing to rank, its only image is the reference")
     if json:
         import json as js
         rows = [{'rank': m.rank, 'name': m.name, 'score': round(m.score, 6)} for m in hits]

@@ -112,14 +112,17 @@ def build_clip(config:str|dict='tiny', # 'tiny', 'ViT-B/32', 'open_clip:ARCH', '
 PSEUDO_CHAR = '$'
 
 def tokenize(texts:str|Sequence[str]) -> torch.Tensor:
-    "CLIP tokens [B, 77], truncated at the context length (with one warning saying how many were cut)."
+    "CLIP tokens [B, 77], truncated at the context length (one warning says how many were cut)."
     texts = [texts] if isinstance(texts, str) else list(texts)
     t = clip.tokenize(texts, truncate=True)                          # [B, 77]
-    full = (t[:, -1] != 0).nonzero().flatten().tolist()            # 77 tokens or more: measure those
+    # 77 tokens or more: measure those
+    full = (t[:, -1] != 0).nonzero().flatten().tolist()
     n = {i: len(clip.clip._tokenizer.encode(texts[i])) + 2 for i in full}
     if cut := [i for i in full if n[i] > t.shape[1]]:
-        logger.warning("%d of %d prompts are longer than CLIP's %d tokens and were cut (the longest: %d tokens): %r",
-                       len(cut), len(texts), t.shape[1], max(n[i] for i in cut), texts[cut[0]][:80] + '...')
+        logger.warning("%d of %d prompts are longer than CLIP's %d tokens and were cut "
+                       "(the longest: %d tokens): %r",
+                       len(cut), len(texts), t.shape[1], max(n[i] for i in cut),
+                       texts[cut[0]][:80] + '...')
     return t
 
 def pseudo_token_id() -> int:
@@ -312,10 +315,13 @@ def _read_clip_file(path:Path) -> nn.Module:
                 warnings.simplefilter('ignore', FutureWarning)  # torch.jit.load's deprecation notice
                 return _clip_from_state_dict(torch.jit.load(str(path), map_location='cpu').state_dict())
         except Exception as e:
-            if isinstance(first, pickle.UnpicklingError) and 'GLOBAL' in str(first):   # a pickle naming code
+            # a pickle naming code
+            if isinstance(first, pickle.UnpicklingError) and 'GLOBAL' in str(first):
                 what = next(l.strip() for l in str(first).splitlines() if 'GLOBAL' in l)
-                raise ValueError(f"{path} holds code that was not run, so it is no CLIP checkpoint ({what})") from None
-            raise ValueError(f"{path} is neither a CLIP state dict nor a CLIP TorchScript archive ({e})") from None
+                raise ValueError(f"{path} holds code that was not run, so it is no CLIP checkpoint "
+                                 f"({what})") from None
+            raise ValueError(f"{path} is neither a CLIP state dict nor a CLIP TorchScript archive "
+                             f"({e})") from None
     if isinstance(obj, dict) and obj.get('format') == 'searle-clip':
         return _clip_from_state_dict(obj['state_dict'], obj['config'], obj.get('token_ids'))
     if isinstance(obj, dict) and isinstance(obj.get('state_dict'), dict): obj = obj['state_dict']
@@ -637,7 +643,8 @@ def read_original_tokens(path, # the original OTI folder, or its `oti_pseudo_tok
     p = Path(path); folder = p if p.is_dir() else p.parent
     if p.is_dir(): p = folder/ORIGINAL_OTI_FILES['ema' if which == 'ema' and (folder/ORIGINAL_OTI_FILES['ema']).is_file() else 'tokens']
     if not p.is_file():
-        raise FileNotFoundError(f"{folder} holds no pseudo tokens: expected {ORIGINAL_OTI_FILES['tokens']} or "
+        raise FileNotFoundError(f"{folder} holds no pseudo tokens: expected "
+                                f"{ORIGINAL_OTI_FILES['tokens']} or "
                                 f"{ORIGINAL_OTI_FILES['ema']} (the original's OTI folder) there")
     names_path = folder/ORIGINAL_OTI_FILES['names']
     if not names_path.is_file(): raise FileNotFoundError(f"{p} holds bare tokens; expected their names in {names_path}, found nothing")
@@ -678,7 +685,8 @@ def open_rgb(path, truncated:str='error', # 'error', or 'decode': a truncated fi
     if truncated not in ('error', 'decode'): raise ValueError(f"truncated={truncated!r}; expected 'error' or 'decode'")
     try:
         with Image.open(path) as im: return im.convert('RGB'), False
-    except Image.DecompressionBombError as e: raise _bomb(path, e) from None   # PIL's pixel limit, twice over
+    except Image.DecompressionBombError as e:  # PIL's pixel limit, twice over
+        raise _bomb(path, e) from None
     except OSError as e:
         if truncated != 'decode' or not _is_truncation(e): raise
     with _truncated_images_allowed(), Image.open(path) as im: return im.convert('RGB'), True
@@ -744,13 +752,16 @@ def check_tokens_for_clip(path, # a pseudo-token file (a folder or a file record
     "Raise when the token file records a CLIP of another family or other weights than `model`."
     p = Path(path)
     obj = load_tensors(p) if p.is_file() else None
-    rec = obj.get('config', {}).get('backbone') if isinstance(obj, dict) and isinstance(obj.get('config'), dict) else None
+    cfg = obj.get('config') if isinstance(obj, dict) else None
+    rec = cfg.get('backbone') if isinstance(cfg, dict) else None
     if not isinstance(rec, dict): return
     now = clip_record(model)
-    diff = [k for k in ('clip_family', 'clip_weights') if rec.get(k) is not None and rec[k] != now[k]]  # device-stable
+    keys = ('clip_family', 'clip_weights')  # device-stable
+    diff = [k for k in keys if rec.get(k) is not None and rec[k] != now[k]]
     if diff:
         show = lambda r: f"{r.get('clip')} ({', '.join(f'{k[5:]} {r.get(k)}' for k in diff)})"
-        raise ValueError(f"{p} holds tokens made with the CLIP {show(rec)}, not with the one given, {show(now)}; "
+        raise ValueError(f"{p} holds tokens made with the CLIP {show(rec)}, "
+                         f"not with the one given, {show(now)}; "
                          f"pass the CLIP they were made with (--clip-model {rec.get('clip')})")
 
 # %% ../nbs/01_clip.ipynb #457deec6
@@ -793,8 +804,10 @@ def extract_features(model:nn.Module, images:ImageList, preprocess:Callable, # P
             obj, D = load_tensors(cache), backbone(model).dim
             ok = isinstance(obj, dict) and isinstance(obj.get('features'), torch.Tensor)
             if ok and tuple(obj['features'].shape) != (len(obj.get('names', [])), D):
-                logger.warning('%s holds features of shape %s, not [%d, %d] for this CLIP: computing them again', cache,
-                               list(obj['features'].shape), len(obj.get('names', [])), D); ok = False
+                logger.warning('%s holds features of shape %s, not [%d, %d] for this CLIP: '
+                               'computing them again', cache,
+                               list(obj['features'].shape), len(obj.get('names', [])), D)
+                ok = False
             if ok and obj['names'] == images.names:
                 cut = list(obj.get('truncated', []))
                 if truncated == 'error': _refuse_truncated(cut, [images.paths[images.names.index(n)] for n in cut[:1]], cache)

@@ -28,10 +28,11 @@ OPENIMAGES_URL = 'https://storage.googleapis.com/openimages/v7/oidv7-class-descr
 OPENIMAGES_SHA256 = '485af96e4f9813d8abcab1126ffcd79e07bb1048ee27f0fb209c62f1da1a3293'
 
 def _utf8_lines(f, path):
-    "The lines of a text file opened as UTF-8, or an error naming the file when it is in another encoding."
+    "The lines of a text file opened as UTF-8; an error naming the file in another encoding."
     try: yield from f
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+        raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); "
+                         "save it as UTF-8") from None
 
 def read_vocabulary(path:PathLike, # a CSV with a `DisplayName` column
                    ) -> list[str]:
@@ -201,9 +202,12 @@ def read_concept_table(path:PathLike, # a CSV written by `write_concept_table` o
 
 def check_top_k(path:PathLike, # a concept table
                 top_k:int): # the concepts per image a stage asks for
-    "Warn when a top-k is larger than the concepts the table holds per image: the stage uses those it holds."
-    with open(path, newline='', encoding='utf-8') as f: K = _table_header(Path(path), csv.reader(_utf8_lines(f, path)))
-    if top_k > K: logger.warning('%s holds %d concepts per image: a top-k of %d uses those %d', path, K, top_k, K)
+    "Warn when a top-k exceeds the concepts a table holds per image; the number a stage uses."
+    with open(path, newline='', encoding='utf-8') as f:
+        K = _table_header(Path(path), csv.reader(_utf8_lines(f, path)))
+    if top_k > K:
+        logger.warning('%s holds %d concepts per image: a top-k of %d uses those %d',
+                       path, K, top_k, K)
     return min(top_k, K)
 
 # %% ../nbs/05_concepts.ipynb #31d2ed57

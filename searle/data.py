@@ -171,10 +171,12 @@ def circo_queries(annotations:list, # the list read from CIRCO's annotations/{va
     for i, q in enumerate(_entries(annotations, source)):
         gts = [str(g) for g in f(q, i, 'gt_img_ids', list)] if isinstance(q, dict) and 'gt_img_ids' in q else None
         if gts == []:  # scored as a miss whatever is ranked
-            raise ValueError(f"{source}, entry {i} (id {q.get('id')}): 'gt_img_ids' is empty; a query needs its ground truths")
+            raise ValueError(f"{source}, entry {i} (id {q.get('id')}): 'gt_img_ids' is empty; "
+                             "a query needs its ground truths")
         out.append(Query(id=str(f(q, i, 'id')), reference=str(f(q, i, 'reference_img_id')),
             captions=[f(q, i, 'relative_caption', str)],
-            target=str(f(q, i, 'target_img_id', (int, str))) if 'target_img_id' in q else None, ground_truths=gts,
+            target=str(f(q, i, 'target_img_id', (int, str))) if 'target_img_id' in q else None,
+            ground_truths=gts,
             shared_concept=q.get('shared_concept'), semantic_aspects=q.get('semantic_aspects')))
     _unique_ids([q.id for q in out], source, 'id')
     return out
@@ -192,12 +194,17 @@ class CIRCO(CIRDataset):
         super().__init__(root, split)
         if split not in ('val', 'test'): raise ValueError(f"CIRCO split must be 'val' or 'test', got {split!r}")
         ann_path = _need_file(self.root/'annotations'/f'{split}.json', self.layout)
-        info_path = _need_file(self.root/'COCO2017_unlabeled'/'annotations'/'image_info_unlabeled2017.json', self.layout)
+        info_path = _need_file(self.root/'COCO2017_unlabeled'/'annotations'/
+                               'image_info_unlabeled2017.json',
+                               self.layout)
         info = load_json(info_path)
         if not isinstance(info, dict) or not isinstance(info.get('images'), list):
-            raise ValueError(f"{info_path}: expected a JSON object whose 'images' is the list of images (COCO's layout), "
+            raise ValueError(f"{info_path}: expected a JSON object whose 'images' is the list of "
+                             f"images "
+                             f"(COCO's layout), "
                              f"found a {type(info).__name__}")
-        for i, im in enumerate(info['images']): _field(im, 'id', info_path, i); _field(im, 'file_name', info_path, i, str)
+        for i, im in enumerate(info['images']):
+            _field(im, 'id', info_path, i); _field(im, 'file_name', info_path, i, str)
         img_dir = self.root/'COCO2017_unlabeled'/'unlabeled2017'
         for im in info['images']:  # an entry with "in_gallery": false (the offline world's references) is openable, not retrievable
             if im.get('in_gallery', True): self._names.append(str(im['id'])); self._paths.append(img_dir/im['file_name'])
@@ -226,7 +233,8 @@ class CIRR(CIRDataset):
             t = q.get('target_hard')
             members = _field(f('img_set', dict), 'members', cap_path, i, list)
             if len(members) != 6:  # the reference and the five images R_subset ranks
-                raise ValueError(f"{cap_path}, entry {i} (id {q.get('pairid')}): 'img_set' lists {len(members)} members; "
+                raise ValueError(f"{cap_path}, entry {i} (id {q.get('pairid')}): "
+                                 f"'img_set' lists {len(members)} members; "
                                  "CIRR's image sets have 6")
             self._queries.append(Query(id=str(f('pairid')), reference=f('reference', str), captions=[f('caption', str)],
                 target=t, ground_truths=[t] if t is not None else None, group=list(members)))
@@ -265,18 +273,22 @@ def _is_utf8(s:str) -> bool:
     except UnicodeEncodeError: return False
 
 def _image_files(d:Path) -> list[Path]:
-    "The image files under `d` (links to folders not followed), with one warning for what could not be read."
+    "The image files under `d` (links to folders not followed); one warning for what is unreadable."
     found, dangling, unreadable = [], [], []
     for top, _, files in os.walk(d, onerror=lambda e: unreadable.append(e.filename)):
         for f in files:
             p = Path(top)/f
             if p.suffix.lower() in IMAGE_EXTENSIONS: (found if p.is_file() else dangling).append(p)
     if dangling or unreadable:
-        show = lambda xs: f" ({', '.join(map(str, xs[:3]))}{', ...' if len(xs) > 3 else ''})" if xs else ''
-        logger.warning('%s: left out %d unreadable folders%s and %d image names that are no file (links to nothing)%s',
+        more = lambda xs: ', ...' if len(xs) > 3 else ''
+        show = lambda xs: f" ({', '.join(map(str, xs[:3]))}{more(xs)})" if xs else ''
+        logger.warning('%s: left out %d unreadable folders%s and %d image names that are no file '
+                       '(links to nothing)%s',
                        d, len(unreadable), show(unreadable), len(dangling), show(dangling))
-    if odd := [p for p in found if not _is_utf8(str(p))]:          # bytes the file system keeps as surrogates
-        raise ValueError(f"{d}: {len(odd)} image file names are not UTF-8 (the first: {ascii(str(odd[0]))}); "
+    # bytes the file system keeps as surrogates
+    if odd := [p for p in found if not _is_utf8(str(p))]:
+        raise ValueError(f"{d}: {len(odd)} image file names are not UTF-8 "
+                         f"(the first: {ascii(str(odd[0]))}); "
                          "rename them: names are written to JSON and CSV files")
     return sorted(found)
 

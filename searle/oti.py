@@ -245,7 +245,8 @@ def _finish_run(out:Path, batches, names, meta, finished:bool, left_out, origina
     "The first process's end of a run: shards merged (then removed), what was left out, original layout."
     final = out/'oti_pseudo_tokens.pt'
     if not finished:
-        _merge(out/'shards', batches, names, final, {**meta, 'backbone': backbone}); shutil.rmtree(out/'shards')
+        _merge(out/'shards', batches, names, final, {**meta, 'backbone': backbone})
+        shutil.rmtree(out/'shards')
     if left_out is not None:  # this process's truncated images join the caller's counts
         left_out.save(out/'left_out.json')
         save_json({**meta, 'left_out': left_out.counts()}, out/'config.json')
@@ -294,7 +295,9 @@ def run_oti(model, images:ImageList|tuple[Sequence[str], torch.Tensor], # images
         _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, config, out, progress,
                           f'process {dist.rank}/{dist.world}')
     dist.barrier()
-    if dist.rank == 0: _finish_run(out, batches, names, meta, finished, left_out, original_layout, clip_record(model))
+    if dist.rank == 0:
+        _finish_run(out, batches, names, meta, finished, left_out, original_layout,
+                    clip_record(model))
     dist.barrier()
     return out/'oti_pseudo_tokens.pt'
 

@@ -16,7 +16,8 @@ from torch import nn, Tensor
 
 from .core import *
 from .clip import (ImageList, as_clip, backbone, check_tokens_for_clip, clip_record, encode_text,
-                         encode_with_pseudo_tokens, extract_features, load_pseudo_tokens, model_fingerprint,
+                         encode_with_pseudo_tokens, extract_features, load_pseudo_tokens,
+                         model_fingerprint,
                          model_preprocess, tokenize)
 from .concepts import check_top_k, read_concept_table
 from .phrases import load_phrases, problematic_concepts, make_pseudo_phrase
@@ -127,7 +128,7 @@ class PhraseFeatures:
     def __init__(self, model, max_size:int|None=1_000_000, batch_size:int=256, precision:str|None='fp32'):
         self.model, self.max_size, self.batch_size, self.rows, self.encoded = model, max_size, batch_size, collections.OrderedDict(), 0
         self.precision = resolve_precision(precision, next(model.parameters()).device)
-    def clear(self): self.rows.clear()   # at each epoch's start: the epoch's features depend on that epoch alone
+    def clear(self): self.rows.clear()   # at each epoch's start: its features depend on it alone
     def __call__(self, phrases:Sequence[str]) -> Tensor:
         new = [p for p in dict.fromkeys(phrases) if p not in self.rows]
         if new:
@@ -175,7 +176,8 @@ def train_epoch(phi:Phi, model, opt:torch.optim.Optimizer,
     bl = config.batch_size // dist.world
     local, sums = slice(dist.rank * bl, (dist.rank + 1) * bl), torch.zeros(2)
     batches = epoch_batches(len(names), epoch, config.batch_size, config.seed)
-    real.clear()                                       # phrase features kept within the epoch only: resumable
+    # phrase features kept within the epoch only: resumable
+    real.clear()
     for b in progress_bar(batches, progress, desc=f'epoch {epoch}', leave=False):
         mine = b[local].tolist()
         draws = [pools.draw(i, names[i], epoch, config.seed, phi.dims[1], config.dropout) for i in mine]
@@ -479,7 +481,8 @@ def run_train_phi(clip_model, # an official CLIP name, a checkpoint file, or a C
     config, out, dist, left_out, cut = config or PhiConfig(), Path(out_dir), Dist(), LeftOut(), []
     dev = dist.resolve(device)
     model = as_clip(clip_model, dev)
-    if not isinstance(oti_tokens, tuple): check_tokens_for_clip(oti_tokens, model)  # made with this CLIP
+    # made with this CLIP
+    if not isinstance(oti_tokens, tuple): check_tokens_for_clip(oti_tokens, model)
     if not isinstance(concept_table, dict): check_top_k(concept_table, config.top_k)
     config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))  # features, training, validation
     names, feats = _training_features(model, images, preprocess, cache_dir or out/'features', dev, dist, batch_size, progress,

@@ -69,8 +69,10 @@ def load_causal_lm(name_or_path:str|PathLike=DEFAULT_PHRASE_MODEL, # hub name or
     device = resolve_device(device)
     dtype = resolve_dtype(dtype) if dtype is not None else (torch.float16 if device.type == 'cuda' else torch.float32)
     p = Path(name_or_path)
-    if p.is_dir() and not (p/'config.json').is_file():   # an image folder, say: transformers would say so in five lines
-        raise OSError(f"{p} is a folder without config.json; a causal language model's folder is written by "
+    # an image folder, say: transformers would say so in five lines
+    if p.is_dir() and not (p/'config.json').is_file():
+        raise OSError(f"{p} is a folder without config.json; a causal language model's folder is "
+                      "written by "
                       "save_pretrained (config.json, weights, tokenizer files), or give a hub name")
     try:
         tok = AutoTokenizer.from_pretrained(str(name_or_path))

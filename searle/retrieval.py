@@ -49,10 +49,12 @@ def query_prompts(query:Query, # one query of any benchmark
         raise ValueError(f"template {template!r} uses an unknown field {e}; available: {{caption}}, {{shared_concept}}") from None
 
 def check_template(template:str, pseudo:bool=True): # pseudo: the method puts a pseudo token at `$`
-    "Refuse a query template without {caption} (every query would be one prompt) or, for pseudo tokens, without `$`."
+    "Refuse a template without {caption} (one prompt for all queries) or, for pseudo tokens, `$`."
     if '{caption}' not in template:
-        raise ValueError(f"template {template!r} has no {{caption}}: every query would get the same prompt")
-    if pseudo and '$' not in template: raise ValueError(f"template {template!r} has no pseudo-word '$'")
+        raise ValueError(f"template {template!r} has no {{caption}}: "
+                         "every query would get the same prompt")
+    if pseudo and '$' not in template:
+        raise ValueError(f"template {template!r} has no pseudo-word '$'")
 
 # %% ../nbs/04_retrieval.ipynb #833b4790
 def _tokens_table(tokens) -> tuple[list[str], Tensor]:
@@ -428,15 +430,18 @@ def _read_predictions(path) -> dict:
         if rep := sorted(k for k, c in collections.Counter(k for k, _ in pairs).items() if c > 1):
             raise KeyError(rep)
         return dict(pairs)
-    if not Path(path).is_file(): raise FileNotFoundError(f"expected a JSON file at {path}, found nothing")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"expected a JSON file at {path}, found nothing")
     try: return json.loads(Path(path).read_text(encoding='utf-8'), object_pairs_hook=once)
-    except KeyError as e: raise ValueError(f"{path}: the keys {e.args[0][:5]} are written more than once") from None
+    except KeyError as e:
+        raise ValueError(f"{path}: the keys {e.args[0][:5]} are written more than once") from None
     except json.JSONDecodeError as e: raise ValueError(f"{path} is not valid JSON: {e}") from None
 
 def _check_ids(v, qid:str, n:int, source:str) -> list[str]:
-    "A query's predicted ids as strings: a list of integers or strings, or an error naming the query."
+    "A query's predicted ids as strings (a list of integers or strings); else an error naming it."
     if not isinstance(v, list):
-        raise ValueError(f"{source}: query {qid} maps to a {type(v).__name__}; expected a list of {n} image ids")
+        raise ValueError(f"{source}: query {qid} maps to a {type(v).__name__}; "
+                         f"expected a list of {n} image ids")
     if bad := [x for x in v if isinstance(x, bool) or not isinstance(x, (int, str))]:
         r = repr(bad[0]); r = r if len(r) <= 40 else r[:36] + ' ...'
         raise ValueError(f"{source}: query {qid} lists {r} (a {type(bad[0]).__name__}); "
