@@ -53,11 +53,11 @@ def real_cirr(shared:Path, dst:Path, split:str) -> Path:
     ('cirr', 'test1', 'searle-submit'), ('cirr', 'val', 'searle-validate')])
 def test_duplicate_query_ids_are_refused(shared_dir, tmp_path, dataset, split, command):
     if dataset == 'circo':
-        d = real_circo(shared_dir, tmp_path/'CIRCO',
-                       split); f, key = d/'annotations'/f'{split}.json', 'id'
+        d = real_circo(shared_dir, tmp_path/'CIRCO', split)
+        f, key = d/'annotations'/f'{split}.json', 'id'
     else:
-        d = real_cirr(shared_dir, tmp_path/'CIRR',
-                      split); f, key = d/'cirr'/'captions'/f'cap.rc2.{split}.json', 'pairid'
+        d = real_cirr(shared_dir, tmp_path/'CIRR', split)
+        f, key = d/'cirr'/'captions'/f'cap.rc2.{split}.json', 'pairid'
     ann = load_json(f); os.chmod(f, 0o644)
     ann[7][key] = ann[3][key]; save_json(ann, f)         # two queries share one id
     r = run(command, '--dataset', dataset, '--dataset-path', d, '--split', split, '--clip-model',
@@ -78,8 +78,8 @@ def test_tokens_of_another_clip_are_refused(small_world, tmp_path):
     from searle.clip import build_clip, save_clip
     from searle.phrases import save_phrases
     a, b = tmp_path / 'a.pt', tmp_path / 'b.pt'
-    save_clip(build_clip('tiny'), a); save_clip(build_clip('tiny', seed=3),
-                                                b)     # one width, other weights
+    save_clip(build_clip('tiny'), a)
+    save_clip(build_clip('tiny', seed=3), b)     # one width, other weights
     save_phrases({c: [f'a photo of {c} here',
                       f'a {c} on a table'] for c in world.world_concepts()}, tmp_path / 'p.json')
     imgs = small_world / 'COCO2017_unlabeled' / 'unlabeled2017'
@@ -89,14 +89,14 @@ def test_tokens_of_another_clip_are_refused(small_world, tmp_path):
                   small_world / 'concepts.csv', '--top-k', 20),
                  ('searle-oti', tmp_path / 'c.csv', tmp_path / 'p.json', '--steps', 2, '--out',
                   tmp_path / 'oti')):
-        r = run(*args, *circo, '--quiet', '--clip-model',
-                a); assert r.returncode == 0, r.stderr[-2000:]
+        r = run(*args, *circo, '--quiet', '--clip-model', a)
+        assert r.returncode == 0, r.stderr[-2000:]
     tok = tmp_path / 'oti' / 'oti_pseudo_tokens.pt'
     val = ('searle-validate', '--dataset', 'circo', '--dataset-path', small_world, '--eval-type',
            'oti', '--tokens', tok,
            '--no-progress')
-    r = run(*val, '--clip-model', a, '--out',
-            tmp_path / 'va'); assert r.returncode == 0, r.stderr[-2000:]   # its own CLIP
+    r = run(*val, '--clip-model', a, '--out', tmp_path / 'va')
+    assert r.returncode == 0, r.stderr[-2000:]   # its own CLIP
     one_line(run(*val, '--clip-model', b, '--out', tmp_path / 'vb'),
              f'{tok} holds tokens made with the CLIP {a}',
              f'not with the one given, {b}')
@@ -130,8 +130,8 @@ def test_score_refuses_malformed_predictions(circo_val, tmp_path, case, needle):
     d, preds = circo_val
     # the well-formed file scores
     if case == 'floats':
-        assert json.loads(run('searle-score', _write(tmp_path/'ok.json', preds), '--dataset-path',
-                              d).stdout)['map@50'] == 100
+        ok = run('searle-score', _write(tmp_path/'ok.json', preds), '--dataset-path', d)
+        assert json.loads(ok.stdout)['map@50'] == 100
     q = next(k for k, v in preds.items() if 355099 in v) if case == 'floats' else '0'
     bad = {**preds, q: {'floats': [float(x) for x in preds[q]], 'nested': [preds[q]],
                         'dict': {'ids': preds[q]},
@@ -253,7 +253,8 @@ def test_refused_pickles_are_one_line_and_run_nothing(small_world, tmp_path):
     circo = ('--dataset', 'circo', '--dataset-path', small_world)
     r = run('searle-concepts', '--out', tmp_path/'c.csv', '--vocabulary',
             small_world/'concepts.csv', '--top-k', 5, *circo,
-            '--clip-model', CLIP, '--quiet'); assert r.returncode == 0, r.stderr[-2000:]
+            '--clip-model', CLIP, '--quiet')
+    assert r.returncode == 0, r.stderr[-2000:]
     for ph in ('phrases.pkl', 'GPTNeo27B.zip'):
         one_line(run('searle-oti', tmp_path/'c.csv', tmp_path/ph, *circo, '--clip-model', CLIP,
                      '--steps', 1,

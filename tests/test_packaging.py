@@ -28,8 +28,8 @@ def test_an_editable_install_imports_from_the_folder_that_holds_the_clone(tmp_pa
     assert found == (REPO/'searle'/'__init__.py').resolve(), got
 
 def test_the_wheel_holds_the_licence_and_the_world(tmp_path):
-    sh(sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-w', tmp_path,
-       REPO)
+    pip = (sys.executable, '-m', 'pip')
+    sh(*pip, 'wheel', '--no-deps', '--no-build-isolation', '-w', tmp_path, REPO)
     names = zipfile.ZipFile(next(tmp_path.glob('searle-*.whl'))).namelist()
     lic = [n for n in names if n.endswith('/LICENSE') and '.dist-info/' in n]
     text = zipfile.ZipFile(next(tmp_path.glob('searle-*.whl'))).read(lic[0]).decode() if lic else ''
