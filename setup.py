@@ -33,11 +33,12 @@ setuptools.setup(
                 + ['Programming Language :: Python :: ' + o for o in py_versions[py_versions.index(min_python):]]
                 + (['License :: ' + lic[1]] if lic[1] else []),
     url=cfg['git_url'],
-    # the top-level data/ folder (the offline world's trained models) ships inside the package as searle/assets
-    packages=setuptools.find_packages(include=['searle', 'searle.*']) + ['searle.assets'],
-    package_dir={'searle.assets': 'data'},
+    # the offline world's trained models live inside the package (searle/assets/world): an editable install is then
+    # a plain path entry, which a folder named searle beside the clone cannot shadow
+    packages=setuptools.find_packages(include=['searle', 'searle.*']),
+    package_dir={'': '.'},  # the root as the package folder: setuptools then makes an editable install a path entry
     include_package_data=True,
-    package_data={'searle.assets': ['world/*', 'world/gpt/*']},
+    package_data={'searle': ['assets/world/*', 'assets/world/gpt/*']},
     install_requires=requirements,
     extras_require={'dev': dev_requirements, 'app': app_requirements},
     dependency_links=cfg.get('dep_links', '').split(),

@@ -118,7 +118,7 @@ def _world_file(name:str, cache_dir=None, device=None) -> Path:
     return out/name
 
 def world_phi_path(cache_dir=None, device=None) -> Path:
-    "The world's phi checkpoint: shipped in data/world, else trained into the cache."
+    "The world's phi checkpoint: shipped in searle/assets/world, else trained into the cache."
     return _world_file('phi.pt', cache_dir, device)
 
 def world_phrases_path(cache_dir=None, device=None) -> Path:

@@ -31,6 +31,12 @@ def app_environment(cache_dir, # the app's cache folder
     return tmp
 
 # %% ../nbs/15_app.ipynb #1622dd80
+def _remove_upload(p:Path, uploads:Path, keep:Sequence[str]=()):
+    "Remove an uploaded file (and gradio's folder for it) once its query is answered."
+    if p.name in keep or not p.is_relative_to(uploads.resolve()) or not p.is_file(): return
+    p.unlink()
+    if p.parent != uploads.resolve() and not any(p.parent.iterdir()): p.parent.rmdir()
+
 def _reference_file(reference, # gradio's file record ({'path': ...}), a path, or None
                     allowed:Sequence=(), # folders the file must lie in (empty: anywhere)
                    ) -> str:
@@ -60,6 +66,8 @@ def run_query(retriever:ComposedRetriever, # a retriever with an indexed gallery
               method:str, # one of the retriever's `methods()`
               max_bytes:int=MAX_IMAGE_BYTES, # the largest image accepted
               allowed:Sequence=(), # folders the reference must lie in (empty: anywhere)
+              uploads=None, # the uploads' folder: an upload there is removed after its query
+              keep:Sequence[str]=(), # file names never removed (the examples gradio copies there)
              ) -> tuple[list, str, str]:
     "(gallery items, results table, nearest words) of one query; `gradio.Error` for bad input."
     import gradio as gr
@@ -74,7 +82,10 @@ def run_query(retriever:ComposedRetriever, # a retriever with an indexed gallery
         if ref is not None:  # name the file as the user knows it, not by gradio's copy of it
             known = reference.get('orig_name') if isinstance(reference, dict) else None
             msg = msg.replace(ref, known or Path(ref).name)
-        raise gr.Error(msg) from None
+        logger.warning('refused a query: %s', msg)  # one line in the log, not a traceback
+        raise gr.Error(msg, print_exception=False) from None
+    finally:
+        if ref is not None and uploads is not None: _remove_upload(Path(ref), Path(uploads), keep)
     return _page_results(ms, words)
 
 # %% ../nbs/15_app.ipynb #697cf856
@@ -114,8 +125,9 @@ def build_app(retriever:ComposedRetriever, # a retriever with an indexed gallery
                 near = gr.Markdown(elem_id='words')
                 gallery = gr.Gallery(label='results', columns=4, elem_id='results')
                 table = gr.Markdown(elem_id='table')
-        fn = functools.partial(run_query, retriever, k, max_bytes=max_bytes,
-                               allowed=_allowed_folders(examples))
+        allowed = _allowed_folders(examples)
+        fn = functools.partial(run_query, retriever, k, max_bytes=max_bytes, allowed=allowed,
+                               uploads=allowed[0], keep=[Path(p).name for p in examples])
         for event in (go.click, cap.submit):
             event(fn, [ref, cap, method], [gallery, table, near], preprocess=False)
     return demo

@@ -4,13 +4,13 @@
 
 # %% ../nbs/16_cli.ipynb #4b73f436
 from __future__ import annotations
-import argparse, dataclasses, functools, inspect, json, json as _json, logging, os, re, shutil, sys
-import tempfile
+import argparse, dataclasses, functools, inspect, json, json as _json, logging, os, pickle, re
+import shutil, sys, tempfile
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
 from fastcore.docments import docments
-from .methods import METHODS
+from .methods import METHODS, get_method
 
 # %% auto #0
 __all__ = ['logger', 'DATASETS', 'BENCHMARKS', 'EVAL_TYPES', 'PRECISIONS', 'LOG_LEVELS', 'OPTIONS', 'CONFIG', 'USER_ERRORS',
@@ -41,6 +41,12 @@ class Number:
     def __call__(self, s:str):
         try: x = self.kind(s)
         except ValueError: x = None
+        # nan, inf: no number to use
+        if x is not None and x != x or x in (float('inf'), float('-inf')): x = None
+        # no count or index can be that large
+        if self.kind is int and x is not None and abs(x) > sys.maxsize:
+            raise argparse.ArgumentTypeError(f"expected {self} of at most {sys.maxsize:,}, "
+                                             f"got {s!r}")
         if x is None or not self.ok(x):
             raise argparse.ArgumentTypeError(f"expected {self}, got {s!r}")
         return x
@@ -88,7 +94,9 @@ OPTIONS = {  # option name -> argparse keywords: one rule for every command that
     'truncated_images': dict(choices=('error', 'decode'), help='decode: decode truncated files '
                              'as the original does (recorded in OUT)'),
     'top_k': dict(type=_COUNT, aliases=('--k',)),  # `--k`, the original's spelling, parses too
-    **{k: dict(type=_COUNT) for k in ('steps', 'epochs', 'batch_size', 'num_return_sequences',
+    # the paper: 256; all of one concept's are one batch
+    'num_return_sequences': dict(type=Number(int, 1, 10_000)),
+    **{k: dict(type=_COUNT) for k in ('steps', 'epochs', 'batch_size', 'math_batch_size',
                                       'save_every', 'limit', 'n_gallery', 'n_queries')},
     'seed': dict(type=_SEED), 'port': dict(type=Number(int, 1, 65535)),
     **{k: dict(type=_POSITIVE) for k in ('lr', 'tau')},
@@ -192,7 +200,18 @@ def make_parser(f, required=(), choices:dict|None=None,
 
 # %% ../nbs/16_cli.ipynb #a1c0de07
 # bad input or environment: a message, not a traceback
-USER_ERRORS = (ValueError, OSError, KeyError)
+USER_ERRORS = (ValueError, OSError, KeyError, pickle.UnpicklingError)
+
+def _message(e:Exception) -> str:
+    "An error's message: a KeyError's key, a refused pickle's reason in one line, else its text."
+    if isinstance(e, KeyError) and e.args: return str(e.args[0])   # a KeyError's str() is its repr
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    # torch's refusal: the line naming what was refused
+    if len(lines) > 1 and isinstance(e, pickle.UnpicklingError):
+        why = next((l for l in lines if 'GLOBAL' in l or 'Unsupported' in l), lines[-1])
+        return (f'a pickle that is not only tensors and plain containers was refused, '
+                f'nothing in it run ({why})')
+    return str(e)
 
 def _run(f, p:argparse.ArgumentParser, resume:str|None):
     "Parse `sys.argv` with `p`, configure logging and call `f`; errors and Ctrl-C become one line."
@@ -210,9 +229,7 @@ def _run(f, p:argparse.ArgumentParser, resume:str|None):
         sys.exit(130)
     except USER_ERRORS as e:
         if debug: raise
-        # a KeyError's str() is its repr
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f'{p.prog}: error: {msg}', file=sys.stderr); sys.exit(1)
+        print(f'{p.prog}: error: {_message(e)}', file=sys.stderr); sys.exit(1)
 
 # %% ../nbs/16_cli.ipynb #fd694347
 def command(f=None, *, required:tuple=(), # options the command cannot run without
@@ -506,6 +523,8 @@ def searle_validate(dataset:str=None, # the benchmark ('fashioniq', 'cirr' or 'c
     check_output(out); check_precision(precision, device)
     from searle import retrieval
     from searle.runs import LeftOut
+    if template:  # a template without {caption} (or $ for a pseudo-word method) fails now
+        retrieval.check_template(template, get_method(eval_type).baseline is None)
     # the benchmark, checked before CLIP is loaded
     _images(dataset, dataset_path, split, 'images', missing_images)
     model, src = retrieval.load_method(eval_type, clip_model, tokens, phi_checkpoint, device,
@@ -549,6 +568,8 @@ def searle_submit(dataset:str=None, # 'cirr' or 'circo'
     from searle import retrieval
     from searle.runs import LeftOut
     split = split or {'cirr': 'test1', 'circo': 'test'}[dataset]
+    if template:  # a template without {caption} (or $ for a pseudo-word method) fails now
+        retrieval.check_template(template, get_method(eval_type).baseline is None)
     # the benchmark, checked before CLIP is loaded
     _images(dataset, dataset_path, split, 'images', missing_images)
     model, src = retrieval.load_method(eval_type, clip_model, tokens, phi_checkpoint, device,
@@ -608,8 +629,7 @@ def searle_build_world(out:str=None, # folder for clip.pt, clip.json and gpt/
                        seed:int=0, # every weight follows from it
                        no_progress:bool=False, # hide progress bars
                       ):
-    ("Retrain the offline world's tiny CLIP and GPT-Neo from the seed (what the package ships in "
-     "data/world).")
+    "Retrain the offline world's tiny CLIP and GPT-Neo from the seed (searle/assets/world)."
     check_output(out)
     from searle import world
     print(world.train_world_models(out, seed=seed, progress=not no_progress))
@@ -646,6 +666,8 @@ def searle_query(
     r = ComposedRetriever.from_pretrained(clip_model, phi=phi, phrases=phrases,
                                           vocabulary=vocabulary, cache_dir=cache_dir, device=device)
     hits = r.index(gallery, progress=not no_progress).search(reference, caption, top_k, method)
+    if not hits:
+        raise ValueError(f"--gallery {gallery}: nothing to rank, its only image is the reference")
     rows = [{'rank': m.rank, 'name': m.name, 'score': round(m.score, 6)} for m in hits]
     if json: print(_json.dumps(rows, indent=1))
     for m in ([] if json else hits): print(f'{m.rank:4d}  {m.score:.4f}  {m.name}')

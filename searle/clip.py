@@ -31,7 +31,7 @@ __all__ = ['logger', 'CLIP_PRESETS', 'OPEN_CLIP_TINY', 'HF_PRESETS', 'PSEUDO_CHA
            'save_clip', 'official_clip_path', 'load_clip', 'as_clip', 'TargetPad', 'make_preprocess',
            'model_preprocess', 'save_pseudo_tokens', 'load_pseudo_tokens', 'dedupe_named_rows', 'read_original_tokens',
            'save_original_tokens', 'open_rgb', 'ImageList', 'model_fingerprint', 'device_stable_fingerprint',
-           'clip_record', 'release_heap', 'extract_features']
+           'clip_record', 'check_tokens_for_clip', 'release_heap', 'extract_features']
 
 # %% ../nbs/02_clip.ipynb #3dfc32d6
 logger = logging.getLogger(__name__)
@@ -128,15 +128,23 @@ def build_clip(
 PSEUDO_CHAR = '$'
 
 def tokenize(texts:str|Sequence[str]) -> torch.Tensor:
-    "CLIP tokens [B, 77], truncated at the context length."
-    return clip.tokenize([texts] if isinstance(texts, str) else list(texts), truncate=True)
+    "CLIP tokens [B, 77], truncated at the context length (one warning says how many were cut)."
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    t = clip.tokenize(texts, truncate=True)                          # [B, 77]
+    # 77 tokens or more: measure those
+    full = (t[:, -1] != 0).nonzero().flatten().tolist()
+    n = {i: len(clip.clip._tokenizer.encode(texts[i])) + 2 for i in full}
+    if cut := [i for i in full if n[i] > t.shape[1]]:
+        logger.warning("%d of %d prompts are longer than CLIP's %d tokens and were cut "
+                       "(the longest: %d tokens): %r",
+                       len(cut), len(texts), t.shape[1], max(n[i] for i in cut),
+                       texts[cut[0]][:80] + '...')
+    return t
 
 def pseudo_token_id() -> int:
     "The BPE id of `$`."
     ids = clip.clip._tokenizer.encode(PSEUDO_CHAR)
-    if len(ids) != 1:
-        raise RuntimeError(f"CLIP's tokenizer splits {PSEUDO_CHAR!r} into {ids}; "
-                           "expected one token")
+    if len(ids) != 1: raise RuntimeError(f"CLIP's tokenizer splits {PSEUDO_CHAR!r} into {ids}; expected one token")
     return ids[0]
 
 # %% ../nbs/02_clip.ipynb #209761c0
@@ -483,10 +491,8 @@ def save_clip(model:nn.Module, path, # where to write the checkpoint
 
 # %% ../nbs/02_clip.ipynb #cb8885d1
 def _clip_from_state_dict(sd:dict, config:dict|None=None, token_ids=None) -> nn.Module:
-    sd = {k: v for k, v in sd.items()
-          if k not in ('input_resolution', 'context_length', 'vocab_size')}
-    # ResNet CLIP: openai's builder (it rounds through fp16)
-    if config is None and 'visual.proj' not in sd:
+    sd = {k: v for k, v in sd.items() if k not in ('input_resolution', 'context_length', 'vocab_size')}
+    if config is None and 'visual.proj' not in sd:  # ResNet CLIP: openai's builder (it rounds through fp16)
         return clip.model.build_model(sd).float().eval()
     config = config or clip_config_from_state_dict(sd)
     model = build_clip(config, seed=None)
@@ -497,22 +503,24 @@ def _clip_from_state_dict(sd:dict, config:dict|None=None, token_ids=None) -> nn.
         sd = {**sd, key: emb}
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
     if missing or unexpected:
-        raise ValueError(f"CLIP checkpoint does not match its configuration {str(config)[:200]}: "
-                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(f"CLIP checkpoint does not match its configuration {str(config)[:200]}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model.eval()
 
-# %% ../nbs/02_clip.ipynb #be458d8d
 def _read_clip_file(path:Path) -> nn.Module:
     try: obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception:  # the official files are TorchScript archives
+    except Exception as first:  # the official files are TorchScript archives
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter('ignore', FutureWarning)  # torch.jit.load's deprecation
-                return _clip_from_state_dict(
-                    torch.jit.load(str(path), map_location='cpu').state_dict())
+                warnings.simplefilter('ignore', FutureWarning)  # torch.jit.load's deprecation notice
+                return _clip_from_state_dict(torch.jit.load(str(path), map_location='cpu').state_dict())
         except Exception as e:
-            raise ValueError(f"{path} is neither a CLIP state dict "
-                             f"nor a CLIP TorchScript archive ({e})") from None
+            # a pickle naming code
+            if isinstance(first, pickle.UnpicklingError) and 'GLOBAL' in str(first):
+                what = next(l.strip() for l in str(first).splitlines() if 'GLOBAL' in l)
+                raise ValueError(f"{path} holds code that was not run, so it is no CLIP checkpoint "
+                                 f"({what})") from None
+            raise ValueError(f"{path} is neither a CLIP state dict nor a CLIP TorchScript archive "
+                             f"({e})") from None
     if isinstance(obj, dict) and obj.get('format') == 'searle-clip':
         return _clip_from_state_dict(obj['state_dict'], obj['config'], obj.get('token_ids'))
     if isinstance(obj, dict) and isinstance(obj.get('state_dict'), dict): obj = obj['state_dict']
@@ -666,6 +674,7 @@ class TargetPad:
     def __init__(self, ratio:float=1.25): self.ratio = ratio
     def __call__(self, img:Image.Image) -> Image.Image:
         w, h = img.size
+        if not w or not h: raise ValueError(f"an image of {w}x{h} pixels has nothing to encode")
         if max(w, h) / min(w, h) < self.ratio: return img
         s = max(w, h) / self.ratio  # the new short side
         hp, vp = max(int((s - w) / 2), 0), max(int((s - h) / 2), 0)
@@ -772,6 +781,10 @@ def read_original_tokens(
     if p.is_dir():
         p = folder/ORIGINAL_OTI_FILES[
             'ema' if which == 'ema' and (folder/ORIGINAL_OTI_FILES['ema']).is_file() else 'tokens']
+    if not p.is_file():
+        raise FileNotFoundError(f"{folder} holds no pseudo tokens: expected "
+                                f"{ORIGINAL_OTI_FILES['tokens']} or "
+                                f"{ORIGINAL_OTI_FILES['ema']} (the original's OTI folder) there")
     names_path = Path(names_path) if names_path else folder/ORIGINAL_OTI_FILES['names']
     if not names_path.is_file(): raise FileNotFoundError(
         f"{p} holds bare tokens; expected their names in {names_path}, found nothing")
@@ -803,25 +816,25 @@ def save_original_tokens(folder, names:Sequence[str], tokens:torch.Tensor,
 # %% ../nbs/02_clip.ipynb #9cb981ed
 @contextlib.contextmanager
 def _truncated_images_allowed():
-    ("PIL's `ImageFile.LOAD_TRUNCATED_IMAGES` for this block only: set, then restored, "
-     "so nothing is left behind.")
+    "PIL's `ImageFile.LOAD_TRUNCATED_IMAGES` for this block only: set, then restored, so nothing is left behind."
     from PIL import ImageFile
     old, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, True
     try: yield
     finally: ImageFile.LOAD_TRUNCATED_IMAGES = old
-def _is_truncation(e:Exception) -> bool:
-    return isinstance(e, OSError) and 'truncated' in str(e).lower()
 
-def open_rgb(path,
-             # 'error', or 'decode': a truncated file decodes what is there (the original's way)
-             truncated:str='error',
-             ) -> tuple[Image.Image, bool]:
-    ("(the image at `path` as RGB, "
-     "whether it was a truncated file decoded under `truncated='decode'`).")
-    if truncated not in ('error', 'decode'):
-        raise ValueError(f"truncated={truncated!r}; expected 'error' or 'decode'")
+def _is_truncation(e:Exception) -> bool: return isinstance(e, OSError) and 'truncated' in str(e).lower()
+
+def _bomb(path, e:Exception) -> ValueError:
+    return ValueError(f"{path} is refused: its size suggests a decompression bomb ({e})")
+
+def open_rgb(path, truncated:str='error', # 'error', or 'decode': a truncated file decodes what is there (the original's way)
+            ) -> tuple[Image.Image, bool]:
+    "(the image at `path` as RGB, whether it was a truncated file decoded under `truncated='decode'`)."
+    if truncated not in ('error', 'decode'): raise ValueError(f"truncated={truncated!r}; expected 'error' or 'decode'")
     try:
         with Image.open(path) as im: return im.convert('RGB'), False
+    except Image.DecompressionBombError as e:  # PIL's pixel limit, twice over
+        raise _bomb(path, e) from None
     except OSError as e:
         if truncated != 'decode' or not _is_truncation(e): raise
     with _truncated_images_allowed(), Image.open(path) as im: return im.convert('RGB'), True
@@ -892,6 +905,24 @@ def clip_record(model:nn.Module) -> dict:
             'clip_weights': device_stable_fingerprint(model),
             'clip_fingerprint': model_fingerprint(model)}
 
+# %% ../nbs/02_clip.ipynb #b92da338
+def check_tokens_for_clip(path, # a pseudo-token file (a folder or a file recording no CLIP passes)
+                          model:nn.Module):
+    "Raise when the token file records a CLIP of another family or other weights than `model`."
+    p = Path(path)
+    obj = load_tensors(p) if p.is_file() else None
+    cfg = obj.get('config') if isinstance(obj, dict) else None
+    rec = cfg.get('backbone') if isinstance(cfg, dict) else None
+    if not isinstance(rec, dict): return
+    now = clip_record(model)
+    keys = ('clip_family', 'clip_weights')  # device-stable
+    diff = [k for k in keys if rec.get(k) is not None and rec[k] != now[k]]
+    if diff:
+        show = lambda r: f"{r.get('clip')} ({', '.join(f'{k[5:]} {r.get(k)}' for k in diff)})"
+        raise ValueError(f"{p} holds tokens made with the CLIP {show(rec)}, "
+                         f"not with the one given, {show(now)}; "
+                         f"pass the CLIP they were made with (--clip-model {rec.get('clip')})")
+
 # %% ../nbs/02_clip.ipynb #457deec6
 def release_heap():
     "Give freed heap memory back to the system (glibc's `malloc_trim`; a no-op elsewhere)."
@@ -903,65 +934,54 @@ def release_heap():
     if _LIBC: _LIBC.malloc_trim(0)
 _LIBC = None
 
-# %% ../nbs/02_clip.ipynb #a2a401d3
 class _ImageDataset(torch.utils.data.Dataset):
-    def __init__(self, images, preprocess, truncated):
-        self.images, self.preprocess, self.truncated = images, preprocess, truncated
+    def __init__(self, images, preprocess, truncated): self.images, self.preprocess, self.truncated = images, preprocess, truncated
     def __len__(self): return len(self.images)
     def __getitem__(self, i):
         img, cut = self.images.open(i, self.truncated)
         return self.preprocess(img), cut
 
 def _refuse_truncated(names, paths, source):
-    if names: raise ValueError(f"{source} holds features of {len(names)} truncated images "
-                               "decoded under truncated='decode' "
-                               f"(the first: {paths[0]}); asked to refuse truncated files, "
-                               "so not using it")
+    if names: raise ValueError(f"{source} holds features of {len(names)} truncated images decoded under truncated='decode' "
+                               f"(the first: {paths[0]}); asked to refuse truncated files, so not using it")
 
-# %% ../nbs/02_clip.ipynb #5d785d33
-# long: one pass with its cache: the cache's key, its reuse and its refusals belong together
-def extract_features(
-    model:nn.Module, images:ImageList,
-    preprocess:Callable, # PIL → tensor, e.g. `make_preprocess('targetpad', 224)`
-    batch_size:int=32, device=None,
-    cache_dir=None, # reuse features keyed by model, preprocessing and images
-    progress:bool=True, num_workers:int=0,
-    # 'fp32', 'amp' (fp16 features, as the original) or 'bf16'; `None`: the device's
-    precision:str|None=None,
-    truncated:str='error', # 'error' or 'decode' (truncated files decoded as the original does)
-    truncated_names:list|None=None, # the names of truncated images decoded are appended here
-    ) -> tuple[list[str], torch.Tensor]:
+def extract_features(model:nn.Module, images:ImageList, preprocess:Callable, # PIL → tensor, e.g. `make_preprocess('targetpad', 224)`
+                     batch_size:int=32, device=None, cache_dir=None, # reuse features keyed by model, preprocessing and images
+                     progress:bool=True, num_workers:int=0,
+                     precision:str|None=None, # 'fp32', 'amp' (fp16 features, as the original) or 'bf16'; `None`: the device's
+                     truncated:str='error', # 'error' or 'decode' (truncated files decoded as the original does)
+                     truncated_names:list|None=None, # the names of truncated images decoded are appended here
+                    ) -> tuple[list[str], torch.Tensor]:
     "CLIP image features [N, D] (float32, CPU, unnormalised) of `images`, with their names."
     cache, cut, dev = None, [], next(model.parameters()).device
     precision = resolve_precision(precision, dev)
     if cache_dir is not None:
-        key = (f'{model_fingerprint(model)}|{preprocess!r}|{_images_key(images)}'
-               + ('' if precision == 'fp32' else f'|{precision}'))
+        key = f'{model_fingerprint(model)}|{preprocess!r}|{_images_key(images)}' + ('' if precision == 'fp32' else f'|{precision}')
         key = hashlib.sha256(key.encode()).hexdigest()[:32]
         cache = Path(cache_dir) / f'features-{key}.pt'
         if cache.is_file():
-            obj = load_tensors(cache)
-            if obj['names'] == images.names:
+            obj, D = load_tensors(cache), backbone(model).dim
+            ok = isinstance(obj, dict) and isinstance(obj.get('features'), torch.Tensor)
+            if ok and tuple(obj['features'].shape) != (len(obj.get('names', [])), D):
+                logger.warning('%s holds features of shape %s, not [%d, %d] for this CLIP: '
+                               'computing them again', cache,
+                               list(obj['features'].shape), len(obj.get('names', [])), D)
+                ok = False
+            if ok and obj['names'] == images.names:
                 cut = list(obj.get('truncated', []))
-                if truncated == 'error': _refuse_truncated(
-                    cut, [images.paths[images.names.index(n)] for n in cut[:1]], cache)
+                if truncated == 'error': _refuse_truncated(cut, [images.paths[images.names.index(n)] for n in cut[:1]], cache)
                 if truncated_names is not None: truncated_names += cut
                 return obj['names'], obj['features']
     bb = backbone(model)
-    dl = torch.utils.data.DataLoader(_ImageDataset(images, preprocess, truncated),
-                                     batch_size=batch_size, num_workers=num_workers)
+    dl = torch.utils.data.DataLoader(_ImageDataset(images, preprocess, truncated), batch_size=batch_size, num_workers=num_workers)
     feats = []
     with torch.no_grad(), autocast(precision, dev):
         for x, flags in progress_bar(dl, progress, desc='image features'):
-            cut += [images.names[len(feats) * batch_size + j]
-                    for j in flags.nonzero().flatten().tolist()]
+            cut += [images.names[len(feats) * batch_size + j] for j in flags.nonzero().flatten().tolist()]
             feats.append(bb.own_image(x.to(dev, next(model.parameters()).dtype)).float().cpu())
-            # glibc keeps freed batch buffers otherwise (+10 KiB an image)
-            if len(feats) % 64 == 0: release_heap()
+            if len(feats) % 64 == 0: release_heap()  # glibc keeps freed batch buffers otherwise (+10 KiB an image)
     feats = torch.cat(feats) if feats else torch.zeros(0, bb.dim)
-    if cut: logger.warning('%d truncated images decoded as the original does (the first: %s)',
-                           len(cut), ', '.join(cut[:5]))
-    if cache is not None:
-        save_tensors({'names': images.names, 'features': feats, 'truncated': cut}, cache)
+    if cut: logger.warning('%d truncated images decoded as the original does (the first: %s)', len(cut), ', '.join(cut[:5]))
+    if cache is not None: save_tensors({'names': images.names, 'features': feats, 'truncated': cut}, cache)
     if truncated_names is not None: truncated_names += cut
     return images.names, feats

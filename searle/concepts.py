@@ -21,7 +21,7 @@ from .runs import (LeftOut, RunLock, Shards, check_resume, default_cache_dir, lo
 __all__ = ['logger', 'OPENIMAGES_URL', 'OPENIMAGES_SHA256', 'TEMPLATES', 'IMAGE_NAME_COLUMN', 'CONCEPT_OPTIONS',
            'read_vocabulary', 'download_checked', 'load_vocabulary', 'concept_prompts', 'concept_features',
            'vocabulary_key', 'cached_concept_features', 'top_concepts', 'concept_table_name', 'write_concept_table',
-           'read_concept_table', 'config_path', 'associate_images', 'run_concepts']
+           'read_concept_table', 'check_top_k', 'config_path', 'associate_images', 'run_concepts']
 
 # %% ../nbs/03_concepts.ipynb #519a2b74
 logger = logging.getLogger(__name__)
@@ -30,17 +30,22 @@ logger = logging.getLogger(__name__)
 OPENIMAGES_URL = 'https://storage.googleapis.com/openimages/v7/oidv7-class-descriptions.csv'
 OPENIMAGES_SHA256 = '485af96e4f9813d8abcab1126ffcd79e07bb1048ee27f0fb209c62f1da1a3293'
 
+def _utf8_lines(f, path):
+    "The lines of a text file opened as UTF-8; an error naming the file in another encoding."
+    try: yield from f
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); "
+                         "save it as UTF-8") from None
+
 def read_vocabulary(path:PathLike, # a CSV with a `DisplayName` column
                    ) -> list[str]:
     "The concepts of a vocabulary CSV: its `DisplayName` column, verbatim and in order."
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"expected a vocabulary CSV at {path}, found nothing")
+    if not path.is_file(): raise FileNotFoundError(f"expected a vocabulary CSV at {path}, found nothing")
     with open(path, newline='', encoding='utf-8-sig') as f:
-        reader = csv.DictReader(f)
+        reader = csv.DictReader(_utf8_lines(f, path))
         if 'DisplayName' not in (reader.fieldnames or []):
-            raise ValueError(f"{path}: expected a 'DisplayName' column, found columns "
-                             f"{reader.fieldnames}")
+            raise ValueError(f"{path}: expected a 'DisplayName' column, found columns {reader.fieldnames}")
         names = [row['DisplayName'] for row in reader]
     if not names: raise ValueError(f"{path}: the vocabulary is empty")
     return names
@@ -223,10 +228,21 @@ def read_concept_table(
     if not path.is_file():
         raise FileNotFoundError(f"expected a concept table (CSV) at {path}, found nothing")
     with open(path, newline='', encoding='utf-8') as f:
-        rows = csv.reader(f); K = _table_header(path, rows)
+        rows = csv.reader(_utf8_lines(f, path)); K = _table_header(path, rows)
         if k is not None and k > K:
             raise ValueError(f"{path} holds {K} concepts per image; {k} were asked for")
         return _table_rows(path, rows, K, k, row)
+
+# %% ../nbs/03_concepts.ipynb #b71da5b4
+def check_top_k(path:PathLike, # a concept table
+                top_k:int): # the concepts per image a stage asks for
+    "Warn when a top-k exceeds the concepts a table holds per image; the number a stage uses."
+    with open(path, newline='', encoding='utf-8') as f:
+        K = _table_header(Path(path), csv.reader(_utf8_lines(f, path)))
+    if top_k > K:
+        logger.warning('%s holds %d concepts per image: a top-k of %d uses those %d',
+                       path, K, top_k, K)
+    return min(top_k, K)
 
 # %% ../nbs/03_concepts.ipynb #31d2ed57
 def _parts(out_path:Path) -> Shards:

@@ -219,6 +219,9 @@ def load_json(path:PathLike):
     if not path.is_file(): raise FileNotFoundError(f"expected a JSON file at {path}, found nothing")
     try: return json.loads(path.read_text(encoding='utf-8'))
     except json.JSONDecodeError as e: raise ValueError(f"{path} is not valid JSON: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); "
+                         "save it as UTF-8") from None
 
 # %% ../nbs/00_core.ipynb #83fc3ef2
 def save_tensors(obj, path:PathLike):

@@ -87,17 +87,12 @@ def _decode_all(images:ImageList, progress:bool=True):
 # %% ../nbs/08_data.ipynb #da7a0002
 def _entries(obj, path, what:str='queries') -> list:
     "The list an annotation file holds, or an error naming the file."
-    if not isinstance(obj, list):
-        raise ValueError(f"{path}: expected a JSON list of {what}, found a {type(obj).__name__}")
+    if not isinstance(obj, list): raise ValueError(f"{path}: expected a JSON list of {what}, found a {type(obj).__name__}")
     return obj
 
-# %% ../nbs/08_data.ipynb #1c22ef17
 def _field(entry, key:str, path, i:int, kind:type|tuple|None=None):
-    ("`entry[key]`, or an error naming the file, entry `i` (and its id) and the key; "
-     "`kind` checks the value's type.")
-    if not isinstance(entry, dict):
-        raise ValueError(f"{path}, entry {i}: expected a JSON object, "
-                         f"found a {type(entry).__name__}")
+    "`entry[key]`, or an error naming the file, entry `i` (and its id) and the key; `kind` checks the value's type."
+    if not isinstance(entry, dict): raise ValueError(f"{path}, entry {i}: expected a JSON object, found a {type(entry).__name__}")
     eid = next((entry[k] for k in ('id', 'pairid', 'candidate') if k in entry), None)
     at = f"{path}, entry {i}{f' (id {eid})' if eid is not None else ''}"
     if key not in entry: raise ValueError(f"{at}: no {key!r}; found the keys {sorted(entry)}")
@@ -106,6 +101,15 @@ def _field(entry, key:str, path, i:int, kind:type|tuple|None=None):
         want = ' or '.join(t.__name__ for t in (kind if isinstance(kind, tuple) else (kind,)))
         raise ValueError(f"{at}: {key!r} is a {type(v).__name__}; expected a {want}")
     return v
+
+def _unique_ids(ids:Sequence[str], path, key:str) -> None:
+    "Refuse two queries with one id: a submission keyed by id would keep only one of them."
+    first = {}
+    for i, q in enumerate(ids):
+        if q in first:
+            raise ValueError(f"{path}: entries {first[q]} and {i} share the {key} {q}; "
+                             "each query needs its own (a submission keyed by it would lose one)")
+        first[q] = i
 
 # %% ../nbs/08_data.ipynb #f57a7424
 class CIRDataset:
@@ -191,40 +195,48 @@ def write_placeholder_images(paths:Sequence, # files to create (parents are made
 def circo_queries(annotations:list, # the list read from CIRCO's annotations/{val,test}.json
                   source='annotations', # the file, named in errors
                  ) -> list[Query]:
-    ("CIRCO's queries, ids as strings; "
-     "the scorer of CIRCO submissions reads them without the images.")
+    "CIRCO's queries, ids as strings; the scorer of CIRCO submissions reads them without the images."
     out, f = [], lambda q, i, k, t=None: _field(q, k, source, i, t)
     for i, q in enumerate(_entries(annotations, source)):
-        gts = ([str(g) for g in f(q, i, 'gt_img_ids', list)]
-               if isinstance(q, dict) and 'gt_img_ids' in q else None)
+        gts = [str(g) for g in f(q, i, 'gt_img_ids', list)] if isinstance(q, dict) and 'gt_img_ids' in q else None
+        if gts == []:  # scored as a miss whatever is ranked
+            raise ValueError(f"{source}, entry {i} (id {q.get('id')}): 'gt_img_ids' is empty; "
+                             "a query needs its ground truths")
         out.append(Query(id=str(f(q, i, 'id')), reference=str(f(q, i, 'reference_img_id')),
             captions=[f(q, i, 'relative_caption', str)],
-            target=str(q['target_img_id']) if 'target_img_id' in q else None, ground_truths=gts,
+            target=str(f(q, i, 'target_img_id', (int, str))) if 'target_img_id' in q else None,
+            ground_truths=gts,
             shared_concept=q.get('shared_concept'), semantic_aspects=q.get('semantic_aspects')))
+    _unique_ids([q.id for q in out], source, 'id')
     return out
 
 # %% ../nbs/08_data.ipynb #003515c4
 class CIRCO(CIRDataset):
     "CIRCO (val / test) over the COCO 2017 unlabeled images."
     name = 'circo'
-    layout = ("CIRCO/\n  annotations/{val,test}.json\n"
-              "  COCO2017_unlabeled/annotations/image_info_unlabeled2017.json\n"
+    layout = ("CIRCO/\n  annotations/{val,test}.json\n  COCO2017_unlabeled/annotations/image_info_unlabeled2017.json\n"
               "  COCO2017_unlabeled/unlabeled2017/<file_name>.jpg")
     def __init__(self, root, # the CIRCO folder
                  split:str='val', # 'val' or 'test'
-                 check:str='exists', # 'none', 'exists' (files present) or 'decode' (and decodable)
+                 check:str='exists', # 'none', 'exists' (every gallery file present) or 'decode' (and decodable)
                  progress:bool=False):
         super().__init__(root, split)
-        if split not in ('val', 'test'):
-            raise ValueError(f"CIRCO split must be 'val' or 'test', got {split!r}")
+        if split not in ('val', 'test'): raise ValueError(f"CIRCO split must be 'val' or 'test', got {split!r}")
         ann_path = _need_file(self.root/'annotations'/f'{split}.json', self.layout)
-        info = load_json(_need_file(self.root/'COCO2017_unlabeled'/'annotations'
-                                    /'image_info_unlabeled2017.json', self.layout))
+        info_path = _need_file(self.root/'COCO2017_unlabeled'/'annotations'/
+                               'image_info_unlabeled2017.json',
+                               self.layout)
+        info = load_json(info_path)
+        if not isinstance(info, dict) or not isinstance(info.get('images'), list):
+            raise ValueError(f"{info_path}: expected a JSON object whose 'images' is the list of "
+                             f"images "
+                             f"(COCO's layout), "
+                             f"found a {type(info).__name__}")
+        for i, im in enumerate(info['images']):
+            _field(im, 'id', info_path, i); _field(im, 'file_name', info_path, i, str)
         img_dir = self.root/'COCO2017_unlabeled'/'unlabeled2017'
-        # "in_gallery": false (the offline world's references): openable, not retrievable
-        for im in info['images']:
-            if im.get('in_gallery', True):
-                self._names.append(str(im['id'])); self._paths.append(img_dir/im['file_name'])
+        for im in info['images']:  # an entry with "in_gallery": false (the offline world's references) is openable, not retrievable
+            if im.get('in_gallery', True): self._names.append(str(im['id'])); self._paths.append(img_dir/im['file_name'])
             else: self._extra[str(im['id'])] = img_dir/im['file_name']
         self._queries = circo_queries(load_json(ann_path), ann_path)
         _check_dataset(self, check, progress)
@@ -237,6 +249,9 @@ def _cirr_queries(cap_path:Path) -> list[Query]:
         f = lambda k, t=None, e=q: _field(e, k, cap_path, i, t)
         t = q.get('target_hard')
         members = _field(f('img_set', dict), 'members', cap_path, i, list)
+        if len(members) != 6:  # the reference and the five images R_subset ranks
+            raise ValueError(f"{cap_path}, entry {i} (id {q.get('pairid')}): "
+                             f"'img_set' lists {len(members)} members; CIRR's image sets have 6")
         out.append(Query(id=str(f('pairid')), reference=f('reference', str),
             captions=[f('caption', str)],
             target=t, ground_truths=[t] if t is not None else None, group=list(members)))
@@ -264,6 +279,7 @@ class CIRR(CIRDataset):
         self._names = list(img_split)
         self._paths = [self.root/p for p in img_split.values()]
         self._queries = _cirr_queries(cap_path)
+        _unique_ids([q.id for q in self._queries], cap_path, 'pairid')
         _check_dataset(self, check, progress)
 
 # %% ../nbs/08_data.ipynb #9f887bc1
@@ -307,6 +323,30 @@ class FashionIQ(CIRDataset):
     def __repr__(self): return super().__repr__()[:-1] + f", category={self.category!r})"
 
 # %% ../nbs/08_data.ipynb #227df54e
+def _is_utf8(s:str) -> bool:
+    try: s.encode('utf-8'); return True
+    except UnicodeEncodeError: return False
+
+def _image_files(d:Path) -> list[Path]:
+    "The image files under `d` (links to folders not followed); one warning for what is unreadable."
+    found, dangling, unreadable = [], [], []
+    for top, _, files in os.walk(d, onerror=lambda e: unreadable.append(e.filename)):
+        for f in files:
+            p = Path(top)/f
+            if p.suffix.lower() in IMAGE_EXTENSIONS: (found if p.is_file() else dangling).append(p)
+    if dangling or unreadable:
+        more = lambda xs: ', ...' if len(xs) > 3 else ''
+        show = lambda xs: f" ({', '.join(map(str, xs[:3]))}{more(xs)})" if xs else ''
+        logger.warning('%s: left out %d unreadable folders%s and %d image names that are no file '
+                       '(links to nothing)%s',
+                       d, len(unreadable), show(unreadable), len(dangling), show(dangling))
+    # bytes the file system keeps as surrogates
+    if odd := [p for p in found if not _is_utf8(str(p))]:
+        raise ValueError(f"{d}: {len(odd)} image file names are not UTF-8 "
+                         f"(the first: {ascii(str(odd[0]))}); "
+                         "rename them: names are written to JSON and CSV files")
+    return sorted(found)
+
 class ImageFolder(CIRDataset):
     "Every image under a folder (recursively), named by its relative path; no queries."
     name = 'folder'
@@ -314,23 +354,16 @@ class ImageFolder(CIRDataset):
     def __init__(self, root, split:str|None=None, check:str='exists', progress:bool=False):
         super().__init__(root, split)
         d = self._dir()
-        if not d.is_dir():
-            raise FileNotFoundError(
-                f"expected a folder of images at {d}, found nothing (expected layout: "
-                f"{'; '.join(l.strip() for l in self.layout.splitlines())})")
-        self._paths = sorted(p for p in d.rglob('*')
-                             if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-        if not self._paths:
-            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {d}")
+        if not d.is_dir(): raise FileNotFoundError(f"expected a folder of images at {d}, found nothing (expected layout: {'; '.join(l.strip() for l in self.layout.splitlines())})")
+        self._paths = _image_files(d)
+        if not self._paths: raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {d}")
         self._names = [self._name(p) for p in self._paths]
         _check_dataset(self, check, progress)
     def _dir(self): return self.root
     def _name(self, p:Path): return p.relative_to(self._dir()).as_posix()
 
-# %% ../nbs/08_data.ipynb #ac560a03
 class ImageNet(ImageFolder):
-    ("The ImageNet1K test images (`ImageNet1K/test/*.JPEG`), named by file name, "
-     "as the original code names them.")
+    "The ImageNet1K test images (`ImageNet1K/test/*.JPEG`), named by file name, as the original code names them."
     name = 'imagenet'
     layout = "ImageNet1K/\n  test/*.JPEG"
     def __init__(self, root, split:str='test', check:str='exists', progress:bool=False):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from .core import *
 from .runs import *
 from .clip import *
-from .concepts import TEMPLATES, read_concept_table
+from .concepts import TEMPLATES, check_top_k, read_concept_table
 from .phrases import load_phrases, problematic_concepts, make_pseudo_phrase
 
 # %% auto #0
@@ -294,11 +294,14 @@ def _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, confi
     bar.close()
 
 # %% ../nbs/05_oti.ipynb #a688ea00
-def _finish_run(out:Path, batches, names, record, finished:bool, left_out, original_layout:bool):
+def _finish_run(out:Path, batches, names, record, finished:bool, left_out, original_layout:bool,
+                backbone:dict|None=None): # `clip_record` of the CLIP, recorded in the token file
     ("The first process's end of a run: shards merged (then removed), what was left out, original "
      "layout.")
     final = out/'oti_pseudo_tokens.pt'
-    if not finished: _merge(_shards(out), batches, names, final, record); _shards(out).remove()
+    if not finished:
+        _merge(_shards(out), batches, names, final, {**record, 'backbone': backbone})
+        _shards(out).remove()
     if left_out is not None:  # this process's truncated images join the caller's counts
         left_out.save(out/'left_out.json')
         save_json({**record, 'left_out': left_out.counts()}, out/'config.json')
@@ -334,6 +337,7 @@ def run_oti(model,
     # recorded resolved
     config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))
     names = list(images.names) if isinstance(images, ImageList) else [str(n) for n in images[0]]
+    if not isinstance(concept_table, dict): check_top_k(concept_table, config.top_k)
     record = _run_record(config, names, model, concept_table, phrases, left_out)
     step = config.batch_size
     batches = [list(range(s, min(s + step, len(names)))) for s in range(0, len(names), step)]
@@ -357,7 +361,9 @@ def run_oti(model,
         _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, config, out,
                           progress, f'process {dist.rank}/{dist.n_procs}')
     dist.barrier()
-    if dist.rank == 0: _finish_run(out, batches, names, record, finished, left_out, original_layout)
+    if dist.rank == 0:
+        _finish_run(out, batches, names, record, finished, left_out, original_layout,
+                    clip_record(model))
     dist.barrier()
     return out/'oti_pseudo_tokens.pt'
 

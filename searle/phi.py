@@ -17,10 +17,10 @@ from torch import nn, Tensor
 from .core import *
 from .runs import (COMPARED, LeftOut, default_cache_dir, locks_output, names_key,
                          refuse_other, run_record)
-from .clip import (ImageList, as_clip, backbone, clip_record, encode_text,
+from .clip import (ImageList, as_clip, backbone, check_tokens_for_clip, clip_record, encode_text,
                          encode_with_pseudo_tokens, extract_features, load_pseudo_tokens,
                          model_fingerprint, model_preprocess, tokenize)
-from .concepts import read_concept_table
+from .concepts import check_top_k, read_concept_table
 from .phrases import load_phrases, problematic_concepts, make_pseudo_phrase
 from .oti import warn_unphrased
 
@@ -149,23 +149,19 @@ def epoch_batches(n:int, epoch:int, batch_size:int, seed:int) -> list[Tensor]:
 
 # %% ../nbs/06_phi.ipynb #36fc386d
 class PhraseFeatures:
-    ("Normalised CLIP text features of phrases, computed once per distinct phrase "
-     "(no gradients) and kept.")
-    def __init__(self, model, max_size:int|None=1_000_000, batch_size:int=256,
-                 precision:str|None='fp32'):
-        self.model, self.max_size, self.batch_size, self.rows, self.encoded = (
-            model, max_size, batch_size, collections.OrderedDict(), 0)
+    "Normalised CLIP text features of phrases, computed once per distinct phrase (no gradients) and kept."
+    def __init__(self, model, max_size:int|None=1_000_000, batch_size:int=256, precision:str|None='fp32'):
+        self.model, self.max_size, self.batch_size, self.rows, self.encoded = model, max_size, batch_size, collections.OrderedDict(), 0
         self.precision = resolve_precision(precision, next(model.parameters()).device)
+    def clear(self): self.rows.clear()   # at each epoch's start: its features depend on it alone
     def __call__(self, phrases:Sequence[str]) -> Tensor:
         new = [p for p in dict.fromkeys(phrases) if p not in self.rows]
         if new:
             with torch.no_grad(), autocast(self.precision, next(self.model.parameters()).device):
-                f = F.normalize(encode_text(self.model, new, batch_size=self.batch_size).float(),
-                                dim=-1)  # [U, D]
+                f = F.normalize(encode_text(self.model, new, batch_size=self.batch_size).float(), dim=-1)  # [U, D]
             self.rows.update(zip(new, f)); self.encoded += len(new)
         out = torch.stack([self.rows[p] for p in phrases])   # [B, D]
-        while self.max_size is not None and len(self.rows) > self.max_size:
-            self.rows.popitem(last=False)  # oldest first
+        while self.max_size is not None and len(self.rows) > self.max_size: self.rows.popitem(last=False)  # oldest first
         return out
 
 # %% ../nbs/06_phi.ipynb #bcdda649
@@ -207,6 +203,8 @@ def train_epoch(phi:Phi, model, opt:torch.optim.Optimizer,
     dist = dist or Dist(); bl = config.batch_size // dist.n_procs
     local, sums = slice(dist.rank * bl, (dist.rank + 1) * bl), torch.zeros(2)
     batches = epoch_batches(len(names), epoch, config.batch_size, config.seed)
+    # phrase features kept within the epoch only: resumable
+    real.clear()
     for b in progress_bar(batches, progress, desc=f'epoch {epoch}', leave=False):
         mine = b[local].tolist()
         draws = [pools.draw(i, names[i], epoch, config.seed, phi.dims[1], config.dropout)
@@ -586,6 +584,9 @@ def run_train_phi(clip_model, # an official CLIP name, a checkpoint file, or a C
     config, out, dist, left_out, cut = config or PhiConfig(), Path(out_dir), Dist(), LeftOut(), []
     dev = dist.resolve(device)
     model = as_clip(clip_model, dev)
+    # made with this CLIP
+    if not isinstance(oti_tokens, tuple): check_tokens_for_clip(oti_tokens, model)
+    if not isinstance(concept_table, dict): check_top_k(concept_table, config.top_k)
     # features, training, validation
     config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))
     names, feats = _training_features(model, images, preprocess, cache_dir or out/'features', dev,

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_retrieval.ipynb #6a9e39bd
 from __future__ import annotations
-import datetime, logging, math
+import collections, datetime, json, logging, math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -28,7 +28,7 @@ from .phi import PHI_RELEASES, load_phi_token_fn
 
 # %% auto #0
 __all__ = ['logger', 'TEXT_TEMPLATE', 'BASELINES', 'RECALL_KS', 'SUBSET_KS', 'MAP_KS', 'ASPECT_MAP_K', 'TOP_K',
-           'VALIDATE_OPTIONS', 'query_prompts', 'reference_tokens', 'query_features', 'rank_gallery',
+           'VALIDATE_OPTIONS', 'query_prompts', 'check_template', 'reference_tokens', 'query_features', 'rank_gallery',
            'benchmark_metrics', 'Retrieval', 'retrieve', 'validate', 'validate_benchmark', 'results_table',
            'cirr_submissions', 'circo_submission', 'check_submission', 'score_circo_submission', 'recorded_clip',
            'method_clip', 'check_method', 'method_source', 'load_method', 'run_validation', 'run_submission']
@@ -56,6 +56,15 @@ def query_prompts(query:Query, # one query of any benchmark
     except (KeyError, IndexError) as e:
         raise ValueError(f"template {template!r} uses an unknown field {e}; "
                          "available: {caption}, {shared_concept}") from None
+
+# %% ../nbs/10_retrieval.ipynb #512d9c8f
+def check_template(template:str, pseudo:bool=True): # pseudo: the method puts a pseudo token at `$`
+    "Refuse a template without {caption} (one prompt for all queries) or, for pseudo tokens, `$`."
+    if '{caption}' not in template:
+        raise ValueError(f"template {template!r} has no {{caption}}: "
+                         "every query would get the same prompt")
+    if pseudo and '$' not in template:
+        raise ValueError(f"template {template!r} has no pseudo-word '$'")
 
 # %% ../nbs/10_retrieval.ipynb #833b4790
 def _tokens_table(tokens) -> tuple[list[str], Tensor]:
@@ -124,7 +133,7 @@ def _encode_prompts(model, queries, template, ref_tokens, ref_row, batch_size, p
     return _average_prompts(torch.cat(feats), owner, len(queries))
 
 # %% ../nbs/10_retrieval.ipynb #e46777f6
-def _check_query_args(baseline, ref_tokens, template):
+def _check_query_args(baseline, ref_tokens, template, text_template=TEXT_TEMPLATE):
     "Refuse an unknown baseline, both or neither of tokens / baseline, a template without '$'."
     if baseline not in (None, *BASELINES):
         raise ValueError(f"unknown baseline {baseline!r}; expected one of {BASELINES}")
@@ -132,8 +141,7 @@ def _check_query_args(baseline, ref_tokens, template):
         raise ValueError("give exactly one of ref_tokens / baseline; got ref_tokens="
                          f"{'None' if ref_tokens is None else list(ref_tokens.shape)}, "
                          f"baseline={baseline!r}")
-    if baseline is None and '$' not in template:
-        raise ValueError(f"template {template!r} has no pseudo-word '$'")
+    check_template(template if baseline is None else text_template, baseline is None)
 
 # %% ../nbs/10_retrieval.ipynb #da0bd7c6
 def query_features(model, queries:Sequence[Query], # the queries to encode
@@ -146,7 +154,7 @@ def query_features(model, queries:Sequence[Query], # the queries to encode
                    precision:str|None=None, # text autocast (searle.core); None: device default
                   ) -> Tensor:
     "Normalised query features `[Q, D]` (float32, CPU)."
-    _check_query_args(baseline, ref_tokens, template)
+    _check_query_args(baseline, ref_tokens, template, text_template)
     pos = {n: i for i, n in enumerate(ref_names)}
     ref_row = torch.tensor([pos[q.reference] for q in queries], dtype=torch.long)  # [Q]
     if baseline is None:
@@ -541,6 +549,31 @@ def _check_circo_keys(source, preds:dict, queries, ann_path):
         raise ValueError(f"{source}: {len(extra)} keys are not query ids of {ann_path}: "
                          f"{extra[:5]}")
 
+# %% ../nbs/10_retrieval.ipynb #bdfd0ffe
+def _read_predictions(path) -> dict:
+    "A predictions file, refusing a key written twice (a JSON reader keeps only the last of them)."
+    def once(pairs):
+        if rep := sorted(k for k, c in collections.Counter(k for k, _ in pairs).items() if c > 1):
+            raise KeyError(rep)
+        return dict(pairs)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"expected a JSON file at {path}, found nothing")
+    try: return json.loads(Path(path).read_text(encoding='utf-8'), object_pairs_hook=once)
+    except KeyError as e:
+        raise ValueError(f"{path}: the keys {e.args[0][:5]} are written more than once") from None
+    except json.JSONDecodeError as e: raise ValueError(f"{path} is not valid JSON: {e}") from None
+
+def _check_ids(v, qid:str, n:int, source:str) -> list[str]:
+    "A query's predicted ids as strings (a list of integers or strings); else an error naming it."
+    if not isinstance(v, list):
+        raise ValueError(f"{source}: query {qid} maps to a {type(v).__name__}; "
+                         f"expected a list of {n} image ids")
+    if bad := [x for x in v if isinstance(x, bool) or not isinstance(x, (int, str))]:
+        r = repr(bad[0]); r = r if len(r) <= 40 else r[:36] + ' ...'
+        raise ValueError(f"{source}: query {qid} lists {r} (a {type(bad[0]).__name__}); "
+                         "image ids are integers or strings")
+    return [str(x) for x in v]
+
 # %% ../nbs/10_retrieval.ipynb #a0f4b7d9
 def score_circo_submission(predictions, # path to a {query id: [image ids]} JSON file, or the dict
                            dataset_path, # the CIRCO folder (reads annotations/<split>.json)
@@ -550,14 +583,14 @@ def score_circo_submission(predictions, # path to a {query id: [image ids]} JSON
     ann_path = Path(dataset_path)/'annotations'/f'{split}.json'
     queries, n = circo_queries(load_json(ann_path), ann_path), _circo_list_length(dataset_path)
     source = str(predictions) if not isinstance(predictions, dict) else 'predictions'
-    preds = predictions if isinstance(predictions, dict) else load_json(predictions)
+    preds = predictions if isinstance(predictions, dict) else _read_predictions(predictions)
     if not isinstance(preds, dict):
         raise ValueError(f"{source}: expected a JSON object {{query id: [image ids]}}")
     preds = {str(k): v for k, v in preds.items()}
     _check_circo_keys(source, preds, queries, ann_path)
     vocab, rows = {}, []
     for q in queries:
-        lst = [str(x) for x in preds[q.id]]
+        lst = _check_ids(preds[q.id], q.id, n, source)
         dup = sorted({x for x in lst if lst.count(x) > 1})
         if dup: raise ValueError(f"{source}: query {q.id} lists ids more than once: {dup[:5]}")
         if len(lst) != n: raise ValueError(f"{source}: query {q.id} lists {len(lst)} ids; "

@@ -96,8 +96,8 @@ def test_one_query_in_headless_chromium(tmp_path, family):
     finally:
         if d is not None: d.quit()
         proc.terminate()
-        try: proc.wait(timeout=30)
-        except subprocess.TimeoutExpired: proc.kill()
+        try: log = proc.communicate(timeout=30)[1]
+        except subprocess.TimeoutExpired: proc.kill(); log = proc.communicate()[1]
     assert [int(r[0]) for r in rows] == list(range(1, K + 1))
     names, scores = [r[1] for r in rows], [float(r[2]) for r in rows]
     assert all((gallery/n).is_file() for n in names) and ref.name not in names  # gallery files, the reference left out
@@ -108,3 +108,9 @@ def test_one_query_in_headless_chromium(tmp_path, family):
     assert '$ ≈' in words  # phi's pseudo word and its nearest words
     assert (tmp_path/'app.png').stat().st_size > 10_000
     for d in (home, cwd, tmp): assert not any(d.iterdir()), f'the app wrote outside its cache folder: {sorted(d.rglob("*"))[:5]}'
+    # each upload is removed after its query, the refused one too; a refused query is one log line
+    left = [p for p in (cache/'gradio').rglob('*') if p.name in (ref.name, 'notes.png')]
+    assert not left, f'uploads left in the cache: {left}'
+    refused = [l for l in log.splitlines() if 'notes.png is not an image' in l]
+    assert 'Traceback' not in log, log[-3000:]
+    assert len(refused) == 1 and 'refused a query' in refused[0], log[-3000:]

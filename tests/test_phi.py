@@ -154,6 +154,60 @@ def test_two_processes_give_the_weights_of_one(script, tmp_path):
         assert len(la) == len(lb) == 3, (len(la), len(lb))
         assert all(abs(x['loss'] - y['loss']) <= 1e-5 for x, y in zip(la, lb))   # the global losses, not one process's half
 
+# ---- the command killed (SIGKILL) at several points, mid-epoch too: each resumed run is the clean
+
+@pytest.fixture(scope='module')
+def phi_inputs(tmp_path_factory):
+    "A small world's gallery folder, its concept table and OTI tokens (by the commands), phrases."
+    from searle import world as w
+    from searle.phrases import save_phrases
+    d = tmp_path_factory.mktemp('phi_cmd')
+    root = w.build_world(d / 'w', seed=5, n_gallery=60, n_queries=4, n_test=0, n_unlabeled=0,
+                         progress=False)
+    ph = {c: [f'a photo of {c} that is here', f'a photo of {c} on a table', f'a {c} seen from afar']
+          for c in w.world_concepts()}
+    save_phrases(ph, d / 'phrases.json')
+    imgs, clip = root / 'COCO2017_unlabeled' / 'unlabeled2017', w.world_clip_path()
+    on = ('--dataset', 'folder', '--dataset-path', imgs, '--clip-model', clip, '--quiet')
+    voc = root / 'concepts.csv'
+    _cmd(['searle-concepts', '--out', d / 'c.csv', '--vocabulary', voc, '--top-k', 20, *on])
+    _cmd(['searle-oti', d / 'c.csv', d / 'phrases.json', '--steps', 5, '--out', d / 'oti', *on])
+    return (d / 'oti' / 'oti_pseudo_tokens.pt', d / 'c.csv', d / 'phrases.json', *on,
+            '--epochs', 30, '--batch-size', 8,
+            '--top-k', 10, '--save-every', 1, '--no-progress')
+
+CMD_ENV = {**os.environ, 'SEARLE_OFFLINE': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1',
+           'OMP_NUM_THREADS': '1'}
+
+def _cmd(args):
+    r = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=600,
+                       env=CMD_ENV)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+def test_train_phi_killed_anywhere_resumes_to_the_uninterrupted_weights(phi_inputs, tmp_path):
+    _cmd(['searle-train-phi', *phi_inputs, '--out', tmp_path / 'clean'])
+    clean = load_tensors(tmp_path / 'clean' / 'phi_final.pt')['Phi']
+    losses = [r['loss'] for r in load_json(tmp_path / 'clean' / 'log.json')]
+    for k in (5, 15, 25):                   # killed in the epoch after checkpoint k (mid-epoch)
+        out = tmp_path / f'killed{k}'
+        p = subprocess.Popen([str(a) for a in ('searle-train-phi', *phi_inputs, '--out', out)],
+                             env=CMD_ENV,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        ck = out / 'checkpoints' / f'phi_epoch{k:04d}.pt'
+        while time.time() < deadline and not ck.exists() and p.poll() is None:
+            time.sleep(0.005)
+        os.kill(p.pid, signal.SIGKILL); p.wait()
+        done = sorted(x.name for x in (out / 'checkpoints').glob('phi_epoch*.pt'))
+        assert k <= len(done) < 30 and not (out / 'phi_final.pt').exists(), \
+            f'killed after {done[-1:]}: not mid-run'
+        _cmd(['searle-train-phi', *phi_inputs, '--out', out])
+        resumed = load_tensors(out / 'phi_final.pt')['Phi']
+        diff = max((clean[n] - resumed[n]).abs().max().item() for n in clean)
+        assert diff == 0, f'killed after {done[-1]}: max |delta| {diff:.3g} off the clean run'
+        again = [r['loss'] for r in load_json(out / 'log.json')]
+        assert again == losses, f'killed after {done[-1]}: other losses'
+
 # ---- resuming checks the data
 
 def test_resume_with_other_targets_or_clip_is_refused_and_names_what_differs(tmp_path):
