@@ -144,7 +144,9 @@ def tokenize(texts:str|Sequence[str]) -> torch.Tensor:
 def pseudo_token_id() -> int:
     "The BPE id of `$`."
     ids = clip.clip._tokenizer.encode(PSEUDO_CHAR)
-    if len(ids) != 1: raise RuntimeError(f"CLIP's tokenizer splits {PSEUDO_CHAR!r} into {ids}; expected one token")
+    if len(ids) != 1:
+        raise RuntimeError(f"CLIP's tokenizer splits {PSEUDO_CHAR!r} into {ids}; "
+                           "expected one token")
     return ids[0]
 
 # %% ../nbs/02_clip.ipynb #209761c0
@@ -491,8 +493,10 @@ def save_clip(model:nn.Module, path, # where to write the checkpoint
 
 # %% ../nbs/02_clip.ipynb #cb8885d1
 def _clip_from_state_dict(sd:dict, config:dict|None=None, token_ids=None) -> nn.Module:
-    sd = {k: v for k, v in sd.items() if k not in ('input_resolution', 'context_length', 'vocab_size')}
-    if config is None and 'visual.proj' not in sd:  # ResNet CLIP: openai's builder (it rounds through fp16)
+    sd = {k: v for k, v in sd.items()
+          if k not in ('input_resolution', 'context_length', 'vocab_size')}
+    # ResNet CLIP: openai's builder (it rounds through fp16)
+    if config is None and 'visual.proj' not in sd:
         return clip.model.build_model(sd).float().eval()
     config = config or clip_config_from_state_dict(sd)
     model = build_clip(config, seed=None)
@@ -503,16 +507,20 @@ def _clip_from_state_dict(sd:dict, config:dict|None=None, token_ids=None) -> nn.
         sd = {**sd, key: emb}
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
     if missing or unexpected:
-        raise ValueError(f"CLIP checkpoint does not match its configuration {str(config)[:200]}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(f"CLIP checkpoint does not match its configuration {str(config)[:200]}: "
+                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model.eval()
 
+# %% ../nbs/02_clip.ipynb #be458d8d
 def _read_clip_file(path:Path) -> nn.Module:
     try: obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as first:  # the official files are TorchScript archives
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter('ignore', FutureWarning)  # torch.jit.load's deprecation notice
-                return _clip_from_state_dict(torch.jit.load(str(path), map_location='cpu').state_dict())
+                # torch.jit.load's deprecation notice
+                warnings.simplefilter('ignore', FutureWarning)
+                return _clip_from_state_dict(
+                    torch.jit.load(str(path), map_location='cpu').state_dict())
         except Exception as e:
             # a pickle naming code
             if isinstance(first, pickle.UnpicklingError) and 'GLOBAL' in str(first):
@@ -816,21 +824,28 @@ def save_original_tokens(folder, names:Sequence[str], tokens:torch.Tensor,
 # %% ../nbs/02_clip.ipynb #9cb981ed
 @contextlib.contextmanager
 def _truncated_images_allowed():
-    "PIL's `ImageFile.LOAD_TRUNCATED_IMAGES` for this block only: set, then restored, so nothing is left behind."
+    ("PIL's `ImageFile.LOAD_TRUNCATED_IMAGES` for this block only: set, then restored, "
+     "so nothing is left behind.")
     from PIL import ImageFile
     old, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, True
     try: yield
     finally: ImageFile.LOAD_TRUNCATED_IMAGES = old
 
-def _is_truncation(e:Exception) -> bool: return isinstance(e, OSError) and 'truncated' in str(e).lower()
+def _is_truncation(e:Exception) -> bool:
+    return isinstance(e, OSError) and 'truncated' in str(e).lower()
 
 def _bomb(path, e:Exception) -> ValueError:
     return ValueError(f"{path} is refused: its size suggests a decompression bomb ({e})")
 
-def open_rgb(path, truncated:str='error', # 'error', or 'decode': a truncated file decodes what is there (the original's way)
-            ) -> tuple[Image.Image, bool]:
-    "(the image at `path` as RGB, whether it was a truncated file decoded under `truncated='decode'`)."
-    if truncated not in ('error', 'decode'): raise ValueError(f"truncated={truncated!r}; expected 'error' or 'decode'")
+def open_rgb(
+    path,
+    # 'error', or 'decode': a truncated file decodes what is there (the original's way)
+    truncated:str='error',
+    ) -> tuple[Image.Image, bool]:
+    ("(the image at `path` as RGB, whether it was a truncated file decoded under "
+     "`truncated='decode'`).")
+    if truncated not in ('error', 'decode'):
+        raise ValueError(f"truncated={truncated!r}; expected 'error' or 'decode'")
     try:
         with Image.open(path) as im: return im.convert('RGB'), False
     except Image.DecompressionBombError as e:  # PIL's pixel limit, twice over
@@ -934,29 +949,40 @@ def release_heap():
     if _LIBC: _LIBC.malloc_trim(0)
 _LIBC = None
 
+# %% ../nbs/02_clip.ipynb #a2a401d3
 class _ImageDataset(torch.utils.data.Dataset):
-    def __init__(self, images, preprocess, truncated): self.images, self.preprocess, self.truncated = images, preprocess, truncated
+    def __init__(self, images, preprocess, truncated):
+        self.images, self.preprocess, self.truncated = images, preprocess, truncated
     def __len__(self): return len(self.images)
     def __getitem__(self, i):
         img, cut = self.images.open(i, self.truncated)
         return self.preprocess(img), cut
 
 def _refuse_truncated(names, paths, source):
-    if names: raise ValueError(f"{source} holds features of {len(names)} truncated images decoded under truncated='decode' "
-                               f"(the first: {paths[0]}); asked to refuse truncated files, so not using it")
+    if names: raise ValueError(f"{source} holds features of {len(names)} truncated images "
+                               "decoded under truncated='decode' "
+                               f"(the first: {paths[0]}); asked to refuse truncated files, "
+                               "so not using it")
 
-def extract_features(model:nn.Module, images:ImageList, preprocess:Callable, # PIL → tensor, e.g. `make_preprocess('targetpad', 224)`
-                     batch_size:int=32, device=None, cache_dir=None, # reuse features keyed by model, preprocessing and images
-                     progress:bool=True, num_workers:int=0,
-                     precision:str|None=None, # 'fp32', 'amp' (fp16 features, as the original) or 'bf16'; `None`: the device's
-                     truncated:str='error', # 'error' or 'decode' (truncated files decoded as the original does)
-                     truncated_names:list|None=None, # the names of truncated images decoded are appended here
-                    ) -> tuple[list[str], torch.Tensor]:
+# %% ../nbs/02_clip.ipynb #5d785d33
+# long: one pass with its cache: the cache's key, its reuse and its refusals belong together
+def extract_features(
+    model:nn.Module, images:ImageList,
+    preprocess:Callable, # PIL → tensor, e.g. `make_preprocess('targetpad', 224)`
+    batch_size:int=32, device=None,
+    cache_dir=None, # reuse features keyed by model, preprocessing and images
+    progress:bool=True, num_workers:int=0,
+    # 'fp32', 'amp' (fp16 features, as the original) or 'bf16'; `None`: the device's
+    precision:str|None=None,
+    truncated:str='error', # 'error' or 'decode' (truncated files decoded as the original does)
+    truncated_names:list|None=None, # the names of truncated images decoded are appended here
+    ) -> tuple[list[str], torch.Tensor]:
     "CLIP image features [N, D] (float32, CPU, unnormalised) of `images`, with their names."
     cache, cut, dev = None, [], next(model.parameters()).device
     precision = resolve_precision(precision, dev)
     if cache_dir is not None:
-        key = f'{model_fingerprint(model)}|{preprocess!r}|{_images_key(images)}' + ('' if precision == 'fp32' else f'|{precision}')
+        key = (f'{model_fingerprint(model)}|{preprocess!r}|{_images_key(images)}'
+               + ('' if precision == 'fp32' else f'|{precision}'))
         key = hashlib.sha256(key.encode()).hexdigest()[:32]
         cache = Path(cache_dir) / f'features-{key}.pt'
         if cache.is_file():
@@ -969,19 +995,25 @@ def extract_features(model:nn.Module, images:ImageList, preprocess:Callable, # P
                 ok = False
             if ok and obj['names'] == images.names:
                 cut = list(obj.get('truncated', []))
-                if truncated == 'error': _refuse_truncated(cut, [images.paths[images.names.index(n)] for n in cut[:1]], cache)
+                if truncated == 'error': _refuse_truncated(
+                    cut, [images.paths[images.names.index(n)] for n in cut[:1]], cache)
                 if truncated_names is not None: truncated_names += cut
                 return obj['names'], obj['features']
     bb = backbone(model)
-    dl = torch.utils.data.DataLoader(_ImageDataset(images, preprocess, truncated), batch_size=batch_size, num_workers=num_workers)
+    dl = torch.utils.data.DataLoader(_ImageDataset(images, preprocess, truncated),
+                                     batch_size=batch_size, num_workers=num_workers)
     feats = []
     with torch.no_grad(), autocast(precision, dev):
         for x, flags in progress_bar(dl, progress, desc='image features'):
-            cut += [images.names[len(feats) * batch_size + j] for j in flags.nonzero().flatten().tolist()]
+            cut += [images.names[len(feats) * batch_size + j]
+                    for j in flags.nonzero().flatten().tolist()]
             feats.append(bb.own_image(x.to(dev, next(model.parameters()).dtype)).float().cpu())
-            if len(feats) % 64 == 0: release_heap()  # glibc keeps freed batch buffers otherwise (+10 KiB an image)
+            # glibc keeps freed batch buffers otherwise (+10 KiB an image)
+            if len(feats) % 64 == 0: release_heap()
     feats = torch.cat(feats) if feats else torch.zeros(0, bb.dim)
-    if cut: logger.warning('%d truncated images decoded as the original does (the first: %s)', len(cut), ', '.join(cut[:5]))
-    if cache is not None: save_tensors({'names': images.names, 'features': feats, 'truncated': cut}, cache)
+    if cut: logger.warning('%d truncated images decoded as the original does (the first: %s)',
+                           len(cut), ', '.join(cut[:5]))
+    if cache is not None:
+        save_tensors({'names': images.names, 'features': feats, 'truncated': cut}, cache)
     if truncated_names is not None: truncated_names += cut
     return images.names, feats
