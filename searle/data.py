@@ -87,12 +87,17 @@ def _decode_all(images:ImageList, progress:bool=True):
 # %% ../nbs/08_data.ipynb #da7a0002
 def _entries(obj, path, what:str='queries') -> list:
     "The list an annotation file holds, or an error naming the file."
-    if not isinstance(obj, list): raise ValueError(f"{path}: expected a JSON list of {what}, found a {type(obj).__name__}")
+    if not isinstance(obj, list):
+        raise ValueError(f"{path}: expected a JSON list of {what}, found a {type(obj).__name__}")
     return obj
 
+# %% ../nbs/08_data.ipynb #1c22ef17
 def _field(entry, key:str, path, i:int, kind:type|tuple|None=None):
-    "`entry[key]`, or an error naming the file, entry `i` (and its id) and the key; `kind` checks the value's type."
-    if not isinstance(entry, dict): raise ValueError(f"{path}, entry {i}: expected a JSON object, found a {type(entry).__name__}")
+    ("`entry[key]`, or an error naming the file, entry `i` (and its id) and the key; "
+     "`kind` checks the value's type.")
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path}, entry {i}: expected a JSON object, "
+                         f"found a {type(entry).__name__}")
     eid = next((entry[k] for k in ('id', 'pairid', 'candidate') if k in entry), None)
     at = f"{path}, entry {i}{f' (id {eid})' if eid is not None else ''}"
     if key not in entry: raise ValueError(f"{at}: no {key!r}; found the keys {sorted(entry)}")
@@ -195,10 +200,12 @@ def write_placeholder_images(paths:Sequence, # files to create (parents are made
 def circo_queries(annotations:list, # the list read from CIRCO's annotations/{val,test}.json
                   source='annotations', # the file, named in errors
                  ) -> list[Query]:
-    "CIRCO's queries, ids as strings; the scorer of CIRCO submissions reads them without the images."
+    ("CIRCO's queries, ids as strings; the scorer of CIRCO submissions reads them "
+     "without the images.")
     out, f = [], lambda q, i, k, t=None: _field(q, k, source, i, t)
     for i, q in enumerate(_entries(annotations, source)):
-        gts = [str(g) for g in f(q, i, 'gt_img_ids', list)] if isinstance(q, dict) and 'gt_img_ids' in q else None
+        gts = ([str(g) for g in f(q, i, 'gt_img_ids', list)]
+               if isinstance(q, dict) and 'gt_img_ids' in q else None)
         if gts == []:  # scored as a miss whatever is ranked
             raise ValueError(f"{source}, entry {i} (id {q.get('id')}): 'gt_img_ids' is empty; "
                              "a query needs its ground truths")
@@ -214,29 +221,32 @@ def circo_queries(annotations:list, # the list read from CIRCO's annotations/{va
 class CIRCO(CIRDataset):
     "CIRCO (val / test) over the COCO 2017 unlabeled images."
     name = 'circo'
-    layout = ("CIRCO/\n  annotations/{val,test}.json\n  COCO2017_unlabeled/annotations/image_info_unlabeled2017.json\n"
+    layout = ("CIRCO/\n  annotations/{val,test}.json\n"
+              "  COCO2017_unlabeled/annotations/image_info_unlabeled2017.json\n"
               "  COCO2017_unlabeled/unlabeled2017/<file_name>.jpg")
     def __init__(self, root, # the CIRCO folder
                  split:str='val', # 'val' or 'test'
-                 check:str='exists', # 'none', 'exists' (every gallery file present) or 'decode' (and decodable)
+                 # 'none', 'exists' (every gallery file present) or 'decode' (and decodable)
+                 check:str='exists',
                  progress:bool=False):
         super().__init__(root, split)
-        if split not in ('val', 'test'): raise ValueError(f"CIRCO split must be 'val' or 'test', got {split!r}")
+        if split not in ('val', 'test'):
+            raise ValueError(f"CIRCO split must be 'val' or 'test', got {split!r}")
         ann_path = _need_file(self.root/'annotations'/f'{split}.json', self.layout)
         info_path = _need_file(self.root/'COCO2017_unlabeled'/'annotations'/
-                               'image_info_unlabeled2017.json',
-                               self.layout)
+                               'image_info_unlabeled2017.json', self.layout)
         info = load_json(info_path)
         if not isinstance(info, dict) or not isinstance(info.get('images'), list):
             raise ValueError(f"{info_path}: expected a JSON object whose 'images' is the list of "
-                             f"images "
-                             f"(COCO's layout), "
-                             f"found a {type(info).__name__}")
+                             f"images (COCO's layout), found a {type(info).__name__}")
         for i, im in enumerate(info['images']):
             _field(im, 'id', info_path, i); _field(im, 'file_name', info_path, i, str)
         img_dir = self.root/'COCO2017_unlabeled'/'unlabeled2017'
-        for im in info['images']:  # an entry with "in_gallery": false (the offline world's references) is openable, not retrievable
-            if im.get('in_gallery', True): self._names.append(str(im['id'])); self._paths.append(img_dir/im['file_name'])
+        # an entry with "in_gallery": false (the offline world's references) is openable,
+        # not retrievable
+        for im in info['images']:
+            if im.get('in_gallery', True):
+                self._names.append(str(im['id'])); self._paths.append(img_dir/im['file_name'])
             else: self._extra[str(im['id'])] = img_dir/im['file_name']
         self._queries = circo_queries(load_json(ann_path), ann_path)
         _check_dataset(self, check, progress)
@@ -322,7 +332,7 @@ class FashionIQ(CIRDataset):
         _check_dataset(self, check, progress)
     def __repr__(self): return super().__repr__()[:-1] + f", category={self.category!r})"
 
-# %% ../nbs/08_data.ipynb #227df54e
+# %% ../nbs/08_data.ipynb #b5d2e8f1
 def _is_utf8(s:str) -> bool:
     try: s.encode('utf-8'); return True
     except UnicodeEncodeError: return False
@@ -347,6 +357,7 @@ def _image_files(d:Path) -> list[Path]:
                          "rename them: names are written to JSON and CSV files")
     return sorted(found)
 
+# %% ../nbs/08_data.ipynb #227df54e
 class ImageFolder(CIRDataset):
     "Every image under a folder (recursively), named by its relative path; no queries."
     name = 'folder'
@@ -354,16 +365,22 @@ class ImageFolder(CIRDataset):
     def __init__(self, root, split:str|None=None, check:str='exists', progress:bool=False):
         super().__init__(root, split)
         d = self._dir()
-        if not d.is_dir(): raise FileNotFoundError(f"expected a folder of images at {d}, found nothing (expected layout: {'; '.join(l.strip() for l in self.layout.splitlines())})")
+        if not d.is_dir():
+            raise FileNotFoundError(f"expected a folder of images at {d}, found nothing "
+                                    f"(expected layout: "
+                                    f"{'; '.join(l.strip() for l in self.layout.splitlines())})")
         self._paths = _image_files(d)
-        if not self._paths: raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {d}")
+        if not self._paths:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {d}")
         self._names = [self._name(p) for p in self._paths]
         _check_dataset(self, check, progress)
     def _dir(self): return self.root
     def _name(self, p:Path): return p.relative_to(self._dir()).as_posix()
 
+# %% ../nbs/08_data.ipynb #ac560a03
 class ImageNet(ImageFolder):
-    "The ImageNet1K test images (`ImageNet1K/test/*.JPEG`), named by file name, as the original code names them."
+    ("The ImageNet1K test images (`ImageNet1K/test/*.JPEG`), named by file name, "
+     "as the original code names them.")
     name = 'imagenet'
     layout = "ImageNet1K/\n  test/*.JPEG"
     def __init__(self, root, split:str='test', check:str='exists', progress:bool=False):
