@@ -69,25 +69,32 @@ def build_tiny_gpt_neo(out_dir:PathLike, # folder to write the model and tokeniz
 
 # %% ../nbs/04_phrases.ipynb #c43d77e4
 def load_causal_lm(name_or_path:str|PathLike=DEFAULT_PHRASE_MODEL, # hub name or local folder
-                   device:str|torch.device|None=None, dtype:str|torch.dtype|None=None, # `None`: float16 on CUDA, else float32
+                   device:str|torch.device|None=None,
+                   dtype:str|torch.dtype|None=None, # `None`: float16 on CUDA, else float32
                   ):
     "Load a causal LM and its tokenizer for generation: eval mode, pad token = eos, left padding."
     from transformers import AutoModelForCausalLM, AutoTokenizer
     device = resolve_device(device)
-    dtype = resolve_dtype(dtype) if dtype is not None else (torch.float16 if device.type == 'cuda' else torch.float32)
+    dtype = resolve_dtype(dtype) if dtype is not None else (
+        torch.float16 if device.type == 'cuda' else torch.float32)
     p = Path(name_or_path)
     # an image folder, say: transformers would say so in five lines
     if p.is_dir() and not (p/'config.json').is_file():
-        raise OSError(f"{p} is a folder without config.json; a causal language model's folder is "
-                      "written by "
-                      "save_pretrained (config.json, weights, tokenizer files), or give a hub name")
+        raise OSError(f"{p} is a folder without config.json; a causal language model's folder "
+                      "is written by save_pretrained (config.json, weights, tokenizer files), "
+                      "or give a hub name")
     try:
         tok = AutoTokenizer.from_pretrained(str(name_or_path))
-        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype).to(device).eval()  # loaded in `dtype`: 2.7B fp16 needs 5.4 GB, not 10.8
+        # loaded in `dtype`: 2.7B fp16 needs 5.4 GB, not 10.8
+        model = AutoModelForCausalLM.from_pretrained(str(name_or_path),
+                                                     dtype=dtype).to(device).eval()
     except OSError as e:
-        raise OSError(f"could not load a causal language model from {str(name_or_path)!r} (a hub name needs the network "
-                      f"or a filled cache; a folder needs config.json, weights and tokenizer files): {str(e).splitlines()[0]}") from None
-    if tok.eos_token is None: raise ValueError(f"the tokenizer of {str(name_or_path)!r} has no end-of-text token to pad with")
+        raise OSError(f"could not load a causal language model from {str(name_or_path)!r} (a hub "
+                      "name needs the network or a filled cache; a folder needs config.json, "
+                      f"weights and tokenizer files): {str(e).splitlines()[0]}") from None
+    if tok.eos_token is None:
+        raise ValueError(f"the tokenizer of {str(name_or_path)!r} has no end-of-text token to "
+                         "pad with")
     tok.pad_token, tok.padding_side = tok.eos_token, 'left'
     return model, tok
 
