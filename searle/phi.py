@@ -17,9 +17,9 @@ from torch import nn, Tensor
 from .core import *
 from .runs import (COMPARED, LeftOut, default_cache_dir, locks_output, names_key,
                          refuse_other, run_record)
-from .clip import (ImageList, as_clip, backbone, check_tokens_for_clip, clip_record, encode_text,
-                         encode_with_pseudo_tokens, extract_features, load_pseudo_tokens,
-                         model_fingerprint, model_preprocess, tokenize)
+from .clip import (ImageList, as_clip, backbone, check_tokens_for_clip, clip_record,
+                         encode_text, encode_with_pseudo_tokens, extract_features,
+                         load_pseudo_tokens, model_fingerprint, model_preprocess, tokenize)
 from .concepts import check_top_k, read_concept_table
 from .phrases import load_phrases, problematic_concepts, make_pseudo_phrase
 from .oti import warn_unphrased
@@ -149,19 +149,24 @@ def epoch_batches(n:int, epoch:int, batch_size:int, seed:int) -> list[Tensor]:
 
 # %% ../nbs/06_phi.ipynb #36fc386d
 class PhraseFeatures:
-    "Normalised CLIP text features of phrases, computed once per distinct phrase (no gradients) and kept."
-    def __init__(self, model, max_size:int|None=1_000_000, batch_size:int=256, precision:str|None='fp32'):
-        self.model, self.max_size, self.batch_size, self.rows, self.encoded = model, max_size, batch_size, collections.OrderedDict(), 0
+    ("Normalised CLIP text features of phrases, computed once per distinct phrase "
+     "(no gradients) and kept.")
+    def __init__(self, model, max_size:int|None=1_000_000, batch_size:int=256,
+                 precision:str|None='fp32'):
+        self.model, self.max_size, self.batch_size, self.rows, self.encoded = (
+            model, max_size, batch_size, collections.OrderedDict(), 0)
         self.precision = resolve_precision(precision, next(model.parameters()).device)
     def clear(self): self.rows.clear()   # at each epoch's start: its features depend on it alone
     def __call__(self, phrases:Sequence[str]) -> Tensor:
         new = [p for p in dict.fromkeys(phrases) if p not in self.rows]
         if new:
             with torch.no_grad(), autocast(self.precision, next(self.model.parameters()).device):
-                f = F.normalize(encode_text(self.model, new, batch_size=self.batch_size).float(), dim=-1)  # [U, D]
+                f = F.normalize(encode_text(self.model, new, batch_size=self.batch_size).float(),
+                                dim=-1)  # [U, D]
             self.rows.update(zip(new, f)); self.encoded += len(new)
         out = torch.stack([self.rows[p] for p in phrases])   # [B, D]
-        while self.max_size is not None and len(self.rows) > self.max_size: self.rows.popitem(last=False)  # oldest first
+        while self.max_size is not None and len(self.rows) > self.max_size:
+            self.rows.popitem(last=False)  # oldest first
         return out
 
 # %% ../nbs/06_phi.ipynb #bcdda649
