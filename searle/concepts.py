@@ -41,11 +41,13 @@ def read_vocabulary(path:PathLike, # a CSV with a `DisplayName` column
                    ) -> list[str]:
     "The concepts of a vocabulary CSV: its `DisplayName` column, verbatim and in order."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"expected a vocabulary CSV at {path}, found nothing")
+    if not path.is_file():
+        raise FileNotFoundError(f"expected a vocabulary CSV at {path}, found nothing")
     with open(path, newline='', encoding='utf-8-sig') as f:
         reader = csv.DictReader(_utf8_lines(f, path))
         if 'DisplayName' not in (reader.fieldnames or []):
-            raise ValueError(f"{path}: expected a 'DisplayName' column, found columns {reader.fieldnames}")
+            raise ValueError(f"{path}: expected a 'DisplayName' column, "
+                             f"found columns {reader.fieldnames}")
         names = [row['DisplayName'] for row in reader]
     if not names: raise ValueError(f"{path}: the vocabulary is empty")
     return names
