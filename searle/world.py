@@ -600,13 +600,15 @@ def train_world_models(out_dir:PathLike, # folder to write clip.pt, clip.json an
     train_world_gpt(out_dir/'gpt', WorldGptConfig(seed=seed), progress)
     return out_dir
 
+# %% ../nbs/11_world.ipynb #cebd819c
 def world_assets_dir() -> Path:
     "The folder holding the shipped world models: the package's `assets/world`."
     pkg = Path(searle.__file__).resolve().parent
     places = [pkg/'assets'/'world']
     for p in places:
         if (p/'clip.pt').is_file() and (p/'gpt'/'config.json').is_file(): return p
-    raise FileNotFoundError(f"no world models (clip.pt and gpt/config.json) in {' or '.join(map(str, places))}; "
+    raise FileNotFoundError(f"no world models (clip.pt and gpt/config.json) in "
+                            f"{' or '.join(map(str, places))}; "
                             "rebuild them with searle.world.train_world_models(<folder>)")
 
 def world_clip_path() -> Path: return world_assets_dir()/'clip.pt'
