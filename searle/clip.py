@@ -837,6 +837,7 @@ def _is_truncation(e:Exception) -> bool:
 def _bomb(path, e:Exception) -> ValueError:
     return ValueError(f"{path} is refused: its size suggests a decompression bomb ({e})")
 
+# %% ../nbs/02_clip.ipynb #7d3c5a9e
 def open_rgb(
     path,
     # 'error', or 'decode': a truncated file decodes what is there (the original's way)
