@@ -19,7 +19,7 @@ from .core import *
 from .clip import (ImageList, as_clip, load_clip, make_preprocess, model_preprocess,
                          extract_features, encode_text, encode_with_pseudo_tokens,
                          load_pseudo_tokens, model_fingerprint)
-from .clip import clip_record
+from .clip import check_tokens_for_clip, clip_record
 from .data import *
 from .runs import LeftOut, RunLock, check_resume, locks_output, run_record
 from .metrics import *
@@ -608,6 +608,7 @@ def recorded_clip(path) -> tuple[bool, str|None]:
     rec = (obj.get('backbone') or obj.get('config') or {}) if isinstance(obj, dict) else {}
     for cfg in (Path(path).parent/'config.json', Path(path).parent.parent/'config.json'):
         if 'clip' not in rec and cfg.is_file(): rec = load_json(cfg)  # the run's folder
+    if isinstance(rec.get('clip'), dict): rec = rec['clip']  # a run record: its CLIP's record
     return 'clip' in rec, rec.get('clip')
 
 # %% ../nbs/10_retrieval.ipynb #ebc88129
@@ -652,7 +653,9 @@ def method_source(method, model, # a `METHODS` name; the CLIP the queries are en
     "The `retrieve` arguments of a method: its baseline, or its token source and its prompt."
     m = check_method(method, tokens, phi)
     if m.baseline: return dict(baseline=m.baseline)
-    if m.tokens == 'oti': return dict(tokens=tokens, template=m.template)
+    if m.tokens == 'oti':
+        if model is not None: check_tokens_for_clip(tokens, model)  # made with this CLIP
+        return dict(tokens=tokens, template=m.template)
     fn = load_phi_token_fn(phi or m.release, model, device=device, cache_dir=cache_dir)
     return dict(token_fn=fn, template=m.template)
 
