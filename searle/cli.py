@@ -496,6 +496,19 @@ def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
     print(path)
     return path
 
+# %% ../nbs/16_cli.ipynb #bb58522a
+def _method_inputs(eval_type, template, dataset, dataset_path, split, missing_images, clip_model,
+                   tokens, phi_checkpoint, device, cache_dir) -> tuple:
+    "Validation's and submission's checks before any work, then the CLIP and the method's inputs."
+    from searle import retrieval
+    if template:  # a template without {caption} (or $ for a pseudo-word method) fails now
+        retrieval.check_template(template, get_method(eval_type).baseline is None)
+    _images(dataset, dataset_path, split, 'images', missing_images)  # before any CLIP loads
+    model, src = retrieval.load_method(eval_type, clip_model, tokens, phi_checkpoint, device,
+                                       cache_dir)
+    if template: src['template'] = template
+    return model, src
+
 # %% ../nbs/16_cli.ipynb #47507972
 @command(required=('dataset', 'dataset_path'), choices={'dataset': BENCHMARKS},
          resume='no metrics were written (image features already cached are kept)')
@@ -523,13 +536,8 @@ def searle_validate(dataset:str=None, # the benchmark ('fashioniq', 'cirr' or 'c
     check_output(out); check_precision(precision, device)
     from searle import retrieval
     from searle.runs import LeftOut
-    if template:  # a template without {caption} (or $ for a pseudo-word method) fails now
-        retrieval.check_template(template, get_method(eval_type).baseline is None)
-    # the benchmark, checked before CLIP is loaded
-    _images(dataset, dataset_path, split, 'images', missing_images)
-    model, src = retrieval.load_method(eval_type, clip_model, tokens, phi_checkpoint, device,
-                                       cache_dir)
-    if template: src['template'] = template
+    model, src = _method_inputs(eval_type, template, dataset, dataset_path, split, missing_images,
+                                clip_model, tokens, phi_checkpoint, device, cache_dir)
     lo = LeftOut()
     metrics = retrieval.run_validation(
         dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out,
@@ -568,13 +576,8 @@ def searle_submit(dataset:str=None, # 'cirr' or 'circo'
     from searle import retrieval
     from searle.runs import LeftOut
     split = split or {'cirr': 'test1', 'circo': 'test'}[dataset]
-    if template:  # a template without {caption} (or $ for a pseudo-word method) fails now
-        retrieval.check_template(template, get_method(eval_type).baseline is None)
-    # the benchmark, checked before CLIP is loaded
-    _images(dataset, dataset_path, split, 'images', missing_images)
-    model, src = retrieval.load_method(eval_type, clip_model, tokens, phi_checkpoint, device,
-                                       cache_dir)
-    if template: src['template'] = template
+    model, src = _method_inputs(eval_type, template, dataset, dataset_path, split, missing_images,
+                                clip_model, tokens, phi_checkpoint, device, cache_dir)
     lo = LeftOut()
     paths = retrieval.run_submission(
         dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out,
