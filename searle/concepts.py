@@ -15,7 +15,7 @@ from .core import (PathLike, atomic_write, autocast, load_json, load_tensors, pr
 from .clip import (ImageList, as_clip, backbone, clip_record, encode_text, extract_features,
                          make_preprocess, model_fingerprint, model_preprocess)
 from .runs import (LeftOut, RunLock, Shards, check_resume, default_cache_dir, locks_output,
-                         run_record)
+                         check_incomplete_options, run_record)
 
 # %% auto #0
 __all__ = ['logger', 'OPENIMAGES_URL', 'OPENIMAGES_SHA256', 'TEMPLATES', 'IMAGE_NAME_COLUMN', 'CONCEPT_OPTIONS',
@@ -323,10 +323,7 @@ def associate_images(
 
 # %% ../nbs/03_concepts.ipynb #874f8ac3
 def run_concepts(out_path:PathLike, # the CSV table to write (see `concept_table_name`)
-                 # an ImageList, or (names, features); or give `dataset` and `root`
-                 images:ImageList|tuple|None=None,
-                 dataset:str|None=None, root:PathLike|None=None,
-                 split:str|None=None, # a dataset's images, e.g. 'cirr'
+                 images:ImageList|tuple, # an ImageList, or (names, features)
                  # a CSV with DisplayName; `None`: the official Open Images file
                  vocabulary:PathLike|None=None,
                  clip_model='ViT-B/32', # name, checkpoint path, or a loaded CLIP model
@@ -341,17 +338,10 @@ def run_concepts(out_path:PathLike, # the CSV table to write (see `concept_table
                  truncated:str='error',
                  # a `searle.runs.LeftOut` to fill; what was left out is also written to
                  # <out_path>.left_out.json
-                 left_out=None,
-                 **dataset_kwargs) -> dict[str, list[str]]:
+                 left_out=None) -> dict[str, list[str]]:
     "Stage 1: associate the top-`k` vocabulary concepts with every image, written to `out_path`."
-    if (images is None) == (dataset is None):
-        raise ValueError("give either `images` or `dataset` (with `root`)")
-    from searle.data import check_incomplete_options, dataset_images  # FashionIQ: its 3 categories
     check_incomplete_options(missing, truncated)
     left_out = LeftOut() if left_out is None else left_out
-    if dataset is not None:  # the gallery and any reference outside it
-        images = dataset_images(dataset, root, split, 'images', left_out=left_out, missing=missing,
-                                **dataset_kwargs)
     concepts = load_vocabulary(vocabulary, cache_dir=cache_dir)
     device = resolve_device(device)
     model = as_clip(clip_model, device)

@@ -15,12 +15,12 @@ from PIL import Image
 
 from .core import *
 from .clip import ImageList
-from .runs import LeftOut
+from .runs import LeftOut, check_incomplete_options
 
 # %% auto #0
 __all__ = ['logger', 'FASHIONIQ_CATEGORIES', 'CIRCO_ASPECTS', 'IMAGE_EXTENSIONS', 'DATASETS', 'DEFAULT_SPLITS', 'Query',
            'CIRDataset', 'write_placeholder_images', 'circo_queries', 'CIRCO', 'CIRR', 'FashionIQ', 'ImageFolder',
-           'ImageNet', 'load_dataset', 'leave_out_missing', 'check_incomplete_options', 'dataset_images']
+           'ImageNet', 'load_dataset', 'leave_out_missing', 'dataset_images']
 
 # %% ../nbs/08_data.ipynb #28890f77
 logger = logging.getLogger(__name__)
@@ -437,15 +437,6 @@ def leave_out_missing(ds:CIRDataset, n_show:int=5) -> CIRDataset:
                    ds, len(lost), ', '.join(lost[:n_show]),
                    len(skipped), ', '.join(skipped[:n_show]))
     return ds
-
-# %% ../nbs/08_data.ipynb #872d8958
-def check_incomplete_options(missing:str='error', truncated:str='error'):
-    ("Refuse, before any work, a `missing` other than 'error' / 'skip' or a `truncated` other than "
-     "'error' / 'decode'.")
-    if missing not in ('error', 'skip'):
-        raise ValueError(f"missing images: {missing!r}; expected 'error' or 'skip'")
-    if truncated not in ('error', 'decode'):
-        raise ValueError(f"truncated images: {truncated!r}; expected 'error' or 'decode'")
 
 # %% ../nbs/08_data.ipynb #5d789dbc
 def dataset_images(name:str, root, split:str|None=None,

@@ -21,7 +21,8 @@ from .clip import (ImageList, as_clip, load_clip, make_preprocess, model_preproc
                          load_pseudo_tokens, model_fingerprint)
 from .clip import check_tokens_for_clip, clip_record
 from .data import *
-from .runs import LeftOut, RunLock, check_resume, locks_output, run_record
+from .runs import (LeftOut, RunLock, check_incomplete_options, check_resume, locks_output,
+                         run_record)
 from .metrics import *
 from .methods import *
 from .phi import PHI_RELEASES, load_phi_token_fn

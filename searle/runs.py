@@ -12,7 +12,8 @@ from .core import PathLike, _jsonable, load_json, load_tensors, save_json
 
 # %% auto #0
 __all__ = ['logger', 'COMPARED', 'default_cache_dir', 'searle_version', 'names_key', 'run_record', 'record_diff', 'setting_name',
-           'check_resume', 'refuse_other', 'RunInUse', 'RunLock', 'locks_output', 'LeftOut', 'Shards', 'merge_shards']
+           'check_resume', 'refuse_other', 'RunInUse', 'RunLock', 'locks_output', 'LeftOut', 'check_incomplete_options',
+           'Shards', 'merge_shards']
 
 # %% ../nbs/01_runs.ipynb #e099b881
 logger = logging.getLogger(__name__)
@@ -187,6 +188,15 @@ class LeftOut:
         "Write the counts and every name as JSON."
         save_json({'counts': self.counts(), **{k: list(v) for k, v in self.items.items()}}, path)
         return Path(path)
+
+# %% ../nbs/01_runs.ipynb #57ac29ba
+def check_incomplete_options(missing:str='error', truncated:str='error'):
+    ("Refuse, before any work, a `missing` other than 'error' / 'skip' or a `truncated` other than "
+     "'error' / 'decode'.")
+    if missing not in ('error', 'skip'):
+        raise ValueError(f"missing images: {missing!r}; expected 'error' or 'skip'")
+    if truncated not in ('error', 'decode'):
+        raise ValueError(f"truncated images: {truncated!r}; expected 'error' or 'decode'")
 
 # %% ../nbs/01_runs.ipynb #cbf3a921
 class Shards:
