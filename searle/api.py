@@ -287,7 +287,8 @@ class ComposedRetriever:
         "The gallery images that best match the reference changed as the caption says, best first."
         if self.features is None: raise ValueError("no gallery yet: call .index(folder) first")
         m, caption = get_method(method), str(caption or '').strip()
-        if k < 1: raise ValueError(f"k={k}; expected a positive number of results")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k={k!r}; expected a whole number of results, at least 1")
         if m.needs_caption and not caption: raise ValueError(f"method {m.name!r} needs a caption")
         feats, row = self.reference(reference_image)
         q = [Query(id='query', reference='reference', captions=[caption])]

@@ -14,10 +14,10 @@ from .methods import METHODS, get_method
 
 # %% auto #0
 __all__ = ['logger', 'DATASETS', 'BENCHMARKS', 'EVAL_TYPES', 'PRECISIONS', 'LOG_LEVELS', 'OPTIONS', 'CONFIG', 'USER_ERRORS',
-           'Number', 'device_option', 'config_defaults', 'make_parser', 'command', 'stage_config', 'check_output',
-           'check_input', 'check_precision', 'searle_phrases', 'searle_concepts', 'searle_oti', 'searle_train_phi',
-           'searle_validate', 'searle_submit', 'searle_score', 'searle_demo', 'searle_build_world', 'searle_query',
-           'searle_app']
+           'Number', 'host_option', 'device_option', 'config_defaults', 'make_parser', 'command', 'stage_config',
+           'check_output', 'check_input', 'check_precision', 'searle_phrases', 'searle_concepts', 'searle_oti',
+           'searle_train_phi', 'searle_validate', 'searle_submit', 'searle_score', 'searle_demo', 'searle_build_world',
+           'searle_query', 'searle_app']
 
 # %% ../nbs/16_cli.ipynb #45f096a9
 logger = logging.getLogger(__name__)
@@ -59,6 +59,17 @@ class Number:
                 f"{self.hi}{')' if self.hi_open else ']'}")
 
 # %% ../nbs/16_cli.ipynb #a1c0de01
+def host_option(s:str) -> str:
+    "An argparse type for --host: an address of this machine, or a name (checked before serving)."
+    import ipaddress, socket
+    try: ipaddress.ip_address(s); return s
+    except ValueError: pass
+    if not re.fullmatch(r'[\d.:]+', s):
+        try: socket.getaddrinfo(s, None); return s
+        except (socket.gaierror, UnicodeError): pass
+    raise argparse.ArgumentTypeError("expected an address of this machine "
+                                     f"(127.0.0.1, 0.0.0.0, ::1, a name), got {s!r}")
+
 def device_option(s:str) -> str:
     ("An argparse type for --device: 'cpu', 'cuda', 'cuda:N' or 'mps'; CUDA only where torch sees "
      "that GPU.")
@@ -99,6 +110,7 @@ OPTIONS = {  # option name -> argparse keywords: one rule for every command that
     **{k: dict(type=_COUNT) for k in ('steps', 'epochs', 'batch_size', 'math_batch_size',
                                       'save_every', 'limit', 'n_gallery', 'n_queries')},
     'seed': dict(type=_SEED), 'port': dict(type=Number(int, 1, 65535)),
+    'host': dict(type=host_option),
     **{k: dict(type=_POSITIVE) for k in ('lr', 'tau')},
     **{k: dict(type=_WEIGHT) for k in ('weight_decay', 'lambda_cos', 'lambda_gpt',
                                        'lambda_distil')},
@@ -221,7 +233,9 @@ def _run(f, p:argparse.ArgumentParser, resume:str|None):
     if quiet and 'no_progress' in ns: ns['no_progress'] = True
     from searle.core import setup_logging
     setup_logging('WARNING' if quiet else level)
-    try: f(**ns)  # (a console script's return value would become its exit status)
+    try:
+        if ns.get('cache_dir'): check_output(ns['cache_dir'], option='--cache-dir')
+        f(**ns)  # (a console script's return value would become its exit status)
     except KeyboardInterrupt:
         if debug: raise
         print(f"{p.prog}: interrupted; "

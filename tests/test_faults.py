@@ -368,3 +368,28 @@ def test_a_file_name_that_is_not_utf8_is_refused_before_any_work(small_world, tm
             '--dataset-path', imgs, '--clip-model', CLIP, '--top-k', 5)
     one_line(r, f'{imgs}: 1 image file names are not UTF-8', 'caf\\udce9.png')
     assert 'image features' not in r.stderr                                    # before the features
+
+
+# --- the last rough edges: the API's k, an address that is none, a cache folder that cannot be one
+
+def test_the_api_refuses_a_k_that_is_not_a_whole_number(tmp_path):
+    from searle.api import ComposedRetriever
+    from searle.clip import build_clip
+    from PIL import Image
+    for i, c in enumerate(('red', 'blue', 'green')): Image.new('RGB', (32, 32), c).save(tmp_path/f'{i}.png')
+    r = ComposedRetriever(build_clip('tiny'), cache_dir=tmp_path/'cache', device='cpu').index(tmp_path)
+    for k in ('5', 2.5, True, 0):
+        with pytest.raises(ValueError, match=r'k=.*expected a whole number of results, at least 1'):
+            r.search(tmp_path/'0.png', 'is red', k=k, method='image+text')
+    assert len(r.search(tmp_path/'0.png', 'is red', k=2, method='image+text')) == 2
+
+def test_an_address_that_is_no_address_is_refused_by_the_parser():
+    r = run('searle-app', '--host', '999.1.1.1')
+    assert r.returncode == 2 and r.stderr.count('\n') == 1, r.stderr[-2000:]
+    assert "--host: expected an address of this machine (127.0.0.1, 0.0.0.0, ::1, a name), got '999.1.1.1'" in r.stderr
+
+def test_a_cache_folder_that_cannot_be_one_names_the_option(tmp_path):
+    (tmp_path/'file').write_text('x')
+    r = run('searle-query', 'x.png', 'is red', '--gallery', tmp_path, '--cache-dir', tmp_path/'file'/'c')
+    line = one_line(r, '--cache-dir', 'nothing can be written below it')
+    assert 'Traceback' not in r.stderr, line
