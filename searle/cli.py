@@ -234,7 +234,9 @@ def _run(f, p:argparse.ArgumentParser, resume:str|None):
     from searle.core import setup_logging
     setup_logging('WARNING' if quiet else level)
     try:
-        if ns.get('cache_dir'): check_output(ns['cache_dir'], option='--cache-dir')
+        if 'cache_dir' in ns:  # given, or the default under $HOME: a folder that can be one
+            from searle.runs import default_cache_dir
+            check_output(ns['cache_dir'] or default_cache_dir(), option='--cache-dir')
         f(**ns)  # (a console script's return value would become its exit status)
     except KeyboardInterrupt:
         if debug: raise

@@ -388,8 +388,24 @@ def test_an_address_that_is_no_address_is_refused_by_the_parser():
     assert r.returncode == 2 and r.stderr.count('\n') == 1, r.stderr[-2000:]
     assert "--host: expected an address of this machine (127.0.0.1, 0.0.0.0, ::1, a name), got '999.1.1.1'" in r.stderr
 
+def _two_images(folder):
+    from PIL import Image
+    folder.mkdir()
+    for c in ('red', 'blue'): Image.new('RGB', (32, 32), c).save(folder/f'{c}.png')
+    return folder
+
 def test_a_cache_folder_that_cannot_be_one_names_the_option(tmp_path):
-    (tmp_path/'file').write_text('x')
-    r = run('searle-query', 'x.png', 'is red', '--gallery', tmp_path, '--cache-dir', tmp_path/'file'/'c')
+    (tmp_path/'file').write_text('x'); gal = _two_images(tmp_path/'gal')
+    r = run('searle-query', gal/'red.png', 'is blue', '--gallery', gal, '--method', 'image+text',
+            '--cache-dir', tmp_path/'file'/'c')
     line = one_line(r, '--cache-dir', 'nothing can be written below it')
     assert 'Traceback' not in r.stderr, line
+
+def test_a_home_where_no_cache_folder_can_be_names_the_option(tmp_path):
+    "No --cache-dir, and HOME a file: the default cache folder cannot be made; say which option sets it."
+    (tmp_path/'home').write_text('x')
+    env = {**ENV, 'HOME': str(tmp_path/'home')}; env.pop('SEARLE_CACHE_DIR', None)
+    gal = _two_images(tmp_path/'gal')
+    r = run('searle-query', gal/'red.png', 'is blue', '--gallery', gal, '--method', 'image+text',
+            env=env)
+    one_line(r, '--cache-dir', str(tmp_path/'home'), 'nothing can be written below it')
