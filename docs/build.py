@@ -22,6 +22,7 @@ def process(nbs:Path, n_workers:int) -> Path:
     # nbdev's workers import this checkout's package, whatever else is installed
     path = [str(ROOT), os.environ.get('PYTHONPATH')]
     os.environ['PYTHONPATH'] = os.pathsep.join(filter(None, path))
+    sys.path.insert(0, str(ROOT))  # forked workers inherit this process's path, not PYTHONPATH
     return proc_nbs(nbs, n_workers=n_workers)
 
 def text(x) -> str: return ''.join(x) if isinstance(x, list) else (x or '')
