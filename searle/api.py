@@ -221,8 +221,9 @@ class ComposedRetriever:
     def index(self, images, # a folder (recursive), a list of image files, or an `ImageList`
               batch_size:int=32, progress:bool=False) -> ComposedRetriever:
         "Compute (or read from the cache) the gallery's image features; returns the retriever."
+        where = images if isinstance(images, (str, os.PathLike)) else 'the list given'
         images = as_gallery(images)
-        if not len(images): raise ValueError("the gallery is empty: give a folder or image files")
+        if not len(images): raise ValueError(f"no images to index in {where}; expected image files")
         _, self.features = extract_features(self.model, images, self.preprocess,
                                             batch_size=batch_size,
                                             cache_dir=self.cache_dir/'features', progress=progress)
@@ -264,12 +265,13 @@ class ComposedRetriever:
         if src is None:
             raise ValueError("method 'phi' needs a phi: give phi= (a checkpoint file, or "
                              "'searle' / 'searle-xl' for ViT-B/32 / ViT-L/14; the commands: --phi)")
-        if id(src) not in self._phi_fns:
+        key = str(src) if isinstance(src, (str, os.PathLike)) else id(src)  # a file, or a `Phi`
+        if key not in self._phi_fns:
             if isinstance(src, Phi):
                 check_phi_for_clip(src, self.model); fn = phi_token_fn(src, self.device)
             else: fn = load_phi_token_fn(src, self.model, self.device, self.cache_dir)
-            self._phi_fns[id(src)] = fn
-        return self._phi_fns[id(src)]
+            self._phi_fns[key] = fn
+        return self._phi_fns[key]
 
     def _oti(self) -> OTISetup:
         if self.oti is None:

@@ -650,9 +650,10 @@ def check_method(method, # a `METHODS` name
 
 # %% ../nbs/10_retrieval.ipynb #32998345
 def method_source(method, model, # a `METHODS` name; the CLIP the queries are encoded with
-                  tokens=None, phi=None, device=None, cache_dir=None) -> dict:
+                  tokens=None, phi=None, device=None, cache_dir=None,
+                  checked:bool=False) -> dict: # `check_method` already ran (`load_method`)
     "The `retrieve` arguments of a method: its baseline, or its token source and its prompt."
-    m = check_method(method, tokens, phi)
+    m = get_method(method) if checked else check_method(method, tokens, phi)
     if m.baseline: return dict(baseline=m.baseline)
     if m.tokens == 'oti':
         if model is not None: check_tokens_for_clip(tokens, model)  # made with this CLIP
@@ -666,7 +667,7 @@ def load_method(method, clip_model=None, # a `METHODS` name; a `load_clip` spec 
     "The CLIP a method runs with and its `retrieve` arguments; its files checked before CLIP loads."
     check_method(method, tokens, phi)
     model = load_clip(method_clip(method, clip_model, tokens, phi), device=device)
-    return model, method_source(method, model, tokens, phi, device, cache_dir)
+    return model, method_source(method, model, tokens, phi, device, cache_dir, checked=True)
 
 # %% ../nbs/10_retrieval.ipynb #4765ef68
 def _method(tokens, token_fn, baseline) -> str:
