@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from torch import nn
+from torch import Tensor, nn
 
 from .core import *
 from .runs import refuse_other, run_record
@@ -27,7 +27,7 @@ from . import world
 
 # %% auto #0
 __all__ = ['logger', 'DEMO_QUICK', 'WORLD_PHI', 'DEMO_METRICS', 'DemoConfig', 'oti_stage', 'WorldRun', 'stage_configs',
-           'run_world', 'demo_scores', 'score_world', 'plot_methods', 'plot_queries', 'run_demo']
+           'phi_stage', 'run_world', 'demo_scores', 'score_world', 'plot_methods', 'plot_queries', 'run_demo']
 
 # %% ../nbs/12_demo.ipynb #42e19a3a
 logger = logging.getLogger(__name__)
@@ -57,16 +57,16 @@ WORLD_PHI = DemoConfig(n_gallery=400, n_queries=100, n_unlabeled=1000, phrases_p
 
 # %% ../nbs/12_demo.ipynb #3fe73765
 def oti_stage(model, images:ImageList, name:str, # the images, and the name of their files
-              out:Path, phrases:dict, oti:OTIConfig, device=None, progress:bool=True,
-              precision:str='fp32') -> tuple[tuple, dict, Path]:
+              out:Path, phrases:dict, oti:OTIConfig,
+              concept_feats:Tensor, # [C, D] the world's concept features (computed once)
+              device=None, progress:bool=True, precision:str='fp32') -> tuple[tuple, dict, Path]:
     "((names, features [N, D]), concept table, OTI token file) of `images`."
     pre = model_preprocess(model, 'targetpad')
     _, f = extract_features(model, images, pre, device=device, cache_dir=out/'features',
                             progress=progress, precision=precision)
     vocab = world.world_concepts()
-    cf = concept_features(model, vocab, progress=False, precision=precision)
-    table = associate_images((images.names, f), vocab, cf, out/f'concepts_{name}.csv', k=len(vocab),
-                             progress=progress)
+    table = associate_images((images.names, f), vocab, concept_feats, out/f'concepts_{name}.csv',
+                             k=len(vocab), progress=progress)
     tokens = run_oti(model, (images.names, f), table, phrases, out/f'oti_{name}', oti,
                      device=device, progress=progress)
     return (images.names, f), table, tokens
@@ -97,6 +97,16 @@ def stage_configs(cfg:DemoConfig, precision:str) -> dict:
                     save_every=cfg.phi_epochs, val_path=None, precision=precision)
     return oti | {'phi': phi}
 
+# %% ../nbs/12_demo.ipynb #247193a9
+def phi_stage(model, root:Path, images:tuple, tokens:Path, table:dict, phrases:dict, out:Path,
+              config:PhiConfig, device=None, progress:bool=True) -> Path:
+    "phi distilled from the unlabelled images' tokens, validated on the world's val queries."
+    pre = model_preprocess(model, 'targetpad')
+    val_fn = benchmark_validation(model, 'circo', root, pre, device=device,
+                                  precision=config.precision)
+    return run_train_phi(model, images, tokens, table, phrases, out/'phi', config,
+                         validate_fn=val_fn, device=device, progress=progress)
+
 # %% ../nbs/12_demo.ipynb #b7f33449
 def run_world(out, config:DemoConfig|None=None,
               clip_model=None, # a CLIP or its spec; default: the world's CLIP
@@ -112,17 +122,17 @@ def run_world(out, config:DemoConfig|None=None,
                            out/'phrases.json', num_return_sequences=cfg.phrases_per_concept,
                            seed=cfg.seed, device=device, save_every_s=0, progress=progress)
     lap('phrases')
-    refs = load_dataset('circo', root).references()
-    unl = load_dataset('folder', root/'unlabeled').gallery()
-    kw = dict(out=out, phrases=phr, device=device, progress=progress, precision=prec)
+    refs, unl = (load_dataset('circo', root).references(),
+                 load_dataset('folder', root/'unlabeled').gallery())
+    kw = dict(out=out, phrases=phr, device=device, progress=progress, precision=prec,
+              concept_feats=concept_features(model, world.world_concepts(), progress=False,
+                                             precision=prec))  # once, for both oti_stage calls
     val = None if 'oti' not in c else oti_stage(model, refs, 'val', oti=c['oti'], **kw)[2]
     images, table, tokens = oti_stage(model, unl, 'unlabeled', oti=c['oti_unlabeled'], **kw)
     lap('concepts and oti')
-    pre = model_preprocess(model, 'targetpad')
-    val_fn = benchmark_validation(model, 'circo', root, pre, device=device, precision=prec)
-    phi = run_train_phi(model, images, tokens, table, phr, out/'phi', c['phi'], validate_fn=val_fn,
-                        device=device, progress=progress); lap('phi')
-    return WorldRun(out, root, model, pre, phr, val, phi, times,
+    phi = phi_stage(model, root, images, tokens, table, phr, out, c['phi'], device, progress)
+    lap('phi')
+    return WorldRun(out, root, model, model_preprocess(model, 'targetpad'), phr, val, phi, times,
                     {k: dataclasses.asdict(v) for k, v in c.items()})
 
 # %% ../nbs/12_demo.ipynb #fdb2cdd6
