@@ -1,12 +1,10 @@
-"""Concepts and phrases: the template ensemble against CLIP's own encoder, the concept table in the
-original's CSV layout, the real Open Images vocabulary, phrase generation with a tiny GPT-Neo built
-offline (counts, post-processing, resume, atomic writes, kill-and-resume), the restricted pickle
-loader and the problematic-concept filter."""
+"""Concepts and phrases, beyond what 03_concepts and 04_phrases test: the templates' text, every rank
+of the concept table, resuming a table, the real Open Images vocabulary, phrase generation with a
+tiny GPT-Neo built offline (counts, resume, atomic writes, kill-and-resume, an offline hub name),
+the restricted pickle loader's harder cases and a concept's case."""
 import csv, json, os, pickle, signal, subprocess, sys, textwrap, time, zipfile
 from pathlib import Path
 
-import clip
-import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,10 +12,9 @@ from PIL import Image
 
 from searle.clip import ImageList, build_clip, extract_features, make_preprocess, model_fingerprint
 from searle.concepts import (TEMPLATES, associate_images, concept_features, load_vocabulary,
-                             read_concept_table, read_vocabulary, run_concepts, vocabulary_key)
+                             read_vocabulary, run_concepts, vocabulary_key)
 import searle.phrases as sp
-from searle.phrases import (build_tiny_gpt_neo, generate_phrases, load_phrases, make_pseudo_phrase,
-                            problematic_concepts, process_phrase)
+from searle.phrases import build_tiny_gpt_neo, generate_phrases, load_phrases, make_pseudo_phrase
 
 @pytest.fixture(autouse=True, scope='module')
 def _one_thread():
@@ -32,16 +29,9 @@ WORDS = ['Dog', 'Cat', 'Red car', 'Beach', 'Ducks, geese and swans', 'Sofa', 'Tr
 
 # ---------------------------------------------------------------- concepts
 
-def test_ensemble_is_normalised_mean_of_normalised_template_features():
-    m = build_clip('tiny', seed=3)
-    with torch.no_grad():
-        ours = concept_features(m, WORDS, batch_size=3, progress=False)
-        for i, w in enumerate(WORDS):
-            per_template = m.encode_text(clip.tokenize([t.format(f' {w} ') for t in TEMPLATES]))  # [24, D], 77 tokens
-            ref = F.normalize(F.normalize(per_template, dim=-1).mean(0), dim=-1)
-            assert (ours[i] - ref).abs().max().item() <= 1e-5, w
-    assert len(TEMPLATES) == 24 and 'An illustrations of a {}' in TEMPLATES
-    assert torch.allclose(concept_features(m, WORDS, batch_size=len(WORDS), progress=False), ours, atol=1e-5)
+def test_templates_are_the_originals_24():
+    "03_concepts checks the ensemble with these templates; here their text (the original's typo kept)."
+    assert len(TEMPLATES) == 24 and TEMPLATES[5] == 'An illustrations of a {}', TEMPLATES[:6]
 
 
 def _images(folder: Path, n=5):
@@ -54,24 +44,18 @@ def _images(folder: Path, n=5):
     return ImageList([f'img_{i}' for i in range(n)], paths)
 
 
-def test_association_csv_is_the_official_layout_and_reads_back(tmp_path):
+def test_association_rows_are_the_top_k_by_cosine_similarity(tmp_path):
+    "03_concepts checks the table's layout and that its rows are `top_concepts`; here every rank."
     m = build_clip('tiny', seed=0)
     ims = _images(tmp_path / 'imgs')
     cf = concept_features(m, WORDS, progress=False)
     k = 6
-    table = associate_images(ims, WORDS, cf, tmp_path / 'table.csv', m, make_preprocess('targetpad', 32), k=k,
-                             chunk_size=2, progress=False)
-    with open(tmp_path / 'table.csv', newline='') as f: rows = list(csv.reader(f))
-    assert rows[0] == ['Image Name'] + [str(i) for i in range(1, k + 1)]
-    assert [r[0] for r in rows[1:]] == ims.names and all(len(r) == k + 1 for r in rows)
+    table = associate_images(ims, WORDS, cf, tmp_path / 'table.csv', m,
+                             make_preprocess('targetpad', 32), k=k, chunk_size=2, progress=False)
     _, feats = extract_features(m, ims, make_preprocess('targetpad', 32), progress=False)
     sims = F.normalize(feats, dim=-1) @ cf.T
     expected = [[WORDS[j] for j in row] for row in sims.topk(k).indices.tolist()]
-    assert [r[1:] for r in rows[1:]] == expected == list(table.values())
-    assert read_concept_table(tmp_path / 'table.csv') == table
-    df = pd.read_csv(tmp_path / 'table.csv')  # as the original code reads it
-    assert {str(r[0]): list(r[1:]) for r in df.values.tolist()} == table
-    assert not (tmp_path / 'table.csv.parts').exists()
+    assert list(table.values()) == expected, (list(table.values()), expected)
 
 
 def test_run_concepts_on_features_resumes_and_keeps_order(tmp_path):
@@ -137,11 +121,6 @@ CORPUS = ['a photo of a dog that runs on the beach.', 'a photo of a red car that
 @pytest.fixture(scope='module')
 def tiny_lm(tmp_path_factory):
     return build_tiny_gpt_neo(tmp_path_factory.mktemp('lm') / 'tiny-gpt-neo', CORPUS, seed=0)
-
-
-def test_post_processing():
-    assert process_phrase('a photo of Dog that runs.\n\n\nIt is... happy..') == 'a photo of Dog that runs. It is. happy.'
-    assert process_phrase('x\ny') == 'x. y'
 
 
 def test_generation_counts_postprocessing_and_resume(tiny_lm, tmp_path, monkeypatch):
@@ -227,7 +206,8 @@ def test_offline_hub_name_fails_fast_and_clearly(tmp_path):
     t = time.time()
     with pytest.raises(OSError, match='no-such-org/no-such-model'):
         sp.load_causal_lm('no-such-org/no-such-model', device='cpu')
-    assert time.time() - t < 30
+    took = time.time() - t
+    assert took < 30, f'the offline failure took {took:.0f} s (>= 30 s)'
 
 
 # ---------------------------------------------------------------- released pickle, filter
@@ -237,42 +217,26 @@ class _Evil:
     def __reduce__(self): return (os.system, (f'touch {self.marker}',))
 
 
-def test_restricted_loader_reads_released_pickle_and_refuses_code(tmp_path):
-    released = {'Dog': ['a photo of Dog that runs', 'a photo of Dog that sleeps'], 'Car': ['a photo of Car that is red']}
-    (tmp_path / 'GPTNeo27B.pkl').write_bytes(pickle.dumps(released))
-    with zipfile.ZipFile(tmp_path / 'GPTNeo27B.zip', 'w') as z:
-        z.writestr('GPTNeo27B/concept_to_phrases.pkl', pickle.dumps(released))
-        z.writestr('GPTNeo27B/hyperparameters.json', '{}')
-    assert load_phrases(tmp_path / 'GPTNeo27B.pkl') == released
-    assert load_phrases(tmp_path / 'GPTNeo27B.zip') == released
-
+def test_restricted_loader_refuses_code_at_the_top_and_two_members(tmp_path):
+    ("04_phrases reads the released pickle and zip and refuses code inside the dict; here a pickle "
+     "that is code itself, in a file and in a zip, and a zip of two pickles.")
     marker = tmp_path / 'pwned'
-    (tmp_path / 'evil.pkl').write_bytes(pickle.dumps({'Dog': [_Evil(marker)]}))
-    with pytest.raises(pickle.UnpicklingError, match='refusing'):
-        load_phrases(tmp_path / 'evil.pkl')
     (tmp_path / 'evil_top.pkl').write_bytes(pickle.dumps(_Evil(marker)))
     with pytest.raises(pickle.UnpicklingError):
         load_phrases(tmp_path / 'evil_top.pkl')
-    with zipfile.ZipFile(tmp_path / 'evil.zip', 'w') as z: z.writestr('x/concept_to_phrases.pkl', pickle.dumps(_Evil(marker)))
+    with zipfile.ZipFile(tmp_path / 'evil.zip', 'w') as z:
+        z.writestr('x/concept_to_phrases.pkl', pickle.dumps(_Evil(marker)))
     with pytest.raises(pickle.UnpicklingError):
         load_phrases(tmp_path / 'evil.zip')
     assert not marker.exists()  # nothing ran
-
-    (tmp_path / 'shape.pkl').write_bytes(pickle.dumps({'Dog': 'a photo of Dog'}))
-    with pytest.raises(ValueError, match="'Dog'"):
-        load_phrases(tmp_path / 'shape.pkl')
+    released = {'Dog': ['a photo of Dog that runs'], 'Car': ['a photo of Car that is red']}
     with zipfile.ZipFile(tmp_path / 'two.zip', 'w') as z:
         z.writestr('a.pkl', pickle.dumps(released)); z.writestr('b.pkl', pickle.dumps(released))
     with pytest.raises(ValueError, match='exactly one'):
         load_phrases(tmp_path / 'two.zip')
 
 
-def test_filter_marks_concepts_whose_phrases_lack_them():
-    phrases = {'Dog': ['a photo of Dog that runs', 'a photo of Dog that sleeps'],
-               'Car': ['a photo of Car that is red', 'a photo of a car that is blue'],  # lower case: lacks 'Car'
-               'Sofa': []}
-    assert problematic_concepts(phrases) == {'Car', 'Sofa'}
-    assert make_pseudo_phrase('a photo of Dog that sees a Dog', 'Dog') == 'a photo of  $  that sees a Dog'
-    assert make_pseudo_phrase('a photo of Dog that sees a Dog', 'Dog', first_only=False) == 'a photo of  $  that sees a  $ '
+def test_a_concept_is_found_only_in_its_own_case():
+    "04_phrases tests the filter and the pseudo phrase; here a pseudo phrase of a lower-case mention."
     with pytest.raises(ValueError, match="'Car'"):
         make_pseudo_phrase('a photo of a car that is blue', 'Car')
