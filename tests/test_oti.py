@@ -1,4 +1,5 @@
-"""OTI: results independent of batch size, order and process count; kill -9 and resume; retrieval works."""
+"""OTI: results independent of batch size, order and process count; kill -9 and resume; the
+original's batch-mean update. (05_oti tests that the tokens retrieve their own images.)"""
 import logging, os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import pytest, torch
@@ -44,8 +45,10 @@ def test_batch_size_and_order_do_not_matter():
     b = invert(m, names, feats, table, PHRASES, OTIConfig(steps=25, batch_size=8), progress=False)
     perm = torch.randperm(len(names), generator=torch.Generator().manual_seed(1))
     c = invert(m, [names[i] for i in perm], feats[perm], table, PHRASES, OTIConfig(steps=25, batch_size=4), progress=False)
-    assert (a.ema_tokens - b.ema_tokens).abs().max() <= 1e-5 and (a.tokens - b.tokens).abs().max() <= 1e-5
-    assert (a.ema_tokens[perm] - c.ema_tokens).abs().max() <= 1e-5
+    for what, d in (('batch 4 vs 8, EMA', (a.ema_tokens - b.ema_tokens).abs().max().item()),
+                    ('batch 4 vs 8, tokens', (a.tokens - b.tokens).abs().max().item()),
+                    ('another order, EMA', (a.ema_tokens[perm] - c.ema_tokens).abs().max().item())):
+        assert d <= 1e-5, f'{what}: max |delta| {d:.3g} > 1e-5'
     assert not torch.allclose(a.tokens[0], a.tokens[1])          # and the images did get different tokens
 
 def test_sigkill_then_resume_gives_the_clean_run(script, tmp_path):
@@ -64,7 +67,9 @@ def test_sigkill_then_resume_gives_the_clean_run(script, tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     n1, t1 = load_pseudo_tokens(tmp_path / 'clean' / 'oti_pseudo_tokens.pt')
     n2, t2 = load_pseudo_tokens(out / 'oti_pseudo_tokens.pt')
-    assert n1 == n2 and (t1 - t2).abs().max() <= 1e-6
+    assert n1 == n2, (n1, n2)
+    d = (t1 - t2).abs().max().item()
+    assert d <= 1e-6, f'killed after {done} of 6 shards: max |delta| {d:.3g} off the clean run'
 
 def test_two_processes_give_the_tokens_of_one(script, tmp_path):
     one = subprocess.run([sys.executable, script, tmp_path / 'one', '30'], capture_output=True, text=True, timeout=600)
@@ -75,17 +80,10 @@ def test_two_processes_give_the_tokens_of_one(script, tmp_path):
     assert two.returncode == 0, two.stderr[-3000:]
     n1, t1 = load_pseudo_tokens(tmp_path / 'one' / 'oti_pseudo_tokens.pt')
     n2, t2 = load_pseudo_tokens(tmp_path / 'two' / 'oti_pseudo_tokens.pt')
-    assert n1 == n2 and (t1 - t2).abs().max() <= 1e-5
+    assert n1 == n2, (n1, n2)
+    d = (t1 - t2).abs().max().item()
+    assert d <= 1e-5, f'two processes vs one: max |delta| {d:.3g} > 1e-5'
     assert not (tmp_path / 'two' / 'shards').exists()                  # merged by the first process, then removed
-
-def test_oti_tokens_retrieve_their_own_image():
-    torch.manual_seed(0)
-    m = build_clip('tiny', seed=5)
-    names, feats, table = world(24, seed=3)
-    res = invert(m, names, feats, table, PHRASES, OTIConfig(steps=80, batch_size=12), progress=False)
-    with torch.no_grad(): q = F.normalize(encode_with_pseudo_tokens(m, ['a photo of $'] * 24, res.ema_tokens), dim=-1)
-    top1 = (q @ F.normalize(feats, dim=-1).T).argmax(1)
-    assert (top1 == torch.arange(24)).float().mean() >= 0.5          # chance: 1/24
 
 def test_concepts_without_phrases_are_left_out_with_one_warning(tmp_path, caplog):
     m = build_clip('tiny')
@@ -169,11 +167,14 @@ def test_full_batch_equals_the_original_batch_mean_update(preset, n, separate):
     cfg = OTIConfig(steps=20, batch_size=n, math_batch_size=n)  # a full batch of the math: n images, math_batch_size n
     ref, ref_ema = original_batch_mean(m, feats, names, pools, cfg, separate)
     tok, ema, _ = invert_batch(m, feats, names, pools, cfg)
-    assert (tok - ref).abs().max() <= 1e-6 and (ema - ref_ema).abs().max() <= 1e-6, (tok - ref).abs().max()
+    dt, de = (tok - ref).abs().max().item(), (ema - ref_ema).abs().max().item()
+    assert dt <= 1e-6 and de <= 1e-6, f'max |delta| tokens {dt:.3g}, EMA {de:.3g} (> 1e-6)'
     if preset == 'tiny':  # the eps scaling is what makes them equal: with the plain 1e-8 on summed losses they drift apart
         off, _, _ = invert_batch(m, feats, names, pools, OTIConfig(steps=20, batch_size=n, math_batch_size=1))
-        assert (off - ref).abs().max() > 4e-6   # over 4x the agreement asked for
+        d = (off - ref).abs().max().item()   # over 4x the agreement asked for
+        assert d > 4e-6, f'the plain eps left the tokens within {d:.3g} (<= 4e-6): not a test of it'
     # each image's result is independent of compute grouping
     k = n // 2 - 1
     part, part_ema, _ = invert_batch(m, feats[k:k + 3], names[k:k + 3], pools[k:k + 3], cfg)
-    assert (part - tok[k:k + 3]).abs().max() <= 1e-6 and (part_ema - ema[k:k + 3]).abs().max() <= 1e-6
+    dt, de = (part - tok[k:k + 3]).abs().max().item(), (part_ema - ema[k:k + 3]).abs().max().item()
+    assert dt <= 1e-6 and de <= 1e-6, f'3 of {n} alone: max |delta| tokens {dt:.3g}, EMA {de:.3g}'
