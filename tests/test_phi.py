@@ -1,12 +1,14 @@
-"""phi: the loss against SPEC's formula and the original, released checkpoints, kill -9 and resume, two processes = one, training works."""
+"""phi: the loss of one pair against the formula and the loss against the original, released
+checkpoints, kill -9 and resume, two processes = one. (06_phi tests the loss on larger batches and
+that training works.)"""
 import logging, os, signal, subprocess, sys, textwrap, time, urllib.error, urllib.request
 from pathlib import Path
 import pytest, torch
 import torch.nn.functional as F
-from searle.clip import build_clip, encode_with_pseudo_tokens
+from searle.clip import build_clip
 from searle.core import load_json, load_tensors
-from searle.oti import OTIConfig, invert
-from searle.phi import Phi, PhiConfig, contrastive_loss, load_phi, phi_token_fn, save_phi, train_phi, PHI_RELEASE_URL
+from searle.phi import (Phi, PhiConfig, contrastive_loss, load_phi, save_phi, train_phi,
+                        PHI_RELEASE_URL)
 
 PHRASES = {'dog': ['a photo of dog that runs on the beach', 'a photo of dog that chases another dog'],
            'cat': ['a photo of cat that purrs', 'a photo of cat on a red sofa'],
@@ -42,18 +44,23 @@ def direct_formula(t, p, tau):
         rows.append(-torch.log(torch.exp(t[a % B] @ p[a % B] / tau) / den))
     return torch.stack(rows).mean()
 
-@pytest.mark.parametrize('B,W,tau,seed', [(1, 8, 0.25, 0), (5, 16, 0.25, 1), (12, 32, 0.25, 2), (7, 4, 0.07, 3), (9, 64, 1.0, 4)])
+# 06_phi checks batches of 6 at two temperatures; here the batch of one pair (one negative per view)
+@pytest.mark.parametrize('B,W,tau,seed', [(1, 8, 0.25, 0)])
 def test_contrastive_loss_is_spec_formula_and_symmetric(B, W, tau, seed):
     g = torch.Generator().manual_seed(seed)
     v1, v2 = torch.randn(B, W, generator=g) * 3, torch.randn(B, W, generator=g)
-    assert abs(contrastive_loss(v1, v2, tau).item() - direct_formula(v1, v2, tau).item()) <= 1e-6
-    assert abs(contrastive_loss(v1, v2, tau).item() - contrastive_loss(v2, v1, tau).item()) <= 1e-6
+    loss = contrastive_loss(v1, v2, tau).item()
+    for what, ref in (('the formula', direct_formula(v1, v2, tau).item()),
+                      ('the loss of (v2, v1)', contrastive_loss(v2, v1, tau).item())):
+        assert abs(loss - ref) <= 1e-6, f'loss {loss:.8g} vs {what} {ref:.8g}: |delta| > 1e-6'
 
 def test_contrastive_loss_matches_the_original(shared_dir):
     gp = shared_dir / 'golden' / 'searle_golden.pt'
     if not gp.is_file(): pytest.skip(f'{gp} is absent')
     g = load_tensors(gp)
-    assert abs(contrastive_loss(g['contrastive_v1'], g['contrastive_v2'], 0.25).item() - g['contrastive_loss_tau0.25'].item()) <= 1e-6
+    ours = contrastive_loss(g['contrastive_v1'], g['contrastive_v2'], 0.25).item()
+    theirs = g['contrastive_loss_tau0.25'].item()
+    assert abs(ours - theirs) <= 1e-6, f'loss {ours:.8g}, the original {theirs:.8g}: |delta| > 1e-6'
 
 # ---- checkpoints
 
@@ -134,8 +141,10 @@ def test_sigkill_then_resume_gives_the_uninterrupted_run(script, tmp_path):
     assert not (out / 'phi_final.pt').exists()
     _run([script, out, 'kill'])
     clean, resumed = load_phi(tmp_path / 'clean' / 'phi_final.pt', device='cpu'), load_phi(out / 'phi_final.pt', device='cpu')
-    assert max_diff(clean, resumed) <= 1e-6
-    assert max_diff(clean, Phi(64, 256, 64)) > 1e-3                      # and it did train
+    d = max_diff(clean, resumed)
+    assert d <= 1e-6, f'killed after {done[-1]}: max |delta| {d:.3g} off the clean run (> 1e-6)'
+    moved = max_diff(clean, Phi(64, 256, 64))                             # and it did train
+    assert moved > 1e-3, f'the weights moved by {moved:.3g} at most (<= 1e-3)'
     assert [r['epoch'] for r in load_json(out / 'log.json')] == list(range(1, 9))
     ck = load_tensors(out / 'checkpoints' / 'phi_epoch0008.pt')
     assert ck['epoch'] == 8 and set(ck) >= {'Phi', 'optimizer', 'config', 'log'}
@@ -148,11 +157,14 @@ def test_two_processes_give_the_weights_of_one(script, tmp_path):
         a, b = tmp_path / 'one' / f'dropout{dropout}', tmp_path / 'two' / f'dropout{dropout}'
         assert load_json(a / 'config.json')['processes'] == 1 and load_json(b / 'config.json')['processes'] == 2
         one, two = load_phi(a / 'phi_final.pt', device='cpu'), load_phi(b / 'phi_final.pt', device='cpu')
-        assert max_diff(one, two) <= 1e-5, f'dropout {dropout}'
-        assert max_diff(one, Phi(64, 256, 64)) > 1e-3
+        d = max_diff(one, two)
+        assert d <= 1e-5, f'dropout {dropout}: two processes vs one, max |delta| {d:.3g} > 1e-5'
+        moved = max_diff(one, Phi(64, 256, 64))
+        assert moved > 1e-3, f'dropout {dropout}: the weights moved by {moved:.3g} at most'
         la, lb = load_json(a / 'log.json'), load_json(b / 'log.json')
         assert len(la) == len(lb) == 3, (len(la), len(lb))
-        assert all(abs(x['loss'] - y['loss']) <= 1e-5 for x, y in zip(la, lb))   # the global losses, not one process's half
+        d = max(abs(x['loss'] - y['loss']) for x, y in zip(la, lb))   # global losses, not a half's
+        assert d <= 1e-5, f'dropout {dropout}: logged losses differ by up to {d:.3g} (> 1e-5)'
 
 # ---- the command killed (SIGKILL) at several points, mid-epoch too: each resumed run is the clean
 
@@ -238,21 +250,3 @@ def test_concepts_without_phrases_are_left_out_with_one_warning(caplog):
                       "they are left out of the regularisation"], warned
     b = train_phi(build_clip('tiny'), names, feats, tokens, table, PHRASES, PhiConfig(epochs=1, batch_size=16), device='cpu', progress=False)
     assert max_diff(a, b) == 0                                            # 'owl' never drawn: the run without it
-
-# ---- training works
-
-def test_trained_phi_retrieves_held_out_images_better_than_untrained():
-    m = build_clip('tiny', seed=2)
-    names, feats, _, table = world(240, seed=2)
-    oti = invert(m, names, feats, table, PHRASES, OTIConfig(steps=20, batch_size=240), progress=False)
-    phi = train_phi(m, names[:160], feats[:160], oti.ema_tokens[:160], table, PHRASES,
-                    PhiConfig(epochs=20, batch_size=32, lr=1e-3), device='cpu', progress=False)
-    held = feats[160:]
-    def mean_rank(tokens):
-        with torch.no_grad(): q = F.normalize(encode_with_pseudo_tokens(m, ['a photo of $'] * len(held), tokens), dim=-1)
-        s = q @ F.normalize(held, dim=-1).T
-        return (s > s.diagonal()[:, None]).sum(1).float().mean().item()
-    untrained = mean_rank(phi_token_fn(Phi(64, 256, 64), 'cpu')(held))
-    trained = mean_rank(phi_token_fn(phi, 'cpu')(held))
-    assert untrained > 30                                                # about chance (39.5 among 80)
-    assert trained < 0.75 * untrained, (trained, untrained)
