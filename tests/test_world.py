@@ -1,4 +1,5 @@
-"The offline world: determinism, CIRCO layout, ground truths, and the shipped tiny CLIP and GPT-Neo."
+"""The offline world: determinism, CIRCO layout, ground truths, and the shipped tiny CLIP and
+GPT-Neo. (11_world tests that the shipped files are small.)"""
 import os
 os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 from pathlib import Path
@@ -12,7 +13,7 @@ from PIL import Image
 from searle.core import load_json
 from searle.clip import encode_text, encode_with_pseudo_tokens, load_clip, make_preprocess, tokenize
 from searle.world import (ASPECTS, ASPECT_VALUES, Attrs, build_world, full_caption, images_to_tensor, relative_caption,
-                          world_assets_dir, world_clip_path, world_concepts, world_gpt_path, world_token_ids)
+                          world_clip_path, world_concepts, world_gpt_path, world_token_ids)
 
 SMALL = dict(n_gallery=120, n_queries=16, n_test=4, n_unlabeled=5)
 
@@ -98,11 +99,6 @@ def test_ground_truths_are_every_gallery_image_with_the_changed_attributes(world
     assert len(answers) == SMALL['n_test'] and all(a['gt_img_ids'][0] == a['target_img_id'] for a in answers.values())
 
 
-def test_shipped_models_are_small():
-    total = sum(p.stat().st_size for p in world_assets_dir().rglob('*') if p.is_file())
-    assert total <= 5 * 2**20, f'{total / 2**20:.2f} MB'
-
-
 @pytest.fixture(scope='module')
 def world_clip():
     return load_clip(world_clip_path(), device='cpu')
@@ -125,7 +121,8 @@ def test_shipped_clip_retrieves_full_captions(world, world_clip):
     # a caption that names one attribute retrieves images that have it
     with torch.no_grad(): blue = F.normalize(encode_text(world_clip, ['a photo of a blue shape']), dim=-1)
     top10 = (blue @ g.T)[0].topk(10).indices.tolist()
-    assert sum(attrs[j].color == 'blue' for j in top10) >= 8
+    n_blue = sum(attrs[j].color == 'blue' for j in top10)
+    assert n_blue >= 8, f'{n_blue} of the 10 images nearest to a blue shape are blue (< 8)'
 
 
 def test_shipped_clip_keeps_the_pseudo_word_and_world_rows(world_clip):
