@@ -17,13 +17,17 @@ def _check(model, eps=1e-5):
     with torch.no_grad():
         ref = bb.own_text(tokenize(real))
         ours = encode_with_pseudo_tokens(model, PROMPTS, word)
-        assert (ours - ref).abs().max().item() <= eps
-        assert (encode_with_pseudo_tokens(model, PROMPTS, word, trim=False) - ours).abs().max().item() <= eps
-        assert (encode_text(model, real) - ref).abs().max().item() <= eps
+        full = encode_with_pseudo_tokens(model, PROMPTS, word, trim=False)
+        for what, a, b in (("a word at $ vs the family's", ours, ref), ('untrimmed', full, ours),
+                           ("encode_text vs the family's", encode_text(model, real), ref)):
+            d = (a - b).abs().max().item()
+            assert d <= eps, f'{what}: max |delta| {d:.3g} > {eps}'
     v = word.clone().requires_grad_()
     g = torch.autograd.grad(encode_with_pseudo_tokens(model, PROMPTS, v).square().sum(), v)[0]
     g_ref = torch.autograd.grad(encode_with_pseudo_tokens(model, PROMPTS, v, trim=False).square().sum(), v)[0]
-    assert g.abs().sum() > 0 and (g - g_ref).abs().max().item() <= eps * g_ref.abs().max().item()
+    assert g.abs().sum() > 0, 'no gradient reached the token'
+    d, tol = (g - g_ref).abs().max().item(), eps * g_ref.abs().max().item()
+    assert d <= tol, f'gradient, trimmed vs untrimmed: max |delta| {d:.3g} > {tol:.3g}'
 
 
 @pytest.mark.parametrize('spec', ['ViT-B/32', 'open_clip:ViT-B-32', 'hf:ViT-B/32'])
@@ -49,4 +53,5 @@ def test_hf_vit_l14_preset_is_the_published_shape():
     model = build_clip('hf:ViT-L/14', seed=0)
     bb = backbone(model)
     assert (bb.width, bb.dim, bb.image_size, len(bb.blocks)) == (768, 768, 224, 12)
-    assert 427_000_000 < sum(p.numel() for p in model.parameters()) < 429_000_000
+    n = sum(p.numel() for p in model.parameters())
+    assert 427_000_000 < n < 429_000_000, f'{n:,} parameters; the published ViT-L/14 has ~428M'
