@@ -195,7 +195,7 @@ def test_killed_generation_leaves_valid_json_and_rerun_completes(tiny_lm, tmp_pa
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-2000:]
     partial = load_phrases(out)  # valid JSON in our format, whatever the moment of the kill
-    assert 0 < len(partial) < n
+    assert 0 < len(partial) < n, f'the kill left {len(partial)} of {n} concepts: not mid-run'
     done = generate_phrases(tiny_lm, [f'thing{i}' for i in range(n)], out, num_return_sequences=2, batch_size=1,
                             seed=3, device='cpu', save_every_s=30, progress=False)
     assert len(done) == n and all(len(v) == 2 for v in done.values())
