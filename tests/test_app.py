@@ -106,7 +106,8 @@ def test_one_query_in_headless_chromium(tmp_path, family):
         top, want = attrs[str(int(Path(names[0]).stem))], attrs[str(q['target_img_id'])]
         assert {k: top[k] for k in world.ASPECTS} == {k: want[k] for k in world.ASPECTS}, (q, top, want)
     assert '$ ≈' in words  # phi's pseudo word and its nearest words
-    assert (tmp_path/'app.png').stat().st_size > 10_000
+    size = (tmp_path/'app.png').stat().st_size
+    assert size > 10_000, f'the screenshot has {size} bytes (<= 10,000): a blank page?'
     for d in (home, cwd, tmp): assert not any(d.iterdir()), f'the app wrote outside its cache folder: {sorted(d.rglob("*"))[:5]}'
     # each upload is removed after its query, the refused one too; a refused query is one log line
     left = [p for p in (cache/'gradio').rglob('*') if p.name in (ref.name, 'notes.png')]

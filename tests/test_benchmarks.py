@@ -231,7 +231,7 @@ def test_validation_end_to_end(roots, tiny, name, tmp_path):
     extra = {'max_queries': 150} if name == 'fashioniq' else {}  # FashionIQ's galleries are all used, its queries cut
     m = run_validation(name, roots[name], tiny['clip'], tokens=tiny['tokens'], out_dir=tmp_path, cache_dir=tiny['cache'], **tiny['kw'], **extra)
     keys = {'cirr': CIRR_KEYS, 'circo': CIRCO_KEYS, 'fashioniq': FIQ_KEYS}[name]
-    assert sorted(m) == sorted(keys) and all(0 <= v <= 100 for v in m.values())
+    assert sorted(m) == sorted(keys) and all(0 <= v <= 100 for v in m.values()), m
     assert load_json(tmp_path / 'metrics.json') == m
     cfg = load_json(tmp_path / 'config.json')
     assert cfg['config']['dataset'] == name and cfg['config']['method'] == f"tokens:{tiny['tokens']}"

@@ -20,10 +20,11 @@ def test_demo_writes_its_contract(demo):
     out, stdout = demo
     m = json.loads((out/'metrics.json').read_text())
     assert tuple(m) == METHODS and all(tuple(m[k]) == METRICS for k in METHODS)
-    assert all(0 <= v <= 100 for k in METHODS for v in m[k].values())
+    assert all(0 <= v <= 100 for k in METHODS for v in m[k].values()), m
     cfg = json.loads((out/'config.json').read_text())
     assert {'demo', 'oti', 'phi', 'seconds'} <= set(cfg)
-    for f in ('results.csv', 'methods.png', 'queries.png'): assert (out/f).stat().st_size > 0
+    for f in ('results.csv', 'methods.png', 'queries.png'):
+        assert (out/f).stat().st_size > 0, f'{f} is empty'
     assert 'SEARLE-OTI' in stdout and 'SEARLE (phi)' in stdout and 'map@5' in stdout  # the methods' labels
     assert 'config.json' in stdout.splitlines()[-1] and 'kept for a rerun' in stdout.splitlines()[-1]
 

@@ -39,7 +39,7 @@ def test_every_stage_runs_on_a_tiny_family(spec, root, tmp_path):
         m = searle_validate(dataset='circo', dataset_path=str(root), out=str(tmp_path/f'val_{kind}'), eval_type=kind, **kw, **quiet)
         cfg = load_json(tmp_path/f'val_{kind}'/'config.json')
         assert (cfg['clip']['clip'], cfg['clip']['clip_fingerprint']) == (clip_file, rec['clip_fingerprint'])
-        assert 0 <= m['map@5'] <= 100
+        assert 0 <= m['map@5'] <= 100, m
     paths = searle_submit(dataset='circo', dataset_path=str(root), out=str(tmp_path/'sub'), eval_type='phi', phi_checkpoint=str(phi), **quiet)
     assert paths['circo'].is_file()
     other = str(tmp_path/'other.pt'); save_clip(build_clip(spec, seed=1), other)

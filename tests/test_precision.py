@@ -35,4 +35,4 @@ def test_bf16_stages_are_recorded_and_not_resumed_in_another(root, tmp_path):
        '--clip-model', clip_file, '--out', tmp_path/'val', '--no-progress', '--precision', 'bf16')
     assert json.loads((tmp_path/'val'/'config.json').read_text())['config']['precision'] == 'bf16'
     m = json.loads((tmp_path/'val'/'metrics.json').read_text())
-    assert m and all(0 <= v <= 100 for v in m.values())
+    assert m and all(0 <= v <= 100 for v in m.values()), m

@@ -35,7 +35,8 @@ def test_the_stages_chain_as_commands(root, tmp_path):
     sh('searle-validate', '--dataset', 'circo', '--dataset-path', root, '--eval-type', 'oti', '--tokens', tmp_path/'oti'/'oti_pseudo_tokens.pt',
        '--clip-model', clip_file, '--out', tmp_path/'val', '--no-progress')
     m = json.loads((tmp_path/'val'/'metrics.json').read_text())
-    assert {'map@5', 'map@50', 'recall@5', 'recall@50'} <= set(m) and all(0 <= v <= 100 for v in m.values())
+    assert {'map@5', 'map@50', 'recall@5', 'recall@50'} <= set(m), sorted(m)
+    assert all(0 <= v <= 100 for v in m.values()), m
     cfg = json.loads((tmp_path/'val'/'config.json').read_text())
     assert cfg['config']['dataset'] == 'circo' and 'oti_pseudo_tokens.pt' in cfg['config']['method']
     sh('searle-validate', '--dataset', 'circo', '--dataset-path', root, '--eval-type', 'image+text', '--clip-model', clip_file, '--out', tmp_path/'base', '--no-progress')
