@@ -362,8 +362,9 @@ def run_concepts(out_path:PathLike, # the CSV table to write (see `concept_table
                  vocabulary:PathLike|None=None, # a CSV with DisplayName; `None`: Open Images' own
                  clip_model='ViT-B/32', # name, checkpoint path, or a loaded CLIP model
                  k:int=250, batch_size:int=32, concept_batch_size:int=64,
-                 preprocess:str='targetpad', device=None, num_workers:int=0, progress:bool=True,
+                 preprocess:str='targetpad', device=None,
                  cache_dir:PathLike|None=None, # caches the vocabulary and the concept features
+                 num_workers:int=0, progress:bool=True,
                  # 'fp32', 'amp' (fp16 features, as the original) or 'bf16'; `None`: the device's
                  precision:str|None=None,
                  missing:str='error', # 'error' or 'skip': leave out missing image files (recorded)
