@@ -603,13 +603,6 @@ def benchmark_validation(
     return validate_phi
 
 # %% ../nbs/06_phi.ipynb #17728066
-def _match_tokens(names:list[str], tnames:list[str], tokens:Tensor, source) -> Tensor:
-    row = {n: i for i, n in enumerate(tnames)}
-    missing = [n for n in names if n not in row]
-    if missing: raise ValueError(f"{len(missing)} training images have no OTI token in {source}; "
-                                 f"the first: {missing[:5]}")
-    return tokens[[row[n] for n in names]]
-
 def _training_features(model, images, preprocess, cache_dir, dev, dist, batch_size, progress,
                        num_workers, precision=None, truncated='error', cut=None):
     ("(names, features) of the training images; under several processes the first one extracts, "
@@ -625,6 +618,44 @@ def _training_features(model, images, preprocess, cache_dir, dev, dist, batch_si
     if dist.rank != 0: names, feats = extract_features(model, images, pre, progress=False, **kw)
     return names, feats
 
+# %% ../nbs/06_phi.ipynb #67ca1b94
+def _match_tokens(names:list[str], oti_tokens, which:str) -> Tensor:
+    "The OTI tokens [N, W] of `names`, in their order: from a token file or a (names, tokens) pair."
+    given = isinstance(oti_tokens, tuple)
+    tnames, tokens = oti_tokens if given else load_pseudo_tokens(oti_tokens, which=which)
+    row = {n: i for i, n in enumerate(tnames)}
+    missing = [n for n in names if n not in row]
+    if missing: raise ValueError(f"{len(missing)} training images have no OTI token in "
+                                 f"{'the tokens given' if given else oti_tokens}; "
+                                 f"the first: {missing[:5]}")
+    return tokens[[row[n] for n in names]]
+
+def _concepts_and_phrases(concept_table, phrases, top_k:int) -> tuple[dict, dict]:
+    "The concept table, each row cut to its first `top_k` as it is read, and the phrases."
+    # all phi reads of a row (150 of 250 cells)
+    keep = lambda row: row[:top_k]
+    table = (concept_table if isinstance(concept_table, dict)
+             else read_concept_table(concept_table, row=keep))
+    return table, phrases if isinstance(phrases, dict) else load_phrases(phrases)
+
+# %% ../nbs/06_phi.ipynb #b49dfa40
+def _config_validation(model, config:PhiConfig, preprocess, dev, batch_size:int, cache_dir,
+                       num_workers:int, missing:str, truncated:str, left_out) -> Callable|None:
+    "`benchmark_validation` on `config.val_dataset` at `config.val_path` (None without a path)."
+    if config.val_path is None: return None
+    return benchmark_validation(
+        model, config.val_dataset, config.val_path, preprocess, device=dev,
+        batch_size=batch_size, cache_dir=cache_dir, max_queries=config.val_max_queries,
+        num_workers=num_workers, precision=config.precision, missing=missing,
+        truncated=truncated, left_out=left_out)
+
+def _input_files(oti_tokens, concept_table, phrases, preprocess) -> dict:
+    "The stage's input files (None for what was given in memory), recorded with the run."
+    src = lambda x: None if isinstance(x, (dict, tuple)) else str(x)
+    return {'oti_tokens': src(oti_tokens), 'concept_table': src(concept_table),
+            'phrases': src(phrases),
+            'preprocess': preprocess if isinstance(preprocess, str) else repr(preprocess)}
+
 # %% ../nbs/06_phi.ipynb #fd37660f
 @locks_output('out_dir')
 def run_train_phi(clip_model, # an official CLIP name, a checkpoint file, or a CLIP module
@@ -638,45 +669,28 @@ def run_train_phi(clip_model, # an official CLIP name, a checkpoint file, or a C
                   validate_fn:Callable|None=None, # overrides config.val_dataset / val_path
                   device=None, batch_size:int=32, # feature extraction batch
                   progress:bool=True, num_workers:int=0,
-                  # the validation benchmark's missing images: 'error' or 'skip'
-                  missing:str='error',
-                  # truncated image files (training and validation): 'error' or 'decode'
-                  truncated:str='error',
+                  missing:str='error', # or 'skip' the validation benchmark's missing images
+                  truncated:str='error', # or 'decode' truncated images, in training and validation
                  ) -> Path:
-    ("Stage 3: train phi on images and their OTI tokens into `out_dir`; returns "
-     "`out_dir/phi_final.pt`.")
+    "Stage 3: train phi on images and their OTI tokens into `out_dir`; its `phi_final.pt`."
     config, out, dist, left_out, cut = config or PhiConfig(), Path(out_dir), Dist(), LeftOut(), []
-    dev = dist.resolve(device)
+    dev, cache_dir = dist.resolve(device), cache_dir or out/'features'
     model = as_clip(clip_model, dev)
     # made with this CLIP
     if not isinstance(oti_tokens, tuple): check_tokens_for_clip(oti_tokens, model)
     if not isinstance(concept_table, dict): check_top_k(concept_table, config.top_k)
-    # features, training, validation
+    # recorded resolved
     config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))
-    names, feats = _training_features(model, images, preprocess, cache_dir or out/'features', dev,
-                                      dist, batch_size, progress, num_workers, config.precision,
-                                      truncated, cut)
+    names, feats = _training_features(model, images, preprocess, cache_dir, dev, dist, batch_size,
+                                      progress, num_workers, config.precision, truncated, cut)
     left_out.add('truncated_images', cut)
-    tnames, tok = (oti_tokens if isinstance(oti_tokens, tuple)
-                   else load_pseudo_tokens(oti_tokens, which=config.tokens))
-    tok = _match_tokens(names, list(tnames), tok,
-                        oti_tokens if not isinstance(oti_tokens, tuple) else 'the tokens given')
-    # all phi reads of a row (150 of 250 cells), cut as it is read
-    keep = lambda row: row[:config.top_k]
-    table = (concept_table if isinstance(concept_table, dict)
-             else read_concept_table(concept_table, row=keep))
-    phr = phrases if isinstance(phrases, dict) else load_phrases(phrases)
-    if validate_fn is None and config.val_path is not None and dist.rank == 0:
-        validate_fn = benchmark_validation(
-            model, config.val_dataset, config.val_path, preprocess, device=dev,
-            batch_size=batch_size, cache_dir=cache_dir or out/'features',
-            max_queries=config.val_max_queries, num_workers=num_workers,
-            precision=config.precision, missing=missing, truncated=truncated, left_out=left_out)
-    src = lambda x: None if isinstance(x, (dict, tuple)) else str(x)
-    meta = {'oti_tokens': src(oti_tokens), 'concept_table': src(concept_table),
-            'phrases': src(phrases),
-            'preprocess': preprocess if isinstance(preprocess, str) else repr(preprocess)}
-    train_phi(model, names, feats, tok, table, phr, config, out, validate_fn, dev, progress, meta)
+    tok = _match_tokens(names, oti_tokens, config.tokens)
+    table, phr = _concepts_and_phrases(concept_table, phrases, config.top_k)
+    if validate_fn is None and dist.rank == 0:
+        validate_fn = _config_validation(model, config, preprocess, dev, batch_size, cache_dir,
+                                         num_workers, missing, truncated, left_out)
+    train_phi(model, names, feats, tok, table, phr, config, out, validate_fn, dev, progress,
+              _input_files(oti_tokens, concept_table, phrases, preprocess))
     if dist.rank == 0 and (missing, truncated) != ('error', 'error'):
         left_out.save(out/'left_out.json')
     return out/'phi_final.pt'
