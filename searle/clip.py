@@ -778,13 +778,9 @@ def dedupe_named_rows(names:Sequence, tensors:Sequence[torch.Tensor],
     if len(keep) == len(names): return names, list(tensors)
     return [names[i] for i in keep], [t[keep] for t in tensors]
 
-# %% ../nbs/02_clip.ipynb #50816623
-def read_original_tokens(
-    path, # the original OTI folder, or its `oti_pseudo_tokens.pt` / `ema_oti_pseudo_tokens.pt`
-    which:str='ema', # 'ema' (the EMA tokens, when the folder has them) or 'tokens'
-    names_path=None, # its `image_names.pkl`; None: the one beside the tokens
-    ) -> tuple[list[str], torch.Tensor]:
-    "(names, tokens [N, W]) of the original OTI output: a token tensor and a pickled list of names."
+# %% ../nbs/02_clip.ipynb #ee7bebd5
+def _original_token_file(path, which:str='ema') -> Path:
+    "The token file of an original OTI folder (its EMA tokens when asked and present), or `path`."
     p = Path(path); folder = p if p.is_dir() else p.parent
     if p.is_dir():
         p = folder/ORIGINAL_OTI_FILES[
@@ -793,7 +789,17 @@ def read_original_tokens(
         raise FileNotFoundError(f"{folder} holds no pseudo tokens: expected "
                                 f"{ORIGINAL_OTI_FILES['tokens']} or "
                                 f"{ORIGINAL_OTI_FILES['ema']} (the original's OTI folder) there")
-    names_path = Path(names_path) if names_path else folder/ORIGINAL_OTI_FILES['names']
+    return p
+
+# %% ../nbs/02_clip.ipynb #50816623
+def read_original_tokens(
+    path, # the original OTI folder, or its `oti_pseudo_tokens.pt` / `ema_oti_pseudo_tokens.pt`
+    which:str='ema', # 'ema' (the EMA tokens, when the folder has them) or 'tokens'
+    names_path=None, # its `image_names.pkl`; None: the one beside the tokens
+    ) -> tuple[list[str], torch.Tensor]:
+    "(names, tokens [N, W]) of the original OTI output: a token tensor and a pickled list of names."
+    p = _original_token_file(path, which)
+    names_path = Path(names_path) if names_path else p.parent/ORIGINAL_OTI_FILES['names']
     if not names_path.is_file(): raise FileNotFoundError(
         f"{p} holds bare tokens; expected their names in {names_path}, found nothing")
     names, t = safe_unpickle(names_path), load_tensors(p)

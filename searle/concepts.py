@@ -271,6 +271,48 @@ def _check_rows(out_path:Path, record:dict, has_rows:bool):
                                   'reusing them unchecked', out_path, path.name)
     save_json(record, path)
 
+# %% ../nbs/03_concepts.ipynb #89d28e12
+def _check_table(out_path:Path, done:dict, concepts, k:int, model, preprocess, precision):
+    "Refuse rows of another `k` or another making (`_check_rows`), record this run; its precision."
+    if done and len(next(iter(done.values()))) != k:
+        raise ValueError(f"{out_path} (or its parts) holds {len(next(iter(done.values())))} "
+                         f"concepts per image, not k={k}; use another output")
+    cfg = dict(top_k=k, preprocess=repr(preprocess) if preprocess is not None else None)
+    if model is not None:  # features computed here: their precision is part of what made the rows
+        precision = cfg['precision'] = resolve_precision(precision, next(model.parameters()).device)
+    clip = clip_record(model) if model is not None else None
+    rec = run_record('concepts', cfg, clip, {'vocabulary': vocabulary_key(concepts)})
+    _check_rows(out_path, rec, bool(done))
+    return precision
+
+# %% ../nbs/03_concepts.ipynb #664fe134
+def _chunk_features(images, idx:list[int], model, preprocess, **kw) -> torch.Tensor:
+    "Features [len(idx), D] of the images at `idx`: extracted from an `ImageList`, or given rows."
+    if not isinstance(images, ImageList): return images[1][torch.as_tensor(idx)]
+    chunk = ImageList([images.names[i] for i in idx], [images.paths[i] for i in idx])
+    return extract_features(model, chunk, preprocess, progress=False, **kw)[1]
+
+# %% ../nbs/03_concepts.ipynb #5a24c6c8
+def _fill_table(out_path:Path, names:list[str], done:dict, encode:Callable, concept_feats, concepts,
+                k:int, chunk_size:int, progress:bool) -> dict[str, list[str]]:
+    ("Associate the images not `done`, a part file per chunk of `encode`d features; then merge the "
+     "parts, in the order of `names`, into the table.")
+    todo = [i for i, n in enumerate(names) if n not in done]
+    logger.info('%s%d images, %d already associated in %s', 'resuming: ' if done else '',
+                len(names), len(names) - len(todo), out_path)
+    parts = _parts(out_path); first = parts.next()
+    chunks = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
+    for j, idx in enumerate(progress_bar(chunks, progress, desc='concepts', unit='chunk')):
+        rows = top_concepts(encode(idx), concept_feats, concepts, k)
+        write_concept_table(parts.path(first + j), [names[i] for i in idx], rows)
+        done.update(zip((names[i] for i in idx), rows))
+    in_names = set(names)
+    # rows of other images already in the table are kept
+    order = names + [n for n in done if n not in in_names]
+    write_concept_table(out_path, order, [done[n] for n in order])
+    parts.remove()
+    return {n: done[n] for n in order}
+
 # %% ../nbs/03_concepts.ipynb #2d2aa0db
 @locks_output('out_path', 'file')  # one run writes a table at a time
 def associate_images(
@@ -284,48 +326,40 @@ def associate_images(
         truncated_names:list|None=None, # names of the truncated images decoded are appended here
         ) -> dict[str, list[str]]:
     "Write the top-`k` concepts of every image to `out_path` (resumable); return the table."
-    out_path = Path(out_path)
     names = list(images.names) if isinstance(images, ImageList) else [str(n) for n in images[0]]
     if isinstance(images, ImageList) and (model is None or preprocess is None):
         raise ValueError("an ImageList needs `model` and `preprocess`")
-    done = _done_rows(out_path)
-    if done and len(next(iter(done.values()))) != k:
-        raise ValueError(f"{out_path} (or its parts) holds {len(next(iter(done.values())))} "
-                         f"concepts per image, not k={k}; use another output")
-    cfg = dict(top_k=k, preprocess=repr(preprocess) if preprocess is not None else None)
-    if model is not None:  # features computed here: their precision is part of what made the rows
-        precision = cfg['precision'] = resolve_precision(precision, next(model.parameters()).device)
-    clip = clip_record(model) if model is not None else None
-    rec = run_record('concepts', cfg, clip, {'vocabulary': vocabulary_key(concepts)})
-    _check_rows(out_path, rec, bool(done))
-    todo = [i for i, n in enumerate(names) if n not in done]
-    logger.info('%s%d images, %d already associated in %s', 'resuming: ' if done else '',
-                len(names), len(names) - len(todo), out_path)
-    parts = _parts(out_path); first = parts.next()
-    chunks = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
-    for j, idx in enumerate(progress_bar(chunks, progress, desc='concepts', unit='chunk')):
-        if isinstance(images, ImageList):
-            _, feats = extract_features(
-                model, ImageList([names[i] for i in idx], [images.paths[i] for i in idx]),
-                preprocess,
-                batch_size=batch_size, progress=False, num_workers=num_workers, precision=precision,
-                truncated=truncated, truncated_names=truncated_names)
-        else: feats = images[1][torch.as_tensor(idx)]
-        rows = top_concepts(feats, concept_feats, concepts, k)
-        write_concept_table(parts.path(first + j), [names[i] for i in idx], rows)
-        done.update(zip((names[i] for i in idx), rows))
-    in_names = set(names)
-    # rows of other images already in the table are kept
-    order = names + [n for n in done if n not in in_names]
-    write_concept_table(out_path, order, [done[n] for n in order])
-    parts.remove()
-    return {n: done[n] for n in order}
+    out_path, done = Path(out_path), _done_rows(Path(out_path))
+    precision = _check_table(out_path, done, concepts, k, model, preprocess, precision)
+    encode = lambda idx: _chunk_features(images, idx, model, preprocess, batch_size=batch_size,
+                                         num_workers=num_workers, precision=precision,
+                                         truncated=truncated, truncated_names=truncated_names)
+    return _fill_table(out_path, names, done, encode, concept_feats, concepts, k, chunk_size,
+                       progress)
+
+# %% ../nbs/03_concepts.ipynb #f95d6ac5
+def _clip_and_concepts(clip_model, vocabulary, device, precision, cache_dir, batch_size:int,
+                       progress:bool):
+    "(CLIP, vocabulary, concept features [C, D], resolved precision) of a concepts stage."
+    concepts = load_vocabulary(vocabulary, cache_dir=cache_dir)
+    device = resolve_device(device)
+    model = as_clip(clip_model, device)
+    precision = resolve_precision(precision, device)
+    feats = cached_concept_features(model, concepts, cache_dir, batch_size, progress, precision)
+    return model, concepts, feats, precision
+
+# %% ../nbs/03_concepts.ipynb #cd0c2a39
+def _record_left_out(left_out, truncated_names:list, out_path:PathLike, missing:str, truncated:str):
+    "Add the truncated images decoded to `left_out`; save it beside the table where needed."
+    left_out = LeftOut() if left_out is None else left_out
+    left_out.add('truncated_images', truncated_names)
+    if missing != 'error' or truncated != 'error':
+        left_out.save(Path(out_path).with_name(Path(out_path).name + '.left_out.json'))
 
 # %% ../nbs/03_concepts.ipynb #874f8ac3
 def run_concepts(out_path:PathLike, # the CSV table to write (see `concept_table_name`)
                  images:ImageList|tuple, # an ImageList, or (names, features)
-                 # a CSV with DisplayName; `None`: the official Open Images file
-                 vocabulary:PathLike|None=None,
+                 vocabulary:PathLike|None=None, # a CSV with DisplayName; `None`: Open Images' own
                  clip_model='ViT-B/32', # name, checkpoint path, or a loaded CLIP model
                  k:int=250, batch_size:int=32, concept_batch_size:int=64,
                  preprocess:str='targetpad', device=None,
@@ -334,26 +368,16 @@ def run_concepts(out_path:PathLike, # the CSV table to write (see `concept_table
                  # 'fp32', 'amp' (fp16 features, as the original) or 'bf16'; `None`: the device's
                  precision:str|None=None,
                  missing:str='error', # 'error' or 'skip': leave out missing image files (recorded)
-                 # 'error' or 'decode': decode truncated files as the original does (recorded)
-                 truncated:str='error',
-                 # a `searle.runs.LeftOut` to fill; what was left out is also written to
-                 # <out_path>.left_out.json
-                 left_out=None) -> dict[str, list[str]]:
+                 truncated:str='error', # or 'decode': decode truncated files as the original does
+                 left_out=None, # a `searle.runs.LeftOut` to fill, saved as <out_path>.left_out.json
+                 ) -> dict[str, list[str]]:
     "Stage 1: associate the top-`k` vocabulary concepts with every image, written to `out_path`."
     check_incomplete_options(missing, truncated)
-    left_out = LeftOut() if left_out is None else left_out
-    concepts = load_vocabulary(vocabulary, cache_dir=cache_dir)
-    device = resolve_device(device)
-    model = as_clip(clip_model, device)
-    precision = resolve_precision(precision, device)
-    feats = cached_concept_features(model, concepts, cache_dir, concept_batch_size, progress,
-                                    precision)
-    pre = model_preprocess(model, preprocess) if isinstance(images, ImageList) else None
-    cut = []
+    model, concepts, feats, precision = _clip_and_concepts(
+        clip_model, vocabulary, device, precision, cache_dir, concept_batch_size, progress)
+    pre, cut = model_preprocess(model, preprocess) if isinstance(images, ImageList) else None, []
     table = associate_images(images, concepts, feats, out_path, model, pre, k=k,
                              batch_size=batch_size, num_workers=num_workers, progress=progress,
                              precision=precision, truncated=truncated, truncated_names=cut)
-    left_out.add('truncated_images', cut)
-    if missing != 'error' or truncated != 'error':
-        left_out.save(Path(out_path).with_name(Path(out_path).name + '.left_out.json'))
+    _record_left_out(left_out, cut, out_path, missing, truncated)
     return table

@@ -10,6 +10,7 @@ from typing import Any, Iterable, Sequence, Union
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 # %% auto #0
@@ -100,18 +101,23 @@ class LossScaler:
             bad = ~torch.stack([torch.isfinite(g).all() for g in grads]).all()
             self._skipped = self._skipped.to(bad.device) + bad
         self.scaler.step(opt); self.scaler.update()
-    def state_dict(self) -> dict:
-        "The scale and its schedule, for a checkpoint (empty outside amp)."
-        return {} if self.scaler is None else self.scaler.state_dict()
-    def load_state_dict(self, state:dict):
-        ("Resume the scale of a checkpoint (nothing to do outside amp, or for a checkpoint "
-         "without one).")
-        if self.scaler is not None and state: self.scaler.load_state_dict(state)
-    @property
-    def skipped(self) -> int:
-        "Steps skipped so far (always 0 outside amp)."
-        return int(self._skipped)
 
+# %% ../nbs/00_core.ipynb #8446c328
+@patch(as_prop=True)
+def skipped(self:LossScaler) -> int:
+    "Steps skipped so far (always 0 outside amp)."
+    return int(self._skipped)
+
+@patch
+def state_dict(self:LossScaler) -> dict:
+    "The scale and its schedule, for a checkpoint (empty outside amp)."
+    return {} if self.scaler is None else self.scaler.state_dict()
+
+@patch
+def load_state_dict(self:LossScaler, state:dict):
+    ("Resume the scale of a checkpoint (nothing to do outside amp, or for a checkpoint "
+     "without one).")
+    if self.scaler is not None and state: self.scaler.load_state_dict(state)
 
 # %% ../nbs/00_core.ipynb #2f2bfb8f
 def check_finite_rows(x:torch.Tensor, # [N, ...] e.g. pseudo tokens
@@ -150,19 +156,24 @@ class Dist:
     def barrier(self):
         "Wait until every process gets here."
         if self.n_procs > 1: self._state.wait_for_everyone()
-    def gather(self, x:torch.Tensor) -> torch.Tensor:
-        "Concatenate every process's `x` (equal shapes) along dim 0, in rank order; no gradient."
-        if self.n_procs == 1: return x.detach()
-        parts = [torch.empty_like(x) for _ in range(self.n_procs)]
-        torch.distributed.all_gather(parts, x.detach().contiguous())
-        return torch.cat(parts)
-    def sum_(self, tensors:list[torch.Tensor]):
-        "All-reduce (sum) `tensors` in place, as one flat buffer."
-        if self.n_procs == 1 or not tensors: return
-        flat = torch.cat([t.reshape(-1) for t in tensors])
-        torch.distributed.all_reduce(flat)
-        at = 0
-        for t in tensors: t.copy_(flat[at:at + t.numel()].view_as(t)); at += t.numel()
+
+# %% ../nbs/00_core.ipynb #64483a3f
+@patch
+def gather(self:Dist, x:torch.Tensor) -> torch.Tensor:
+    "Concatenate every process's `x` (equal shapes) along dim 0, in rank order; no gradient."
+    if self.n_procs == 1: return x.detach()
+    parts = [torch.empty_like(x) for _ in range(self.n_procs)]
+    torch.distributed.all_gather(parts, x.detach().contiguous())
+    return torch.cat(parts)
+
+@patch
+def sum_(self:Dist, tensors:list[torch.Tensor]):
+    "All-reduce (sum) `tensors` in place, as one flat buffer."
+    if self.n_procs == 1 or not tensors: return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    torch.distributed.all_reduce(flat)
+    at = 0
+    for t in tensors: t.copy_(flat[at:at + t.numel()].view_as(t)); at += t.numel()
 
 # %% ../nbs/00_core.ipynb #b7e121d0
 def seed_everything(seed:int):

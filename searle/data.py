@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from fastcore.basics import patch
 from PIL import Image
 
 from .core import *
@@ -137,26 +138,34 @@ class CIRDataset:
         if getattr(self, '_path_of', None) is None:
             self._path_of = {**self._extra, **dict(zip(self._names, self._paths))}
         return self._path_of
-    @property
-    def has_targets(self) -> bool:
-        return bool(self._queries) and all(q.target is not None for q in self._queries)
-    def references(self) -> ImageList:
-        "Distinct reference images of the queries (the whole gallery when there are none)."
-        if not self._queries: return self.gallery()
-        names = list(dict.fromkeys(q.reference for q in self._queries))
-        return ImageList(names, [self.image_path(n) for n in names])
-    def images(self) -> ImageList:
-        ("Every image of the dataset: the gallery, then references kept outside it "
-         "(what concepts are computed for).")
-        return ImageList(list(self._names) + list(self._extra),
-                         list(self._paths) + list(self._extra.values()))
-    def required_paths(self) -> list[Path]:
-        "Every image file the dataset needs: its gallery and any reference kept outside it."
-        return list(self._paths) + list(self._extra.values())
     def __len__(self): return len(self._queries)
     def __repr__(self):
         return (f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
                 f"gallery={len(self._names)}, queries={len(self._queries)})")
+
+# %% ../nbs/08_data.ipynb #5a95b655
+@patch(as_prop=True)
+def has_targets(self:CIRDataset) -> bool:
+    return bool(self._queries) and all(q.target is not None for q in self._queries)
+
+@patch
+def references(self:CIRDataset) -> ImageList:
+    "Distinct reference images of the queries (the whole gallery when there are none)."
+    if not self._queries: return self.gallery()
+    names = list(dict.fromkeys(q.reference for q in self._queries))
+    return ImageList(names, [self.image_path(n) for n in names])
+
+@patch
+def images(self:CIRDataset) -> ImageList:
+    ("Every image of the dataset: the gallery, then references kept outside it "
+     "(what concepts are computed for).")
+    return ImageList(list(self._names) + list(self._extra),
+                     list(self._paths) + list(self._extra.values()))
+
+@patch
+def required_paths(self:CIRDataset) -> list[Path]:
+    "Every image file the dataset needs: its gallery and any reference kept outside it."
+    return list(self._paths) + list(self._extra.values())
 
 # %% ../nbs/08_data.ipynb #4636d9dc
 def _check_dataset(self:CIRDataset, check:str, progress:bool=False) -> CIRDataset:
@@ -217,6 +226,23 @@ def circo_queries(annotations:list, # the list read from CIRCO's annotations/{va
     _unique_ids([q.id for q in out], source, 'id')
     return out
 
+# %% ../nbs/08_data.ipynb #171868e7
+def _coco_gallery(info_path:Path, img_dir:Path) -> tuple[list[str], list[Path], dict[str, Path]]:
+    ("(names, paths, references outside the gallery) of a COCO image_info file; an entry with "
+     "\"in_gallery\": false (the offline world's references) is openable, not retrievable.")
+    info = load_json(info_path)
+    if not isinstance(info, dict) or not isinstance(info.get('images'), list):
+        raise ValueError(f"{info_path}: expected a JSON object whose 'images' is the list of "
+                         f"images (COCO's layout), found a {type(info).__name__}")
+    for i, im in enumerate(info['images']):
+        _field(im, 'id', info_path, i); _field(im, 'file_name', info_path, i, str)
+    names, paths, extra = [], [], {}
+    for im in info['images']:
+        if im.get('in_gallery', True):
+            names.append(str(im['id'])); paths.append(img_dir/im['file_name'])
+        else: extra[str(im['id'])] = img_dir/im['file_name']
+    return names, paths, extra
+
 # %% ../nbs/08_data.ipynb #003515c4
 class CIRCO(CIRDataset):
     "CIRCO (val / test) over the COCO 2017 unlabeled images."
@@ -235,19 +261,8 @@ class CIRCO(CIRDataset):
         ann_path = _need_file(self.root/'annotations'/f'{split}.json', self.layout)
         info_path = _need_file(self.root/'COCO2017_unlabeled'/'annotations'/
                                'image_info_unlabeled2017.json', self.layout)
-        info = load_json(info_path)
-        if not isinstance(info, dict) or not isinstance(info.get('images'), list):
-            raise ValueError(f"{info_path}: expected a JSON object whose 'images' is the list of "
-                             f"images (COCO's layout), found a {type(info).__name__}")
-        for i, im in enumerate(info['images']):
-            _field(im, 'id', info_path, i); _field(im, 'file_name', info_path, i, str)
-        img_dir = self.root/'COCO2017_unlabeled'/'unlabeled2017'
-        # an entry with "in_gallery": false (the offline world's references) is openable,
-        # not retrievable
-        for im in info['images']:
-            if im.get('in_gallery', True):
-                self._names.append(str(im['id'])); self._paths.append(img_dir/im['file_name'])
-            else: self._extra[str(im['id'])] = img_dir/im['file_name']
+        self._names, self._paths, self._extra = _coco_gallery(
+            info_path, self.root/'COCO2017_unlabeled'/'unlabeled2017')
         self._queries = circo_queries(load_json(ann_path), ann_path)
         _check_dataset(self, check, progress)
 

@@ -112,6 +112,21 @@ def invert_one(model, image_feature:torch.Tensor, # [D] one image's CLIP feature
             ema.mul_(config.ema_decay).add_(v.detach(), alpha=1 - config.ema_decay)
     return v.detach().cpu(), ema.cpu()
 
+# %% ../nbs/05_oti.ipynb #de52b18c
+def _batch_loss(model, tokens:torch.Tensor, # [2B, 77] B template prompts, then B pseudo phrases
+                real:torch.Tensor, # [B, D] normalised features of the B real phrases
+                v:torch.Tensor, img:torch.Tensor, # [B, W] tokens, [B, D] normalised image features
+                config:OTIConfig, prec:str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "The loss of each image above, with its two terms: (total, cosine, GPT), each [B]."
+    B = len(v)
+    with autocast(prec, v.device):
+        f = encode_with_pseudo_tokens(model, tokens, torch.cat([v, v]))     # [2B, D]
+    f = F.normalize(f.float(), dim=-1)
+    loss_cos = 1 - (f[:B] * img).sum(-1)                                    # [B]
+    loss_gpt = 1 - (f[B:] * real).sum(-1)                                   # [B]
+    lam = config.lambda_cos + config.lambda_gpt
+    return (config.lambda_cos * loss_cos + config.lambda_gpt * loss_gpt) / lam, loss_cos, loss_gpt
+
 # %% ../nbs/05_oti.ipynb #bfa9bca3
 def _unique_features(model, texts:list[str], batch_size:int=256, precision='fp32'
                     ) -> tuple[dict[str, int], torch.Tensor]:
@@ -122,18 +137,10 @@ def _unique_features(model, texts:list[str], batch_size:int=256, precision='fp32
         feats = F.normalize(encode_text(model, list(index), batch_size=batch_size).float(), dim=-1)
     return index, feats
 
-# %% ../nbs/05_oti.ipynb #4f7a0f16
-def invert_batch(model, image_features:torch.Tensor, # [B, D] CLIP image features of the batch
-                 names:Sequence[str], pools:Sequence[list], config:OTIConfig, progress:bool=False,
-                 bar=None, # a progress bar of the whole run, advanced once per step
-                 stats:dict|None=None, # when given, 'skipped_steps' (amp's scaler) and
-                                       # 'nonfinite_tokens' are added to it
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    ("Invert one batch: (tokens [B, W], EMA tokens [B, W], "
-     "batch-mean losses per step [steps, 3]: total, cosine, GPT).")
-    bb = backbone(model); dev, W, B = bb.token_embedding.weight.device, bb.width, len(names)
-    prec = resolve_precision(config.precision, dev); scaler = LossScaler(prec, dev)
-    draws = [draw(n, len(p), W, config) for n, p in zip(names, pools)]
+# %% ../nbs/05_oti.ipynb #d235e7ff
+def _step_inputs(model, draws:list, pools:Sequence[list], prec:str, dev):
+    ("What a batch encodes at step `s`: `s` -> (the B template prompts then the B pseudo phrases "
+     "[2B, 77], the normalised features of the B real phrases [B, D]).")
     # B × steps (concept, phrase)
     chosen = [[pool[j] for j in d.phrase.tolist()] for pool, d in zip(pools, draws)]
     real_idx, real_feats = _unique_features(model, [p for row in chosen for _, p in row],
@@ -147,25 +154,23 @@ def invert_batch(model, image_features:torch.Tensor, # [B, D] CLIP image feature
     p_idx = torch.tensor([[pseudo_tok[pseudo[cp]] for cp in row] for row in chosen])  # [B, steps]
     # [B, steps] rows of real_feats
     r_idx = torch.tensor([[real_idx[p] for _, p in row] for row in chosen], device=dev)
-    img = F.normalize(image_features.to(dev).float(), dim=-1)                   # [B, D]
-    v = torch.stack([d.init for d in draws]).to(dev).requires_grad_()           # [B, W]
-    ema = v.detach().clone()
-    opt = torch.optim.AdamW([v], lr=config.lr, weight_decay=config.weight_decay,  # see below
+    return lambda s: (torch.cat([template_tokens[t_idx[:, s]], pseudo_tokens[p_idx[:, s]]]),
+                      real_feats[r_idx[:, s]])
+
+# %% ../nbs/05_oti.ipynb #acbca04f
+def _descend(model, v:torch.Tensor, ema:torch.Tensor, # [B, W] the tokens and their EMA, updated
+             step_loss, # s -> (total, cosine, GPT) losses [B] of step `s`
+             config:OTIConfig, scaler:LossScaler, progress:bool, bar) -> torch.Tensor:
+    "Take `config.steps` AdamW steps on `v` (CLIP frozen); the batch-mean losses [steps, 3]."
+    opt = torch.optim.AdamW([v], lr=config.lr, weight_decay=config.weight_decay,  # see above
                             eps=1e-8 * config.math_batch_size)
     # the losses stay on the device: no sync per step
-    losses, lam = torch.zeros(config.steps, 3, device=dev), config.lambda_cos + config.lambda_gpt
+    losses = torch.zeros(config.steps, 3, device=v.device)
     frozen = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
     try:
         for s in progress_bar(range(config.steps), progress, desc='OTI steps', leave=False):
-            # [2B, 77]
-            tokens = torch.cat([template_tokens[t_idx[:, s]], pseudo_tokens[p_idx[:, s]]])
-            with autocast(prec, dev):
-                f = encode_with_pseudo_tokens(model, tokens, torch.cat([v, v]))     # [2B, D]
-            f = F.normalize(f.float(), dim=-1)
-            loss_cos = 1 - (f[:B] * img).sum(-1)                                    # [B]
-            loss_gpt = 1 - (f[B:] * real_feats[r_idx[:, s]]).sum(-1)                # [B]
-            loss = (config.lambda_cos * loss_cos + config.lambda_gpt * loss_gpt) / lam  # [B]
+            loss, loss_cos, loss_gpt = step_loss(s)                                 # [B] each
             opt.zero_grad(set_to_none=True)
             scaler.backward(loss.sum()); scaler.step(opt)           # amp: scaled, skipped on inf
             with torch.no_grad():
@@ -174,14 +179,41 @@ def invert_batch(model, image_features:torch.Tensor, # [B, D] CLIP image feature
             if bar is not None: bar.update()
     finally:
         for p, r in zip(model.parameters(), frozen): p.requires_grad_(r)
-    v, ema = v.detach().cpu(), ema.cpu()
+    return losses
+
+# %% ../nbs/05_oti.ipynb #4750134b
+def _count_nonfinite(v:torch.Tensor, ema:torch.Tensor, scaler:LossScaler, names:Sequence[str],
+                     config:OTIConfig, prec:str, stats:dict|None):
+    "Warn of the batch's skipped steps and non-finite tokens, and add both to `stats` (if given)."
     bad = int((~torch.isfinite(torch.cat([v, ema], 1)).all(1)).sum())
     if scaler.skipped or bad:
         logger.warning('OTI batch of %d images (%s): %d of %d steps skipped by the %s scaler, '
-                       '%d tokens not finite', B, names[0], scaler.skipped, config.steps, prec, bad)
+                       '%d tokens not finite', len(names), names[0], scaler.skipped, config.steps,
+                       prec, bad)
     if stats is not None:
         stats['skipped_steps'] = stats.get('skipped_steps', 0) + scaler.skipped
         stats['nonfinite_tokens'] = stats.get('nonfinite_tokens', 0) + bad
+
+# %% ../nbs/05_oti.ipynb #4f7a0f16
+def invert_batch(model, image_features:torch.Tensor, # [B, D] CLIP image features of the batch
+                 names:Sequence[str], pools:Sequence[list], config:OTIConfig, progress:bool=False,
+                 bar=None, # a progress bar of the whole run, advanced once per step
+                 stats:dict|None=None, # when given, 'skipped_steps' (amp's scaler) and
+                                       # 'nonfinite_tokens' are added to it
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ("Invert one batch: (tokens [B, W], EMA tokens [B, W], "
+     "batch-mean losses per step [steps, 3]: total, cosine, GPT).")
+    bb = backbone(model); dev, W = bb.token_embedding.weight.device, bb.width
+    prec = resolve_precision(config.precision, dev); scaler = LossScaler(prec, dev)
+    draws = [draw(n, len(p), W, config) for n, p in zip(names, pools)]
+    inputs = _step_inputs(model, draws, pools, prec, dev)
+    img = F.normalize(image_features.to(dev).float(), dim=-1)                   # [B, D]
+    v = torch.stack([d.init for d in draws]).to(dev).requires_grad_()           # [B, W]
+    ema = v.detach().clone()
+    step_loss = lambda s: _batch_loss(model, *inputs(s), v, img, config, prec)
+    losses = _descend(model, v, ema, step_loss, config, scaler, progress, bar)
+    v, ema = v.detach().cpu(), ema.cpu()
+    _count_nonfinite(v, ema, scaler, names, config, prec, stats)
     return v, ema, losses.cpu()
 
 # %% ../nbs/05_oti.ipynb #666832e3
@@ -258,6 +290,36 @@ def _check_run(out:Path, record:dict, n_batches:int) -> bool:
         logger.info('resuming %s: %d of %d batches done', out, len(done), n_batches)
     return finished
 
+# %% ../nbs/05_oti.ipynb #d1ccc4f3
+@dataclass
+class _Job:
+    "An OTI run as this process sees it: what it records, its batches, and its share of them."
+    out: Path
+    config: OTIConfig          # its precision resolved
+    names: list[str]
+    record: dict
+    batches: list[list[int]]   # image indices, `config.batch_size` at a time
+    finished: bool             # the token file and its config are there: nothing left to do
+    mine: list[int]            # the batches this process inverts (those without a shard)
+
+# %% ../nbs/05_oti.ipynb #dff03e30
+def _open_run(out:Path, model, images, concept_table, phrases, config:OTIConfig, dist:Dist, dev,
+              left_out) -> _Job:
+    "Check the run against the one recorded in `out`, record it (first process); this job."
+    # recorded resolved
+    config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))
+    names = list(images.names) if isinstance(images, ImageList) else [str(n) for n in images[0]]
+    if not isinstance(concept_table, dict): check_top_k(concept_table, config.top_k)
+    record = _run_record(config, names, model, concept_table, phrases, left_out)
+    step = config.batch_size
+    batches = [list(range(s, min(s + step, len(names)))) for s in range(0, len(names), step)]
+    finished = _check_run(out, record, len(batches))
+    dist.barrier()
+    if dist.rank == 0: save_json(record, out/'config.json')
+    mine = [] if finished else [b for b in range(dist.rank, len(batches), dist.n_procs)
+                                if not _shards(out).path(b).is_file()]
+    return _Job(out, config, names, record, batches, finished, mine)
+
 # %% ../nbs/05_oti.ipynb #347ea5f7
 def _batch_features(model, images, rows:list[int], preprocess, dev, config, cache_dir, progress,
                     truncated, left_out):
@@ -293,79 +355,66 @@ def _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, confi
                       'skipped_steps': st['skipped_steps']}, shard)
     bar.close()
 
+# %% ../nbs/05_oti.ipynb #6a2b0cd5
+def _invert_share(job:_Job, model, images, concept_table, phrases, dist:Dist, dev, preprocess,
+                  cache_dir, progress:bool, truncated:str, left_out):
+    "Invert this process's batches of `job` into shards (nothing to read when it has none)."
+    if not job.mine: return  # a finished rerun reads neither the table nor the phrases
+    config, names = job.config, job.names
+    # of a row's 250 cells, its 15 concepts
+    top = functools.partial(image_concepts, top_k=config.top_k)
+    table = (concept_table if isinstance(concept_table, dict)
+             else read_concept_table(concept_table, row=top))
+    phr = phrases if isinstance(phrases, dict) else load_phrases(phrases)
+    rows = [i for b in job.mine for i in job.batches[b]]
+    bad = _check_pools([names[i] for i in rows], table, phr, config,   # fail early on any image
+                       None if isinstance(phrases, dict) else phrases)
+    feats = _batch_features(model, images, rows, preprocess, dev, config, cache_dir, progress,
+                            truncated, left_out)
+    _invert_to_shards(model, feats, names, job.batches, job.mine, table, phr, bad, config, job.out,
+                      progress, f'process {dist.rank}/{dist.n_procs}')
+
 # %% ../nbs/05_oti.ipynb #a688ea00
-def _finish_run(out:Path, batches, names, record, finished:bool, left_out, original_layout:bool,
+def _finish_run(job:_Job, left_out, original_layout:bool,
                 backbone:dict|None=None): # `clip_record` of the CLIP, recorded in the token file
     ("The first process's end of a run: shards merged (then removed), what was left out, original "
      "layout.")
-    final = out/'oti_pseudo_tokens.pt'
-    if not finished:
-        _merge(_shards(out), batches, names, final, {**record, 'backbone': backbone})
+    out, final = job.out, job.out/'oti_pseudo_tokens.pt'
+    if not job.finished:
+        _merge(_shards(out), job.batches, job.names, final, {**job.record, 'backbone': backbone})
         _shards(out).remove()
     if left_out is not None:  # this process's truncated images join the caller's counts
         left_out.save(out/'left_out.json')
-        save_json({**record, 'left_out': left_out.counts()}, out/'config.json')
+        save_json({**job.record, 'left_out': left_out.counts()}, out/'config.json')
     if original_layout:  # a folder of its own: the original's oti_pseudo_tokens.pt is a bare tensor
         obj = load_tensors(final)
         save_original_tokens(out/'original', obj['names'], obj['tokens'], obj['ema_tokens'])
 
 # %% ../nbs/05_oti.ipynb #ce3e3db9
-# one run (of one or several processes) writes a folder at a time
-@locks_output('out_dir')
+@locks_output('out_dir')  # one run (of one or several processes) writes a folder at a time
 def run_oti(model,
-            # images, or (names, image features [N, D])
-            images:ImageList|tuple[Sequence[str], torch.Tensor],
-            # image name -> concepts, or the CSV of `searle.concepts`
-            concept_table:dict|os.PathLike|str,
+            images:ImageList|tuple[Sequence[str], torch.Tensor], # or (names, features [N, D])
+            concept_table:dict|os.PathLike|str, # image -> concepts, or the CSV of `searle.concepts`
             phrases:dict|os.PathLike|str, # concept -> phrases, or a phrase file of `searle.phrases`
             out_dir:os.PathLike|str, config:OTIConfig|None=None,
             preprocess=None, # for `ImageList` input; default targetpad at the model's resolution
             cache_dir=None, # image-feature cache
             device=None, progress:bool=True,
-            # also write the original's three files into `out_dir/original/`
-            original_layout:bool=False,
-            # 'error' or 'decode': decode truncated image files as the original does
-            truncated:str='error',
-            left_out=None, # a `searle.runs.LeftOut` of what the caller left out: its counts go in
-                           # config.json, its names (and the truncated images decoded here) in
-                           # left_out.json
+            original_layout:bool=False, # also write the original's files into `out_dir/original/`
+            truncated:str='error', # or 'decode': decode truncated image files as the original does
+            left_out=None, # a `searle.runs.LeftOut` of what the caller left out, recorded
            ) -> Path:
-    ("Invert `images` into `out_dir/oti_pseudo_tokens.pt`, resumably, over every process of the "
-     "launch.")
-    config, out, dist = config or OTIConfig(), Path(out_dir), Dist()  # rank, process count, device
+    "Invert `images` into `out_dir/oti_pseudo_tokens.pt`, resumably, over the launch's processes."
+    dist = Dist()  # rank, process count, device
     dev = dist.resolve(device); model = model.to(dev)
-    # recorded resolved
-    config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))
-    names = list(images.names) if isinstance(images, ImageList) else [str(n) for n in images[0]]
-    if not isinstance(concept_table, dict): check_top_k(concept_table, config.top_k)
-    record = _run_record(config, names, model, concept_table, phrases, left_out)
-    step = config.batch_size
-    batches = [list(range(s, min(s + step, len(names)))) for s in range(0, len(names), step)]
-    finished = _check_run(out, record, len(batches))
+    job = _open_run(Path(out_dir), model, images, concept_table, phrases, config or OTIConfig(),
+                    dist, dev, left_out)
+    _invert_share(job, model, images, concept_table, phrases, dist, dev, preprocess, cache_dir,
+                  progress, truncated, left_out)
     dist.barrier()
-    if dist.rank == 0: save_json(record, out/'config.json')
-    mine = [] if finished else [b for b in range(dist.rank, len(batches), dist.n_procs)
-                                if not _shards(out).path(b).is_file()]
-    # the table and phrases are read only when there is work (a finished rerun reads nothing)
-    if mine:
-        # of a row's 250 cells, its 15 concepts
-        top = functools.partial(image_concepts, top_k=config.top_k)
-        table = (concept_table if isinstance(concept_table, dict)
-                 else read_concept_table(concept_table, row=top))
-        phr = phrases if isinstance(phrases, dict) else load_phrases(phrases)
-        rows = [i for b in mine for i in batches[b]]
-        bad = _check_pools([names[i] for i in rows], table, phr, config,   # fail early on any image
-                           None if isinstance(phrases, dict) else phrases)
-        feats = _batch_features(model, images, rows, preprocess, dev, config, cache_dir, progress,
-                                truncated, left_out)
-        _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, config, out,
-                          progress, f'process {dist.rank}/{dist.n_procs}')
+    if dist.rank == 0: _finish_run(job, left_out, original_layout, clip_record(model))
     dist.barrier()
-    if dist.rank == 0:
-        _finish_run(out, batches, names, record, finished, left_out, original_layout,
-                    clip_record(model))
-    dist.barrier()
-    return out/'oti_pseudo_tokens.pt'
+    return job.out/'oti_pseudo_tokens.pt'
 
 # %% ../nbs/05_oti.ipynb #64d87889
 def _merge(shards:Shards, batches, names, final:Path, record:dict):

@@ -195,6 +195,16 @@ def phi_step(phi:Phi, model, feats:Tensor, # [b, D] this process's image feature
     dist.sum_(grads + [stats[1:]])
     return stats[0].item(), stats[1].item()
 
+# %% ../nbs/06_phi.ipynb #b3add59b
+def _draw_batch(pools:ConceptPools, names:list[str], mine:list[int], epoch:int, config:PhiConfig,
+                width:int, device) -> tuple[list[str], list[str], Tensor|None]:
+    "This process's draws for a batch: (pseudo phrases, real phrases, masks [2, b, H] or None)."
+    draws = [pools.draw(i, names[i], epoch, config.seed, width, config.dropout) for i in mine]
+    masks = (torch.stack([m for *_, m in draws], 1).to(device) if config.dropout > 0
+             else None)  # [2, b, H]
+    pseudo = [make_pseudo_phrase(p, c, first_only=False) for c, p, _ in draws]
+    return pseudo, [p for _, p, _ in draws], masks
+
 # %% ../nbs/06_phi.ipynb #c6387929
 def train_epoch(phi:Phi, model, opt:torch.optim.Optimizer,
                 feats:Tensor, # [N, D] image features, on the training device
@@ -212,14 +222,11 @@ def train_epoch(phi:Phi, model, opt:torch.optim.Optimizer,
     real.clear()
     for b in progress_bar(batches, progress, desc=f'epoch {epoch}', leave=False):
         mine = b[local].tolist()
-        draws = [pools.draw(i, names[i], epoch, config.seed, phi.dims[1], config.dropout)
-                 for i in mine]
-        masks = (torch.stack([m for *_, m in draws], 1).to(feats.device) if config.dropout > 0
-                 else None)  # [2, b, H]
-        pseudo = [make_pseudo_phrase(p, c, first_only=False) for c, p, _ in draws]
+        pseudo, phrases, masks = _draw_batch(pools, names, mine, epoch, config, phi.dims[1],
+                                             feats.device)
         opt.zero_grad(set_to_none=True)
         sums += torch.tensor(phi_step(phi, model, feats[mine], targets[b.to(feats.device)], local,
-            pseudo, real([p for _, p, _ in draws]), masks, config, dist, scaler))
+            pseudo, real(phrases), masks, config, dist, scaler))
         opt.step() if scaler is None else scaler.step(opt)
     return tuple((sums / len(batches)).tolist())
 
@@ -311,82 +318,135 @@ def _epoch_bar(start, epochs, progress):
                        total=epochs)
     return bar, (bar.set_postfix if hasattr(bar, 'set_postfix') else lambda **k: None)
 
-# %% ../nbs/06_phi.ipynb #9bfabde2
-@locks_output('out_dir')  # one run (of one or several processes) writes a folder at a time
-def train_phi(model, # CLIP (frozen during training); its text encoder computes the GPT loss
-              names:Sequence[str], # the training images
-              # [N, D] their CLIP image features (unnormalised `encode_image` output)
-              image_features:Tensor,
-              tokens:Tensor, # [N, W] their OTI tokens (the distillation targets)
-              concept_table:dict[str, list[str]], # image name -> concepts, most similar first
-              phrases:dict[str, list[str]], # concept -> GPT phrases
-              config:PhiConfig|None=None,
-              out_dir=None, # checkpoints, logs and resuming; None: train in memory only
-              # (phi, epoch) -> metrics dict, run after every epoch (first process only)
-              validate_fn:Callable|None=None,
-              device=None, progress:bool=True, meta:dict|None=None) -> Phi:
-    "Distil OTI tokens into phi (Sec. 3.2); resumable, data-parallel under accelerate or torchrun."
-    config, dist, names = config or PhiConfig(), Dist(), [str(n) for n in names]
-    dev, N, main = dist.resolve(device), len(names), dist.rank == 0
-    # recorded resolved
-    config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))
-    if image_features.shape[0] != N or tokens.shape[0] != N:
-        raise ValueError(f"{N} names, {image_features.shape[0]} image features and "
+# %% ../nbs/06_phi.ipynb #915f3f86
+def _check_sizes(n:int, image_features:Tensor, tokens:Tensor, config:PhiConfig, n_procs:int):
+    "Refuse features or tokens not one per image, or a global batch too big or that does not split."
+    if image_features.shape[0] != n or tokens.shape[0] != n:
+        raise ValueError(f"{n} names, {image_features.shape[0]} image features and "
                          f"{tokens.shape[0]} tokens: they must match")
-    if N < config.batch_size:
-        raise ValueError(f"{N} images are fewer than one batch of {config.batch_size} "
+    if n < config.batch_size:
+        raise ValueError(f"{n} images are fewer than one batch of {config.batch_size} "
                          "(the last incomplete batch is dropped)")
-    if config.batch_size % dist.n_procs:
-        raise ValueError(f"batch size {config.batch_size} does not split over {dist.n_procs} "
+    if config.batch_size % n_procs:
+        raise ValueError(f"batch size {config.batch_size} does not split over {n_procs} "
                          "processes")
-    pools = ConceptPools(names, concept_table, phrases, config.top_k, (meta or {}).get('phrases'))
-    data_key, rec = _data_key(names, model, image_features, tokens), clip_record(model)
+
+def _check_fits(model, image_features:Tensor, tokens:Tensor, clip:dict):
+    "The backbone of `model`, once the features and tokens are checked to have its widths."
     bb = backbone(model)  # phi is sized from the backbone: D -> hidden_mult * D -> W
     if (image_features.shape[1], tokens.shape[1]) != (bb.dim, bb.width):
         raise ValueError(f"image features of width {image_features.shape[1]} and tokens of width "
                          f"{tokens.shape[1]} do not fit this CLIP "
-                         f"({rec['clip'] or type(model).__name__}: "
+                         f"({clip['clip'] or type(model).__name__}: "
                          f"features {bb.dim}, tokens {bb.width})")
+    return bb
+
+# %% ../nbs/06_phi.ipynb #29ab7b7e
+@dataclass
+class _PhiRun:
+    "A phi training run as this process sees it: its data, its network, and where it stands."
+    phi: Phi
+    opt: torch.optim.Optimizer
+    scaler: LossScaler       # amp's, or plain steps
+    config: PhiConfig        # its precision resolved
+    dist: Dist
+    out: Path|None           # checkpoints and logs; None: in memory only
+    data_key: dict           # what it trains on (`_data_key`), checked when resuming
+    clip: dict               # `clip_record` of the CLIP
+    start: int               # the epochs already done (a resumed run)
+    log: list                # their rows
+    names: list[str]
+    pools: ConceptPools
+    feats: Tensor            # [N, D] image features, on the training device
+    targets: Tensor          # [N, W] OTI tokens, on the training device
+    real: PhraseFeatures
+    @property
+    def writes(self) -> bool: return self.out is not None and self.dist.rank == 0
+
+# %% ../nbs/06_phi.ipynb #ae8cd888
+def _open_phi(model, names:list[str], image_features:Tensor, tokens:Tensor, concept_table:dict,
+              phrases:dict, config:PhiConfig, out_dir, dist:Dist, dev, meta:dict|None) -> _PhiRun:
+    "Check the data, make phi (or resume it from `out_dir`) and record the run: this process's run."
+    _check_sizes(len(names), image_features, tokens, config, dist.n_procs)
+    pools = ConceptPools(names, concept_table, phrases, config.top_k, (meta or {}).get('phrases'))
+    data_key, rec = _data_key(names, model, image_features, tokens), clip_record(model)
+    bb = _check_fits(model, image_features, tokens, rec)
     phi, opt = _new_phi(config, bb.dim, bb.width, dev)
     out = Path(out_dir) if out_dir is not None else None
     scaler = LossScaler(config.precision, dev)
     extra = {k: v for k, v in (meta or {}).items() if k not in COMPARED}  # input files: recorded
     record = run_record('phi', config, rec, {k: v for k, v in data_key.items() if k != 'clip'},
-                        n_images=N, processes=dist.n_procs, **extra)
+                        n_images=len(names), processes=dist.n_procs, **extra)
     start, log = _resume(out, phi, opt, config, record, scaler) if out is not None else (0, [])
-    if out is not None and main: save_json(record, out/'config.json')
+    if out is not None and dist.rank == 0: save_json(record, out/'config.json')
     feats, targets = image_features.to(dev, torch.float32), tokens.to(dev, torch.float32)
     real = PhraseFeatures(model, config.phrase_cache, precision=config.precision)
+    return _PhiRun(phi, opt, scaler, config, dist, out, data_key, rec, start, log, names, pools,
+                   feats, targets, real)
+
+# %% ../nbs/06_phi.ipynb #1ac0fc19
+def _epoch_row(run:_PhiRun, model, epoch:int, validate_fn, progress:bool) -> dict:
+    "Train one epoch, then validate (first process only): the epoch's row of the log."
+    config, phi, scaler = run.config, run.phi, run.scaler
+    t0, skipped = time.time(), scaler.skipped
+    distil, gpt = train_epoch(phi, model, run.opt, run.feats, run.targets, run.names, run.pools,
+                              run.real, epoch, config, run.dist, progress, scaler)
+    row = {'epoch': epoch, 'loss': config.lambda_distil * distil + config.lambda_gpt * gpt,
+           'distil': distil, 'gpt': gpt, 'time_s': round(time.time() - t0, 3)}
+    # steps amp's scaler skipped
+    if config.precision == 'amp': row['skipped_steps'] = scaler.skipped - skipped
+    if row.get('skipped_steps'):
+        logger.warning('phi epoch %d: amp skipped %d steps', epoch, row['skipped_steps'])
+    if validate_fn is not None and run.dist.rank == 0:
+        phi.eval(); row |= {f'val/{k}': v for k, v in validate_fn(phi, epoch).items()}
+        phi.train()
+    return row
+
+# %% ../nbs/06_phi.ipynb #f743a9d7
+def _fit(run:_PhiRun, model, validate_fn, progress:bool):
+    "Train `run.phi` from its resumed epoch on, CLIP frozen; log and checkpoint each epoch."
+    main = run.dist.rank == 0
     frozen = [p.requires_grad for p in model.parameters()]
-    model.requires_grad_(False); phi.train()
-    bar, show = _epoch_bar(start, config.epochs, progress and main)
+    model.requires_grad_(False); run.phi.train()
+    bar, show = _epoch_bar(run.start, run.config.epochs, progress and main)
     try:
         for epoch in bar:
-            t0, skipped = time.time(), scaler.skipped
-            distil, gpt = train_epoch(phi, model, opt, feats, targets, names, pools, real, epoch,
-                                      config, dist, progress and main, scaler)
-            row = {'epoch': epoch, 'loss': config.lambda_distil * distil + config.lambda_gpt * gpt,
-                   'distil': distil, 'gpt': gpt, 'time_s': round(time.time() - t0, 3)}
-            # steps amp's scaler skipped
-            if config.precision == 'amp': row['skipped_steps'] = scaler.skipped - skipped
-            if row.get('skipped_steps'):
-                logger.warning('phi epoch %d: amp skipped %d steps', epoch, row['skipped_steps'])
-            if validate_fn is not None and main:
-                phi.eval(); row |= {f'val/{k}': v for k, v in validate_fn(phi, epoch).items()}
-                phi.train()
-            log.append(row); logger.info(epoch_line(row, config.epochs))
+            row = _epoch_row(run, model, epoch, validate_fn, progress and main)
+            run.log.append(row); logger.info(epoch_line(row, run.config.epochs))
             show(loss=f"{row['loss']:.4f}")
-            if out is not None and main:
-                _end_epoch(out, phi, opt, epoch, config, log, data_key, rec, scaler)
-            dist.barrier()
+            if run.writes:
+                _end_epoch(run.out, run.phi, run.opt, epoch, run.config, run.log, run.data_key,
+                           run.clip, run.scaler)
+            run.dist.barrier()
     finally:
         for p, r in zip(model.parameters(), frozen): p.requires_grad_(r)
-    phi.eval()
-    if out is not None and main:
-        save_phi(phi, out/'phi_final.pt', epoch=config.epochs, config=dataclasses.asdict(config),
-                 backbone=rec)
+    run.phi.eval()
+
+# %% ../nbs/06_phi.ipynb #9bfabde2
+@locks_output('out_dir')  # one run (of one or several processes) writes a folder at a time
+def train_phi(model, # CLIP (frozen during training); its text encoder computes the GPT loss
+              names:Sequence[str], # the training images
+              image_features:Tensor, # [N, D] their unnormalised `encode_image` features
+              tokens:Tensor, # [N, W] their OTI tokens (the distillation targets)
+              concept_table:dict[str, list[str]], # image name -> concepts, most similar first
+              phrases:dict[str, list[str]], # concept -> GPT phrases
+              config:PhiConfig|None=None,
+              out_dir=None, # checkpoints, logs and resuming; None: train in memory only
+              validate_fn:Callable|None=None, # (phi, epoch) -> metrics, each epoch (first process)
+              device=None, progress:bool=True, meta:dict|None=None) -> Phi:
+    "Distil OTI tokens into phi (Sec. 3.2); resumable, data-parallel under accelerate or torchrun."
+    config, dist, names = config or PhiConfig(), Dist(), [str(n) for n in names]
+    dev = dist.resolve(device)
+    # recorded resolved
+    config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))
+    run = _open_phi(model, names, image_features, tokens, concept_table, phrases, config, out_dir,
+                    dist, dev, meta)
+    _fit(run, model, validate_fn, progress)
+    if run.writes:
+        save_phi(run.phi, run.out/'phi_final.pt', epoch=config.epochs,
+                 config=dataclasses.asdict(config), backbone=run.clip)
     dist.barrier()
-    return phi
+    return run.phi
 
 # %% ../nbs/06_phi.ipynb #a7d9ad7d
 PHI_RELEASE_URL = 'https://github.com/miccunifi/SEARLE/releases/download/weights/'
@@ -527,8 +587,7 @@ def benchmark_validation(
         precision:str|None=None, # of the features and queries (`None`: the device's default)
         missing:str='error', truncated:str='error', # as in `searle.retrieval.run_validation`
         left_out=None) -> Callable: # a `searle.runs.LeftOut`, filled at the first validation
-    ("A validation callback `(phi, epoch) -> metrics` on a benchmark's val split, with phi as the "
-     "token source.")
+    "A validation callback `(phi, epoch) -> metrics` on a benchmark's split, phi as token source."
     from searle.retrieval import validate_benchmark
     if dataset_path is None:
         raise ValueError(f"validation on {dataset!r} needs the dataset's folder")
@@ -544,13 +603,6 @@ def benchmark_validation(
     return validate_phi
 
 # %% ../nbs/06_phi.ipynb #17728066
-def _match_tokens(names:list[str], tnames:list[str], tokens:Tensor, source) -> Tensor:
-    row = {n: i for i, n in enumerate(tnames)}
-    missing = [n for n in names if n not in row]
-    if missing: raise ValueError(f"{len(missing)} training images have no OTI token in {source}; "
-                                 f"the first: {missing[:5]}")
-    return tokens[[row[n] for n in names]]
-
 def _training_features(model, images, preprocess, cache_dir, dev, dist, batch_size, progress,
                        num_workers, precision=None, truncated='error', cut=None):
     ("(names, features) of the training images; under several processes the first one extracts, "
@@ -566,6 +618,44 @@ def _training_features(model, images, preprocess, cache_dir, dev, dist, batch_si
     if dist.rank != 0: names, feats = extract_features(model, images, pre, progress=False, **kw)
     return names, feats
 
+# %% ../nbs/06_phi.ipynb #67ca1b94
+def _match_tokens(names:list[str], oti_tokens, which:str) -> Tensor:
+    "The OTI tokens [N, W] of `names`, in their order: from a token file or a (names, tokens) pair."
+    given = isinstance(oti_tokens, tuple)
+    tnames, tokens = oti_tokens if given else load_pseudo_tokens(oti_tokens, which=which)
+    row = {n: i for i, n in enumerate(tnames)}
+    missing = [n for n in names if n not in row]
+    if missing: raise ValueError(f"{len(missing)} training images have no OTI token in "
+                                 f"{'the tokens given' if given else oti_tokens}; "
+                                 f"the first: {missing[:5]}")
+    return tokens[[row[n] for n in names]]
+
+def _concepts_and_phrases(concept_table, phrases, top_k:int) -> tuple[dict, dict]:
+    "The concept table, each row cut to its first `top_k` as it is read, and the phrases."
+    # all phi reads of a row (150 of 250 cells)
+    keep = lambda row: row[:top_k]
+    table = (concept_table if isinstance(concept_table, dict)
+             else read_concept_table(concept_table, row=keep))
+    return table, phrases if isinstance(phrases, dict) else load_phrases(phrases)
+
+# %% ../nbs/06_phi.ipynb #b49dfa40
+def _config_validation(model, config:PhiConfig, preprocess, dev, batch_size:int, cache_dir,
+                       num_workers:int, missing:str, truncated:str, left_out) -> Callable|None:
+    "`benchmark_validation` on `config.val_dataset` at `config.val_path` (None without a path)."
+    if config.val_path is None: return None
+    return benchmark_validation(
+        model, config.val_dataset, config.val_path, preprocess, device=dev,
+        batch_size=batch_size, cache_dir=cache_dir, max_queries=config.val_max_queries,
+        num_workers=num_workers, precision=config.precision, missing=missing,
+        truncated=truncated, left_out=left_out)
+
+def _input_files(oti_tokens, concept_table, phrases, preprocess) -> dict:
+    "The stage's input files (None for what was given in memory), recorded with the run."
+    src = lambda x: None if isinstance(x, (dict, tuple)) else str(x)
+    return {'oti_tokens': src(oti_tokens), 'concept_table': src(concept_table),
+            'phrases': src(phrases),
+            'preprocess': preprocess if isinstance(preprocess, str) else repr(preprocess)}
+
 # %% ../nbs/06_phi.ipynb #fd37660f
 @locks_output('out_dir')
 def run_train_phi(clip_model, # an official CLIP name, a checkpoint file, or a CLIP module
@@ -579,45 +669,28 @@ def run_train_phi(clip_model, # an official CLIP name, a checkpoint file, or a C
                   validate_fn:Callable|None=None, # overrides config.val_dataset / val_path
                   device=None, batch_size:int=32, # feature extraction batch
                   progress:bool=True, num_workers:int=0,
-                  # the validation benchmark's missing images: 'error' or 'skip'
-                  missing:str='error',
-                  # truncated image files (training and validation): 'error' or 'decode'
-                  truncated:str='error',
+                  missing:str='error', # or 'skip' the validation benchmark's missing images
+                  truncated:str='error', # or 'decode' truncated images, in training and validation
                  ) -> Path:
-    ("Stage 3: train phi on images and their OTI tokens into `out_dir`; returns "
-     "`out_dir/phi_final.pt`.")
+    "Stage 3: train phi on images and their OTI tokens into `out_dir`; its `phi_final.pt`."
     config, out, dist, left_out, cut = config or PhiConfig(), Path(out_dir), Dist(), LeftOut(), []
-    dev = dist.resolve(device)
+    dev, cache_dir = dist.resolve(device), cache_dir or out/'features'
     model = as_clip(clip_model, dev)
     # made with this CLIP
     if not isinstance(oti_tokens, tuple): check_tokens_for_clip(oti_tokens, model)
     if not isinstance(concept_table, dict): check_top_k(concept_table, config.top_k)
-    # features, training, validation
+    # recorded resolved
     config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))
-    names, feats = _training_features(model, images, preprocess, cache_dir or out/'features', dev,
-                                      dist, batch_size, progress, num_workers, config.precision,
-                                      truncated, cut)
+    names, feats = _training_features(model, images, preprocess, cache_dir, dev, dist, batch_size,
+                                      progress, num_workers, config.precision, truncated, cut)
     left_out.add('truncated_images', cut)
-    tnames, tok = (oti_tokens if isinstance(oti_tokens, tuple)
-                   else load_pseudo_tokens(oti_tokens, which=config.tokens))
-    tok = _match_tokens(names, list(tnames), tok,
-                        oti_tokens if not isinstance(oti_tokens, tuple) else 'the tokens given')
-    # all phi reads of a row (150 of 250 cells), cut as it is read
-    keep = lambda row: row[:config.top_k]
-    table = (concept_table if isinstance(concept_table, dict)
-             else read_concept_table(concept_table, row=keep))
-    phr = phrases if isinstance(phrases, dict) else load_phrases(phrases)
-    if validate_fn is None and config.val_path is not None and dist.rank == 0:
-        validate_fn = benchmark_validation(
-            model, config.val_dataset, config.val_path, preprocess, device=dev,
-            batch_size=batch_size, cache_dir=cache_dir or out/'features',
-            max_queries=config.val_max_queries, num_workers=num_workers,
-            precision=config.precision, missing=missing, truncated=truncated, left_out=left_out)
-    src = lambda x: None if isinstance(x, (dict, tuple)) else str(x)
-    meta = {'oti_tokens': src(oti_tokens), 'concept_table': src(concept_table),
-            'phrases': src(phrases),
-            'preprocess': preprocess if isinstance(preprocess, str) else repr(preprocess)}
-    train_phi(model, names, feats, tok, table, phr, config, out, validate_fn, dev, progress, meta)
+    tok = _match_tokens(names, oti_tokens, config.tokens)
+    table, phr = _concepts_and_phrases(concept_table, phrases, config.top_k)
+    if validate_fn is None and dist.rank == 0:
+        validate_fn = _config_validation(model, config, preprocess, dev, batch_size, cache_dir,
+                                         num_workers, missing, truncated, left_out)
+    train_phi(model, names, feats, tok, table, phr, config, out, validate_fn, dev, progress,
+              _input_files(oti_tokens, concept_table, phrases, preprocess))
     if dist.rank == 0 and (missing, truncated) != ('error', 'error'):
         left_out.save(out/'left_out.json')
     return out/'phi_final.pt'

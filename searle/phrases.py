@@ -67,16 +67,10 @@ def build_tiny_gpt_neo(out_dir:PathLike, # folder to write the model and tokeniz
     out_dir = Path(out_dir); model.save_pretrained(out_dir); tok.save_pretrained(out_dir)
     return out_dir
 
-# %% ../nbs/04_phrases.ipynb #c43d77e4
-def load_causal_lm(name_or_path:str|PathLike=DEFAULT_PHRASE_MODEL, # hub name or local folder
-                   device:str|torch.device|None=None,
-                   dtype:str|torch.dtype|None=None, # `None`: float16 on CUDA, else float32
-                  ):
-    "Load a causal LM and its tokenizer for generation: eval mode, pad token = eos, left padding."
+# %% ../nbs/04_phrases.ipynb #a80ed6aa
+def _load_lm(name_or_path, device:torch.device, dtype:torch.dtype):
+    "(model in eval mode, tokenizer) by transformers; one error saying what a name or folder needs."
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    device = resolve_device(device)
-    dtype = resolve_dtype(dtype) if dtype is not None else (
-        torch.float16 if device.type == 'cuda' else torch.float32)
     p = Path(name_or_path)
     # an image folder, say: transformers would say so in five lines
     if p.is_dir() and not (p/'config.json').is_file():
@@ -92,6 +86,18 @@ def load_causal_lm(name_or_path:str|PathLike=DEFAULT_PHRASE_MODEL, # hub name or
         raise OSError(f"could not load a causal language model from {str(name_or_path)!r} (a hub "
                       "name needs the network or a filled cache; a folder needs config.json, "
                       f"weights and tokenizer files): {str(e).splitlines()[0]}") from None
+    return model, tok
+
+# %% ../nbs/04_phrases.ipynb #c43d77e4
+def load_causal_lm(name_or_path:str|PathLike=DEFAULT_PHRASE_MODEL, # hub name or local folder
+                   device:str|torch.device|None=None,
+                   dtype:str|torch.dtype|None=None, # `None`: float16 on CUDA, else float32
+                  ):
+    "Load a causal LM and its tokenizer for generation: eval mode, pad token = eos, left padding."
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype) if dtype is not None else (
+        torch.float16 if device.type == 'cuda' else torch.float32)
+    model, tok = _load_lm(name_or_path, device, dtype)
     if tok.eos_token is None:
         raise ValueError(f"the tokenizer of {str(name_or_path)!r} has no end-of-text token to "
                          "pad with")

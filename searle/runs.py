@@ -117,6 +117,24 @@ _HELD = {}  # lock file -> [descriptor, depth]: a process re-enters its own lock
 def _lock_file(out:Path, what:str) -> Path:
     return out/'.lock' if what == 'folder' else out.with_name(f'.{out.name}.lock')
 
+# %% ../nbs/01_runs.ipynb #9790e607
+def _flock(path:Path, out:Path) -> int:
+    "Lock `path` exclusively and write who holds it into it; `RunInUse` when another run holds it."
+    import fcntl
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: its holder wrote who it is
+            holder = os.read(fd, 200).decode(errors='replace').strip() or 'another process'
+            os.close(fd)
+            raise RunInUse(f"{out} is in use by {holder}, which is writing its run there; "
+                           f"wait for it to end or use another `--out`") from None
+        if path.is_file() and os.stat(path).st_ino == os.fstat(fd).st_ino: break
+        os.close(fd)  # the holder removed that file as it released it: lock the new one
+    os.ftruncate(fd, 0)
+    os.write(fd, f'process {os.getpid()} on {socket.gethostname()}'.encode())
+    return fd
+
 # %% ../nbs/01_runs.ipynb #3dc31a2e
 class RunLock:
     "An exclusive lock on a run's output (a folder or a file) as it writes; a second run is refused"
@@ -126,24 +144,11 @@ class RunLock:
         self.path, self.made = _lock_file(self.out, what), False
     def __enter__(self):
         if not self.hold: return self
-        import fcntl
         key = str(self.path.absolute())
         if key in _HELD: _HELD[key][1] += 1; return self
         self.made = not self.path.parent.exists()  # removed again if the run leaves it empty
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-            try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:  # held: its holder wrote who it is
-                holder = os.read(fd, 200).decode(errors='replace').strip() or 'another process'
-                os.close(fd)
-                raise RunInUse(f"{self.out} is in use by {holder}, which is writing its run there; "
-                               f"wait for it to end or use another `--out`") from None
-            if self.path.is_file() and os.stat(self.path).st_ino == os.fstat(fd).st_ino: break
-            os.close(fd)  # the holder removed that file as it released it: lock the new one
-        os.ftruncate(fd, 0)
-        os.write(fd, f'process {os.getpid()} on {socket.gethostname()}'.encode())
-        _HELD[key] = [fd, 1]
+        _HELD[key] = [_flock(self.path, self.out), 1]
         return self
     def __exit__(self, *exc):
         if not self.hold: return
