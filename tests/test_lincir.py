@@ -1,5 +1,5 @@
-"""LinCIR against its authors' code (tests/golden/lincir_golden.pt, made by make_lincir_golden.py from
-navervision/lincir), and its released checkpoint format."""
+"""LinCIR against its authors' code (tests/golden/lincir_golden.pt, made by
+make_lincir_golden.py from navervision/lincir), and its released checkpoint format."""
 import importlib.util, os, pickle, random
 from collections import OrderedDict
 from pathlib import Path
@@ -12,7 +12,7 @@ from searle.lincir import (LINCIR_RELEASES, LinCIRConfig, encode_with_pseudo_wor
                            lincir_token_fn, load_lincir, load_lincir_token_fn, training_tokens)
 
 HERE = Path(__file__).parent / 'golden'
-_spec = importlib.util.spec_from_file_location('make_lincir_golden', HERE / 'make_lincir_golden.py')
+_spec = importlib.util.spec_from_file_location('maker', HERE / 'make_lincir_golden.py')
 maker = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(maker)
 
 @pytest.fixture(scope='module')
@@ -20,12 +20,13 @@ def gold(): return load_tensors(HERE / 'lincir_golden.pt')
 
 @pytest.fixture(scope='module')
 def clip_and_phi(gold):
-    "The golden CLIP text tower (as a transformers 5 CLIPModel) and phi, filled as the generator fills them."
+    "The golden CLIP text tower (in a transformers 5 CLIPModel) and phi, filled as the maker does."
     tc = dict(gold['text_config']); D = tc.pop('projection_dim')
-    model = CLIPModel(CLIPConfig(text_config=tc, projection_dim=D, vision_config=dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
-        patch_size=8))).eval()
-    text = [(n, p) for n, p in model.named_parameters() if n.startswith(('text_model.', 'text_projection.'))]
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                  image_size=32, patch_size=8)
+    model = CLIPModel(CLIPConfig(text_config=tc, projection_dim=D, vision_config=vision)).eval()
+    text = [(n, p) for n, p in model.named_parameters()
+            if n.startswith(('text_model.', 'text_projection.'))]
     assert sorted(n for n, _ in text) == gold['param_names']
     maker.fill(text, gold['seed'])
     phi = Phi(D, 4 * D, tc['hidden_size'])
@@ -39,7 +40,7 @@ def test_cleaning_masking_and_tokens_match_the_original(gold):
     bad = [i for i in range(len(tok)) if not torch.equal(tok[i], gold['tokens'][i])]
     assert not bad, f"captions {bad} tokenise differently: {gold['captions'][bad[0]]!r}"
     bad = [i for i in range(len(tok)) if not torch.equal(masked[i], gold['masked'][i])]
-    assert not bad, f"masked captions {bad} differ; theirs: {[gold['masked_text'][i] for i in bad]}"
+    assert not bad, f"masked captions {bad} differ; theirs: {gold['masked_text'][bad[0]]!r}"
 
 def test_forward_matches_the_original(gold, clip_and_phi):
     model, phi = clip_and_phi
@@ -50,7 +51,8 @@ def test_forward_matches_the_original(gold, clip_and_phi):
         for f in (encode_with_pseudo_tokens(model, gold['eval_prompts'], tokens),
                   encode_with_pseudo_words(model, tokenize(gold['eval_prompts']), tokens)):
             d = _delta(f, gold['eval_features'])
-            assert d < 1e-5, f'prompt features: max |delta| {d:.2e} (scale {gold["eval_features"].abs().max():.2f})'
+            scale = gold['eval_features'].abs().max()
+            assert d < 1e-5, f'prompt features: max |delta| {d:.2e} (scale {scale:.2f})'
 
 def test_training_step_matches_the_original(gold, clip_and_phi):
     model, phi0 = clip_and_phi
@@ -61,24 +63,28 @@ def test_training_step_matches_the_original(gold, clip_and_phi):
     opt = torch.optim.AdamW(phi.parameters(), lr=1e-4, weight_decay=0.01)
     torch.manual_seed(gold['seed'] + 3)   # the noise and dropout draws, in the original's order
     loss = lincir_step(phi.train(), model, opt, gold['tokens'], gold['masked'], LinCIRConfig())
-    assert abs(loss - gold['step_loss'].item()) < 1e-6 * max(1, gold['step_loss'].item()), (loss, gold['step_loss'])
+    want = gold['step_loss'].item()
+    assert abs(loss - want) < 1e-6 * max(1, want), f'loss {loss} vs {want}: {abs(loss - want):.2e}'
     for n, p in phi.named_parameters():
         g = gold['step_grads'][n]
         d = _delta(p.grad, g)
-        assert d < 1e-6 + 1e-4 * g.abs().max().item(), f'gradient of {n}: max |delta| {d:.2e} (max |g| {g.abs().max():.2e})'
+        assert d < 1e-6 + 1e-4 * g.abs().max().item(), \
+            f'gradient of {n}: max |delta| {d:.2e} (max |g| {g.abs().max():.2e})'
     for n, w in gold['step_weights_last'].items():
         d = _delta(dict(phi.named_parameters())[n], w)
         assert d < 1e-7, f'{n} after the AdamW step: max |delta| {d:.2e}'
 
 def _released(path, dims=(32, 128, 32), prefix='', extra=None):
     "A file in the released format: torch.save({'Phi': OrderedDict of float32}) (random weights)."
-    sd = OrderedDict((prefix + k, torch.randn(v.shape)) for k, v in Phi(*dims).state_dict().items())
+    sd = OrderedDict((prefix + k, torch.randn(v.shape))
+                     for k, v in Phi(*dims).state_dict().items())
     torch.save({'Phi': sd, **(extra or {})}, path)
     return sd
 
 def test_released_format_loads(tmp_path):
-    sd = _released(tmp_path / 'lincir_large.pt', LINCIR_RELEASES['lincir-large']['dims'], extra={'epoch': 20000})
-    net = load_lincir('lincir-large', device='cpu', cache_dir=tmp_path)   # the release name, from the cache
+    dims = LINCIR_RELEASES['lincir-large']['dims']
+    sd = _released(tmp_path / 'lincir_large.pt', dims, extra={'epoch': 20000})
+    net = load_lincir('lincir-large', device='cpu', cache_dir=tmp_path)   # the name, from the cache
     assert not net.training and net.dims == (768, 3072, 768) and net.searle_source == 'lincir-large'
     assert torch.equal(net.state_dict()['layers.6.weight'], sd['layers.6.weight'])
     x = torch.randn(2, 768)
@@ -93,7 +99,7 @@ def _one_line_error(exc, fn, *needles):
 def test_bad_files_are_one_line_errors(tmp_path):
     p = tmp_path / 'x.pt'
     _released(p, prefix='module.')
-    _one_line_error(ValueError, lambda: load_lincir(p), str(p), 'layers.0.weight')   # keys with a prefix
+    _one_line_error(ValueError, lambda: load_lincir(p), str(p), 'layers.0.weight')  # 'module.' keys
     torch.save({'Phi': {'layers.0.weight': torch.zeros(3)}}, p)
     _one_line_error(ValueError, lambda: load_lincir(p), str(p))
     sd = _released(p); sd['layers.3.weight'] = torch.zeros(5, 5); torch.save({'Phi': sd}, p)
@@ -103,18 +109,22 @@ def test_bad_files_are_one_line_errors(tmp_path):
     with open(p, 'wb') as f: pickle.dump({'Phi': OrderedDict(), 'x': Path('/')}, f)
     _one_line_error(ValueError, lambda: load_lincir(p), str(p))
     (tmp_path / 'lincir_large.pt').write_bytes(b'not a torch file')
-    _one_line_error(ValueError, lambda: load_lincir('lincir-large', cache_dir=tmp_path), 'lincir_large.pt')
+    release = lambda: load_lincir('lincir-large', cache_dir=tmp_path)
+    _one_line_error(ValueError, release, 'lincir_large.pt')
     _released(tmp_path / 'lincir_large.pt')   # right format, wrong size for the release
-    _one_line_error(ValueError, lambda: load_lincir('lincir-large', cache_dir=tmp_path), "'lincir-large'", '(768, 3072, 768)')
+    _one_line_error(ValueError, release, "'lincir-large'", '(768, 3072, 768)')
 
 def test_missing_release_offline_says_where_to_put_it(tmp_path, monkeypatch):
     monkeypatch.setenv('SEARLE_OFFLINE', '1')
     _one_line_error(FileNotFoundError, lambda: load_lincir('lincir-large', cache_dir=tmp_path),
                     LINCIR_RELEASES['lincir-large']['url'], str(tmp_path / 'lincir_large.pt'))
-    _one_line_error(FileNotFoundError, lambda: load_lincir('lincir-xl', cache_dir=tmp_path), "'lincir-large'")
+    _one_line_error(FileNotFoundError, lambda: load_lincir('lincir-xl', cache_dir=tmp_path),
+                    "'lincir-large'")
 
 def test_token_fn_refuses_another_clip(tmp_path):
     from searle.clip import build_clip
     _released(tmp_path / 'p.pt', (64, 256, 64))
-    assert load_lincir_token_fn(tmp_path / 'p.pt', build_clip('tiny'))(torch.randn(2, 64)).shape == (2, 64)
-    _one_line_error(ValueError, lambda: load_lincir_token_fn(tmp_path / 'p.pt', build_clip('ViT-B/32')), '512-d')
+    fn = load_lincir_token_fn(tmp_path / 'p.pt', build_clip('tiny'))
+    assert fn(torch.randn(2, 64)).shape == (2, 64)
+    wide = build_clip('ViT-B/32')
+    _one_line_error(ValueError, lambda: load_lincir_token_fn(tmp_path / 'p.pt', wide), '512-d')
