@@ -128,3 +128,14 @@ def test_token_fn_refuses_another_clip(tmp_path):
     assert fn(torch.randn(2, 64)).shape == (2, 64)
     wide = build_clip('ViT-B/32')
     _one_line_error(ValueError, lambda: load_lincir_token_fn(tmp_path / 'p.pt', wide), '512-d')
+
+def test_the_default_tagger_masks_every_attribute_of_the_world_captions():
+    "The demo trains on the world's captions: every attribute word in them is a key word."
+    from searle.lincir import clean_caption, keyword_runs, mask_caption, simple_tags
+    from searle.world import ASPECT_VALUES, all_attrs, caption
+    rng, values = random.Random(0), {v for vs in ASPECT_VALUES.values() for v in vs}
+    for a in all_attrs():
+        c = clean_caption(caption(a, rng, partial=0.25)[0])
+        m = mask_caption(c, keyword_runs(simple_tags(c)), rng)
+        left = values & set(m.replace(',', ' ').split())
+        assert '$' in m and not left, f'{c!r} -> {m!r}: {sorted(left)} left unmasked'
