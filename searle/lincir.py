@@ -125,7 +125,7 @@ FALLBACK_PROMPT = f'a photo of {PSEUDO_CHAR}'  # when the masked caption lost it
 
 def training_tokens(captions:Sequence[str], # raw captions
                     rng:random.Random, # the fallback words' draws
-                    tagger:Callable=None, # caption -> [(word, tag)]; None: `simple_tags`
+                    tagger:Callable|None=None, # caption -> [(word, tag)]; None: `simple_tags`
                    ) -> tuple[Tensor, Tensor]:
     "CLIP tokens [B, 77] of the cleaned captions and of their masked versions."
     tagger = tagger or simple_tags
