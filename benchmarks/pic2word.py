@@ -1,14 +1,16 @@
-"""Pic2Word training speed: searle's `pic2word_step` against a straightforward version of the authors' loop.
+"""Pic2Word training speed: searle's `pic2word_step` against the authors' loop, written directly.
 
-Full-size CLIP with random weights (speed does not depend on the weights' values), random stand-in image features
-(both train on features: the image encoder runs without gradients in either), the same initial network and the same
-dropout masks (seeded per step). The reference, written here with the authors' math, builds every prompt at CLIP's
-full 77 tokens: the tokens of 'a photo of' with the mapped token inserted before the end-of-text, the whole text
-transformer, the feature read one position later, logits computed twice (image→text and text→image). As in the
-authors' code, CLIP's parameters keep requires_grad (they are never frozen there, only left out of the optimiser),
-so the reference's backward also computes CLIP's weight gradients; `--frozen-reference` times it with CLIP frozen.
-searle encodes 'a photo of $' through its trimmed encoder (the shared prefix once, positions past the end-of-text
-never) with CLIP frozen. Prints the speed ratio and the max |delta| of the network's weights after the steps.
+Full-size CLIP with random weights (speed does not depend on the weights' values), random stand-in
+image features (both train on features: the image encoder runs without gradients in either), the
+same initial network and the same dropout masks (seeded per step). The reference, written here with
+the authors' math, builds every prompt at CLIP's full 77 tokens: the tokens of 'a photo of' with the
+mapped token inserted before the end-of-text, the whole text transformer, the feature read one
+position later, logits computed twice (image→text and text→image). As in the authors' code, CLIP's
+parameters keep requires_grad (they are never frozen there, only left out of the optimiser), so the
+reference's backward also computes CLIP's weight gradients; `--frozen-reference` times it with CLIP
+frozen. searle encodes 'a photo of $' through its trimmed encoder (the shared prefix once, positions
+past the end-of-text never) with CLIP frozen. Prints the speed ratio and the max |delta| of the
+network's weights after the steps.
 
 Usage: python benchmarks/pic2word.py [--clip ViT-B/32] [--batch 32] [--steps 3] [--frozen-reference]
 """
