@@ -140,13 +140,15 @@ def _pic2word_data(model, data, preprocess, progress) -> Tensor:
     return extract_features(model, images, model_preprocess(model, preprocess),
                             progress=progress)[1]
 
-def _check_data(feats:Tensor, bb, config:Pic2WordConfig):
+def _check_data(feats:Tensor, bb, config:Pic2WordConfig) -> Tensor:
+    "`feats` as float32, after checking they fit this CLIP and fill one batch."
     if feats.dim() != 2 or feats.shape[1] != bb.dim:
         raise ValueError(f"image features of shape {tuple(feats.shape)} do not fit this CLIP "
                          f"(expected [N, {bb.dim}])")
     if len(feats) < config.batch_size:
         raise ValueError(f"{len(feats)} images are fewer than one batch of {config.batch_size} "
                          "(the last incomplete batch is dropped)")
+    return feats.float()
 
 # %% ../nbs/06b_pic2word.ipynb #79b61b47
 def _pic2word_epoch(net, model, feats:Tensor, opt, scale:float, config:Pic2WordConfig,
@@ -162,16 +164,18 @@ def _pic2word_epoch(net, model, feats:Tensor, opt, scale:float, config:Pic2WordC
 # %% ../nbs/06b_pic2word.ipynb #f7fd6695
 def train_pic2word(model, # CLIP (frozen); its text encoder reads the mapped tokens
                    data, # [N, D] image features, (names, features), an ImageList or a dataset
-                   config:Pic2WordConfig|None=None, device=None, seed:int=0, progress:bool=False,
+                   config:Pic2WordConfig|None=None,
+                   device=None, # `None`: where CLIP is (its text encoder runs on every step)
+                   seed:int=0, progress:bool=False,
                    out=None, # write the trained network here (atomically); None: memory only
                    preprocess='clip', # images: the authors' CLIP centre crop
                   ) -> Pic2Word:
     "Train Pic2Word's mapping network on unlabelled images (Sec. 3); returned in eval mode."
-    config, dev, bb = config or Pic2WordConfig(), resolve_device(device), backbone(model)
-    feats = _pic2word_data(model, data, preprocess, progress).to(dev, torch.float32)
-    _check_data(feats, bb, config)
-    scale, g = config.logit_scale or clip_logit_scale(model), generator_for(seed, 'pic2word')
-    log = []
+    config, bb = config or Pic2WordConfig(), backbone(model)
+    dev = next(model.parameters()).device if device is None else resolve_device(device)
+    feats = _check_data(_pic2word_data(model, data, preprocess, progress), bb, config).to(dev)
+    scale, log = config.logit_scale or clip_logit_scale(model), []
+    g = generator_for(seed, 'pic2word-shuffle')
     with torch.random.fork_rng(devices=[dev] if dev.type == 'cuda' else []):
         torch.manual_seed(stable_seed(seed, 'pic2word'))         # the init, then the dropout
         net = Pic2Word(bb.dim, config.middle_dim, bb.width, config.n_layer, config.dropout)
