@@ -129,6 +129,18 @@ def test_released_format_loads(tmp_path, clip):
         load_pic2word('pic2word', cache_dir=tmp_path / 'cache')   # not ViT-L/14's widths
 
 
+def test_release_by_name_from_cache(tmp_path, clip):
+    "A ViT-L/14-shaped network in the authors' format, cached under the release's file name."
+    (tmp_path / 'cache').mkdir()
+    src = Pic2Word(768, 512, 768)
+    authors_checkpoint(tmp_path / 'cache' / 'pic2word_model.pt', src, clip)
+    net = load_pic2word('pic2word', cache_dir=tmp_path / 'cache')
+    assert net.dims == (768, 512, 768) and net.searle_source == 'pic2word'
+    for k, v in src.state_dict().items(): assert torch.equal(net.state_dict()[k], v), k
+    with pytest.raises(ValueError, match='768-d image features'):
+        load_pic2word_token_fn('pic2word', clip, cache_dir=tmp_path / 'cache')  # not ViT-L/14
+
+
 @pytest.mark.parametrize('obj, message', [
     ({'state_dict': {}}, "'state_dict_img2text'"),
     ([1, 2], 'found list'),
