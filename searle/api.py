@@ -10,14 +10,21 @@ from pathlib import Path
 from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
+# %% auto #0
+__all__ = ['logger', 'MAX_IMAGE_BYTES', 'documented', 'open_image', 'train_world_phi', 'world_phi_path', 'world_phrases_path',
+           'Match', 'OTISetup', 'oti_inputs', 'oti_token', 'as_gallery', 'image_features', 'ComposedRetriever',
+           'nearest_words', 'world_gallery', 'plot_matches', 'query_box']
+
+# %% ../nbs/14_api.ipynb #78f79335
 from .core import *
 # the one cache folder: $SEARLE_CACHE_DIR, else ~/.cache/searle
 from .runs import default_cache_dir
-from .clip import (ImageList, as_clip, backbone, extract_features, model_fingerprint,
-                         model_preprocess, pseudo_token_id)
+# the one way to open an image file: `open_rgb`
+from .clip import (ImageList, _is_truncation, as_clip, backbone, extract_features,
+                         model_fingerprint, model_preprocess, open_rgb, pseudo_token_id)
 from .data import Query, load_dataset
 from .concepts import cached_concept_features, load_vocabulary, top_concepts
 from .phrases import load_phrases
@@ -29,11 +36,6 @@ from .phi import (PHI_RELEASES, Phi, check_phi_for_clip, load_phi, load_phi_toke
 from . import world
 from .demo import WORLD_PHI, DemoConfig, run_world
 import clip  # openai's (searle.clip has silenced its import warning)
-
-# %% auto #0
-__all__ = ['logger', 'MAX_IMAGE_BYTES', 'MAX_IMAGE_PIXELS', 'documented', 'open_image', 'train_world_phi', 'world_phi_path',
-           'world_phrases_path', 'Match', 'OTISetup', 'oti_inputs', 'oti_token', 'as_gallery', 'image_features',
-           'ComposedRetriever', 'nearest_words', 'world_gallery', 'plot_matches', 'query_box']
 
 # %% ../nbs/14_api.ipynb #4d2349b8
 logger = logging.getLogger(__name__)
@@ -55,36 +57,34 @@ def documented(f:Callable) -> Callable:
 
 # %% ../nbs/14_api.ipynb #7ea0611c
 MAX_IMAGE_BYTES = 20 * 2**20     # larger files are refused (uploads included)
-MAX_IMAGE_PIXELS = 50_000_000    # and so are images with more pixels than this
 
 def _too_big(src, n:int, max_bytes:int) -> ValueError:
     return ValueError(f"{src} has {n:,} bytes; images up to {max_bytes:,} bytes are accepted")
+
+class _Upload(io.BytesIO):
+    "The bytes of an upload, named 'the uploaded data' in messages (`open_rgb`'s too)."
+    def __str__(self): return 'the uploaded data'
 
 # %% ../nbs/14_api.ipynb #518a7450
 @documented
 def open_image(image, # an image file, the bytes of one, or a PIL image
                max_bytes:int=MAX_IMAGE_BYTES) -> Image.Image:
-    "An RGB PIL image; a one-line error for a missing, oversized or unreadable file."
+    ("An RGB PIL image, decoded as the datasets decode (`open_rgb`); a one-line error for a "
+     "missing, oversized or unreadable file.")
     if isinstance(image, Image.Image): return image.convert('RGB')
-    if isinstance(image, (bytes, bytearray)): data, src = bytes(image), 'the uploaded data'
+    if isinstance(image, (bytes, bytearray)): src, n = _Upload(image), len(image)
     elif isinstance(image, (str, os.PathLike)):
-        p = Path(image)
-        if not p.is_file(): raise FileNotFoundError(f"no image file at {p}")
-        if p.stat().st_size > max_bytes: raise _too_big(p, p.stat().st_size, max_bytes)
-        data, src = p.read_bytes(), str(p)
+        src = Path(image)
+        if not src.is_file(): raise FileNotFoundError(f"no image file at {src}")
+        n = src.stat().st_size
     else:
         raise ValueError("expected an image file, its bytes or a PIL image, got "
                          f"{type(image).__name__}")
-    if len(data) > max_bytes: raise _too_big(src, len(data), max_bytes)
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.width * im.height > MAX_IMAGE_PIXELS:
-                raise ValueError(f"{src} has {im.width}x{im.height} pixels; at most "
-                                 f"{MAX_IMAGE_PIXELS:,} accepted")
-            return im.convert('RGB')
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
-        raise ValueError(f"{src} is not an image that can be read (PNG, JPEG...): "
-                         f"{type(e).__name__}") from None
+    if n > max_bytes: raise _too_big(src, n, max_bytes)
+    try: return open_rgb(src)[0]  # a decompression bomb: `open_rgb`'s one-line ValueError
+    except OSError as e:  # PIL's UnidentifiedImageError is one
+        why = f'{e}' if _is_truncation(e) else type(e).__name__
+        raise ValueError(f"{src} is not an image that can be read (PNG, JPEG...): {why}") from None
 
 # %% ../nbs/14_api.ipynb #131b65b2
 @documented

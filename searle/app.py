@@ -57,6 +57,20 @@ def _page_results(ms:list, words:list) -> tuple[list, str, str]:
     near = f"**$ ≈** {', '.join(f'{w} ({s:.2f})' for w, s in words)}" if words else ''
     return items, table, near
 
+# %% ../nbs/15_app.ipynb #4ba01ce4
+def _answer(retriever:ComposedRetriever, ref:str, caption:str, k:int, method:str,
+            max_bytes:int) -> tuple[list, list]:
+    "A query's matches and, for phi and OTI, the real words nearest to the pseudo word."
+    open_image(ref, max_bytes)  # refuse oversized or undecodable uploads with a clear message
+    ms = retriever.search(ref, caption, k, method)
+    return ms, retriever.pseudo_words(ref, method, 5) if get_method(method).tokens else []
+
+def _as_the_user_knows_it(msg:str, ref:str|None, reference) -> str:
+    "`msg` naming the reference as the user knows it, not by gradio's copy of it."
+    if ref is None: return msg
+    known = reference.get('orig_name') if isinstance(reference, dict) else None
+    return msg.replace(ref, known or Path(ref).name)
+
 # %% ../nbs/15_app.ipynb #08f26c67
 @documented
 def run_query(retriever:ComposedRetriever, # a retriever with an indexed gallery
@@ -74,14 +88,9 @@ def run_query(retriever:ComposedRetriever, # a retriever with an indexed gallery
     ref = None
     try:
         ref = _reference_file(reference, allowed)
-        open_image(ref, max_bytes)  # refuse oversized or undecodable uploads with a clear message
-        ms = retriever.search(ref, caption, k, method)
-        words = retriever.pseudo_words(ref, method, 5) if get_method(method).tokens else []
+        ms, words = _answer(retriever, ref, caption, k, method, max_bytes)
     except (ValueError, FileNotFoundError) as e:
-        msg = str(e)
-        if ref is not None:  # name the file as the user knows it, not by gradio's copy of it
-            known = reference.get('orig_name') if isinstance(reference, dict) else None
-            msg = msg.replace(ref, known or Path(ref).name)
+        msg = _as_the_user_knows_it(str(e), ref, reference)
         logger.warning('refused a query: %s', msg)  # one line in the log, not a traceback
         raise gr.Error(msg, print_exception=False) from None
     finally:

@@ -14,10 +14,12 @@ from .methods import METHODS, get_method
 
 # %% auto #0
 __all__ = ['logger', 'DATASETS', 'BENCHMARKS', 'EVAL_TYPES', 'PRECISIONS', 'LOG_LEVELS', 'OPTIONS', 'CONFIG', 'USER_ERRORS',
-           'Number', 'host_option', 'device_option', 'config_defaults', 'make_parser', 'command', 'stage_config',
-           'check_output', 'check_input', 'check_precision', 'searle_phrases', 'searle_concepts', 'searle_oti',
-           'searle_train_phi', 'searle_validate', 'searle_submit', 'searle_score', 'searle_demo', 'searle_build_world',
-           'searle_query', 'searle_app']
+           'Number', 'host_option', 'device_option', 'option_group', 'command_signature', 'every_command',
+           'config_defaults', 'make_parser', 'command', 'stage_config', 'check_output', 'check_input',
+           'check_precision', 'run_options', 'clip_options', 'generation_options', 'searle_phrases', 'searle_concepts',
+           'oti_options', 'searle_oti', 'phi_options', 'searle_train_phi', 'method_options', 'searle_validate',
+           'searle_submit', 'searle_score', 'searle_demo', 'searle_build_world', 'token_sources', 'searle_query',
+           'searle_app']
 
 # %% ../nbs/16_cli.ipynb #45f096a9
 logger = logging.getLogger(__name__)
@@ -29,6 +31,13 @@ EVAL_TYPES = tuple(METHODS)  # searle.methods' registry: --eval-type and --metho
 PRECISIONS = ('fp32', 'amp', 'bf16')
 LOG_LEVELS = ('DEBUG', 'INFO', 'WARNING', 'ERROR')
 
+# %% ../nbs/16_cli.ipynb #99c00c00
+def _as_number(kind, s:str):
+    "`s` read as a `kind` (int or float); None when it is no number, or no finite one (nan, inf)."
+    try: x = kind(s)
+    except ValueError: return None
+    return None if x != x or x in (float('inf'), float('-inf')) else x
+
 # %% ../nbs/16_cli.ipynb #b252ff0b
 class Number:
     ("An argparse type: a number of `kind` from `lo` to `hi` (either may be open or absent), said "
@@ -39,10 +48,7 @@ class Number:
         lo = self.lo is None or (x > self.lo if self.lo_open else x >= self.lo)
         return lo and (self.hi is None or (x < self.hi if self.hi_open else x <= self.hi))
     def __call__(self, s:str):
-        try: x = self.kind(s)
-        except ValueError: x = None
-        # nan, inf: no number to use
-        if x is not None and x != x or x in (float('inf'), float('-inf')): x = None
+        x = _as_number(self.kind, s)
         # no count or index can be that large
         if self.kind is int and x is not None and abs(x) > sys.maxsize:
             raise argparse.ArgumentTypeError(f"expected {self} of at most {sys.maxsize:,}, "
@@ -89,7 +95,7 @@ _COUNT, _SEED, _POSITIVE, _WEIGHT, _UNIT = (Number(int, 1), Number(int, 0),
                                             Number(float, 0, 1, hi_open=True))
 
 # %% ../nbs/16_cli.ipynb #72f929a6
-OPTIONS = {  # option name -> argparse keywords: one rule for every command that has the option
+_NAMED = {  # options that take one of a few values, and options whose help every command shares
     'dataset': dict(choices=DATASETS), 'val_dataset': dict(choices=BENCHMARKS),
     'eval_type': dict(choices=EVAL_TYPES), 'preprocess': dict(choices=('targetpad', 'clip')),
     'precision': dict(choices=PRECISIONS,
@@ -98,19 +104,24 @@ OPTIONS = {  # option name -> argparse keywords: one rule for every command that
     'device': dict(type=device_option, help='cpu, cuda or cuda:N (default: CUDA when available)'),
     'template': dict(help='the query, with $ and {caption} (CIRCO also {shared_concept}); '
                           'default: a photo of $ that {caption}'),
-    'method': dict(choices=EVAL_TYPES),
+    'method': dict(choices=EVAL_TYPES), 'log_level': dict(choices=LOG_LEVELS),
     'missing_images': dict(choices=('error', 'skip'),
                            help='skip: leave out missing images and the queries '
                                 'that need them (recorded in OUT)'),
     'truncated_images': dict(choices=('error', 'decode'), help='decode: decode truncated files '
                              'as the original does (recorded in OUT)'),
+    'host': dict(type=host_option),
+}
+
+# %% ../nbs/16_cli.ipynb #4edada5c
+OPTIONS = {  # option name -> argparse keywords: one rule for every command that has the option
+    **_NAMED,
     'top_k': dict(type=_COUNT, aliases=('--k',)),  # `--k`, the original's spelling, parses too
     # the paper: 256; all of one concept's are one batch
     'num_return_sequences': dict(type=Number(int, 1, 10_000)),
     **{k: dict(type=_COUNT) for k in ('steps', 'epochs', 'batch_size', 'math_batch_size',
                                       'save_every', 'limit', 'n_gallery', 'n_queries')},
     'seed': dict(type=_SEED), 'port': dict(type=Number(int, 1, 65535)),
-    'host': dict(type=host_option),
     **{k: dict(type=_POSITIVE) for k in ('lr', 'tau')},
     **{k: dict(type=_WEIGHT) for k in ('weight_decay', 'lambda_cos', 'lambda_gpt',
                                        'lambda_distil')},
@@ -163,6 +174,45 @@ def _add_option(p, name:str, d, required:bool, choices=None):
     help = doc + (f" ({'; '.join(said)})" if said else '')
     p.add_argument(*flags, dest=name, default=d.default, required=required, help=help, **kw)
 
+# %% ../nbs/16_cli.ipynb #125e2337
+def option_group(f):
+    "Mark `f` an option group: its parameters are options of the commands that have a slot for it."
+    f.option_group = True
+    return f
+
+def _groups(f) -> dict:
+    "Command `f`'s slots for option groups: {parameter: group}, those whose default is one."
+    return {k: v.default for k, v in inspect.signature(f).parameters.items()
+            if getattr(v.default, 'option_group', False)}
+
+def command_signature(f) -> inspect.Signature:
+    "`f`'s signature, its option groups' parameters (keyword-only) in place of their slots."
+    own = [p for k, p in inspect.signature(f).parameters.items() if k not in _groups(f)]
+    grouped = [p.replace(kind=p.KEYWORD_ONLY) for g in _groups(f).values()
+               for p in inspect.signature(g).parameters.values()]
+    return inspect.signature(f).replace(parameters=own + grouped)
+
+def _call(f, args:tuple, kwargs:dict):
+    "Call command `f`: each group's options go to its function, whose result fills the slot."
+    kw = dict(kwargs)
+    for slot, g in _groups(f).items():
+        kw[slot] = g(**{k: kw.pop(k) for k in inspect.signature(g).parameters if k in kw})
+    return f(*args, **kw)
+
+# %% ../nbs/16_cli.ipynb #2c654d0d
+def _option_docs(f) -> dict:
+    "Command `f`'s options (name: docments entry), each option group's in place of its slot."
+    docs = {}
+    for k, d in docments(f, full=True, returns=False, eval_str=True).items():
+        docs |= _option_docs(d.default) if k in _groups(f) else {k: d}
+    return docs
+
+def every_command(quiet:bool=False, # warnings and errors only, and no progress bars
+                  log_level:str='INFO', # the least severe messages shown
+                  pdb:bool=False, # show the traceback of an error (or set SEARLE_DEBUG=1)
+                 ):
+    "The options of every command (and --version): what it prints, and a traceback on an error."
+
 # %% ../nbs/16_cli.ipynb #c62724d5
 class _FromConfig:
     "The default of an option that is a field of the stage's config: the config's, its one source."
@@ -177,7 +227,7 @@ def _config_class(spec:str):
 
 def config_defaults(f, config:str|None) -> dict:
     "The defaults of `f`'s options left at `CONFIG`: fields of the config `config` (module:Class)."
-    names = [k for k, v in inspect.signature(f).parameters.items() if v.default is CONFIG]
+    names = [k for k, v in command_signature(f).parameters.items() if v.default is CONFIG]
     if not names: return {}
     cls = _config_class(config) if config else None
     fields = {x.name: x.default for x in dataclasses.fields(cls)} if cls else {}
@@ -189,24 +239,20 @@ def config_defaults(f, config:str|None) -> dict:
 def make_parser(f, required=(), choices:dict|None=None,
                 config:str|None=None, # 'module:Class', the config giving the `CONFIG` defaults
                ) -> argparse.ArgumentParser:
-    ("The parser of command `f`: its parameters, with their docments as help, and the options of "
-     "every command.")
+    ("The parser of command `f`: its parameters (its option groups' too), with their docments as "
+     "help, and the options of every command.")
     from searle import __version__
     prog = 'searle-' + f.__name__.removeprefix('searle_').replace('_', '-')
-    if bad := set(required) - set(inspect.signature(f).parameters):
+    options = _option_docs(f)
+    if bad := set(required) - set(options):
         raise TypeError(f"{prog}: no options {bad}")
     p = _Parser(prog=prog, description=f.__doc__, formatter_class=_Help)
     defaults = config_defaults(f, config)
-    for name, d in docments(f, full=True, returns=False, eval_str=True).items():
+    for name, d in options.items():
         if name in defaults: d.default = defaults[name]   # shown in --help as any other default
         _add_option(p, name, d, name in required, (choices or {}).get(name))
     g = p.add_argument_group('options of every command')
-    g.add_argument('--quiet', action='store_true',
-                   help='warnings and errors only, and no progress bars')
-    g.add_argument('--log-level', choices=LOG_LEVELS, default='INFO',
-                   help='the least severe messages shown (default: INFO)')
-    g.add_argument('--pdb', action='store_true',
-                   help='show the traceback of an error (or set SEARLE_DEBUG=1)')
+    for name, d in _option_docs(every_command).items(): _add_option(g, name, d, False)
     g.add_argument('--version', action='version', version=f'{prog} {__version__}')
     return p
 
@@ -225,6 +271,7 @@ def _message(e:Exception) -> str:
                 f'nothing in it run ({why})')
     return str(e)
 
+# %% ../nbs/16_cli.ipynb #926e12ac
 def _run(f, p:argparse.ArgumentParser, resume:str|None):
     "Parse `sys.argv` with `p`, configure logging and call `f`; errors and Ctrl-C become one line."
     ns = vars(p.parse_args())
@@ -237,7 +284,7 @@ def _run(f, p:argparse.ArgumentParser, resume:str|None):
         if 'cache_dir' in ns:  # given, or the default under $HOME: a folder that can be one
             from searle.runs import default_cache_dir
             check_output(ns['cache_dir'] or default_cache_dir(), option='--cache-dir')
-        f(**ns)  # (a console script's return value would become its exit status)
+        _call(f, (), ns)  # (a console script's return value would become its exit status)
     except KeyboardInterrupt:
         if debug: raise
         print(f"{p.prog}: interrupted; "
@@ -262,9 +309,10 @@ def command(f=None, *, required:tuple=(), # options the command cannot run witho
                                  config=config)
     @functools.wraps(f)
     def _f(*args, **kwargs):
-        if args or kwargs: return f(*args, **kwargs)
+        if args or kwargs: return _call(f, args, kwargs)
         _run(f, make_parser(f, required, choices, config), resume)
     _f.parser = lambda: make_parser(f, required, choices, config)
+    _f.__signature__ = command_signature(f)  # the options of its groups by name
     return _f
 
 # %% ../nbs/16_cli.ipynb #1fb33b26
@@ -309,6 +357,34 @@ def check_precision(precision:str|None, device:str|None):
         from searle.core import resolve_precision
         resolve_precision(precision, device)
 
+# %% ../nbs/16_cli.ipynb #fe9abd1c
+@option_group
+def run_options(
+    device:str=None, # where the models run
+    precision:str=None, # mixed precision
+    missing_images:str='error', # an incomplete download's missing images
+    truncated_images:str='error', # an incomplete download's truncated images
+    no_progress:bool=False, # hide progress bars
+) -> dict:
+    "How a stage runs, as the keywords of the `run_*` functions (`left_out`: what was left out)."
+    from searle.runs import LeftOut
+    return dict(device=device, precision=precision, missing=missing_images,
+                truncated=truncated_images, progress=not no_progress, left_out=LeftOut())
+
+def _keys(d:dict, *names) -> dict:
+    "The entries of `d` named: the keywords a library function takes."
+    return {k: d[k] for k in names}
+
+# %% ../nbs/16_cli.ipynb #21bc2e73
+@option_group
+def clip_options(
+    # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
+    clip_model:str='ViT-B/32',
+    preprocess:str='targetpad', # image preprocessing
+) -> dict:
+    "The CLIP a stage runs on, and its image preprocessing."
+    return dict(clip_model=clip_model, preprocess=preprocess)
+
 # %% ../nbs/16_cli.ipynb #1e87f6ac
 def _local_model(name:str, option:str):
     ("Fail now when `name` is meant as a local folder (not a hub id such as `org/model`) and is "
@@ -320,6 +396,21 @@ def _local_model(name:str, option:str):
         raise FileNotFoundError(f"{option} {name}: no model folder there "
                                 "(expected config.json, weights and tokenizer files)")
 
+# %% ../nbs/16_cli.ipynb #9a916b6d
+@option_group
+def generation_options(
+    batch_size:int=4, # concepts per generate call
+    num_return_sequences:int=CONFIG, # phrases per concept
+    seed:int=CONFIG, # seeds the sampling
+    device:str=None, # where the models run
+    no_progress:bool=False, # hide progress bars
+) -> dict:
+    "How GPT samples the phrases, as `run_phrases`'s keywords (`PhraseConfig`'s defaults)."
+    from searle.phrases import PhraseConfig
+    cfg = stage_config(PhraseConfig, generation_options, locals())
+    return dict(batch_size=batch_size, num_return_sequences=cfg.num_return_sequences,
+                seed=cfg.seed, device=device, progress=not no_progress)
+
 # %% ../nbs/16_cli.ipynb #22df5619
 @command(required=('out',), config='searle.phrases:PhraseConfig',
          resume='the phrases of finished concepts are saved in {out}; the same command resumes')
@@ -328,29 +419,20 @@ def searle_phrases(out:str=None, # the phrase JSON file to write (resumed when i
                    vocabulary:str=None,
                    # a causal LM, hub name or folder (default: the paper's EleutherAI/gpt-neo-2.7B)
                    model:str=None,
-                   batch_size:int=4, # concepts per generate call
-                   num_return_sequences:int=CONFIG, # phrases per concept
+                   sampling=generation_options, # batch size, phrases per concept, seed, device
                    limit:int=None, # only the first LIMIT concepts (a trial run)
-                   seed:int=CONFIG, # seeds the sampling
-                   device:str=None, # where the models run
                    cache_dir:str=None, # where the official vocabulary is cached
                    # also write the original's concept_to_phrases.pkl beside OUT
                    original_layout:bool=False,
-                   no_progress:bool=False, # hide progress bars
                   ):
     "Stage 0: generate GPT phrases for every concept of the vocabulary."
-    opts = dict(locals())
     check_output(out, 'file')
     if vocabulary: check_input(vocabulary, '--vocabulary')
     if model: _local_model(model, '--model')
     from searle import phrases
-    model = model or phrases.DEFAULT_PHRASE_MODEL
-    cfg = stage_config(phrases.PhraseConfig, searle_phrases, opts)
-    res = phrases.run_phrases(out, vocabulary=vocabulary, model=model, cache_dir=cache_dir,
-                              limit=limit, batch_size=batch_size,
-                              num_return_sequences=cfg.num_return_sequences, seed=cfg.seed,
-                              device=device, progress=not no_progress,
-                              original_layout=original_layout)
+    res = phrases.run_phrases(out, vocabulary=vocabulary,
+                              model=model or phrases.DEFAULT_PHRASE_MODEL, cache_dir=cache_dir,
+                              limit=limit, original_layout=original_layout, **sampling)
     print(f'{len(res)} concepts with phrases in {out}')
 
 # %% ../nbs/16_cli.ipynb #5aec3f7d
@@ -361,9 +443,25 @@ def _images(dataset:str, dataset_path, split:str|None, which:str, missing:str='e
     from searle.data import dataset_images
     return dataset_images(dataset, dataset_path, split, which, left_out=left_out, missing=missing)
 
-def _left_out_line(lo, missing:str, truncated:str, where:str):
-    "Print what an incomplete download left out, beside the results (when asked to skip or decode)."
-    if (missing, truncated) != ('error', 'error'): print(f'{lo.summary()} (names in {where})')
+def _report(result, run:dict, where:str, shown=None):
+    "Print a stage's result (or `shown`) and, when asked to skip or decode, what was left out."
+    print(result if shown is None else shown)
+    if (run['missing'], run['truncated']) != ('error', 'error'):
+        print(f"{run['left_out'].summary()} (names in {where})")
+    return result
+
+# %% ../nbs/16_cli.ipynb #09608b0d
+def _loaded_clip(clip:dict) -> tuple:
+    "(the CLIP of `clip_options`, loaded on the CPU, its image preprocessing)."
+    from searle.clip import load_clip, model_preprocess
+    model = load_clip(clip['clip_model'], device='cpu')
+    return model, model_preprocess(model, clip['preprocess'])
+
+def _oti_inputs(out, concepts, phrases, dataset, dataset_path, split, run:dict):
+    "OTI's checks before any work, in order; the references to invert (before CLIP loads)."
+    check_output(out); check_precision(run['precision'], run['device'])
+    check_input(concepts, 'CONCEPTS'); check_input(phrases, 'PHRASES')
+    return _images(dataset, dataset_path, split, 'references', run['missing'], run['left_out'])
 
 # %% ../nbs/16_cli.ipynb #fb8a8273
 @command(required=('out', 'dataset', 'dataset_path'),
@@ -374,235 +472,200 @@ def searle_concepts(out:str=None, # the concept table (CSV) to write; resumed wh
                     split:str=None, # default: the dataset's validation split ('test' for ImageNet)
                     # an Open Images-style CSV; default: the official file (cached)
                     vocabulary:str=None,
-                    # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
-                    clip_model:str='ViT-B/32',
+                    clip=clip_options, # the CLIP and its preprocessing
                     top_k:int=250, # concepts kept per image
                     batch_size:int=32, # images per forward
-                    preprocess:str='targetpad', # image preprocessing
                     cache_dir:str=None, # caches the vocabulary and the concept features
-                    device:str=None, # where the models run
-                    precision:str=None, # mixed precision
-                    missing_images:str='error', # an incomplete download's missing images
-                    truncated_images:str='error', # an incomplete download's truncated images
-                    no_progress:bool=False, # hide progress bars
+                    run=run_options, # device, precision, incomplete downloads, progress
                    ):
     "Stage 1: the top-K vocabulary concepts of every image of a dataset."
-    check_output(out, 'file'); check_precision(precision, device)
+    check_output(out, 'file'); check_precision(run['precision'], run['device'])
     if vocabulary: check_input(vocabulary, '--vocabulary')
     from searle import concepts
-    from searle.runs import LeftOut
-    lo = LeftOut()
     # gallery, and references outside it
-    images = _images(dataset, dataset_path, split, 'images', missing_images, lo)
-    table = concepts.run_concepts(out, images, vocabulary=vocabulary, clip_model=clip_model,
-                                  k=top_k, batch_size=batch_size, preprocess=preprocess,
-                                  cache_dir=cache_dir, device=device, progress=not no_progress,
-                                  precision=precision, missing=missing_images,
-                                  truncated=truncated_images, left_out=lo)
-    print(f'{len(table)} images in {out}')
-    _left_out_line(lo, missing_images, truncated_images, f'{out}.left_out.json')
-    return table
+    images = _images(dataset, dataset_path, split, 'images', run['missing'], run['left_out'])
+    table = concepts.run_concepts(out, images, vocabulary=vocabulary, k=top_k,
+                                  batch_size=batch_size, cache_dir=cache_dir, **clip, **run)
+    return _report(table, run, f'{out}.left_out.json', f'{len(table)} images in {out}')
+
+# %% ../nbs/16_cli.ipynb #5642d3d5
+@option_group
+def oti_options(
+    steps:int=CONFIG, # optimisation steps per image
+    lr:float=CONFIG, # AdamW learning rate
+    weight_decay:float=CONFIG, # AdamW weight decay
+    batch_size:int=CONFIG, # images per forward and per shard; tokens do not depend on it
+    math_batch_size:int=CONFIG, # the original's batch: AdamW's eps is 1e-8 x this
+    top_k:int=CONFIG, # concepts per image whose phrases regularise the token
+    lambda_cos:float=CONFIG, # weight of the template loss
+    lambda_gpt:float=CONFIG, # weight of the GPT loss
+    ema_decay:float=CONFIG, # EMA of the token
+    seed:int=CONFIG, # with the image name, seeds every draw of that image
+) -> 'OTIConfig':
+    "OTI's settings: an `OTIConfig` of the options given, the others its defaults."
+    from searle.oti import OTIConfig
+    return stage_config(OTIConfig, oti_options, locals())
 
 # %% ../nbs/16_cli.ipynb #4ad95743
 @command(required=('dataset', 'dataset_path'), config='searle.oti:OTIConfig',
          resume='finished batches are kept in {out}/shards; the same command resumes')
-def searle_oti(concepts:str, # the concept table of these images (searle-concepts)
-               phrases:str, # the phrase file (searle-phrases, or the released GPTNeo27B.zip)
-               # whose references are inverted ('imagenet' and 'folder': every image)
-               dataset:str=None,
-               dataset_path:str=None, # the dataset's folder
-               # oti_pseudo_tokens.pt and config.json (and the shards, until the merge)
-               out:str='runs/oti',
-               split:str=None, # default: the validation split ('test' for ImageNet)
-               # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
-               clip_model:str='ViT-B/32',
-               preprocess:str='targetpad', # image preprocessing
-               steps:int=CONFIG, # optimisation steps per image
-               lr:float=CONFIG, # AdamW learning rate
-               weight_decay:float=CONFIG, # AdamW weight decay
-               batch_size:int=CONFIG, # images per forward and per shard; tokens do not depend on it
-               math_batch_size:int=CONFIG, # the original's batch: AdamW's eps is 1e-8 x this
-               top_k:int=CONFIG, # concepts per image whose phrases regularise the token
-               lambda_cos:float=CONFIG, # weight of the template loss
-               lambda_gpt:float=CONFIG, # weight of the GPT loss
-               ema_decay:float=CONFIG, # EMA of the token
-               seed:int=CONFIG, # with the image name, seeds every draw of that image
-               cache_dir:str=None, # image-feature cache
-               device:str=None, # where the models run
-               precision:str=None, # mixed precision
-               original_layout:bool=False, # also write the original's three files to OUT/original/
-               missing_images:str='error', # an incomplete download's missing images
-               truncated_images:str='error', # an incomplete download's truncated images
-               no_progress:bool=False, # hide progress bars
-              ):
+def searle_oti(
+    concepts:str, # the concept table of these images (searle-concepts)
+    phrases:str, # the phrase file (searle-phrases, or the released GPTNeo27B.zip)
+    dataset:str=None, # whose references are inverted ('imagenet' and 'folder': every image)
+    dataset_path:str=None, # the dataset's folder
+    out:str='runs/oti', # oti_pseudo_tokens.pt and config.json (and the shards, until the merge)
+    split:str=None, # default: the validation split ('test' for ImageNet)
+    clip=clip_options, settings=oti_options, # the CLIP; OTI's settings
+    cache_dir:str=None, # image-feature cache
+    run=run_options, # device, precision, incomplete downloads, progress
+    original_layout:bool=False, # also write the original's three files to OUT/original/
+):
     ("Stage 2: invert every image into a pseudo token (resumable; `accelerate launch` / `torchrun` "
      "split the work).")
-    opts = dict(locals())
-    check_output(out); check_precision(precision, device)
-    check_input(concepts, 'CONCEPTS'); check_input(phrases, 'PHRASES')
-    from searle import oti
-    from searle.clip import load_clip, model_preprocess
-    from searle.runs import LeftOut
-    lo = LeftOut()
-    # checked before CLIP is loaded
-    refs = _images(dataset, dataset_path, split, 'references', missing_images, lo)
-    cfg = stage_config(oti.OTIConfig, searle_oti, opts, precision=precision)
-    model = load_clip(clip_model, device='cpu')
-    path = oti.run_oti(model, refs, concepts, phrases, out, cfg,
-                       preprocess=model_preprocess(model, preprocess), cache_dir=cache_dir,
-                       device=device, progress=not no_progress, original_layout=original_layout,
-                       truncated=truncated_images, left_out=lo)
-    print(path)
-    _left_out_line(lo, missing_images, truncated_images, f'{out}/left_out.json')
-    return path
+    refs = _oti_inputs(out, concepts, phrases, dataset, dataset_path, split, run)
+    from searle.oti import run_oti
+    model, preprocess = _loaded_clip(clip)
+    path = run_oti(model, refs, concepts, phrases, out,
+                   dataclasses.replace(settings, precision=run['precision']), preprocess=preprocess,
+                   cache_dir=cache_dir, original_layout=original_layout,
+                   **_keys(run, 'device', 'progress', 'truncated', 'left_out'))
+    return _report(path, run, f'{out}/left_out.json')
 
-# %% ../nbs/16_cli.ipynb #f2e76c84
-@command(required=('dataset', 'dataset_path'), choices={'dataset': ('imagenet', 'folder')},
-         config='searle.phi:PhiConfig',
-         resume='checkpoints are in {out}/checkpoints (every --save-every epochs); '
-                'the same command resumes from the newest')
-def searle_train_phi(tokens:str, # the images' OTI pseudo tokens (searle-oti)
-                     concepts:str, # their concept table (searle-concepts)
-                     phrases:str, # the phrase file
-                     # the unlabelled images: 'imagenet' (the paper: ImageNet1K test) or 'folder'
-                     dataset:str=None,
-                     dataset_path:str=None, # their folder
-                     # checkpoints, logs and phi_final.pt; an existing run resumes
-                     out:str='runs/phi',
-                     split:str=None, # default: 'test' for ImageNet
-                     # openai name or file, open_clip:ARCH/PRETRAINED or hf:REPO_OR_FOLDER
-                     clip_model:str='ViT-B/32',
-                     preprocess:str='targetpad', # image preprocessing
-                     epochs:int=CONFIG, # training epochs
-                     batch_size:int=CONFIG, # images per step
-                     lr:float=CONFIG, # AdamW learning rate
-                     weight_decay:float=CONFIG, # AdamW weight decay
-                     tau:float=CONFIG, # temperature of the contrastive distillation loss
-                     lambda_distil:float=CONFIG, # weight of the distillation loss
-                     lambda_gpt:float=CONFIG, # weight of the GPT loss
-                     top_k:int=CONFIG, # concepts per image whose phrases regularise phi
-                     dropout:float=CONFIG, # phi's dropout
-                     seed:int=CONFIG, # seeds phi's initialisation and every draw
-                     save_every:int=CONFIG, # checkpoint every N epochs
-                     val_dataset:str=CONFIG, # validation benchmark after every epoch
-                     val_path:str=None, # its folder (no validation without it)
-                     cache_dir:str=None, # image-feature cache (default: OUT/features)
-                     device:str=None, # where the models run
-                     precision:str=None, # mixed precision
-                     missing_images:str='error', # the validation set's missing images
-                     truncated_images:str='error', # an incomplete download's truncated images
-                     no_progress:bool=False, # hide progress bars
-                    ):
-    ("Stage 3: distil phi from OTI tokens (resumable; `accelerate launch` / `torchrun` for data "
-     "parallelism).")
-    opts = dict(locals())
-    check_output(out); check_precision(precision, device)
+# %% ../nbs/16_cli.ipynb #4e0c2991
+@option_group
+def phi_options(
+    epochs:int=CONFIG, # training epochs
+    batch_size:int=CONFIG, # images per step
+    lr:float=CONFIG, # AdamW learning rate
+    weight_decay:float=CONFIG, # AdamW weight decay
+    tau:float=CONFIG, # temperature of the contrastive distillation loss
+    lambda_distil:float=CONFIG, # weight of the distillation loss
+    lambda_gpt:float=CONFIG, # weight of the GPT loss
+    top_k:int=CONFIG, # concepts per image whose phrases regularise phi
+    dropout:float=CONFIG, # phi's dropout
+    seed:int=CONFIG, # seeds phi's initialisation and every draw
+    save_every:int=CONFIG, # checkpoint every N epochs
+    val_dataset:str=CONFIG, # validation benchmark after every epoch
+    val_path:str=None, # its folder (no validation without it)
+) -> 'PhiConfig':
+    "phi's settings: a `PhiConfig` of the options given, the others its defaults."
+    from searle.phi import PhiConfig
+    return stage_config(PhiConfig, phi_options, locals(), val_path=val_path)
+
+# %% ../nbs/16_cli.ipynb #3edb5460
+def _phi_inputs(out, tokens, concepts, phrases, dataset, dataset_path, split, settings,
+                run:dict):
+    "phi's checks before any work, in order; the unlabelled images."
+    check_output(out); check_precision(run['precision'], run['device'])
     check_input(tokens, 'TOKENS', 'any'); check_input(concepts, 'CONCEPTS')
     check_input(phrases, 'PHRASES')
-    from searle.phi import PhiConfig, run_train_phi
     from searle.clip import load_pseudo_tokens
     images = _images(dataset, dataset_path, split, 'images')
     load_pseudo_tokens(tokens)  # readable, and every token finite
-    cfg = stage_config(PhiConfig, searle_train_phi, opts, val_path=val_path, precision=precision)
-    if val_path: _images(cfg.val_dataset, val_path, 'val', 'images', missing_images)  # first
-    path = run_train_phi(clip_model, images, tokens, concepts, phrases, out, cfg,
-                         preprocess=preprocess, cache_dir=cache_dir, device=device,
-                         progress=not no_progress, missing=missing_images,
-                         truncated=truncated_images)
+    if settings.val_path:  # before any image is encoded
+        _images(settings.val_dataset, settings.val_path, 'val', 'images', run['missing'])
+    return images
+
+# %% ../nbs/16_cli.ipynb #f2e76c84
+@command(required=('dataset', 'dataset_path'), config='searle.phi:PhiConfig',
+         choices={'dataset': ('imagenet', 'folder')}, resume='checkpoints are in {out}/checkpoints '
+         '(every --save-every epochs); the same command resumes from the newest')
+def searle_train_phi(
+    tokens:str, # the images' OTI pseudo tokens (searle-oti)
+    concepts:str, # their concept table (searle-concepts)
+    phrases:str, # the phrase file
+    dataset:str=None, # the unlabelled images: 'imagenet' (the paper: ImageNet1K test) or 'folder'
+    dataset_path:str=None, # their folder
+    out:str='runs/phi', # checkpoints, logs and phi_final.pt; an existing run resumes
+    split:str=None, # default: 'test' for ImageNet
+    cache_dir:str=None, # image-feature cache (default: OUT/features)
+    clip=clip_options, settings=phi_options, run=run_options, # the option groups
+):
+    ("Stage 3: distil phi from OTI tokens (resumable; `accelerate launch` / `torchrun` for data "
+     "parallelism).")
+    imgs = _phi_inputs(out, tokens, concepts, phrases, dataset, dataset_path, split, settings, run)
+    from searle.phi import run_train_phi
+    path = run_train_phi(clip['clip_model'], imgs, tokens, concepts, phrases, out,
+                         dataclasses.replace(settings, precision=run['precision']),
+                         preprocess=clip['preprocess'], cache_dir=cache_dir,
+                         **_keys(run, 'device', 'progress', 'missing', 'truncated'))
     print(path)
     return path
 
 # %% ../nbs/16_cli.ipynb #bb58522a
-def _method_inputs(eval_type, template, dataset, dataset_path, split, missing_images, clip_model,
-                   tokens, phi_checkpoint, device, cache_dir) -> tuple:
+@option_group
+def method_options(
+    eval_type:str='oti', # where pseudo tokens come from, or a baseline
+    clip_model:str=None, # a CLIP spec; default: the one the tokens' or phi's run recorded
+    template:str=None, # the query prompt
+    preprocess:str='targetpad', # image preprocessing
+    batch_size:int=32, # images per forward
+    cache_dir:str=None, # image-feature cache (and released weights)
+) -> dict:
+    "The method of validation and submission: where its tokens come from, its CLIP and prompt."
+    return dict(locals())
+
+def _method_inputs(dataset, dataset_path, split, tokens, phi_checkpoint, method:dict,
+                   run:dict) -> tuple:
     "Validation's and submission's checks before any work, then the CLIP and the method's inputs."
     from searle import retrieval
+    template, eval_type = method['template'], method['eval_type']
     if template:  # a template without {caption} (or $ for a pseudo-word method) fails now
         retrieval.check_template(template, get_method(eval_type).baseline is None)
-    _images(dataset, dataset_path, split, 'images', missing_images)  # before any CLIP loads
-    model, src = retrieval.load_method(eval_type, clip_model, tokens, phi_checkpoint, device,
-                                       cache_dir)
+    _images(dataset, dataset_path, split, 'images', run['missing'])  # before any CLIP loads
+    model, src = retrieval.load_method(eval_type, method['clip_model'], tokens, phi_checkpoint,
+                                       run['device'], method['cache_dir'])
     if template: src['template'] = template
     return model, src
 
 # %% ../nbs/16_cli.ipynb #47507972
 @command(required=('dataset', 'dataset_path'), choices={'dataset': BENCHMARKS},
          resume='no metrics were written (image features already cached are kept)')
-def searle_validate(dataset:str=None, # the benchmark ('fashioniq', 'cirr' or 'circo')
-                    dataset_path:str=None, # the benchmark's folder
-                    out:str='runs/validate', # metrics.json and config.json are written here
-                    eval_type:str='oti', # where pseudo tokens come from, or a baseline
-                    tokens:str=None, # pseudo-token file for --eval-type oti
-                    # phi weights for --eval-type phi (or a local copy of the released ones)
-                    phi_checkpoint:str=None,
-                    # a CLIP spec; default: the one the tokens' or phi's run recorded
-                    clip_model:str=None,
-                    template:str=None, # the query prompt
-                    preprocess:str='targetpad', # image preprocessing
-                    split:str='val', # the split with targets
-                    batch_size:int=32, # images per forward
-                    cache_dir:str=None, # image-feature cache (and released weights)
-                    device:str=None, # where the models run
-                    no_progress:bool=False, # hide progress bars
-                    precision:str=None, # mixed precision
-                    missing_images:str='error', # an incomplete download's missing images
-                    truncated_images:str='error', # an incomplete download's truncated images
-                   ):
+def searle_validate(
+    dataset:str=None, # the benchmark ('fashioniq', 'cirr' or 'circo')
+    dataset_path:str=None, # the benchmark's folder
+    out:str='runs/validate', # metrics.json and config.json are written here
+    method=method_options, # --eval-type, its CLIP and prompt
+    tokens:str=None, # pseudo-token file for --eval-type oti
+    # phi weights for --eval-type phi (or a local copy of the released ones)
+    phi_checkpoint:str=None,
+    split:str='val', # the split with targets
+    run=run_options, # device, precision, incomplete downloads, progress
+):
     "Validate one method on a benchmark; writes OUT/metrics.json (percent) beside OUT/config.json."
-    check_output(out); check_precision(precision, device)
+    check_output(out); check_precision(run['precision'], run['device'])
     from searle import retrieval
-    from searle.runs import LeftOut
-    model, src = _method_inputs(eval_type, template, dataset, dataset_path, split, missing_images,
-                                clip_model, tokens, phi_checkpoint, device, cache_dir)
-    lo = LeftOut()
+    model, src = _method_inputs(dataset, dataset_path, split, tokens, phi_checkpoint, method, run)
     metrics = retrieval.run_validation(
-        dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out,
-        split=split, batch_size=batch_size, cache_dir=cache_dir, device=device,
-        progress=not no_progress, precision=precision, missing=missing_images,
-        truncated=truncated_images, left_out=lo, **src)
-    print(json.dumps(metrics, indent=1))
-    _left_out_line(lo, missing_images, truncated_images, f'{out}/left_out.json')
-    return metrics
+        dataset, dataset_path, clip_model=model, preprocess=method['preprocess'], out_dir=out,
+        split=split, **_keys(method, 'batch_size', 'cache_dir'), **run, **src)
+    return _report(metrics, run, f'{out}/left_out.json', json.dumps(metrics, indent=1))
 
 # %% ../nbs/16_cli.ipynb #98e8e234
 @command(required=('dataset', 'dataset_path'), choices={'dataset': ('cirr', 'circo')},
          resume='no server files were written (image features already cached are kept)')
-def searle_submit(dataset:str=None, # 'cirr' or 'circo'
-                  dataset_path:str=None, # the benchmark's folder
-                  out:str='runs/submit', # the server files and config.json are written here
-                  eval_type:str='oti', # where pseudo tokens come from, or a baseline
-                  # pseudo-token file for --eval-type oti (computed on the test split's references)
-                  tokens:str=None,
-                  phi_checkpoint:str=None, # phi weights for --eval-type phi
-                  # a CLIP spec; default: the one the tokens' or phi's run recorded
-                  clip_model:str=None,
-                  template:str=None, # the query prompt
-                  preprocess:str='targetpad', # image preprocessing
-                  split:str=None, # default: 'test1' (CIRR) / 'test' (CIRCO)
-                  batch_size:int=32, # images per forward
-                  cache_dir:str=None, # image-feature cache (and released weights)
-                  device:str=None, # where the models run
-                  no_progress:bool=False, # hide progress bars
-                  precision:str=None, # mixed precision
-                  missing_images:str='error', # an incomplete download's missing images
-                  truncated_images:str='error', # an incomplete download's truncated images
-                 ):
+def searle_submit(
+    dataset:str=None, # 'cirr' or 'circo'
+    dataset_path:str=None, # the benchmark's folder
+    out:str='runs/submit', # the server files and config.json are written here
+    method=method_options, # --eval-type, its CLIP and prompt
+    # pseudo-token file for --eval-type oti (computed on the test split's references)
+    tokens:str=None,
+    phi_checkpoint:str=None, # phi weights for --eval-type phi
+    split:str=None, # default: 'test1' (CIRR) / 'test' (CIRCO)
+    run=run_options, # device, precision, incomplete downloads, progress
+):
     "Write (and check) the evaluation-server JSON files of one method."
-    check_output(out); check_precision(precision, device)
+    check_output(out); check_precision(run['precision'], run['device'])
     from searle import retrieval
-    from searle.runs import LeftOut
     split = split or {'cirr': 'test1', 'circo': 'test'}[dataset]
-    model, src = _method_inputs(eval_type, template, dataset, dataset_path, split, missing_images,
-                                clip_model, tokens, phi_checkpoint, device, cache_dir)
-    lo = LeftOut()
+    model, src = _method_inputs(dataset, dataset_path, split, tokens, phi_checkpoint, method, run)
     paths = retrieval.run_submission(
-        dataset, dataset_path, clip_model=model, preprocess=preprocess, out_dir=out,
-        split=split, batch_size=batch_size, cache_dir=cache_dir, device=device,
-        progress=not no_progress, precision=precision, missing=missing_images,
-        truncated=truncated_images, left_out=lo, **src)
-    for k, p in paths.items(): print(f'{k}: {p}')
-    _left_out_line(lo, missing_images, truncated_images, f'{out}/left_out.json')
-    return paths
+        dataset, dataset_path, clip_model=model, preprocess=method['preprocess'], out_dir=out,
+        split=split, **_keys(method, 'batch_size', 'cache_dir'), **run, **src)
+    shown = '\n'.join(f'{k}: {p}' for k, p in paths.items())
+    return _report(paths, run, f'{out}/left_out.json', shown)
 
 # %% ../nbs/16_cli.ipynb #a5b62f22
 @command(required=('dataset_path',))
@@ -653,6 +716,39 @@ def searle_build_world(out:str=None, # folder for clip.pt, clip.json and gpt/
     from searle import world
     print(world.train_world_models(out, seed=seed, progress=not no_progress))
 
+# %% ../nbs/16_cli.ipynb #529b4c20
+@option_group
+def token_sources(
+    phi:str=None, # a phi checkpoint file; default: the backbone's own
+    phrases:str=None, # OTI's GPT phrases (searle-phrases); default: the world's
+    vocabulary:str=None, # OTI's concepts (a CSV); default: the world's, else Open Images'
+) -> dict:
+    "Where a retriever's pseudo words come from: phi's file, OTI's phrases and concepts."
+    return dict(phi=phi, phrases=phrases, vocabulary=vocabulary)
+
+def _query_clip(method:str, clip_model:str|None) -> str:
+    "The CLIP a query runs on: the one given, else the released method's, else the world's."
+    m = get_method(method)  # an unknown method fails first
+    if clip_model or not m.release: return clip_model or 'world'
+    from searle.retrieval import method_clip
+    return method_clip(m)
+
+# %% ../nbs/16_cli.ipynb #8f19f833
+def _query_inputs(reference, gallery, sources:dict):
+    "Fail now on a gallery that is no folder, a reference that is no file, a source not there."
+    if not Path(gallery).is_dir():
+        raise FileNotFoundError(f"--gallery {gallery}: expected a folder of images, found nothing")
+    if not (Path(reference).is_file() or (Path(gallery)/reference).is_file()):
+        raise FileNotFoundError(f"no reference image at {reference} (nor in the gallery {gallery})")
+    for k, v in sources.items():
+        if v is not None: check_input(v, f'--{k}')
+
+def _print_hits(hits, as_json:bool):
+    "Print ranked matches: a JSON list of {rank, name, score}, or one line each."
+    rows = [{'rank': m.rank, 'name': m.name, 'score': round(m.score, 6)} for m in hits]
+    if as_json: print(json.dumps(rows, indent=1))
+    for m in ([] if as_json else hits): print(f'{m.rank:4d}  {m.score:.4f}  {m.name}')
+
 # %% ../nbs/16_cli.ipynb #c13a0002
 @command(required=('gallery',))
 def searle_query(
@@ -662,34 +758,21 @@ def searle_query(
     top_k:int=10, # how many results (also --k)
     method:str='phi', # how the query is made
     clip_model:str=None, # a CLIP spec or file; default: the release's, else the world's
-    phi:str=None, # a phi checkpoint file; default: the backbone's own
-    phrases:str=None, # OTI's GPT phrases (searle-phrases); default: the world's
-    vocabulary:str=None, # OTI's concepts (a CSV); default: the world's, else Open Images'
+    sources=token_sources, # --phi, --phrases, --vocabulary
     json:bool=False, # print a JSON list of {rank, name, score}
     cache_dir:str=None, # gallery features and downloaded weights; default: ~/.cache/searle
     device:str=None, # where the models run
     no_progress:bool=False, # hide the progress bar of the gallery's features
 ):
     "Rank a folder of images for a reference image changed as a caption says; prints the top K."
-    from searle.methods import get_method
-    m = get_method(method)
-    if not Path(gallery).is_dir():
-        raise FileNotFoundError(f"--gallery {gallery}: expected a folder of images, found nothing")
-    if not (Path(reference).is_file() or (Path(gallery)/reference).is_file()):
-        raise FileNotFoundError(f"no reference image at {reference} (nor in the gallery {gallery})")
-    for opt, v in (('--phi', phi), ('--phrases', phrases), ('--vocabulary', vocabulary)):
-        if v is not None: check_input(v, opt)
+    clip_model = _query_clip(method, clip_model)
+    _query_inputs(reference, gallery, sources)
     from searle.api import ComposedRetriever
-    from searle.retrieval import method_clip
-    clip_model = clip_model or (method_clip(m) if m.release else 'world')
-    r = ComposedRetriever.from_pretrained(clip_model, phi=phi, phrases=phrases,
-                                          vocabulary=vocabulary, cache_dir=cache_dir, device=device)
+    r = ComposedRetriever.from_pretrained(clip_model, **sources, cache_dir=cache_dir, device=device)
     hits = r.index(gallery, progress=not no_progress).search(reference, caption, top_k, method)
     if not hits:
         raise ValueError(f"--gallery {gallery}: nothing to rank, its only image is the reference")
-    rows = [{'rank': m.rank, 'name': m.name, 'score': round(m.score, 6)} for m in hits]
-    if json: print(_json.dumps(rows, indent=1))
-    for m in ([] if json else hits): print(f'{m.rank:4d}  {m.score:.4f}  {m.name}')
+    _print_hits(hits, json)
     return hits
 
 # %% ../nbs/16_cli.ipynb #c13a0007
