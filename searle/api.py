@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch import Tensor
+from torch import Tensor, nn
 
 # %% auto #0
 __all__ = ['logger', 'MAX_IMAGE_BYTES', 'documented', 'open_image', 'train_world_phi', 'world_phi_path', 'world_phrases_path',
@@ -28,11 +28,11 @@ from .clip import (ImageList, _is_truncation, as_clip, backbone, extract_feature
 from .data import Query, load_dataset
 from .concepts import cached_concept_features, load_vocabulary, top_concepts
 from .phrases import load_phrases
-from .methods import METHODS, OWN_METHODS, Method, get_method
-from .retrieval import query_features, rank_gallery, reference_tokens, validate
+from .methods import METHODS, NETWORKS, OWN_METHODS, Method, get_method
+from .retrieval import (NETWORK_LOADERS, query_features, rank_gallery, reference_tokens,
+                             validate)
 from .oti import OTIConfig, invert
-from .phi import (PHI_RELEASES, Phi, check_phi_for_clip, load_phi, load_phi_token_fn,
-                        phi_token_fn, save_phi)
+from .phi import PHI_RELEASES, load_phi, phi_token_fn, save_phi
 from . import world
 from .demo import WORLD_PHI, DemoConfig, run_world
 import clip  # openai's (searle.clip has silenced its import warning)
@@ -184,23 +184,28 @@ def image_features(model, preprocess:Callable, image, # a file, the bytes of one
 class ComposedRetriever:
     "Composed image retrieval: a CLIP, the methods' token sources, and an indexed gallery."
     def __init__(self, model, # a CLIP of any family, or a `load_clip` spec
-                 phi=None, # method 'phi': a `Phi`, a phi file, or a release ('searle', 'searle-xl')
+                 # the network methods' weights, {network: a file, a release or a loaded network},
+                 # e.g. {'phi': 'phi.pt', 'pic2word': 'pic2word_model.pt'} (`NETWORKS`)
+                 networks:dict|None=None,
                  oti:OTISetup|None=None, # method 'oti': its concepts, phrases and settings
                  preprocess='targetpad', # 'targetpad', 'clip' or a callable: PIL image -> [3, H, W]
                  cache_dir=None, # gallery features, released weights (None: `default_cache_dir()`)
                  device=None): # None: CUDA when available
-        "A retriever without a gallery (see `index`); phi and OTI's inputs load on first use."
+        "A retriever without a gallery (see `index`); networks and OTI's inputs load on first use."
         self.device = resolve_device(device)
         self.model = as_clip(model, self.device)
         self.preprocess = model_preprocess(self.model, preprocess)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.phi, self.oti = phi, oti
-        self.gallery, self.features, self._row, self._phi_fns, self._tokens = None, None, {}, {}, {}
+        self.networks, self.oti = {k: v for k, v in (networks or {}).items() if v is not None}, oti
+        if unknown := [k for k in self.networks if k not in NETWORKS]:
+            raise ValueError(f"networks: unknown {unknown}; expected some of {list(NETWORKS)}")
+        self.gallery, self.features, self._row, self._token_fns, self._tokens = None, None, {}, {}, {}
 
     @classmethod
     def from_pretrained(
         cls, clip_model='world', # 'world', 'ViT-B/32', 'ViT-L/14', any CLIP spec/file
         phi=None, # None: the backbone's own (the world's, 'searle', 'searle-xl')
+        lincir=None, pic2word=None, # their networks' weights (files); None: not offered
         phrases=None, vocabulary=None, # OTI's; None: the world's (others: none)
         oti_config:OTIConfig|None=None, **kwargs): # preprocess, cache_dir, device
         "A retriever for a backbone by name, with its own token sources."
@@ -211,12 +216,12 @@ class ComposedRetriever:
             clip_model, vocabulary = world.world_clip_path(), vocabulary or world.world_concepts()
         phi = phi or {v['clip']: k for k, v in PHI_RELEASES.items()}.get(str(clip_model))
         oti = None if phrases is None else OTISetup(phrases, vocabulary, oti_config or OTIConfig())
-        return cls(clip_model, phi, oti, **kwargs)
+        return cls(clip_model, dict(phi=phi, lincir=lincir, pic2word=pic2word), oti, **kwargs)
 
     def methods(self) -> tuple[str, ...]:
         "The methods this retriever has the inputs for."
-        have = {'phi': self.phi is not None, 'oti': self.oti is not None}
-        return tuple(n for n in OWN_METHODS if have.get(n, True))
+        have = {'oti': self.oti is not None} | {n: n in self.networks for n in NETWORKS}
+        return tuple(n for n in OWN_METHODS if have.get(METHODS[n].tokens, True))
 
     def index(self, images, # a folder (recursive), a list of image files, or an `ImageList`
               batch_size:int=32, progress:bool=False) -> ComposedRetriever:
@@ -252,26 +257,26 @@ class ComposedRetriever:
         if key not in self._tokens:
             if m.tokens == 'oti':
                 tok = oti_token(self.model, feats, self._oti(), self.cache_dir, progress)
-            elif m.tokens == 'phi':
-                tok = reference_tokens(['reference'], None, self._phi_fn(m), feats)[0]
-            else: raise ValueError(f"method {m.name!r} makes no pseudo word; 'phi' and 'oti' do")
+            elif m.network:
+                tok = reference_tokens(['reference'], None, self._token_fn(m), feats)[0]
+            else: raise ValueError(f"method {m.name!r} makes no pseudo word; "
+                                   "OTI and the network methods do")
             # oldest first
             while len(self._tokens) >= 256: self._tokens.pop(next(iter(self._tokens)))
             self._tokens[key] = tok
         return self._tokens[key]
 
-    def _phi_fn(self, m:Method) -> Callable:
-        src = m.release or self.phi
+    def _token_fn(self, m:Method) -> Callable:
+        src, net = m.release or self.networks.get(m.network), NETWORK_LOADERS[m.network]
         if src is None:
-            raise ValueError("method 'phi' needs a phi: give phi= (a checkpoint file, or "
-                             "'searle' / 'searle-xl' for ViT-B/32 / ViT-L/14; the commands: --phi)")
-        key = str(src) if isinstance(src, (str, os.PathLike)) else id(src)  # a file, or a `Phi`
-        if key not in self._phi_fns:
-            if isinstance(src, Phi):
-                check_phi_for_clip(src, self.model); fn = phi_token_fn(src, self.device)
-            else: fn = load_phi_token_fn(src, self.model, self.device, self.cache_dir)
-            self._phi_fns[key] = fn
-        return self._phi_fns[key]
+            raise ValueError(f"method {m.name!r} needs its {m.network} weights: give "
+                             f"{m.network}= (a checkpoint file, or a release of "
+                             f"{sorted(net.releases)}; the commands: --{m.network})")
+        key = (m.network, str(src) if isinstance(src, (str, os.PathLike)) else id(src))
+        if key not in self._token_fns:  # a file or release, or a network already loaded
+            self._token_fns[key] = (net.token_fn(src, self.device) if isinstance(src, nn.Module)
+                                    else net.load(src, self.model, self.device, self.cache_dir))
+        return self._token_fns[key]
 
     def _oti(self) -> OTISetup:
         if self.oti is None:

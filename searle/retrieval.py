@@ -4,10 +4,10 @@
 
 # %% ../nbs/10_retrieval.ipynb #6a9e39bd
 from __future__ import annotations
-import collections, datetime, json, logging, math
+import collections, dataclasses, datetime, json, logging, math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import pandas as pd
 import torch
@@ -21,35 +21,49 @@ from .clip import (ImageList, as_clip, load_clip, make_preprocess, model_preproc
                          load_pseudo_tokens, model_fingerprint)
 from .clip import check_tokens_for_clip, clip_record
 from .data import *
-from .runs import (LeftOut, RunLock, check_incomplete_options, check_resume, locks_output,
+from .runs import (Job, LeftOut, RunLock, check_incomplete_options, check_resume, locks_output,
                          run_record)
 from .metrics import *
 from .methods import *
-from .phi import PHI_RELEASES, load_phi_token_fn
+from .phi import PHI_RELEASES, load_phi_token_fn, phi_token_fn
+from .lincir import LINCIR_RELEASES, lincir_token_fn, load_lincir_token_fn
+from .pic2word import PIC2WORD_RELEASES, load_pic2word_token_fn, pic2word_token_fn
 
 # %% auto #0
-__all__ = ['logger', 'TEXT_TEMPLATE', 'BASELINES', 'RECALL_KS', 'SUBSET_KS', 'MAP_KS', 'ASPECT_MAP_K', 'TOP_K',
-           'VALIDATE_OPTIONS', 'query_prompts', 'check_template', 'reference_tokens', 'query_features', 'rank_gallery',
-           'benchmark_metrics', 'Retrieval', 'retrieve', 'validate', 'validate_benchmark', 'results_table',
-           'cirr_submissions', 'circo_submission', 'check_submission', 'score_circo_submission', 'recorded_clip',
-           'method_clip', 'check_method', 'method_source', 'load_method', 'run_validation', 'run_submission']
+__all__ = ['logger', 'TEXT_TEMPLATE', 'CAPTION_JOINS', 'BASELINES', 'RECALL_KS', 'SUBSET_KS', 'MAP_KS', 'ASPECT_MAP_K', 'TOP_K',
+           'NETWORK_LOADERS', 'PROTOCOLS', 'PROTOCOL_CHOICES', 'VALIDATE_OPTIONS', 'query_prompts', 'check_template',
+           'reference_tokens', 'query_features', 'rank_gallery', 'benchmark_metrics', 'Retrieval', 'retrieve',
+           'validate', 'validate_benchmark', 'results_table', 'cirr_submissions', 'circo_submission',
+           'check_submission', 'score_circo_submission', 'recorded_clip', 'Network', 'checkpoint_option', 'method_clip',
+           'check_method', 'method_source', 'load_method', 'Protocol', 'method_protocol', 'run_validation',
+           'run_submission']
 
 # %% ../nbs/10_retrieval.ipynb #8f5a6d1c
 logger = logging.getLogger(__name__)
 
 # %% ../nbs/10_retrieval.ipynb #74334806
 TEXT_TEMPLATE = '{caption}'  # the text-only baseline encodes the caption alone
+# how FashionIQ's two captions make prompts: SEARLE's two prompts, or Pic2Word's one
+CAPTION_JOINS = ('both-orders', 'second-and-first')
 
+def _captions(query:Query, join:str) -> list[str]:
+    "The caption of each prompt of `query`: FashionIQ's two joined as `join` says."
+    if len(query.captions) == 1: return list(query.captions)
+    if len(query.captions) != 2: raise ValueError(f"query {query.id}: expected one or two "
+                                                  f"captions, found {len(query.captions)}")
+    if join == 'second-and-first': return [f'{query.captions[1]} and {query.captions[0]}']
+    if join != 'both-orders':
+        raise ValueError(f"caption join {join!r}; expected one of {', '.join(CAPTION_JOINS)}")
+    c1, c2 = (c.strip('.?, ') for c in query.captions)
+    return [f'{c1} and {c2}', f'{c2} and {c1}']
+
+# %% ../nbs/10_retrieval.ipynb #1cdd4c80
 def query_prompts(query:Query, # one query of any benchmark
                   template:str=QUERY_TEMPLATE, # fields: {caption}, {shared_concept}
+                  join:str='both-orders', # FashionIQ's two captions (`CAPTION_JOINS`)
                  ) -> list[str]:
-    "The prompt(s) of a query: one for CIRR / CIRCO, two (both caption orders) for FashionIQ."
-    if len(query.captions) == 1: caps = list(query.captions)
-    elif len(query.captions) == 2:
-        c1, c2 = (c.strip('.?, ') for c in query.captions)
-        caps = [f'{c1} and {c2}', f'{c2} and {c1}']
-    else: raise ValueError(f"query {query.id}: expected one or two captions, "
-                           f"found {len(query.captions)}")
+    "The prompt(s) of a query: one for CIRR / CIRCO, one or two (`join`) for FashionIQ."
+    caps = _captions(query, join)
     if '{shared_concept}' in template and query.shared_concept is None:
         raise ValueError(f"template {template!r} uses {{shared_concept}}, but query {query.id} "
                          "has none (only CIRCO's queries do)")
@@ -118,10 +132,10 @@ def _average_prompts(feats:Tensor, owner:Tensor, n:int) -> Tensor:
     return F.normalize(out, dim=-1)
 
 def _encode_prompts(model, queries, template, ref_tokens, ref_row, batch_size, progress,
-                    precision='fp32'):
+                    precision='fp32', join='both-orders'):
     prompts, owner = [], []
     for qi, q in enumerate(queries):
-        ps = query_prompts(q, template); prompts += ps; owner += [qi] * len(ps)
+        ps = query_prompts(q, template, join); prompts += ps; owner += [qi] * len(ps)
     owner, feats = torch.tensor(owner, dtype=torch.long), []
     with torch.no_grad(), autocast(precision, next(model.parameters()).device):
         for s in progress_bar(range(0, len(prompts), batch_size), progress, desc='query features'):
@@ -151,6 +165,7 @@ def query_features(model, queries:Sequence[Query], # the queries to encode
                    ref_features:Tensor|None=None, # [R, D] features of `ref_names` (image baselines)
                    baseline:str|None=None, # None (pseudo tokens), 'image', 'text' or 'image+text'
                    template:str=QUERY_TEMPLATE, text_template:str=TEXT_TEMPLATE,
+                   join:str='both-orders', # FashionIQ's two captions (`CAPTION_JOINS`)
                    batch_size:int=256, progress:bool=False,
                    precision:str|None=None, # text autocast (searle.core); None: device default
                   ) -> Tensor:
@@ -160,11 +175,11 @@ def query_features(model, queries:Sequence[Query], # the queries to encode
     ref_row = torch.tensor([pos[q.reference] for q in queries], dtype=torch.long)  # [Q]
     if baseline is None:
         return _encode_prompts(model, queries, template, ref_tokens, ref_row, batch_size, progress,
-                               precision)
+                               precision, join)
     img = F.normalize(ref_features[ref_row].float(), dim=-1) if baseline != 'text' else None
     if baseline == 'image': return img
     txt = _encode_prompts(model, queries, text_template, None, ref_row, batch_size, progress,
-                          precision)
+                          precision, join)
     return txt if baseline == 'text' else F.normalize(img + txt, dim=-1)
 
 # %% ../nbs/10_retrieval.ipynb #02179a85
@@ -356,27 +371,12 @@ def _features(model, images:ImageList, preprocess, memo:dict|None, left_out:Left
     return feats
 
 # %% ../nbs/10_retrieval.ipynb #29cb6a02
-def retrieve(model, dataset:CIRDataset, preprocess:Callable, # PIL image → tensor
-             tokens=None, token_fn:Callable|None=None, baseline:str|None=None, # exactly one
-             template:str=QUERY_TEMPLATE, text_template:str=TEXT_TEMPLATE,
-             k:int=TOP_K, batch_size:int=32, text_batch_size:int=256, device=None, cache_dir=None,
-             backend:str='torch', max_queries:int|None=None, progress:bool=True, num_workers:int=0,
-             memo:dict|None=None, # an in-memory feature cache shared between calls
-             precision:str|None=None, # 'fp32', 'amp' or 'bf16' (all features); None: device default
-             truncated:str='error', # 'error' or 'decode' (decode truncated files as the original)
-             left_out:LeftOut|None=None, # collects the truncated images decoded
-            ) -> Retrieval:
-    "Rank `dataset`'s gallery for its queries with one method (pseudo tokens or a baseline)."
-    precision = resolve_precision(precision, next(model.parameters()).device)
+def _query_side(model, dataset, queries, gfeat, index_of, preprocess, memo, fkw, tokens, token_fn,
+                baseline, template, join, text_batch_size) -> Tensor:
+    "The queries' features [Q, D]: the references' tokens or features, then the prompts."
     if sum(x is not None for x in (tokens, token_fn, baseline)) != 1:
         raise ValueError("choose exactly one method: tokens (a file or table), "
                          "token_fn (e.g. phi) or baseline")
-    queries = dataset.queries()[:max_queries]
-    if not queries: raise ValueError(f"{dataset!r} has no queries to retrieve for")
-    fkw = dict(batch_size=batch_size, device=device, cache_dir=cache_dir, progress=progress,
-               num_workers=num_workers, precision=precision, truncated=truncated, left_out=left_out)
-    gal = dataset.gallery(); gfeat = _features(model, gal, preprocess, memo, **fkw)  # [N, D]
-    index_of = {n: i for i, n in enumerate(gal.names)}
     refs = ImageList(*map(list, zip(*[(n, dataset.image_path(n))
                                       for n in dict.fromkeys(q.reference for q in queries)])))
     rfeat = None
@@ -385,13 +385,43 @@ def retrieve(model, dataset:CIRDataset, preprocess:Callable, # PIL image → ten
                  else _features(model, refs, preprocess, memo, **fkw))
     rtok = None if baseline else reference_tokens(refs.names, tokens, token_fn, rfeat,
                                                   text_batch_size, next(model.parameters()).device)
-    qf = query_features(model, queries, refs.names, rtok, rfeat, baseline, template, text_template,
-                        text_batch_size, progress, precision)
-    exclude = (torch.tensor([index_of.get(q.reference, -1) for q in queries])
-               if dataset.exclude_reference else None)
-    v, i = rank_gallery(qf, gfeat, k, exclude, device=device, backend=backend)
+    return query_features(model, queries, refs.names, rtok, rfeat, baseline, template,
+                          TEXT_TEMPLATE, join, text_batch_size, fkw['progress'], fkw['precision'])
+
+# %% ../nbs/10_retrieval.ipynb #5819410e
+def _ranked(qf:Tensor, names:list, gfeat:Tensor, index_of:dict, queries, k:int, device, backend,
+            exclude:bool) -> Retrieval:
+    "The gallery ranked for the query features (each query's reference left out if `exclude`)."
+    ex = torch.tensor([index_of.get(q.reference, -1) for q in queries]) if exclude else None
+    v, i = rank_gallery(qf, gfeat, k, ex, device=device, backend=backend)
     gs = _group_scores(qf, gfeat, index_of, queries) if queries[0].group is not None else None
-    return Retrieval(queries, gal.names, v, i, gs)
+    return Retrieval(queries, names, v, i, gs)
+
+# %% ../nbs/10_retrieval.ipynb #44fcc924
+def retrieve(model, dataset:CIRDataset, preprocess:Callable, # PIL image → tensor
+             tokens=None, token_fn:Callable|None=None, baseline:str|None=None, # exactly one
+             template:str=QUERY_TEMPLATE, # the prompt of a pseudo-word method
+             join:str='both-orders', # FashionIQ's two captions (`CAPTION_JOINS`)
+             exclude_reference:bool=True, # CIRR's rule: the reference is never among the results
+             k:int=TOP_K, batch_size:int=32, text_batch_size:int=256, device=None, cache_dir=None,
+             backend:str='torch', max_queries:int|None=None, progress:bool=True, num_workers:int=0,
+             memo:dict|None=None, # an in-memory feature cache shared between calls
+             precision:str|None=None, # 'fp32', 'amp' or 'bf16' (all features); None: device default
+             truncated:str='error', # 'error' or 'decode' (decode truncated files as the original)
+             left_out:LeftOut|None=None, # collects the truncated images decoded
+            ) -> Retrieval:
+    "Rank `dataset`'s gallery for its queries with one method (pseudo tokens or a baseline)."
+    queries = dataset.queries()[:max_queries]
+    if not queries: raise ValueError(f"{dataset!r} has no queries to retrieve for")
+    fkw = dict(batch_size=batch_size, device=device, cache_dir=cache_dir, progress=progress,
+               num_workers=num_workers, truncated=truncated, left_out=left_out,
+               precision=resolve_precision(precision, next(model.parameters()).device))
+    gal = dataset.gallery(); gfeat = _features(model, gal, preprocess, memo, **fkw)  # [N, D]
+    index_of = {n: i for i, n in enumerate(gal.names)}
+    qf = _query_side(model, dataset, queries, gfeat, index_of, preprocess, memo, fkw, tokens,
+                     token_fn, baseline, template, join, text_batch_size)
+    return _ranked(qf, gal.names, gfeat, index_of, queries, k, device, backend,
+                   exclude=dataset.exclude_reference and exclude_reference)
 
 # %% ../nbs/10_retrieval.ipynb #29c447a4
 def validate(model, dataset:CIRDataset, preprocess:Callable, **kwargs) -> dict[str, float]:
@@ -603,7 +633,7 @@ def score_circo_submission(predictions, # path to a {query id: [image ids]} JSON
 
 # %% ../nbs/10_retrieval.ipynb #697278f3
 def recorded_clip(path) -> tuple[bool, str|None]:
-    ("(whether the run that wrote a token file or phi checkpoint records its CLIP, "
+    ("(whether the run that wrote a token file or a network's checkpoint records its CLIP, "
      "the spec recorded).")
     obj = load_tensors(path)
     rec = (obj.get('backbone') or obj.get('config') or {}) if isinstance(obj, dict) else {}
@@ -612,15 +642,35 @@ def recorded_clip(path) -> tuple[bool, str|None]:
     if isinstance(rec.get('clip'), dict): rec = rec['clip']  # a run record: its CLIP's record
     return 'clip' in rec, rec.get('clip')
 
+# %% ../nbs/10_retrieval.ipynb #683dd091
+class Network(NamedTuple):
+    "A token network's entry points, from its own module."
+    releases: dict      # release name -> {'file', 'clip', ...}: the weights its authors released
+    load: Callable      # (file or release, CLIP, device, cache_dir) -> a checked token_fn
+    token_fn: Callable  # (a loaded network, device) -> token_fn
+
+NETWORK_LOADERS = {
+    'phi': Network(PHI_RELEASES, load_phi_token_fn, phi_token_fn),
+    'lincir': Network(LINCIR_RELEASES, load_lincir_token_fn, lincir_token_fn),
+    'pic2word': Network(PIC2WORD_RELEASES, load_pic2word_token_fn, pic2word_token_fn),
+}
+assert set(NETWORK_LOADERS) == set(NETWORKS), 'every network of METHODS has a loader'
+
+def checkpoint_option(m:Method) -> str:
+    "The option that gives a network method its weights: `--phi-checkpoint`, `--lincir-checkpoint`."
+    return f'--{m.network}-checkpoint'
+
 # %% ../nbs/10_retrieval.ipynb #ebc88129
 def method_clip(method, # a `METHODS` name
                 clip_model=None, # a `load_clip` spec; None: the recorded one, else the release's
-                tokens=None, phi=None) -> str:
-    "The CLIP a method runs with: as given, else as its tokens' or phi's run recorded it."
+                tokens=None, # OTI's token file
+                checkpoint=None, # a network method's weights
+               ) -> str:
+    "The CLIP a method runs with: as given, else as its tokens' or network's run recorded it."
     m = get_method(method)
     if clip_model: return str(clip_model)
-    if m.release: return PHI_RELEASES[m.release]['clip']
-    made_by = tokens if m.tokens == 'oti' else phi if m.tokens == 'phi' else None
+    if m.release: return NETWORK_LOADERS[m.network].releases[m.release]['clip']
+    made_by = tokens if m.tokens == 'oti' else checkpoint if m.network else None
     if made_by is not None and Path(made_by).is_file():
         known, spec = recorded_clip(made_by)
         if known and spec is None:
@@ -634,7 +684,8 @@ def method_clip(method, # a `METHODS` name
 # %% ../nbs/10_retrieval.ipynb #57be310e
 def check_method(method, # a `METHODS` name
                  tokens=None, # OTI's pseudo tokens: a file, or the original's OTI folder
-                 phi=None) -> Method: # a phi checkpoint (a release name for the released methods)
+                 checkpoint=None, # a network method's weights (the released methods bring theirs)
+                ) -> Method:
     "The method, once the files it needs are given, readable and (tokens) finite; no CLIP loaded."
     m = get_method(method)
     if m.tokens == 'oti':
@@ -643,50 +694,82 @@ def check_method(method, # a `METHODS` name
                              "(the output of searle-oti)")
         if not Path(tokens).exists(): raise FileNotFoundError(f"--tokens {tokens}: no such file")
         load_pseudo_tokens(tokens)
-    if m.tokens == 'phi' and m.release is None:
-        if phi is None: raise ValueError("method 'phi' needs a phi: --phi-checkpoint FILE")
-        if not Path(phi).is_file(): raise FileNotFoundError(f"--phi-checkpoint {phi}: no such file")
+    if m.network and m.release is None:
+        opt = checkpoint_option(m)
+        if checkpoint is None:
+            raise ValueError(f"method {m.name!r} needs its {m.network} weights: {opt} FILE")
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"{opt} {checkpoint}: no such file")
     return m
 
 # %% ../nbs/10_retrieval.ipynb #32998345
 def method_source(method, model, # a `METHODS` name; the CLIP the queries are encoded with
-                  tokens=None, phi=None, device=None, cache_dir=None,
+                  tokens=None, checkpoint=None, device=None, cache_dir=None,
                   checked:bool=False) -> dict: # `check_method` already ran (`load_method`)
     "The `retrieve` arguments of a method: its baseline, or its token source and its prompt."
-    m = get_method(method) if checked else check_method(method, tokens, phi)
+    m = get_method(method) if checked else check_method(method, tokens, checkpoint)
     if m.baseline: return dict(baseline=m.baseline)
     if m.tokens == 'oti':
         if model is not None: check_tokens_for_clip(tokens, model)  # made with this CLIP
         return dict(tokens=tokens, template=m.template)
-    fn = load_phi_token_fn(phi or m.release, model, device=device, cache_dir=cache_dir)
+    fn = NETWORK_LOADERS[m.network].load(checkpoint or m.release, model, device=device,
+                                         cache_dir=cache_dir)
     return dict(token_fn=fn, template=m.template)
 
 # %% ../nbs/10_retrieval.ipynb #3fb69516
 def load_method(method, clip_model=None, # a `METHODS` name; a `load_clip` spec (see `method_clip`)
-                tokens=None, phi=None, device=None, cache_dir=None) -> tuple[nn.Module, dict]:
+                tokens=None, checkpoint=None, # OTI's tokens; a network method's weights
+                device=None, cache_dir=None) -> tuple[nn.Module, dict]:
     "The CLIP a method runs with and its `retrieve` arguments; its files checked before CLIP loads."
-    check_method(method, tokens, phi)
-    model = load_clip(method_clip(method, clip_model, tokens, phi), device=device)
-    return model, method_source(method, model, tokens, phi, device, cache_dir, checked=True)
+    check_method(method, tokens, checkpoint)
+    model = load_clip(method_clip(method, clip_model, tokens, checkpoint), device=device)
+    return model, method_source(method, model, tokens, checkpoint, device, cache_dir, checked=True)
+
+# %% ../nbs/10_retrieval.ipynb #0eee2a88
+@dataclass(frozen=True)
+class Protocol:
+    "The settings an evaluation's numbers depend on besides the method (recorded with results)."
+    name: str
+    preprocess: str = 'targetpad'  # SEARLE's pad to square (ratio 1.25); 'clip': resize and crop
+    join: str = 'both-orders'      # FashionIQ's two captions (`CAPTION_JOINS`)
+    exclude_reference: bool = True # CIRR: the reference is never among the results
+    template: str|None = QUERY_TEMPLATE  # a pseudo-word method's prompt; None: the method's own
+
+PROTOCOLS = {p.name: p for p in (
+    Protocol('searle'),
+    Protocol('lincir', template=None),
+    Protocol('pic2word', preprocess='clip', join='second-and-first', template=None),
+)}
+PROTOCOL_CHOICES = ('shared', 'paper', *PROTOCOLS)  # shared: SEARLE's for all; paper: each its own
+
+def method_protocol(method, # a `METHODS` name
+                    protocol:str='shared') -> Protocol: # 'shared', 'paper' or a `PROTOCOLS` name
+    "The protocol `method` runs under, its prompt filled in."
+    m = get_method(method)
+    if protocol not in PROTOCOL_CHOICES:
+        raise ValueError(f"protocol {protocol!r}; expected one of {', '.join(PROTOCOL_CHOICES)}")
+    p = PROTOCOLS[{'shared': 'searle', 'paper': m.paper}.get(protocol, protocol)]
+    return dataclasses.replace(p, template=p.template or m.template)
 
 # %% ../nbs/10_retrieval.ipynb #4765ef68
 def _method(tokens, token_fn, baseline) -> str:
+    "How a run names its method in config.json."
     if tokens is not None:
         return f'tokens:{tokens}' if isinstance(tokens, (str, Path)) else 'tokens:<in memory>'
     if token_fn is not None:
         return f'token_fn:{getattr(token_fn, "__name__", type(token_fn).__name__)}'
     return f'baseline:{baseline}'
 
-def _setup(clip_model, preprocess, device):
-    "A CLIP model (name, file or module) on `device` and its preprocessing."
-    model = as_clip(clip_model, device)
-    pre = model_preprocess(model, preprocess)
-    return model.eval(), pre
+def _protocol(protocol:Protocol|None, preprocess, template) -> Protocol:
+    "`protocol` (None: the shared one) with a run's own preprocessing or prompt in place of its."
+    p = protocol or PROTOCOLS['searle']
+    return dataclasses.replace(p, preprocess=preprocess or p.preprocess,
+                               template=template or p.template)
 
 # %% ../nbs/10_retrieval.ipynb #c5339603
 # the recorded settings that searle-validate and searle-submit take as options
-VALIDATE_OPTIONS = ('dataset', 'dataset_path', 'split', 'template', 'preprocess', 'precision',
-                    'missing_images', 'truncated_images')
+VALIDATE_OPTIONS = ('dataset', 'dataset_path', 'split', 'template', 'preprocess', 'protocol',
+                    'precision', 'missing_images', 'truncated_images')
 
 def _record(stage:str, model, out_dir, # `None`: nothing to compare with
             **kw) -> dict:
@@ -704,93 +787,55 @@ def _save_record(rec:dict, out:Path, left_out:LeftOut, **extra):
                'time': datetime.datetime.now().isoformat(timespec='seconds')}, out/'config.json')
     left_out.save(out/'left_out.json')
 
+# %% ../nbs/10_retrieval.ipynb #f365cc05
+def _begin(stage:str, clip_model, p:Protocol, job:Job, out_dir, **settings):
+    "The CLIP, its preprocessing, the job at its resolved precision and the run's record."
+    model = as_clip(clip_model, job.device).eval()
+    pre = model_preprocess(model, p.preprocess)
+    job = dataclasses.replace(job, precision=resolve_precision(
+        job.precision, next(model.parameters()).device))
+    rec = _record(stage, model, out_dir, **settings, protocol=p.name,
+                  preprocess=p.preprocess if isinstance(p.preprocess, str) else repr(p.preprocess),
+                  template=p.template, join=p.join, exclude_reference=p.exclude_reference,
+                  precision=job.precision, missing_images=job.missing,
+                  truncated_images=job.truncated)
+    return model, pre, job, rec
+
+def _retrieval_kwargs(p:Protocol, job:Job, left_out:LeftOut, backend:str, **method) -> dict:
+    "The `retrieve` arguments of a run: its method, its protocol, its job."
+    return dict(**method, template=p.template, join=p.join, backend=backend,
+                exclude_reference=p.exclude_reference, left_out=left_out, **job.features())
+
 # %% ../nbs/10_retrieval.ipynb #b3c37b05
 @locks_output('out_dir')  # one run writes a folder at a time
 def run_validation(dataset:str, # 'fashioniq', 'cirr' or 'circo'
-                   dataset_path, # the benchmark's folder
-                   clip_model='ViT-B/32', # an official name, a checkpoint file, or a CLIP module
-                   preprocess='targetpad', # 'targetpad', 'clip' or a callable
-                   tokens=None, # a pseudo-token file (or table)
-                   token_fn:Callable|None=None, # unnormalised image features → tokens (phi)
-                   baseline:str|None=None, # 'image', 'text' or 'image+text'
+                   dataset_path, clip_model='ViT-B/32', # its folder; a CLIP name, file or module
+                   tokens=None, token_fn=None, baseline=None, # the method: one (see `retrieve`)
+                   protocol:Protocol|None=None, # None: the shared one (see `method_protocol`)
+                   preprocess=None, template:str|None=None, # in place of the protocol's
                    out_dir=None, # writes metrics.json and config.json here (None: nothing written)
-                   device=None, batch_size:int=32, cache_dir=None,
-                   template:str=QUERY_TEMPLATE, split:str='val',
-                   categories:Sequence[str]=FASHIONIQ_CATEGORIES, backend:str='torch',
-                   # a quick check on the first queries only (recorded in config.json)
-                   max_queries:int|None=None,
-                   progress:bool=True, num_workers:int=0,
-                   # 'fp32', 'amp' or 'bf16'; `None`: the device's default (recorded resolved)
-                   precision:str|None=None,
-                   # 'error' or 'skip': leave out missing images and the queries that need them
-                   missing:str='error',
-                   # 'error' or 'decode': decode truncated image files as the original does
-                   truncated:str='error',
-                   # filled with what was left out (also written to out_dir/left_out.json)
-                   left_out:LeftOut|None=None,
-                  ) -> dict[str, float]:
+                   split:str='val', categories:Sequence[str]=FASHIONIQ_CATEGORIES,
+                   backend:str='torch', max_queries:int|None=None, # or 'faiss'; first queries only
+                   job:Job|None=None, # device, batch size, cache, precision, incomplete downloads
+                   left_out:LeftOut|None=None) -> dict[str, float]: # filled with what was left out
     "Validate one method on a benchmark; the flat metrics dict, in percent."
-    check_incomplete_options(missing, truncated)
-    model, pre = _setup(clip_model, preprocess, device)
-    precision = resolve_precision(precision, next(model.parameters()).device)
-    left_out = LeftOut() if left_out is None else left_out
-    rec = _record('validate', model, out_dir, dataset=dataset, dataset_path=dataset_path,
-                  split=split,
-                  preprocess=preprocess if isinstance(preprocess, str) else repr(preprocess),
-                  method=_method(tokens, token_fn, baseline), template=template,
-                  batch_size=batch_size, backend=backend,
-                  categories=list(categories) if dataset == 'fashioniq' else None,
-                  max_queries=max_queries, precision=precision, missing_images=missing,
-                  truncated_images=truncated)
-    kw = dict(tokens=tokens, token_fn=token_fn, baseline=baseline, template=template,
-              batch_size=batch_size, device=device, cache_dir=cache_dir, backend=backend,
-              max_queries=max_queries, progress=progress, num_workers=num_workers, memo={},
-              precision=precision, missing=missing, truncated=truncated, left_out=left_out)
-    if dataset == 'fashioniq': kw['categories'] = categories
-    metrics = validate_benchmark(model, dataset, dataset_path, pre, split=split, **kw)
+    p, job = _protocol(protocol, preprocess, template), job or Job()
+    left_out, cats = left_out or LeftOut(), list(categories) if dataset == 'fashioniq' else None
+    model, pre, job, rec = _begin(
+        'validate', clip_model, p, job, out_dir, dataset=dataset, dataset_path=dataset_path,
+        split=split, method=_method(tokens, token_fn, baseline), batch_size=job.batch_size,
+        backend=backend, categories=cats, max_queries=max_queries)
+    kw = _retrieval_kwargs(p, job, left_out, backend, tokens=tokens, token_fn=token_fn,
+                           baseline=baseline, max_queries=max_queries, memo={})
+    metrics = validate_benchmark(model, dataset, dataset_path, pre, split, categories,
+                                 missing=job.missing, **kw)
     if out_dir is not None:
-        save_json(metrics, Path(out_dir)/'metrics.json')
-        _save_record(rec, Path(out_dir), left_out)
+        save_json(metrics, Path(out_dir)/'metrics.json'); _save_record(rec, Path(out_dir), left_out)
     return metrics
 
 # %% ../nbs/10_retrieval.ipynb #3da3d7d5
-@locks_output('out_dir')
-def run_submission(dataset:str, # 'cirr' or 'circo'
-                   dataset_path, clip_model='ViT-B/32', preprocess='targetpad',
-                   tokens=None, token_fn:Callable|None=None, baseline:str|None=None,
-                   out_dir='.', # the server files and config.json go here
-                   device=None, batch_size:int=32, cache_dir=None, template:str=QUERY_TEMPLATE,
-                   # None: 'test1' (CIRR) / 'test' (CIRCO); 'val' writes val-format files
-                   split:str|None=None,
-                   backend:str='torch', progress:bool=True, num_workers:int=0,
-                   # 'fp32', 'amp' or 'bf16'; `None`: the device's default (recorded resolved)
-                   precision:str|None=None,
-                   missing:str='error', truncated:str='error', # as in `run_validation`
-                   left_out:LeftOut|None=None) -> dict[str, Path]:
-    "Write (and check) the evaluation server files of one method; returns {kind: path}."
-    if dataset not in ('cirr', 'circo'):
-        raise ValueError(f"test-server files exist for 'cirr' and 'circo', not {dataset!r}")
-    split = split or {'cirr': 'test1', 'circo': 'test'}[dataset]
-    check_incomplete_options(missing, truncated)
-    model, pre = _setup(clip_model, preprocess, device)
-    precision = resolve_precision(precision, next(model.parameters()).device)
-    # a submission is not compared with the folder's: one folder may hold CIRR's and CIRCO's files
-    rec = _record('submit', model, None, dataset=dataset, dataset_path=dataset_path, split=split,
-                  preprocess=preprocess if isinstance(preprocess, str) else repr(preprocess),
-                  method=_method(tokens, token_fn, baseline), template=template,
-                  precision=precision, missing_images=missing, truncated_images=truncated)
-    ds, left_out = (load_dataset(dataset, dataset_path, split=split, missing=missing),
-                    LeftOut() if left_out is None else left_out)
-    left_out.add_dataset(ds)
-    if ds.left_out['skipped_queries']:
-        logger.warning('the %s server expects every query: %d queries left out of these files '
-                       'will make it refuse them',
-                       dataset, len(ds.left_out['skipped_queries']))
-    r = retrieve(model, ds, pre, tokens=tokens, token_fn=token_fn, baseline=baseline,
-                 template=template, batch_size=batch_size, device=device, cache_dir=cache_dir,
-                 backend=backend, progress=progress, num_workers=num_workers, precision=precision,
-                 truncated=truncated, left_out=left_out)
-    out = Path(out_dir)
+def _submission_files(r:Retrieval, ds, dataset:str, split:str, out:Path) -> dict[str, Path]:
+    "Write (after checking) the server files of a retrieval; {kind: path}."
     files = (dict(zip(('recall', 'recall_subset'), cirr_submissions(r))) if dataset == 'cirr'
              else {'circo': circo_submission(r)})
     paths = {}
@@ -799,5 +844,39 @@ def run_submission(dataset:str, # 'cirr' or 'circo'
         paths[kind] = out/(f'cirr_{split}_{kind}.json' if dataset == 'cirr'
                            else f'circo_{split}.json')
         save_json(obj, paths[kind], indent=None)
-    _save_record(rec, out, left_out, files={k: p.name for k, p in paths.items()})
+    return paths
+
+def _server_dataset(dataset, dataset_path, split, missing, left_out):
+    "The split to submit, with a warning when queries were left out (the server wants them all)."
+    ds = load_dataset(dataset, dataset_path, split=split, missing=missing)
+    left_out.add_dataset(ds)
+    if n := len(ds.left_out['skipped_queries']):
+        logger.warning('the %s server expects every query: %d queries left out of these files '
+                       'will make it refuse them', dataset, n)
+    return ds
+
+# %% ../nbs/10_retrieval.ipynb #2d39252f
+@locks_output('out_dir')
+def run_submission(dataset:str, # 'cirr' or 'circo'
+                   dataset_path, clip_model='ViT-B/32',
+                   tokens=None, token_fn=None, baseline=None, # the method: one (see `retrieve`)
+                   protocol:Protocol|None=None, preprocess=None, template:str|None=None,
+                   out_dir='.', # the server files and config.json go here
+                   # None: 'test1' (CIRR) / 'test' (CIRCO); 'val' writes val-format files
+                   split:str|None=None, backend:str='torch', job:Job|None=None,
+                   left_out:LeftOut|None=None) -> dict[str, Path]: # as in `run_validation`
+    "Write (and check) the evaluation server files of one method; returns {kind: path}."
+    if dataset not in ('cirr', 'circo'):
+        raise ValueError(f"test-server files exist for 'cirr' and 'circo', not {dataset!r}")
+    split, job = split or {'cirr': 'test1', 'circo': 'test'}[dataset], job or Job()
+    p, left_out = _protocol(protocol, preprocess, template), left_out or LeftOut()
+    # a submission is not compared with the folder's: one folder may hold CIRR's and CIRCO's files
+    model, pre, job, rec = _begin('submit', clip_model, p, job, None, dataset=dataset,
+                                  dataset_path=dataset_path, split=split,
+                                  method=_method(tokens, token_fn, baseline))
+    ds = _server_dataset(dataset, dataset_path, split, job.missing, left_out)
+    r = retrieve(model, ds, pre, **_retrieval_kwargs(p, job, left_out, backend, tokens=tokens,
+                                                     token_fn=token_fn, baseline=baseline))
+    paths = _submission_files(r, ds, dataset, split, Path(out_dir))
+    _save_record(rec, Path(out_dir), left_out, files={k: p.name for k, p in paths.items()})
     return paths

@@ -13,7 +13,7 @@ from .core import PathLike, _jsonable, load_json, load_tensors, save_json
 # %% auto #0
 __all__ = ['logger', 'COMPARED', 'default_cache_dir', 'searle_version', 'names_key', 'run_record', 'record_diff', 'setting_name',
            'check_resume', 'refuse_other', 'RunInUse', 'RunLock', 'locks_output', 'LeftOut', 'check_incomplete_options',
-           'Shards', 'merge_shards']
+           'Job', 'Shards', 'merge_shards']
 
 # %% ../nbs/01_runs.ipynb #e099b881
 logger = logging.getLogger(__name__)
@@ -202,6 +202,27 @@ def check_incomplete_options(missing:str='error', truncated:str='error'):
         raise ValueError(f"missing images: {missing!r}; expected 'error' or 'skip'")
     if truncated not in ('error', 'decode'):
         raise ValueError(f"truncated images: {truncated!r}; expected 'error' or 'decode'")
+
+# %% ../nbs/01_runs.ipynb #a8829f2b
+@dataclasses.dataclass(frozen=True)
+class Job:
+    "How a stage runs, apart from what it computes."
+    device: str|None = None          # `None`: CUDA when available, else CPU
+    batch_size: int = 32             # images per forward
+    cache_dir: PathLike|None = None  # image features (and downloaded weights)
+    num_workers: int = 0             # image-decoding processes
+    precision: str|None = None       # 'fp32', 'amp' or 'bf16'; `None`: the device's default
+    progress: bool = True            # show progress bars
+    missing: str = 'error'           # an incomplete download's missing images: 'error' or 'skip'
+    truncated: str = 'error'         # its truncated images: 'error' or 'decode'
+
+    def __post_init__(self): check_incomplete_options(self.missing, self.truncated)
+
+    def features(self) -> dict:
+        "The keyword arguments of feature extraction (`searle.clip.extract_features`)."
+        return dict(device=self.device, batch_size=self.batch_size, cache_dir=self.cache_dir,
+                    num_workers=self.num_workers, precision=self.precision,
+                    progress=self.progress, truncated=self.truncated)
 
 # %% ../nbs/01_runs.ipynb #cbf3a921
 class Shards:
