@@ -24,9 +24,9 @@ __all__ = ['logger', 'SHAPES', 'COLORS', 'SIZES', 'POSITIONS', 'ASPECTS', 'ASPEC
            'POSITION_PHRASES', 'Attrs', 'all_attrs', 'ImageSpec', 'sample_spec', 'spec_for', 'render', 'describe',
            'caption', 'full_caption', 'relative_caption', 'shared_concept', 'world_concepts', 'concept_aspects',
            'write_concepts_csv', 'WorldConfig', 'changed_spec', 'build_world', 'world_texts', 'world_token_ids',
-           'WorldClipConfig', 'images_to_tensor', 'train_world_clip', 'concept_phrase', 'gpt_corpus', 'WorldGptConfig',
-           'train_world_gpt', 'train_world_models', 'world_assets_dir', 'world_clip_path', 'world_gpt_path',
-           'load_world_clip']
+           'WorldClipConfig', 'images_to_tensor', 'train_world_clip', 'concept_phrase', 'gpt_corpus', 'world_captions',
+           'WorldGptConfig', 'train_world_gpt', 'train_world_models', 'world_assets_dir', 'world_clip_path',
+           'world_gpt_path', 'load_world_clip']
 
 # %% ../nbs/11_world.ipynb #cac3fe8e
 logger = logging.getLogger(__name__)
@@ -524,6 +524,13 @@ def gpt_corpus(seed:int=0, n:int=20000) -> list[str]:
         out.append(concept_phrase(
             rng.choice([a.shape, f'{a.color} {a.shape}', f'{a.size} {a.shape}']), a, rng))
     return out
+
+# %% ../nbs/11_world.ipynb #22c607e3
+def world_captions(seed:int=0, n:int=5000) -> list[str]:
+    "n captions of random world images: a text-only training corpus (no image is rendered)."
+    rng = random.Random(stable_seed('world-captions', seed))
+    return [caption(Attrs(*(rng.choice(v) for v in ASPECT_VALUES.values())), rng, partial=0.3)[0]
+            for _ in range(n)]
 
 # %% ../nbs/11_world.ipynb #c714de05
 @dataclass

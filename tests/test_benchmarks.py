@@ -15,6 +15,7 @@ if not (DATA / 'circo').is_dir() or not (DATA / 'cirr').is_dir() or not (DATA / 
 
 from searle.core import load_json, save_json
 from searle.clip import build_clip, save_clip, save_pseudo_tokens
+from searle.runs import Job
 from searle.data import (CIRCO_ASPECTS, FASHIONIQ_CATEGORIES, load_dataset, write_placeholder_images)
 from searle.metrics import pad_ids
 from searle.retrieval import (benchmark_metrics, check_submission, run_submission, run_validation,
@@ -74,7 +75,7 @@ def tiny(roots):
     g = torch.Generator().manual_seed(0)
     save_pseudo_tokens(roots['tmp'] / 'tokens.pt', names, 0.02 * torch.randn(len(names), model.token_embedding.weight.shape[1], generator=g))
     return {'clip': roots['tmp'] / 'tiny_clip.pt', 'tokens': roots['tmp'] / 'tokens.pt', 'cache': roots['tmp'] / 'feature_cache',
-            'kw': dict(device='cpu', batch_size=64, progress=False)}
+            'job': Job(device='cpu', batch_size=64, progress=False, cache_dir=roots['tmp'] / 'feature_cache')}
 
 
 # --- loaders -----------------------------------------------------------------------------------------
@@ -229,7 +230,7 @@ def test_scoring_a_circo_submission(roots, tmp_path):
 @pytest.mark.parametrize('name', ['cirr', 'circo', 'fashioniq'])
 def test_validation_end_to_end(roots, tiny, name, tmp_path):
     extra = {'max_queries': 150} if name == 'fashioniq' else {}  # FashionIQ's galleries are all used, its queries cut
-    m = run_validation(name, roots[name], tiny['clip'], tokens=tiny['tokens'], out_dir=tmp_path, cache_dir=tiny['cache'], **tiny['kw'], **extra)
+    m = run_validation(name, roots[name], tiny['clip'], tokens=tiny['tokens'], out_dir=tmp_path, job=tiny['job'], **extra)
     keys = {'cirr': CIRR_KEYS, 'circo': CIRCO_KEYS, 'fashioniq': FIQ_KEYS}[name]
     assert sorted(m) == sorted(keys) and all(0 <= v <= 100 for v in m.values()), m
     assert load_json(tmp_path / 'metrics.json') == m
@@ -238,15 +239,15 @@ def test_validation_end_to_end(roots, tiny, name, tmp_path):
     assert cfg['clip']['clip'] == str(tiny['clip'])
     if name == 'circo':  # a val-format submission scores exactly what validation reported; so does a baseline's
         paths = run_submission('circo', roots['circo'], tiny['clip'], tokens=tiny['tokens'], out_dir=tmp_path / 'sub', split='val',
-                               cache_dir=tiny['cache'], **tiny['kw'])
+                               job=tiny['job'])
         assert score_circo_submission(paths['circo'], roots['circo']) == m
-        b = run_validation(name, roots[name], tiny['clip'], baseline='image+text', cache_dir=tiny['cache'], **tiny['kw'])
+        b = run_validation(name, roots[name], tiny['clip'], baseline='image+text', job=tiny['job'])
         assert sorted(b) == sorted(keys) and b != m
 
 
 def test_submission_files_pass_the_checker(roots, tiny, tmp_path):
-    cirr = run_submission('cirr', roots['cirr'], tiny['clip'], tokens=tiny['tokens'], out_dir=tmp_path, cache_dir=tiny['cache'], **tiny['kw'])
-    circo = run_submission('circo', roots['circo'], tiny['clip'], tokens=tiny['tokens'], out_dir=tmp_path, cache_dir=tiny['cache'], **tiny['kw'])
+    cirr = run_submission('cirr', roots['cirr'], tiny['clip'], tokens=tiny['tokens'], out_dir=tmp_path, job=tiny['job'])
+    circo = run_submission('circo', roots['circo'], tiny['clip'], tokens=tiny['tokens'], out_dir=tmp_path, job=tiny['job'])
     assert check_submission(cirr['recall'], 'cirr', roots['cirr'], kind='recall')['queries'] == 4148
     assert check_submission(cirr['recall_subset'], 'cirr', roots['cirr'], kind='recall_subset')['queries'] == 4148
     assert check_submission(circo['circo'], 'circo', roots['circo'])['queries'] == 800
@@ -279,5 +280,5 @@ def test_the_original_circo_test_output_with_repeated_references(roots, tiny, tm
     (tmp_path / 'orig' / 'image_names.pkl').write_bytes(pickle.dumps(names))
     n2, t2 = load_pseudo_tokens(import_official_tokens(tmp_path / 'orig' / 'ema_oti_pseudo_tokens.pt', tmp_path / 'orig' / 'image_names.pkl', tmp_path / 'imp.pt'))
     assert n2 == list(dict.fromkeys(names)) and torch.equal(t2, tok[[row[n] for n in n2]])
-    paths = run_submission('circo', roots['circo'], tiny['clip'], tokens=tmp_path / 'orig', out_dir=tmp_path / 'sub', cache_dir=tiny['cache'], **tiny['kw'])
+    paths = run_submission('circo', roots['circo'], tiny['clip'], tokens=tmp_path / 'orig', out_dir=tmp_path / 'sub', job=tiny['job'])
     assert check_submission(paths['circo'], 'circo', roots['circo'])['queries'] == 800
