@@ -29,8 +29,8 @@ from .data import Query, load_dataset
 from .concepts import cached_concept_features, load_vocabulary, top_concepts
 from .phrases import load_phrases
 from .methods import METHODS, NETWORKS, OWN_METHODS, Method, get_method
-from .retrieval import (NETWORK_LOADERS, query_features, rank_gallery, reference_tokens,
-                             validate)
+from .retrieval import (NETWORK_LOADERS, method_protocol, query_features, rank_gallery,
+                             reference_tokens, validate)
 from .oti import OTIConfig, invert
 from .phi import PHI_RELEASES, load_phi, phi_token_fn, save_phi
 from . import world
@@ -199,7 +199,8 @@ class ComposedRetriever:
         self.networks, self.oti = {k: v for k, v in (networks or {}).items() if v is not None}, oti
         if unknown := [k for k in self.networks if k not in NETWORKS]:
             raise ValueError(f"networks: unknown {unknown}; expected some of {list(NETWORKS)}")
-        self.gallery, self.features, self._row, self._token_fns, self._tokens = None, None, {}, {}, {}
+        self.gallery, self.features, self._row = None, None, {}
+        self._token_fns, self._tokens = {}, {}  # loaded token sources; recent tokens
 
     @classmethod
     def from_pretrained(
@@ -288,7 +289,7 @@ class ComposedRetriever:
                caption:str, # the relative caption: how the wanted image differs, e.g. 'is red'
                k:int=10, # how many results
                method:str='phi', # a `METHODS` name
-               template:str|None=None, # the prompt of a pseudo-word method (None: the method's)
+               template:str|None=None, # a pseudo-word method's prompt (None: its paper's)
                exclude_reference:bool=True, # leave the reference out when it is in the gallery
                progress:bool=False) -> list[Match]: # show OTI's steps
         "The gallery images that best match the reference changed as the caption says, best first."
@@ -302,7 +303,7 @@ class ComposedRetriever:
         if m.baseline: kw = dict(ref_features=feats, baseline=m.baseline)
         else:
             kw = dict(ref_tokens=self._token(feats, m, progress)[None],
-                      template=template or m.template)
+                      template=template or method_protocol(m, 'paper').template)
         qf = query_features(self.model, q, ['reference'], **kw)                  # [1, D]
         ex = torch.tensor([row]) if exclude_reference and row >= 0 else None
         v, i = rank_gallery(qf, self.features, k, exclude=ex, device=self.device)

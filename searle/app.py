@@ -164,24 +164,24 @@ def _check_gallery(gallery):
 @documented
 def launch_app(gallery=None, # a folder of images to search (None: a small offline world)
                clip_model=None, # a backbone of `ComposedRetriever.from_pretrained` (None: world)
-               phi=None, # a phi checkpoint file (None: the backbone's own)
-               phrases=None, # OTI's GPT phrases (None: the world's; other CLIPs: no OTI)
-               vocabulary=None, # OTI's concepts, a list or CSV (None: the world's / Open Images')
-               port:int=7860, # the port to serve on
-               host:str='127.0.0.1', # the address to bind; 127.0.0.1: this machine only
+               # the networks' checkpoint files (phi's None: the backbone's own; others': none)
+               phi=None, lincir=None, pic2word=None,
+               # OTI's GPT phrases (None: the world's) and concepts (a list or CSV)
+               phrases=None, vocabulary=None,
+               port:int=7860, host:str='127.0.0.1', # where to serve; 127.0.0.1: this machine only
                k:int=8, # results shown per query
                cache_dir=None, # features, uploads, gradio's files (None: `default_cache_dir()`)
                device=None, # None: CUDA when available
-               block:bool=True): # False: return once the server runs (tests, notebooks)
+               block:bool=True): # False: return once the server runs
     "Serve the app; returns the launched gradio Blocks."
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     _check_gallery(gallery); app_environment(cache); _need_gradio()
-    r = ComposedRetriever.from_pretrained(clip_model or 'world', phi=phi, phrases=phrases,
-                                          vocabulary=vocabulary, cache_dir=cache, device=device)
+    r = ComposedRetriever.from_pretrained(
+        clip_model or 'world', phi=phi, lincir=lincir, pic2word=pic2word, phrases=phrases,
+        vocabulary=vocabulary, cache_dir=cache, device=device)
     r, examples, root = _indexed(r, gallery, cache); demo = build_app(r, examples, k)
     logger.info('serving %d images from %s on http://%s:%d', len(r.gallery), root, host, port)
-    demo.queue().launch(server_name=host, server_port=port,
-                        allowed_paths=[str(Path(root).resolve())],
+    demo.queue().launch(server_name=host, server_port=port, allowed_paths=[str(root.resolve())],
                         max_file_size=2 * MAX_IMAGE_BYTES, prevent_thread_lock=not block,
                         show_error=True, inbrowser=False, quiet=not block)
     return demo

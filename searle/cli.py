@@ -10,16 +10,16 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 
 from fastcore.docments import docments
-from .methods import METHODS, get_method
+from .methods import METHODS, PAPERS, get_method
 
 # %% auto #0
 __all__ = ['logger', 'DATASETS', 'BENCHMARKS', 'EVAL_TYPES', 'PRECISIONS', 'LOG_LEVELS', 'OPTIONS', 'CONFIG', 'USER_ERRORS',
            'Number', 'host_option', 'device_option', 'option_group', 'command_signature', 'every_command',
            'config_defaults', 'make_parser', 'command', 'stage_config', 'check_output', 'check_input',
            'check_precision', 'run_options', 'clip_options', 'generation_options', 'searle_phrases', 'searle_concepts',
-           'oti_options', 'searle_oti', 'phi_options', 'searle_train_phi', 'method_options', 'searle_validate',
-           'searle_submit', 'searle_score', 'searle_demo', 'searle_build_world', 'token_sources', 'searle_query',
-           'searle_app']
+           'oti_options', 'searle_oti', 'phi_options', 'searle_train_phi', 'method_options', 'method_files',
+           'searle_validate', 'searle_submit', 'searle_score', 'searle_demo', 'searle_build_world', 'token_sources',
+           'searle_query', 'searle_app']
 
 # %% ../nbs/16_cli.ipynb #45f096a9
 logger = logging.getLogger(__name__)
@@ -103,8 +103,12 @@ _NAMED = {  # options that take one of a few values, and options whose help ever
                            'default: amp on CUDA, fp32 on CPU'),
     'device': dict(type=device_option, help='cpu, cuda or cuda:N (default: CUDA when available)'),
     'template': dict(help='the query, with $ and {caption} (CIRCO also {shared_concept}); '
-                          'default: a photo of $ that {caption}'),
+                          "default: the protocol's (SEARLE's: a photo of $ that {caption})"),
     'method': dict(choices=EVAL_TYPES), 'log_level': dict(choices=LOG_LEVELS),
+    'protocol': dict(choices=('shared', 'paper', *PAPERS),
+                     help="how the numbers are measured: 'shared' (SEARLE's preprocessing, prompt "
+                          "and FashionIQ captions for every method), 'paper' (the method's own "
+                          "paper's) or a paper's by name"),
     'missing_images': dict(choices=('error', 'skip'),
                            help='skip: leave out missing images and the queries '
                                 'that need them (recorded in OUT)'),
@@ -597,27 +601,44 @@ def searle_train_phi(
 @option_group
 def method_options(
     eval_type:str='oti', # where pseudo tokens come from, or a baseline
-    clip_model:str=None, # a CLIP spec; default: the one the tokens' or phi's run recorded
+    clip_model:str=None, # a CLIP spec; default: the one the tokens' or network's run recorded
+    protocol:str='shared', # the evaluation protocol
     template:str=None, # the query prompt
-    preprocess:str='targetpad', # image preprocessing
+    preprocess:str=None, # image preprocessing; default: the protocol's
     batch_size:int=32, # images per forward
     cache_dir:str=None, # image-feature cache (and released weights)
 ) -> dict:
-    "The method of validation and submission: where its tokens come from, its CLIP and prompt."
+    "The method of validation and submission: where its tokens come from, its CLIP and protocol."
     return dict(locals())
 
-def _method_inputs(dataset, dataset_path, split, tokens, phi_checkpoint, method:dict,
-                   run:dict) -> tuple:
-    "Validation's and submission's checks before any work, then the CLIP and the method's inputs."
+# %% ../nbs/16_cli.ipynb #572d768f
+@option_group
+def method_files(
+    tokens:str=None, # pseudo-token file for --eval-type oti (of the split's references)
+    phi_checkpoint:str=None, # phi weights for --eval-type phi (or a local copy of a release)
+    lincir_checkpoint:str=None, # LinCIR's phi for --eval-type lincir (searle's or the authors')
+    pic2word_checkpoint:str=None, # Pic2Word's network for --eval-type pic2word (or the authors')
+) -> dict:
+    "The files a method needs: OTI's tokens, or its network's weights."
+    return dict(tokens=tokens, phi=phi_checkpoint, lincir=lincir_checkpoint,
+                pic2word=pic2word_checkpoint)
+
+# %% ../nbs/16_cli.ipynb #21e89cd0
+def _method_inputs(dataset, dataset_path, split, files:dict, method:dict, run:dict) -> tuple:
+    "Validation's and submission's checks before any work; the CLIP, the method's inputs, the job."
     from searle import retrieval
-    template, eval_type = method['template'], method['eval_type']
+    from searle.runs import Job
+    m, template = get_method(method['eval_type']), method['template']
+    protocol = retrieval.method_protocol(m, method['protocol'])
     if template:  # a template without {caption} (or $ for a pseudo-word method) fails now
-        retrieval.check_template(template, get_method(eval_type).baseline is None)
+        retrieval.check_template(template, m.baseline is None)
     _images(dataset, dataset_path, split, 'images', run['missing'])  # before any CLIP loads
-    model, src = retrieval.load_method(eval_type, method['clip_model'], tokens, phi_checkpoint,
-                                       run['device'], method['cache_dir'])
-    if template: src['template'] = template
-    return model, src
+    model, src = retrieval.load_method(m, method['clip_model'], files['tokens'],
+                                       files.get(m.network), run['device'], method['cache_dir'])
+    job = Job(**_keys(run, 'device', 'precision', 'missing', 'truncated', 'progress'),
+              **_keys(method, 'batch_size', 'cache_dir'))
+    return model, src | dict(protocol=protocol, template=template,
+                             preprocess=method['preprocess'], job=job, left_out=run['left_out'])
 
 # %% ../nbs/16_cli.ipynb #47507972
 @command(required=('dataset', 'dataset_path'), choices={'dataset': BENCHMARKS},
@@ -626,20 +647,17 @@ def searle_validate(
     dataset:str=None, # the benchmark ('fashioniq', 'cirr' or 'circo')
     dataset_path:str=None, # the benchmark's folder
     out:str='runs/validate', # metrics.json and config.json are written here
-    method=method_options, # --eval-type, its CLIP and prompt
-    tokens:str=None, # pseudo-token file for --eval-type oti
-    # phi weights for --eval-type phi (or a local copy of the released ones)
-    phi_checkpoint:str=None,
+    method=method_options, # --eval-type, its CLIP and protocol
+    files=method_files, # --tokens, --phi-checkpoint, --lincir-checkpoint, --pic2word-checkpoint
     split:str='val', # the split with targets
     run=run_options, # device, precision, incomplete downloads, progress
 ):
     "Validate one method on a benchmark; writes OUT/metrics.json (percent) beside OUT/config.json."
     check_output(out); check_precision(run['precision'], run['device'])
     from searle import retrieval
-    model, src = _method_inputs(dataset, dataset_path, split, tokens, phi_checkpoint, method, run)
-    metrics = retrieval.run_validation(
-        dataset, dataset_path, clip_model=model, preprocess=method['preprocess'], out_dir=out,
-        split=split, **_keys(method, 'batch_size', 'cache_dir'), **run, **src)
+    model, src = _method_inputs(dataset, dataset_path, split, files, method, run)
+    metrics = retrieval.run_validation(dataset, dataset_path, clip_model=model, out_dir=out,
+                                       split=split, **src)
     return _report(metrics, run, f'{out}/left_out.json', json.dumps(metrics, indent=1))
 
 # %% ../nbs/16_cli.ipynb #98e8e234
@@ -649,10 +667,8 @@ def searle_submit(
     dataset:str=None, # 'cirr' or 'circo'
     dataset_path:str=None, # the benchmark's folder
     out:str='runs/submit', # the server files and config.json are written here
-    method=method_options, # --eval-type, its CLIP and prompt
-    # pseudo-token file for --eval-type oti (computed on the test split's references)
-    tokens:str=None,
-    phi_checkpoint:str=None, # phi weights for --eval-type phi
+    method=method_options, # --eval-type, its CLIP and protocol
+    files=method_files, # --tokens, --phi-checkpoint, --lincir-checkpoint, --pic2word-checkpoint
     split:str=None, # default: 'test1' (CIRR) / 'test' (CIRCO)
     run=run_options, # device, precision, incomplete downloads, progress
 ):
@@ -660,10 +676,9 @@ def searle_submit(
     check_output(out); check_precision(run['precision'], run['device'])
     from searle import retrieval
     split = split or {'cirr': 'test1', 'circo': 'test'}[dataset]
-    model, src = _method_inputs(dataset, dataset_path, split, tokens, phi_checkpoint, method, run)
-    paths = retrieval.run_submission(
-        dataset, dataset_path, clip_model=model, preprocess=method['preprocess'], out_dir=out,
-        split=split, **_keys(method, 'batch_size', 'cache_dir'), **run, **src)
+    model, src = _method_inputs(dataset, dataset_path, split, files, method, run)
+    paths = retrieval.run_submission(dataset, dataset_path, clip_model=model, out_dir=out,
+                                     split=split, **src)
     shown = '\n'.join(f'{k}: {p}' for k, p in paths.items())
     return _report(paths, run, f'{out}/left_out.json', shown)
 
@@ -720,11 +735,13 @@ def searle_build_world(out:str=None, # folder for clip.pt, clip.json and gpt/
 @option_group
 def token_sources(
     phi:str=None, # a phi checkpoint file; default: the backbone's own
+    lincir:str=None, # LinCIR's phi (a checkpoint file) for --method lincir
+    pic2word:str=None, # Pic2Word's network (a checkpoint file) for --method pic2word
     phrases:str=None, # OTI's GPT phrases (searle-phrases); default: the world's
     vocabulary:str=None, # OTI's concepts (a CSV); default: the world's, else Open Images'
 ) -> dict:
-    "Where a retriever's pseudo words come from: phi's file, OTI's phrases and concepts."
-    return dict(phi=phi, phrases=phrases, vocabulary=vocabulary)
+    "Where a retriever's pseudo words come from: the networks' files, OTI's phrases and concepts."
+    return dict(phi=phi, lincir=lincir, pic2word=pic2word, phrases=phrases, vocabulary=vocabulary)
 
 def _query_clip(method:str, clip_model:str|None) -> str:
     "The CLIP a query runs on: the one given, else the released method's, else the world's."
@@ -758,7 +775,7 @@ def searle_query(
     top_k:int=10, # how many results (also --k)
     method:str='phi', # how the query is made
     clip_model:str=None, # a CLIP spec or file; default: the release's, else the world's
-    sources=token_sources, # --phi, --phrases, --vocabulary
+    sources=token_sources, # --phi, --lincir, --pic2word, --phrases, --vocabulary
     json:bool=False, # print a JSON list of {rank, name, score}
     cache_dir:str=None, # gallery features and downloaded weights; default: ~/.cache/searle
     device:str=None, # where the models run
@@ -780,10 +797,7 @@ def searle_query(
 def searle_app(gallery:str=None, # a folder of images to search; default: a small offline world
                # 'ViT-B/32', 'ViT-L/14', another CLIP name or file; default: the world
                clip_model:str=None,
-               phi:str=None, # a phi checkpoint file; default: the backbone's own
-               phrases:str=None, # OTI's GPT phrases (searle-phrases); default: the world's
-               # OTI's concepts (a CSV); default: the world's, else Open Images'
-               vocabulary:str=None,
+               sources=token_sources, # --phi, --lincir, --pic2word, --phrases, --vocabulary
                port:int=7860, # the port to serve on
                host:str='127.0.0.1', # the address to bind; 0.0.0.0 serves every network interface
                top_k:int=8, # results shown per query (also --k)
@@ -794,7 +808,7 @@ def searle_app(gallery:str=None, # a folder of images to search; default: a smal
     ("A web app for composed image retrieval over a folder of images (needs the `app` extra: "
      "gradio).")
     from searle.app import launch_app
-    try: launch_app(gallery, clip_model, phi, phrases, vocabulary, port=port, host=host, k=top_k,
+    try: launch_app(gallery, clip_model, **sources, port=port, host=host, k=top_k,
                     cache_dir=cache_dir, device=device)
     except ImportError as e:
         raise ValueError(f"{e}; the app needs its extra: pip install 'searle[app]'") from None

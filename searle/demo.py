@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_demo.ipynb #c734edc7
 from __future__ import annotations
-import dataclasses, logging, time
+import dataclasses, json, logging, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,15 +19,19 @@ from .concepts import associate_images, concept_features
 from .phrases import generate_phrases
 from .oti import OTIConfig, run_oti
 from .phi import PhiConfig, benchmark_validation, load_phi, phi_token_fn, run_train_phi
+from .lincir import LinCIRConfig, train_lincir
+from .pic2word import Pic2WordConfig, train_pic2word
 from .methods import METHODS
 from .data import load_dataset
 from .metrics import hit_matrix, pad_ids
-from .retrieval import Retrieval, benchmark_metrics, results_table, retrieve
+from .retrieval import (NETWORK_LOADERS, Retrieval, benchmark_metrics, results_table,
+                              retrieve)
 from . import world
 
 # %% auto #0
 __all__ = ['logger', 'DEMO_QUICK', 'WORLD_PHI', 'DEMO_METRICS', 'DemoConfig', 'oti_stage', 'WorldRun', 'stage_configs',
-           'phi_stage', 'run_world', 'demo_scores', 'score_world', 'plot_methods', 'plot_queries', 'run_demo']
+           'phi_stage', 'neighbour_stages', 'run_world', 'demo_scores', 'score_world', 'plot_methods', 'plot_queries',
+           'run_demo']
 
 # %% ../nbs/12_demo.ipynb #42e19a3a
 logger = logging.getLogger(__name__)
@@ -49,11 +53,18 @@ class DemoConfig:
     phi_lr: float = 1e-4
     phi_dropout: float = 0.5
     phi_hidden_mult: int = 4        # phi's hidden width over its input width (the paper's 4)
+    lincir_captions: int = 1280     # the world's captions LinCIR trains on (text only)
+    lincir_steps: int = 300         # of 64 captions (the paper: 20,000 of 512); 0: no LinCIR
+    pic2word_epochs: int = 30       # the paper's, over the unlabelled images; 0: no Pic2Word
+    pic2word_warmup: int = 20       # steps (the paper: 10,000, longer than this whole run)
 
+# %% ../nbs/12_demo.ipynb #93ca0e58
 DEMO_QUICK = DemoConfig(n_gallery=500, n_queries=100, n_unlabeled=400, phrases_per_concept=16,
-                        oti_steps=150, phi_epochs=30, phi_batch_size=64)  # CI's preset
+                        oti_steps=150, phi_epochs=30, phi_batch_size=64, lincir_captions=640,
+                        lincir_steps=150, pic2word_epochs=20)  # CI's preset
 WORLD_PHI = DemoConfig(n_gallery=400, n_queries=100, n_unlabeled=1000, phrases_per_concept=16,
-                       oti_steps=0, phi_hidden_mult=2)  # the shipped phi (hidden 2x: a small file)
+                       oti_steps=0, phi_hidden_mult=2, lincir_steps=0, pic2word_epochs=0)
+# the shipped phi (hidden 2x: a small file)
 
 # %% ../nbs/12_demo.ipynb #3fe73765
 def oti_stage(model, images:ImageList, name:str, # the images, and the name of their files
@@ -76,8 +87,11 @@ def oti_stage(model, images:ImageList, name:str, # the images, and the name of t
 class WorldRun:
     "What `run_world` made: the world, its CLIP, and each stage's files in `out`."
     out: Path; root: Path; model: nn.Module; preprocess: Callable
-    phrases: dict; val_tokens: Path|None; phi: Path; seconds: dict
+    phrases: dict; val_tokens: Path|None; seconds: dict
+    networks: dict  # {network: its weights' file}: 'phi', and 'lincir', 'pic2word' if trained
     configs: dict  # each stage's settings
+    @property
+    def phi(self) -> Path: return self.networks['phi']
 
 def _world_root(out:Path, cfg:DemoConfig, progress:bool) -> Path:
     root, n_val = out/'world', max(cfg.n_queries, 1)
@@ -88,14 +102,19 @@ def _world_root(out:Path, cfg:DemoConfig, progress:bool) -> Path:
         world.build_world(root, progress=progress, **kw)
     return root
 
+# %% ../nbs/12_demo.ipynb #acbc0a9d
 def stage_configs(cfg:DemoConfig, precision:str) -> dict:
-    "The settings of OTI on the val references ('oti', if steps), on the unlabelled images, of phi."
+    "The settings of each stage: OTI (val references, if steps; unlabelled), phi, the neighbours."
     oti = {n: OTIConfig(steps=s, batch_size=cfg.oti_batch_size, precision=precision)
            for n, s in (('oti', cfg.oti_steps), ('oti_unlabeled', cfg.oti_steps_unlabeled)) if s}
     phi = PhiConfig(epochs=cfg.phi_epochs, batch_size=cfg.phi_batch_size, lr=cfg.phi_lr,
                     dropout=cfg.phi_dropout, hidden_mult=cfg.phi_hidden_mult,
                     save_every=cfg.phi_epochs, val_path=None, precision=precision)
-    return oti | {'phi': phi}
+    nets = {'lincir': LinCIRConfig(steps=cfg.lincir_steps, batch_size=64, precision=precision),
+            'pic2word': Pic2WordConfig(epochs=cfg.pic2word_epochs, batch_size=64,
+                                       warmup=cfg.pic2word_warmup)}
+    return oti | {'phi': phi} | {k: v for k, v in nets.items()
+                                 if (v.steps if k == 'lincir' else v.epochs)}
 
 # %% ../nbs/12_demo.ipynb #247193a9
 def phi_stage(model, root:Path, images:tuple, tokens:Path, table:dict, phrases:dict, out:Path,
@@ -107,12 +126,49 @@ def phi_stage(model, root:Path, images:tuple, tokens:Path, table:dict, phrases:d
     return run_train_phi(model, images, tokens, table, phrases, out/'phi', config,
                          validate_fn=val_fn, device=device, progress=progress)
 
+# %% ../nbs/12_demo.ipynb #5d605576
+def _trained(path:Path, config) -> bool:
+    "Whether `path` holds a network trained with `config` (a rerun reuses it)."
+    if not path.is_file(): return False
+    rec = load_tensors(path).get('config')
+    return json.loads(json.dumps(rec, default=str)) == json.loads(
+        json.dumps(dataclasses.asdict(config), default=str))
+
+def neighbour_stages(model, images:tuple, # (names, features [N, D]) of the unlabelled images
+                     out:Path, configs:dict, seed:int, n_captions:int,
+                     device=None, progress:bool=True) -> dict[str, Path]:
+    "LinCIR on the world's captions, Pic2Word on the unlabelled images: {network: weights file}."
+    files = {}
+    if 'lincir' in configs:
+        files['lincir'] = p = out/'lincir'/'lincir.pt'
+        if not _trained(p, configs['lincir']):
+            train_lincir(model, world.world_captions(seed, n_captions), configs['lincir'],
+                         device=device, seed=seed, progress=progress, out=p)
+    if 'pic2word' in configs:
+        files['pic2word'] = p = out/'pic2word'/'pic2word.pt'
+        if not _trained(p, configs['pic2word']):
+            train_pic2word(model, images, configs['pic2word'], device=device, seed=seed,
+                           progress=progress, out=p)
+    return files
+
 # %% ../nbs/12_demo.ipynb #b7f33449
+def _oti_stages(model, root:Path, out:Path, phrases:dict, c:dict, device, progress,
+                precision) -> tuple[Path|None, tuple]:
+    "OTI's tokens of the val references (if asked), and `oti_stage` of the unlabelled images."
+    refs, unl = (load_dataset('circo', root).references(),
+                 load_dataset('folder', root/'unlabeled').gallery())
+    kw = dict(out=out, phrases=phrases, device=device, progress=progress, precision=precision,
+              concept_feats=concept_features(model, world.world_concepts(), progress=False,
+                                             precision=precision))  # once, for both calls
+    val = None if 'oti' not in c else oti_stage(model, refs, 'val', oti=c['oti'], **kw)[2]
+    return val, oti_stage(model, unl, 'unlabeled', oti=c['oti_unlabeled'], **kw)
+
+# %% ../nbs/12_demo.ipynb #fb3d0229
 def run_world(out, config:DemoConfig|None=None,
               clip_model=None, # a CLIP or its spec; default: the world's CLIP
               gpt=None, # default: the world's GPT-Neo
               device=None, progress:bool=True, precision:str|None=None) -> WorldRun:
-    "Every stage of SEARLE on the world, into `out` (OTI on the val references if `oti_steps`)."
+    "Every stage on the world, into `out`: SEARLE's, then LinCIR's and Pic2Word's training."
     cfg, out, times, t0 = config or DemoConfig(), Path(out), {}, time.time()
     prec = resolve_precision(precision, device); c = stage_configs(cfg, prec)
     def lap(stage): times[stage] = round(time.time() - t0 - sum(times.values()), 1)
@@ -122,18 +178,14 @@ def run_world(out, config:DemoConfig|None=None,
                            out/'phrases.json', num_return_sequences=cfg.phrases_per_concept,
                            seed=cfg.seed, device=device, save_every_s=0, progress=progress)
     lap('phrases')
-    refs, unl = (load_dataset('circo', root).references(),
-                 load_dataset('folder', root/'unlabeled').gallery())
-    kw = dict(out=out, phrases=phr, device=device, progress=progress, precision=prec,
-              concept_feats=concept_features(model, world.world_concepts(), progress=False,
-                                             precision=prec))  # once, for both oti_stage calls
-    val = None if 'oti' not in c else oti_stage(model, refs, 'val', oti=c['oti'], **kw)[2]
-    images, table, tokens = oti_stage(model, unl, 'unlabeled', oti=c['oti_unlabeled'], **kw)
+    val, (images, table, tokens) = _oti_stages(model, root, out, phr, c, device, progress, prec)
     lap('concepts and oti')
     phi = phi_stage(model, root, images, tokens, table, phr, out, c['phi'], device, progress)
     lap('phi')
-    return WorldRun(out, root, model, model_preprocess(model, 'targetpad'), phr, val, phi, times,
-                    {k: dataclasses.asdict(v) for k, v in c.items()})
+    nets = neighbour_stages(model, images, out, c, cfg.seed, cfg.lincir_captions, device, progress)
+    lap('lincir and pic2word')
+    return WorldRun(out, root, model, model_preprocess(model, 'targetpad'), phr, val, times,
+                    {'phi': phi, **nets}, {k: dataclasses.asdict(v) for k, v in c.items()})
 
 # %% ../nbs/12_demo.ipynb #fdb2cdd6
 DEMO_METRICS = ('recall@1', 'recall@5', 'recall@10', 'map@5', 'map@10', 'map@25', 'map@50')
@@ -151,14 +203,16 @@ def demo_scores(model, dataset, preprocess, memo:dict|None=None,
 
 # %% ../nbs/12_demo.ipynb #6fc20100
 def score_world(run:WorldRun, precision:str|None=None) -> tuple[dict, dict]:
-    "({method: metrics}, {method: ranking}): the baselines, SEARLE-OTI and SEARLE on val queries."
+    "({method: metrics}, {method: ranking}) of every method the run has the inputs for."
     ds, dev = load_dataset('circo', run.root), next(run.model.parameters()).device
-    phi = load_phi(run.phi, device=dev)
-    source = {'oti': dict(tokens=run.val_tokens), 'phi': dict(token_fn=phi_token_fn(phi))}
     memo, results, rankings = {}, {}, {}
     for name, m in METHODS.items():
-        if m.release or (name == 'oti' and run.val_tokens is None): continue
-        kw = dict(baseline=m.baseline) if m.baseline else source[m.tokens]
+        if m.release or (m.tokens == 'oti' and run.val_tokens is None): continue
+        if m.network and m.network not in run.networks: continue
+        kw = (dict(baseline=m.baseline) if m.baseline else
+              dict(tokens=run.val_tokens) if m.tokens == 'oti' else
+              dict(token_fn=NETWORK_LOADERS[m.network].load(run.networks[m.network], run.model,
+                                                            dev)))
         results[name], rankings[name] = demo_scores(run.model, ds, run.preprocess, memo,
                                                      precision=precision, **kw)
     return results, rankings
@@ -167,7 +221,7 @@ def score_world(run:WorldRun, precision:str|None=None) -> tuple[dict, dict]:
 def plot_methods(results:dict, metrics=('recall@1', 'map@5', 'map@10'), title:str=''):
     "Grouped bars: one group per metric, one bar per method, labelled by `METHODS`."
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(7, 3.2)); ax = fig.subplots()
+    fig = Figure(figsize=(8, 3.6)); ax = fig.subplots()
     w = 0.8 / len(results)
     for i, (name, m) in enumerate(results.items()):
         label = METHODS[name].label if name in METHODS else name
@@ -175,7 +229,7 @@ def plot_methods(results:dict, metrics=('recall@1', 'map@5', 'map@10'), title:st
     ax.set_xticks([j + 0.4 - w / 2 for j in range(len(metrics))], metrics)
     ax.set_ylabel('%'); ax.set_ylim(0, 100)
     if title: ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, ncol=len(results)); fig.tight_layout()
+    ax.legend(fontsize=7, ncol=min(len(results), 4)); fig.tight_layout()
     return fig
 
 # %% ../nbs/12_demo.ipynb #487a48a0

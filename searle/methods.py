@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # %% auto #0
-__all__ = ['QUERY_TEMPLATE', 'PIC2WORD_TEMPLATE', 'METHODS', 'OWN_METHODS', 'NETWORKS', 'Method', 'get_method']
+__all__ = ['QUERY_TEMPLATE', 'METHODS', 'OWN_METHODS', 'NETWORKS', 'PAPERS', 'Method', 'get_method']
 
 # %% ../nbs/07_methods.ipynb #d5569653
 QUERY_TEMPLATE = 'a photo of $ that {caption}'  # the paper's prompt (Sec. 3); `$`: the pseudo word
@@ -22,8 +22,7 @@ class Method:
     # 'phi' (SEARLE), 'lincir' or 'pic2word' (each a module of searle with its loader)
     tokens: str|None = None
     release: str|None = None   # the released weights the method brings (its network's releases)
-    template: str = QUERY_TEMPLATE  # the prompt of a pseudo-word method, as its paper writes it
-    paper: str = 'searle'      # whose evaluation protocol is the method's own
+    paper: str = 'searle'      # whose evaluation protocol (prompt included) is the method's own
 
     @property
     def needs_caption(self) -> bool: return self.baseline != 'image'
@@ -34,8 +33,6 @@ class Method:
         return self.tokens if self.tokens not in (None, 'oti') else None
 
 # %% ../nbs/07_methods.ipynb #2ae66920
-PIC2WORD_TEMPLATE = 'a photo of $ , {caption}'  # Pic2Word's prompt: its `*` is our `$`
-
 METHODS = {m.name: m for m in (
     Method('image-only', 'image-only', baseline='image'),
     Method('text-only', 'text-only', baseline='text'),
@@ -45,15 +42,15 @@ METHODS = {m.name: m for m in (
     Method('searle', 'SEARLE (released, ViT-B/32)', tokens='phi', release='searle'),
     Method('searle-xl', 'SEARLE-XL (released, ViT-L/14)', tokens='phi', release='searle-xl'),
     Method('lincir', 'LinCIR', tokens='lincir', paper='lincir'),
-    Method('lincir-l14', 'LinCIR (released demo, ViT-L/14)', tokens='lincir',
-           release='lincir-l14', paper='lincir'),
-    Method('pic2word', 'Pic2Word', tokens='pic2word', template=PIC2WORD_TEMPLATE,
-           paper='pic2word'),
+    Method('lincir-large', 'LinCIR (released demo, ViT-L/14)', tokens='lincir',
+           release='lincir-large', paper='lincir'),
+    Method('pic2word', 'Pic2Word', tokens='pic2word', paper='pic2word'),
     Method('pic2word-l14', 'Pic2Word (released, ViT-L/14)', tokens='pic2word',
-           release='pic2word-l14', template=PIC2WORD_TEMPLATE, paper='pic2word'),
+           release='pic2word-l14', paper='pic2word'),
 )}
 OWN_METHODS = tuple(n for n, m in METHODS.items() if m.release is None)  # for any CLIP
 NETWORKS = tuple(dict.fromkeys(m.network for m in METHODS.values() if m.network))
+PAPERS = tuple(dict.fromkeys(m.paper for m in METHODS.values()))  # each has its protocol
 
 # %% ../nbs/07_methods.ipynb #24c2b24c
 def get_method(name:str|Method) -> Method:

@@ -15,20 +15,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch import Tensor
 
-from .core import *
-from .clip import (ImageList, as_clip, load_clip, make_preprocess, model_preprocess,
-                         extract_features, encode_text, encode_with_pseudo_tokens,
-                         load_pseudo_tokens, model_fingerprint)
-from .clip import check_tokens_for_clip, clip_record
-from .data import *
-from .runs import (Job, LeftOut, RunLock, check_incomplete_options, check_resume, locks_output,
-                         run_record)
-from .metrics import *
-from .methods import *
-from .phi import PHI_RELEASES, load_phi_token_fn, phi_token_fn
-from .lincir import LINCIR_RELEASES, lincir_token_fn, load_lincir_token_fn
-from .pic2word import PIC2WORD_RELEASES, load_pic2word_token_fn, pic2word_token_fn
-
 # %% auto #0
 __all__ = ['logger', 'TEXT_TEMPLATE', 'CAPTION_JOINS', 'BASELINES', 'RECALL_KS', 'SUBSET_KS', 'MAP_KS', 'ASPECT_MAP_K', 'TOP_K',
            'NETWORK_LOADERS', 'PROTOCOLS', 'PROTOCOL_CHOICES', 'VALIDATE_OPTIONS', 'query_prompts', 'check_template',
@@ -37,6 +23,23 @@ __all__ = ['logger', 'TEXT_TEMPLATE', 'CAPTION_JOINS', 'BASELINES', 'RECALL_KS',
            'check_submission', 'score_circo_submission', 'recorded_clip', 'Network', 'checkpoint_option', 'method_clip',
            'check_method', 'method_source', 'load_method', 'Protocol', 'method_protocol', 'run_validation',
            'run_submission']
+
+# %% ../nbs/10_retrieval.ipynb #48989d61
+from .core import *
+from .clip import (ImageList, as_clip, load_clip, make_preprocess, model_preprocess,
+                         extract_features, encode_text, encode_with_pseudo_tokens,
+                         load_pseudo_tokens, model_fingerprint)
+from .clip import check_tokens_for_clip, clip_record
+from .data import *
+from .runs import (Job, LeftOut, RunLock, check_incomplete_options, check_resume,
+                         locks_output, run_record)
+from .metrics import *
+from .methods import *
+from .phi import PHI_RELEASES, load_phi_token_fn, phi_token_fn
+from .lincir import (LINCIR_PREPROCESS, LINCIR_RELEASES, LINCIR_TEMPLATE, lincir_token_fn,
+                           load_lincir_token_fn)
+from .pic2word import (PIC2WORD_PREPROCESS, PIC2WORD_RELEASES, PIC2WORD_TEMPLATE,
+                             load_pic2word_token_fn, pic2word_token_fn)
 
 # %% ../nbs/10_retrieval.ipynb #8f5a6d1c
 logger = logging.getLogger(__name__)
@@ -706,15 +709,15 @@ def check_method(method, # a `METHODS` name
 def method_source(method, model, # a `METHODS` name; the CLIP the queries are encoded with
                   tokens=None, checkpoint=None, device=None, cache_dir=None,
                   checked:bool=False) -> dict: # `check_method` already ran (`load_method`)
-    "The `retrieve` arguments of a method: its baseline, or its token source and its prompt."
+    "The `retrieve` arguments of a method: its baseline or its token source (prompt: `Protocol`)."
     m = get_method(method) if checked else check_method(method, tokens, checkpoint)
     if m.baseline: return dict(baseline=m.baseline)
     if m.tokens == 'oti':
         if model is not None: check_tokens_for_clip(tokens, model)  # made with this CLIP
-        return dict(tokens=tokens, template=m.template)
+        return dict(tokens=tokens)
     fn = NETWORK_LOADERS[m.network].load(checkpoint or m.release, model, device=device,
                                          cache_dir=cache_dir)
-    return dict(token_fn=fn, template=m.template)
+    return dict(token_fn=fn)
 
 # %% ../nbs/10_retrieval.ipynb #3fb69516
 def load_method(method, clip_model=None, # a `METHODS` name; a `load_clip` spec (see `method_clip`)
@@ -733,23 +736,25 @@ class Protocol:
     preprocess: str = 'targetpad'  # SEARLE's pad to square (ratio 1.25); 'clip': resize and crop
     join: str = 'both-orders'      # FashionIQ's two captions (`CAPTION_JOINS`)
     exclude_reference: bool = True # CIRR: the reference is never among the results
-    template: str|None = QUERY_TEMPLATE  # a pseudo-word method's prompt; None: the method's own
+    template: str = QUERY_TEMPLATE # a pseudo-word method's prompt (`$`: the pseudo word)
 
 PROTOCOLS = {p.name: p for p in (
     Protocol('searle'),
-    Protocol('lincir', template=None),
-    Protocol('pic2word', preprocess='clip', join='second-and-first', template=None),
+    Protocol('lincir', preprocess=LINCIR_PREPROCESS, template=LINCIR_TEMPLATE),
+    Protocol('pic2word', preprocess=PIC2WORD_PREPROCESS, join='second-and-first',
+             template=PIC2WORD_TEMPLATE),
 )}
+assert set(PROTOCOLS) == set(PAPERS), 'every paper of METHODS has its protocol'
 PROTOCOL_CHOICES = ('shared', 'paper', *PROTOCOLS)  # shared: SEARLE's for all; paper: each its own
 
+# %% ../nbs/10_retrieval.ipynb #07d9844d
 def method_protocol(method, # a `METHODS` name
                     protocol:str='shared') -> Protocol: # 'shared', 'paper' or a `PROTOCOLS` name
-    "The protocol `method` runs under, its prompt filled in."
+    "The protocol `method` runs under: one for all (SEARLE's), its paper's, or one by name."
     m = get_method(method)
     if protocol not in PROTOCOL_CHOICES:
         raise ValueError(f"protocol {protocol!r}; expected one of {', '.join(PROTOCOL_CHOICES)}")
-    p = PROTOCOLS[{'shared': 'searle', 'paper': m.paper}.get(protocol, protocol)]
-    return dataclasses.replace(p, template=p.template or m.template)
+    return PROTOCOLS[{'shared': 'searle', 'paper': m.paper}.get(protocol, protocol)]
 
 # %% ../nbs/10_retrieval.ipynb #4765ef68
 def _method(tokens, token_fn, baseline) -> str:
@@ -797,7 +802,7 @@ def _begin(stage:str, clip_model, p:Protocol, job:Job, out_dir, **settings):
     rec = _record(stage, model, out_dir, **settings, protocol=p.name,
                   preprocess=p.preprocess if isinstance(p.preprocess, str) else repr(p.preprocess),
                   template=p.template, join=p.join, exclude_reference=p.exclude_reference,
-                  precision=job.precision, missing_images=job.missing,
+                  precision=job.precision, batch_size=job.batch_size, missing_images=job.missing,
                   truncated_images=job.truncated)
     return model, pre, job, rec
 
@@ -819,12 +824,11 @@ def run_validation(dataset:str, # 'fashioniq', 'cirr' or 'circo'
                    job:Job|None=None, # device, batch size, cache, precision, incomplete downloads
                    left_out:LeftOut|None=None) -> dict[str, float]: # filled with what was left out
     "Validate one method on a benchmark; the flat metrics dict, in percent."
-    p, job = _protocol(protocol, preprocess, template), job or Job()
-    left_out, cats = left_out or LeftOut(), list(categories) if dataset == 'fashioniq' else None
+    p, left_out = _protocol(protocol, preprocess, template), left_out or LeftOut()
     model, pre, job, rec = _begin(
-        'validate', clip_model, p, job, out_dir, dataset=dataset, dataset_path=dataset_path,
-        split=split, method=_method(tokens, token_fn, baseline), batch_size=job.batch_size,
-        backend=backend, categories=cats, max_queries=max_queries)
+        'validate', clip_model, p, job or Job(), out_dir, dataset=dataset, split=split,
+        dataset_path=dataset_path, method=_method(tokens, token_fn, baseline), backend=backend,
+        categories=list(categories) if dataset == 'fashioniq' else None, max_queries=max_queries)
     kw = _retrieval_kwargs(p, job, left_out, backend, tokens=tokens, token_fn=token_fn,
                            baseline=baseline, max_queries=max_queries, memo={})
     metrics = validate_benchmark(model, dataset, dataset_path, pre, split, categories,
