@@ -23,10 +23,9 @@ from .phi import (Phi, _download, check_phi_for_clip, epoch_batches, load_phi,
 
 # %% auto #0
 __all__ = ['logger', 'KEYWORD_POS', 'WORD_POS', 'DEMONSTRATIVES', 'FALLBACK_PROMPT', 'LINCIR_URL', 'LINCIR_RELEASES',
-           'LINCIR_TEMPLATE', 'LINCIR_TEMPLATES', 'LINCIR_PREPROCESS', 'keyword_runs', 'simple_tags', 'spacy_tags',
-           'clean_caption', 'mask_caption', 'training_tokens', 'encode_with_pseudo_words', 'noisy', 'LinCIRConfig',
-           'lincir_step', 'new_lincir', 'save_lincir', 'train_lincir', 'load_lincir', 'lincir_token_fn',
-           'load_lincir_token_fn', 'fashioniq_prompts', 'fashioniq_features']
+           'LINCIR_TEMPLATE', 'LINCIR_PREPROCESS', 'keyword_runs', 'simple_tags', 'spacy_tags', 'clean_caption',
+           'mask_caption', 'training_tokens', 'encode_with_pseudo_words', 'noisy', 'LinCIRConfig', 'lincir_step',
+           'new_lincir', 'save_lincir', 'train_lincir', 'load_lincir', 'lincir_token_fn', 'load_lincir_token_fn']
 
 # %% ../nbs/06a_lincir.ipynb #c9103100
 logger = logging.getLogger(__name__)
@@ -335,21 +334,5 @@ def load_lincir_token_fn(name_or_path, model:nn.Module, device=None,
     return lincir_token_fn(net)
 
 # %% ../nbs/06a_lincir.ipynb #8f78deb9
-LINCIR_TEMPLATE = f'a photo of {PSEUDO_CHAR} that {{caption}}'
-LINCIR_TEMPLATES = {'cirr': LINCIR_TEMPLATE, 'circo': LINCIR_TEMPLATE,
-                    'fashioniq': LINCIR_TEMPLATE}
+LINCIR_TEMPLATE = f'a photo of {PSEUDO_CHAR} that {{caption}}'  # every benchmark's prompt
 LINCIR_PREPROCESS = 'clip'  # the backbone's own resize and centre crop, not targetpad
-
-# %% ../nbs/06a_lincir.ipynb #5ae95ca3
-def fashioniq_prompts(first:str, second:str, template:str=LINCIR_TEMPLATE) -> tuple[str, str]:
-    "FashionIQ's two captions joined with 'and', in both orders (each stripped of '.?, ')."
-    a, b = first.strip('.?, '), second.strip('.?, ')
-    return (template.format(caption=f'{a} and {b}'), template.format(caption=f'{b} and {a}'))
-
-def fashioniq_features(model:nn.Module, tokens:Tensor, # [B, W] the references' pseudo tokens
-                       captions:Sequence[tuple[str, str]]) -> Tensor:
-    "Normalised query features [B, D]: the mean of both orders' normalised features, normalised."
-    fwd, rev = zip(*(fashioniq_prompts(a, b) for a, b in captions))
-    f = [F.normalize(encode_with_pseudo_tokens(model, list(p), tokens).float(), dim=-1)
-         for p in (fwd, rev)]
-    return F.normalize((f[0] + f[1]) / 2, dim=-1)

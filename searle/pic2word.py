@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib, dataclasses, logging, math, os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,12 +20,11 @@ from .clip import (ImageList, backbone, clip_record, encode_with_pseudo_tokens,
 from .phi import _download
 
 # %% auto #0
-__all__ = ['logger', 'PIC2WORD_TRAIN_PROMPT', 'PIC2WORD_URL', 'PIC2WORD_RELEASES', 'PIC2WORD_TEMPLATE', 'PIC2WORD_TEMPLATES',
-           'PIC2WORD_REMOVES_REFERENCE', 'PIC2WORD_PREPROCESS', 'Pic2Word', 'clip_logit_scale', 'pic2word_loss',
-           'pic2word_text_features', 'Pic2WordConfig', 'pic2word_optimizer', 'pic2word_lr', 'pic2word_step',
-           'train_pic2word', 'save_pic2word', 'pic2word_keys', 'pic2word_from_state_dict', 'pic2word_release_path',
-           'load_pic2word', 'pic2word_token_fn', 'check_pic2word_for_clip', 'load_pic2word_token_fn',
-           'pic2word_join_captions']
+__all__ = ['logger', 'PIC2WORD_TRAIN_PROMPT', 'PIC2WORD_URL', 'PIC2WORD_RELEASES', 'PIC2WORD_TEMPLATE', 'PIC2WORD_PREPROCESS',
+           'Pic2Word', 'clip_logit_scale', 'pic2word_loss', 'pic2word_text_features', 'Pic2WordConfig',
+           'pic2word_optimizer', 'pic2word_lr', 'pic2word_step', 'train_pic2word', 'save_pic2word', 'pic2word_keys',
+           'pic2word_from_state_dict', 'pic2word_release_path', 'load_pic2word', 'pic2word_token_fn',
+           'check_pic2word_for_clip', 'load_pic2word_token_fn']
 
 # %% ../nbs/06b_pic2word.ipynb #50308aeb
 logger = logging.getLogger(__name__)
@@ -200,7 +199,7 @@ def save_pic2word(net:Pic2Word, path, **extra):
 PIC2WORD_URL = 'https://drive.google.com/file/d/1IxRi2Cj81RxMu0ViT4q4nkfyjbSHm1dF'  # README's
 # name -> the file, its download URL (None: none direct), its CLIP, Pic2Word(D, hidden, W)
 PIC2WORD_RELEASES = {
-    'pic2word': dict(file='pic2word_model.pt', url=None, clip='ViT-L/14', dims=(768, 512, 768)),
+    'pic2word-l14': dict(file='pic2word_model.pt', url=None, clip='ViT-L/14', dims=(768, 512, 768)),
 }
 
 def pic2word_keys(n_layer:int=2) -> tuple[str, ...]:
@@ -261,7 +260,7 @@ def _cached_pic2word(name:str, cache_dir=None) -> Path:
                             f"{PIC2WORD_URL}) at {p}, or pass the file's path.")
 
 # %% ../nbs/06b_pic2word.ipynb #079fd670
-def load_pic2word(name_or_path, # 'pic2word' (ViT-L/14), or a checkpoint with 'state_dict_img2text'
+def load_pic2word(name_or_path, # 'pic2word-l14', or a checkpoint with 'state_dict_img2text'
                   device=None, # `None`: CUDA when available, else CPU
                   cache_dir=None, # where released weights are cached (`default_cache_dir()`)
                  ) -> Pic2Word:
@@ -310,7 +309,7 @@ def check_pic2word_for_clip(net:Pic2Word, model):
         raise ValueError(f"Pic2Word {src} maps {net.dims[0]}-d image features to "
                          f"{net.dims[2]}-d tokens, but this CLIP has {bb.dim}-d image features "
                          f"and {bb.width}-d tokens (the release is for "
-                         f"{PIC2WORD_RELEASES['pic2word']['clip']})")
+                         f"{PIC2WORD_RELEASES['pic2word-l14']['clip']})")
     rec, now = getattr(net, 'searle_backbone', None) or {}, clip_record(model)
     diff = [k for k in ('clip_family', 'clip_weights')
             if rec.get(k) is not None and rec[k] != now[k]]
@@ -327,15 +326,5 @@ def load_pic2word_token_fn(name_or_path, model, device=None, cache_dir=None
     return pic2word_token_fn(net)
 
 # %% ../nbs/06b_pic2word.ipynb #d2ebfe91
-PIC2WORD_TEMPLATE = 'a photo of $ , {caption}'
-PIC2WORD_TEMPLATES = {'cirr': PIC2WORD_TEMPLATE, 'fashioniq': PIC2WORD_TEMPLATE,
-                      'circo': PIC2WORD_TEMPLATE}   # CIRCO: not in the authors' code
-# whether the authors' evaluation removes the reference image from the gallery
-PIC2WORD_REMOVES_REFERENCE = {'cirr': True, 'fashioniq': False}
+PIC2WORD_TEMPLATE = 'a photo of $ , {caption}'  # CIRR's and FashionIQ's prompt, their spacing
 PIC2WORD_PREPROCESS = 'clip'   # their evaluation's default (CLIP's resize and centre crop)
-
-def pic2word_join_captions(captions:Sequence[str], # FashionIQ's two relative captions
-                          ) -> str:
-    "FashionIQ's two captions as the authors join them: the second, 'and', the first."
-    if len(captions) != 2: raise ValueError(f"expected FashionIQ's two captions, got {captions!r}")
-    return f"{captions[1]} and {captions[0]}"

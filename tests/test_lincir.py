@@ -7,9 +7,12 @@ import pytest, torch
 from transformers import CLIPConfig, CLIPModel
 from searle.clip import encode_text, encode_with_pseudo_tokens, tokenize
 from searle.core import load_tensors
+from searle.data import Query
 from searle.phi import Phi
-from searle.lincir import (LINCIR_RELEASES, LinCIRConfig, encode_with_pseudo_words, lincir_step,
-                           lincir_token_fn, load_lincir, load_lincir_token_fn, training_tokens)
+from searle.lincir import (LINCIR_RELEASES, LINCIR_TEMPLATE, LinCIRConfig, encode_with_pseudo_words,
+                           lincir_step, lincir_token_fn, load_lincir, load_lincir_token_fn,
+                           training_tokens)
+from searle.retrieval import method_protocol, query_features, query_prompts
 
 HERE = Path(__file__).parent / 'golden'
 _spec = importlib.util.spec_from_file_location('maker', HERE / 'make_lincir_golden.py')
@@ -35,6 +38,13 @@ def clip_and_phi(gold):
 
 def _delta(a, b): return (a.float() - b.float()).abs().max().item()
 
+@pytest.fixture(scope='module')
+def protocol():
+    "LinCIR's own evaluation settings, as searle's evaluation reads them."
+    p = method_protocol('lincir', 'paper')
+    assert (p.template, p.join) == (LINCIR_TEMPLATE, 'both-orders'), p
+    return p
+
 def test_cleaning_masking_and_tokens_match_the_original(gold):
     tok, masked = training_tokens(gold['captions'], random.Random(gold['seed']))
     bad = [i for i in range(len(tok)) if not torch.equal(tok[i], gold['tokens'][i])]
@@ -42,17 +52,33 @@ def test_cleaning_masking_and_tokens_match_the_original(gold):
     bad = [i for i in range(len(tok)) if not torch.equal(masked[i], gold['masked'][i])]
     assert not bad, f"masked captions {bad} differ; theirs: {gold['masked_text'][bad[0]]!r}"
 
-def test_forward_matches_the_original(gold, clip_and_phi):
+def test_forward_matches_the_original(gold, clip_and_phi, protocol):
+    "phi, then CIRR-style prompts made by searle's evaluation (`query_prompts`), encoded."
     model, phi = clip_and_phi
+    caps = [p.removeprefix('a photo of $ that ') for p in gold['eval_prompts']]
+    prompts = [p for i, c in enumerate(caps)
+               for p in query_prompts(Query(str(i), f'ref{i}', [c]), protocol.template,
+                                      protocol.join)]
+    assert prompts == gold['eval_prompts'], (prompts, gold['eval_prompts'])
     with torch.no_grad():
         tokens = phi.eval()(gold['feats'])
         d = _delta(tokens, gold['eval_tokens'])
         assert d < 1e-6, f'phi forward: max |delta| {d:.2e}'
-        for f in (encode_with_pseudo_tokens(model, gold['eval_prompts'], tokens),
-                  encode_with_pseudo_words(model, tokenize(gold['eval_prompts']), tokens)):
+        for f in (encode_with_pseudo_tokens(model, prompts, tokens),
+                  encode_with_pseudo_words(model, tokenize(prompts), tokens)):
             d = _delta(f, gold['eval_features'])
             scale = gold['eval_features'].abs().max()
             assert d < 1e-5, f'prompt features: max |delta| {d:.2e} (scale {scale:.2f})'
+
+def test_fashioniq_features_match_the_original(gold, clip_and_phi, protocol):
+    "Their FashionIQ queries (both caption orders, averaged) against searle's `query_features`."
+    model, _ = clip_and_phi
+    queries = [Query(str(i), ref, caps, target=t) for i, (ref, t, caps) in
+               enumerate(gold['fiq_queries'])]
+    q = query_features(model, queries, gold['fiq_ref_names'], ref_tokens=gold['eval_tokens'],
+                       template=protocol.template, join=protocol.join, precision='fp32')
+    d = _delta(q, gold['fiq_features'])
+    assert d < 1e-5, f'FashionIQ query features (normalised): max |delta| {d:.2e}'
 
 def test_training_step_matches_the_original(gold, clip_and_phi):
     model, phi0 = clip_and_phi

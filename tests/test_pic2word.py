@@ -7,13 +7,16 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from searle.clip import ImageList, backbone, build_clip, encode_with_pseudo_tokens
-from searle.pic2word import (PIC2WORD_TEMPLATES, Pic2Word, Pic2WordConfig, clip_logit_scale,
-                             load_pic2word, load_pic2word_token_fn, pic2word_join_captions,
-                             pic2word_lr, pic2word_optimizer, pic2word_step,
-                             pic2word_text_features, train_pic2word)
+from searle.data import Query
+from searle.pic2word import (PIC2WORD_TEMPLATE, Pic2Word, Pic2WordConfig, clip_logit_scale,
+                             load_pic2word, load_pic2word_token_fn, pic2word_lr,
+                             pic2word_optimizer, pic2word_step, pic2word_text_features,
+                             train_pic2word)
+from searle.retrieval import method_protocol, query_features, query_prompts
 
 torch.set_num_threads(1)
 GOLDEN = Path(__file__).parent / 'golden' / 'pic2word_golden.pt'
@@ -66,15 +69,26 @@ def test_forward_matches_theirs(g, clip):
 
 
 def test_evaluation_prompts_match_theirs(g, clip):
-    "CIRR's and FashionIQ's prompts of their data loaders, encoded by their retrieval encoder."
-    tokens = g['tokens_eval']
-    cirr = [PIC2WORD_TEMPLATES['cirr'].format(caption=c) for c in g['cirr_captions']]
-    fiq = [PIC2WORD_TEMPLATES['fashioniq'].format(caption=pic2word_join_captions(c))
-           for c in g['fashioniq_captions']]
+    ("CIRR's and FashionIQ's prompts of their data loaders, encoded by their retrieval encoder, "
+     "against the prompts and query features of searle's evaluation under Pic2Word's protocol.")
+    p = method_protocol('pic2word', 'paper')
+    assert (p.template, p.join) == (PIC2WORD_TEMPLATE, 'second-and-first'), p
+    tokens, refs = g['tokens_eval'], [f'r{i}' for i in range(len(g['tokens_eval']))]
+    cirr = [Query(f'c{i}', refs[i], [c]) for i, c in enumerate(g['cirr_captions'])]
+    fiq = [Query(f'f{i}', refs[3 + i], list(c)) for i, c in enumerate(g['fashioniq_captions'])]
+    prompts = lambda qs: [t for q in qs for t in query_prompts(q, p.template, p.join)]
+    assert prompts(fiq)[0] == 'a photo of $ , has no sleeves and is longer and blue', prompts(fiq)
     with torch.no_grad():
-        d_cirr = delta(encode_with_pseudo_tokens(clip, cirr, tokens[:3]), g['cirr_features'])
-        d_fiq = delta(encode_with_pseudo_tokens(clip, fiq, tokens[3:5]), g['fashioniq_features'])
-    assert d_cirr <= 1e-5 and d_fiq <= 1e-5, (d_cirr, d_fiq)
+        d_cirr = delta(encode_with_pseudo_tokens(clip, prompts(cirr), tokens[:3]),
+                       g['cirr_features'])
+        d_fiq = delta(encode_with_pseudo_tokens(clip, prompts(fiq), tokens[3:5]),
+                      g['fashioniq_features'])
+    assert d_cirr <= 1e-5 and d_fiq <= 1e-5, f'max |delta| CIRR {d_cirr:.2e}, FashionIQ {d_fiq:.2e}'
+    for qs, want in ((cirr, g['cirr_features']), (fiq, g['fashioniq_features'])):
+        q = query_features(clip, qs, refs, ref_tokens=tokens, template=p.template, join=p.join,
+                           precision='fp32')
+        d = delta(q, F.normalize(want, dim=-1))
+        assert d <= 1e-6, f'{qs[0].id[0]}: query features (normalised): max |delta| {d:.2e}'
 
 
 def test_training_steps_match_theirs(g, clip):
@@ -126,7 +140,7 @@ def test_released_format_loads(tmp_path, clip):
     (tmp_path / 'cache').mkdir()
     os.replace(tmp_path / 'pic2word_model.pt', tmp_path / 'cache' / 'pic2word_model.pt')
     with pytest.raises(ValueError, match=r'Pic2Word\(64, 512, 64\); the release'):
-        load_pic2word('pic2word', cache_dir=tmp_path / 'cache')   # not ViT-L/14's widths
+        load_pic2word('pic2word-l14', cache_dir=tmp_path / 'cache')   # not ViT-L/14's widths
 
 
 def test_release_by_name_from_cache(tmp_path, clip):
@@ -134,11 +148,11 @@ def test_release_by_name_from_cache(tmp_path, clip):
     (tmp_path / 'cache').mkdir()
     src = Pic2Word(768, 512, 768)
     authors_checkpoint(tmp_path / 'cache' / 'pic2word_model.pt', src, clip)
-    net = load_pic2word('pic2word', cache_dir=tmp_path / 'cache')
-    assert net.dims == (768, 512, 768) and net.searle_source == 'pic2word'
+    net = load_pic2word('pic2word-l14', cache_dir=tmp_path / 'cache')
+    assert net.dims == (768, 512, 768) and net.searle_source == 'pic2word-l14'
     for k, v in src.state_dict().items(): assert torch.equal(net.state_dict()[k], v), k
     with pytest.raises(ValueError, match='768-d image features'):
-        load_pic2word_token_fn('pic2word', clip, cache_dir=tmp_path / 'cache')  # not ViT-L/14
+        load_pic2word_token_fn('pic2word-l14', clip, cache_dir=tmp_path / 'cache')  # not ViT-L/14
 
 
 @pytest.mark.parametrize('obj, message', [
@@ -174,7 +188,7 @@ def test_pickled_classes_refused_in_one_line(tmp_path):
 
 def test_release_not_cached_offline(tmp_path, monkeypatch):
     monkeypatch.setenv('SEARLE_OFFLINE', '1')
-    with pytest.raises(FileNotFoundError) as e: load_pic2word('pic2word', cache_dir=tmp_path)
+    with pytest.raises(FileNotFoundError) as e: load_pic2word('pic2word-l14', cache_dir=tmp_path)
     msg = str(e.value)
     assert str(tmp_path / 'pic2word_model.pt') in msg and 'drive.google.com' in msg, msg
     assert '\n' not in msg

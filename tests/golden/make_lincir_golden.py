@@ -4,7 +4,9 @@ Usage: PYTHONPATH=<transformers 4.40>:. python tests/golden/make_lincir_golden.p
            --repo PATH_TO_navervision/lincir --out tests/golden/lincir_golden.pt
 
 Runs the authors' own pieces on small seeded inputs: `loader.CaptionDataset` (caption cleaning,
-key-word masking, tokenisation), `models.Phi`, `encode_with_pseudo_tokens_HF`, and one training
+key-word masking, tokenisation), `models.Phi`, `encode_with_pseudo_tokens_HF`,
+`validate.fiq_generate_val_predictions` (FashionIQ's two captions in both orders, averaged; its
+DataLoader runs with no worker processes instead of 10, the same batches), and one training
 step as `train_phi.py` writes it (its loop is not a function: the noise line, the MSE loss and
 AdamW are restated below in the same order of random draws). Stubbed, because they cannot run here:
 the modules `webdataset`, `spacy` and `datasets` that loader.py imports but CaptionDataset does not
@@ -29,6 +31,10 @@ CAPTIONS = ['An image of a red circle that is small and at the top.',
             'we see a large blue square on the right', 'running and jumping',
             'a dog with a red ball on the grass, next to a dog', 'cheap $ prices',
             'the ' + 'very long caption with many words about the sea ' * 10]
+# FashionIQ queries: (reference, target, [first caption, second caption]), as their loader gives
+FIQ_QUERIES = [('ref0', 'tgt0', ['is darker.', 'has long sleeves?']),
+               ('ref2', 'tgt1', [' is shorter, ', 'has a red logo and stripes']),
+               ('ref0', 'tgt2', ['is blue', 'is more casual.'])]
 SEED = 1234
 
 def fill(named_params, seed:int):
@@ -72,6 +78,7 @@ def main():
     from loader import CaptionDataset
     from models import Phi
     from encode_with_pseudo_tokens import encode_with_pseudo_tokens_HF
+    import validate
     from searle.lincir import simple_tags
     assert transformers.__version__.startswith('4.'), 'run with transformers 4.40 (see above)'
 
@@ -98,6 +105,12 @@ def main():
         prompts = [f'a photo of $ that {c}' for c in ('is red', 'has two dogs', 'is on the left')]
         eval_features = encode_with_pseudo_tokens_HF(enc, clip.tokenize(prompts, context_length=77),
                                                      eval_tokens)
+        fiq = [dict(reference_name=r, target_name=t, relative_captions=c)
+               for r, t, c in FIQ_QUERIES]
+        validate.DataLoader = lambda dataset, **kw: torch.utils.data.DataLoader(
+            dataset, **{**kw, 'num_workers': 0})
+        fiq_features, _ = validate.fiq_generate_val_predictions(
+            enc, fiq, ['ref0', 'ref1', 'ref2'], eval_tokens)
 
     # one training step, as train_phi.py's loop (fp32, one process)
     phi.train()
@@ -116,7 +129,9 @@ def main():
             'masked_text': [tokenizer.decode(m[m > 0][1:-1]) for m in masked],
             'param_names': [n for n, _ in sorted(enc.named_parameters())],
             'feats': feats, 'eval_prompts': prompts, 'eval_tokens': eval_tokens,
-            'eval_features': eval_features, 'step_target': target.detach(),
+            'eval_features': eval_features, 'fiq_queries': [list(q) for q in FIQ_QUERIES],
+            'fiq_ref_names': ['ref0', 'ref1', 'ref2'], 'fiq_features': fiq_features,
+            'step_target': target.detach(),
             'step_loss': loss.detach(),
             'step_grads': {n: p.grad.clone() for n, p in named.items()},
             'step_weights_last': {n: p.detach().clone() for n, p in named.items()
