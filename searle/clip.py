@@ -326,12 +326,12 @@ def _as_tokens(prompts) -> torch.Tensor:
     return prompts.cpu() if isinstance(prompts, torch.Tensor) else tokenize(prompts)
 
 def _own_text_with(bb:Backbone, tokens:torch.Tensor, # [B, 77] on the model's device
-                   first:torch.Tensor, # [B] position of each `$`
+                   hit:torch.Tensor, # [B, 77] bool: the positions whose embedding is replaced
                    pt:torch.Tensor, # [B, W] pseudo tokens
                   ) -> torch.Tensor:
-    ("The family's own 77-token text pass with the embedding of each prompt's first `$` replaced: "
-     "the reference (`trim=False`).")
-    hit = F.one_hot(first, tokens.shape[1]).bool().unsqueeze(-1)      # [B, 77, 1]
+    ("The family's own 77-token text pass with the embeddings at `hit` replaced by each prompt's "
+     "pseudo token: the reference (`trim=False`).")
+    hit = hit.unsqueeze(-1)                                           # [B, 77, 1]
     h = bb.token_embedding.register_forward_hook(
         lambda mod, args, out: torch.where(hit, pt.unsqueeze(1).to(out.dtype), out))
     try: return bb.own_text(tokens)                                   # [B, D]
@@ -419,9 +419,10 @@ def encode_with_pseudo_tokens(
     # run only the positions that can matter (same result, less work);
     # False: the family's 77-token pass
     trim:bool=True,
+    every:bool=False, # replace every `$` of a prompt, not only the first (LinCIR's masked captions)
     ) -> torch.Tensor:
-    ("Text features [B, D] of `prompts` with the first `$` of each replaced by its pseudo token "
-     "(any CLIP family).")
+    ("Text features [B, D] of `prompts` with the first (or `every`) `$` of each replaced by its "
+     "pseudo token (any CLIP family).")
     bb = backbone(model)
     dev, dt, W = bb.token_embedding.weight.device, bb.token_embedding.weight.dtype, bb.width
     tokens = _as_tokens(prompts)         # [B, 77] on the CPU, where the plan is made
@@ -437,7 +438,8 @@ def encode_with_pseudo_tokens(
         shown = prompts[i] if not isinstance(prompts, torch.Tensor) else tokens[i].tolist()
         raise ValueError(f"prompt {i} has no pseudo-word {PSEUDO_CHAR!r}: {shown!r}")
     first = is_p.int().argmax(1)         # [B] position of the first `$`
-    if not trim: return _own_text_with(bb, tokens.to(dev), first.to(dev), pt)
+    hit = is_p if every else F.one_hot(first, tokens.shape[1]).bool()  # [B, 77]
+    if not trim: return _own_text_with(bb, tokens.to(dev), hit.to(dev), pt)
     bad = ~torch.isfinite(pt).all(1)    # [B] NaN / inf tokens: their rows only are NaN
     # (shared rows must not carry them to other prompts)
     if bad.any(): pt = pt.masked_fill(bad[:, None], 0)
@@ -447,6 +449,9 @@ def encode_with_pseudo_tokens(
     x = bb.token_embedding(plan.token) + bb.positions[plan.pos].to(dt)  # [N, W], the model's dtype
     slot = plan.index[torch.arange(B, device=dev), first]  # [B] the row of each prompt's `$`
     x = x.index_copy(0, slot, pt.to(dt) + bb.positions[first].to(dt))
+    if every:  # a later `$` lies past the shared prefix (it ends at the first): a prompt's own row
+        later = (plan.token == pid)[:, None]                          # [N, 1]
+        x = torch.where(later, (pt[plan.rep // plan.L] + bb.positions[plan.pos]).to(dt), x)
     out = _text_tower(bb, x, plan)
     return out.masked_fill(bad[:, None], float('nan')) if bad.any() else out
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #29f013f0
 from __future__ import annotations
-import contextlib, dataclasses, hashlib, io, json, logging, os, pickle, random, sys, tempfile
+import contextlib, dataclasses, hashlib, io, json, logging, os, pickle, random, re, sys, tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence, Union
 
@@ -246,9 +246,10 @@ def load_tensors(path:PathLike, map_location='cpu'):
         raise FileNotFoundError(f"expected a torch file at {path}, found nothing")
     try: return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if 'GLOBAL' in str(e):  # a real pickle that names code to run: refused
-            raise ValueError(f"{path} holds objects other than tensors and plain containers; "
-                             f"refusing to load it ({e})") from None
+        if 'GLOBAL' in str(e):  # a real pickle that names code to run: refused, in one line
+            what = re.search(r'GLOBAL (\S+)', str(e))
+            raise ValueError(f"{path} holds {what.group(1) if what else 'a pickled object'}, not "
+                             "only tensors and plain containers; refusing to load it") from None
         raise ValueError(f"{path} is not a readable torch file "
                          f"({str(e).strip().splitlines()[-3:]})") from None
     except (RuntimeError, EOFError, KeyError, OSError) as e:  # truncated or not a torch file at all

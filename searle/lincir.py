@@ -16,16 +16,16 @@ from torch import nn, Tensor
 
 from .core import *
 from .runs import default_cache_dir
-from .clip import (PSEUDO_CHAR, _text_plan, _text_tower, backbone, clip_record, encode_text,
-                         encode_with_pseudo_tokens, pseudo_token_id, tokenize)
+from .clip import (PSEUDO_CHAR, backbone, clip_record, encode_text, encode_with_pseudo_tokens,
+                         pseudo_token_id, tokenize)
 from .phi import (Phi, _download, check_phi_for_clip, epoch_batches, load_phi,
                         phi_token_fn, save_phi)
 
 # %% auto #0
 __all__ = ['logger', 'KEYWORD_POS', 'WORD_POS', 'DEMONSTRATIVES', 'FALLBACK_PROMPT', 'LINCIR_URL', 'LINCIR_RELEASES',
            'LINCIR_TEMPLATE', 'LINCIR_PREPROCESS', 'keyword_runs', 'simple_tags', 'spacy_tags', 'clean_caption',
-           'mask_caption', 'training_tokens', 'encode_with_pseudo_words', 'noisy', 'LinCIRConfig', 'lincir_step',
-           'new_lincir', 'save_lincir', 'train_lincir', 'load_lincir', 'lincir_token_fn', 'load_lincir_token_fn']
+           'mask_caption', 'training_tokens', 'noisy', 'LinCIRConfig', 'lincir_step', 'new_lincir', 'save_lincir',
+           'train_lincir', 'load_lincir', 'lincir_token_fn', 'load_lincir_token_fn']
 
 # %% ../nbs/06a_lincir.ipynb #c9103100
 logger = logging.getLogger(__name__)
@@ -135,33 +135,6 @@ def training_tokens(captions:Sequence[str], # raw captions
     if lost.any(): m[lost] = tokenize(FALLBACK_PROMPT)
     return orig, m
 
-# %% ../nbs/06a_lincir.ipynb #a386620d
-def encode_with_pseudo_words(
-    model:nn.Module,
-    tokens:Tensor, # [B, 77] CLIP tokens, each row holding one `$` or more
-    pseudo_tokens:Tensor, # [B, W] one per row
-    trim:bool=True, # run only the positions that can matter; False: the family's 77-token pass
-    ) -> Tensor:
-    "Text features [B, D] with EVERY `$` of each row replaced by that row's pseudo token."
-    bb, pid = backbone(model), pseudo_token_id()
-    dev, dt = bb.token_embedding.weight.device, bb.token_embedding.weight.dtype
-    is_p = tokens == pid                                                    # [B, 77]
-    if not is_p.any(1).all():
-        raise ValueError(f"row {int((~is_p.any(1)).nonzero()[0])} of the tokens has no "
-                         f"pseudo-word {PSEUDO_CHAR!r}")
-    pt = pseudo_tokens.to(dev, dt)                                          # [B, W]
-    if not trim:
-        hit = is_p.to(dev).unsqueeze(-1)                                    # [B, 77, 1]
-        h = bb.token_embedding.register_forward_hook(
-            lambda mod, args, out: torch.where(hit, pt.unsqueeze(1).to(out.dtype), out))
-        try: return bb.own_text(tokens.to(dev))
-        finally: h.remove()
-    plan = _text_plan(tokens, shared=is_p.int().argmax(1).tolist(),
-                      eot=bb.eot(tokens).tolist()).to(dev)  # every `$` row is a prompt's own
-    x = bb.token_embedding(plan.token)                                      # [N, W]
-    x = torch.where((plan.token == pid)[:, None], pt[plan.rep // plan.L], x)
-    return _text_tower(bb, x + bb.positions[plan.pos].to(dt), plan)        # [B, D]
-
 # %% ../nbs/06a_lincir.ipynb #118b7f99
 def noisy(features:Tensor, # [B, D] text features
           scale:float=1.0, # the noise's largest standard deviation
@@ -193,7 +166,7 @@ def lincir_step(phi:Phi, model:nn.Module, opt:torch.optim.Optimizer,
     with autocast(config.precision, dev):
         with torch.no_grad(): target = encode_text(model, tokens)                  # [B, D]
         x = noisy(target.float(), config.noise_scale)                                # [B, D]
-        pred = encode_with_pseudo_words(model, masked, phi(x))                       # [B, D]
+        pred = encode_with_pseudo_tokens(model, masked, phi(x), every=True)          # [B, D]
     loss = F.mse_loss(pred.float(), target.float())
     opt.zero_grad(set_to_none=True)
     loss.backward() if scaler is None else scaler.backward(loss)

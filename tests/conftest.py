@@ -1,11 +1,13 @@
 """What the test files share: the environment of a command run as a user runs it (offline, one thread), the way
 to run one and read its one-line error, and the small offline worlds the tests run on (each built once)."""
-import os, subprocess
+import os, shutil, subprocess
 from pathlib import Path
 import pytest, torch
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
+from searle.core import load_json, save_json  # noqa: E402 (after the offline switches)
+from searle.data import write_placeholder_images  # noqa: E402
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,3 +73,26 @@ def stage_files(stage_world, tmp_path_factory):
                '--vocabulary', root/'concepts.csv', '--clip-model', world.world_clip_path(), '--top-k', 20,
                '--quiet').returncode == 0
     return d
+
+
+# --- the real benchmarks' annotation files with placeholder images
+
+def real_circo(shared:Path, dst:Path, split:str) -> Path:
+    "The real CIRCO annotations of `split`, an image info of every image they name, placeholders."
+    ann = load_json(shared/'data'/'circo'/'annotations'/f'{split}.json')
+    ids = sorted({q['reference_img_id'] for q in ann} |
+                 {g for q in ann for g in q.get('gt_img_ids', [])})
+    save_json(ann, dst/'annotations'/f'{split}.json')
+    save_json({'images': [{'id': i, 'file_name': f'{i:012d}.jpg'} for i in ids]},
+              dst/'COCO2017_unlabeled'/'annotations'/'image_info_unlabeled2017.json')
+    imgs = dst/'COCO2017_unlabeled'/'unlabeled2017'
+    write_placeholder_images([imgs/f'{i:012d}.jpg' for i in ids])
+    return dst
+
+def real_cirr(shared:Path, dst:Path, split:str) -> Path:
+    "The real CIRR annotations of `split` and a placeholder image for each image of its split."
+    src = shared/'data'/'cirr'/'cirr'
+    shutil.copytree(src, dst/'cirr')
+    paths = load_json(src/'image_splits'/f'split.rc2.{split}.json').values()
+    write_placeholder_images([dst/p for p in paths])
+    return dst

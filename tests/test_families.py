@@ -49,6 +49,7 @@ def test_every_stage_runs_on_a_tiny_family(spec, root, tmp_path):
 
 
 METHODS5 = ('image-only', 'text-only', 'image+text', 'phi', 'oti')
+METHODS7 = METHODS5 + ('lincir', 'pic2word')  # with SEARLE's neighbours
 
 @pytest.fixture(scope='module')
 def query_inputs(root, tmp_path_factory):
@@ -59,12 +60,21 @@ def query_inputs(root, tmp_path_factory):
 
 def clip_with_phi(spec:str, d) -> tuple[str, str]:
     "A tiny CLIP of `spec`'s family saved to a file, and a phi file sized and recorded for it."
+    clip_file, nets = clip_with_networks(spec, d)
+    return clip_file, nets['phi']
+
+def clip_with_networks(spec:str, d) -> tuple[str, dict]:
+    "A tiny CLIP of `spec`'s family in a file; phi, LinCIR's phi and Pic2Word's network for it."
     from searle.clip import backbone
     from searle.phi import Phi, save_phi
+    from searle.lincir import save_lincir
+    from searle.pic2word import Pic2Word, save_pic2word
     save_clip(build_clip(spec, seed=0), d/'clip.pt')
     model = load_clip(d/'clip.pt', device='cpu'); bb = backbone(model)
     save_phi(Phi(bb.dim, 4 * bb.dim, bb.width), d/'phi.pt', backbone=clip_record(model))
-    return str(d/'clip.pt'), str(d/'phi.pt')
+    save_lincir(Phi(bb.dim, 4 * bb.dim, bb.width), d/'lincir.pt', backbone=clip_record(model))
+    save_pic2word(Pic2Word(bb.dim, 32, bb.width), d/'pic2word.pt', backbone=clip_record(model))
+    return str(d/'clip.pt'), {n: str(d/f'{n}.pt') for n in ('phi', 'lincir', 'pic2word')}
 
 @pytest.mark.parametrize('spec', ['tiny', 'open_clip:tiny', 'hf:tiny'])
 def test_query_command_and_api_on_each_family(spec, query_inputs, tmp_path, monkeypatch, capsys):
@@ -72,20 +82,21 @@ def test_query_command_and_api_on_each_family(spec, query_inputs, tmp_path, monk
     from searle.api import ComposedRetriever
     from searle.cli import searle_query
     gallery, phrases, voc = query_inputs
-    clip_file, phi = clip_with_phi(spec, tmp_path)
+    clip_file, nets = clip_with_networks(spec, tmp_path)
     ref = sorted(gallery.iterdir())[0]
-    for m in METHODS5:
+    for m in METHODS7:
         argv = ['searle-query', str(ref), 'is red', '--gallery', str(gallery), '--clip-model', clip_file,
-                '--method', m, '--phi', phi, '--phrases', str(phrases), '--vocabulary', str(voc), '--top-k', '3',
+                '--method', m, '--phi', nets['phi'], '--lincir', nets['lincir'], '--pic2word', nets['pic2word'],
+                '--phrases', str(phrases), '--vocabulary', str(voc), '--top-k', '3',
                 '--cache-dir', str(tmp_path/'cache'), '--device', 'cpu', '--json', '--quiet']
         monkeypatch.setattr('sys.argv', argv)
         searle_query()
         rows = json.loads(capsys.readouterr().out)
         assert [r['rank'] for r in rows] == [1, 2, 3] and ref.name not in [r['name'] for r in rows], (m, rows)
-    r = ComposedRetriever.from_pretrained(clip_file, phi=phi, phrases=phrases, vocabulary=voc,
+    r = ComposedRetriever.from_pretrained(clip_file, **nets, phrases=phrases, vocabulary=voc,
                                           cache_dir=tmp_path/'cache', device='cpu').index(gallery)
-    assert r.methods() == METHODS5[:3] + ('oti', 'phi')
-    for m in METHODS5:
+    assert r.methods() == METHODS5[:3] + ('oti', 'phi', 'lincir', 'pic2word')
+    for m in METHODS7:
         hits = r.search(ref, 'is red', k=4, method=m)
         scores = [h.score for h in hits]
         assert len(hits) == 4 and scores == sorted(scores, reverse=True), (m, hits)

@@ -7,7 +7,7 @@ import pytest
 from searle import world
 from searle.core import load_json, save_json
 from searle.data import write_placeholder_images
-from conftest import ENV, REPO, run
+from conftest import ENV, REPO, real_circo, real_cirr, run
 
 CLIP = world.world_clip_path()
 
@@ -20,26 +20,6 @@ def one_line(r, *needles):
     return last
 
 # --- duplicate query ids: refused on loading, naming the file and the id
-
-def real_circo(shared:Path, dst:Path, split:str) -> Path:
-    "The real CIRCO annotations of `split`, an image info of every image they name, placeholders."
-    ann = load_json(shared/'data'/'circo'/'annotations'/f'{split}.json')
-    ids = sorted({q['reference_img_id'] for q in ann} |
-                 {g for q in ann for g in q.get('gt_img_ids', [])})
-    save_json(ann, dst/'annotations'/f'{split}.json')
-    save_json({'images': [{'id': i, 'file_name': f'{i:012d}.jpg'} for i in ids]},
-              dst/'COCO2017_unlabeled'/'annotations'/'image_info_unlabeled2017.json')
-    imgs = dst/'COCO2017_unlabeled'/'unlabeled2017'
-    write_placeholder_images([imgs/f'{i:012d}.jpg' for i in ids])
-    return dst
-
-def real_cirr(shared:Path, dst:Path, split:str) -> Path:
-    "The real CIRR annotations of `split` and a placeholder image for each image of its split."
-    src = shared/'data'/'cirr'/'cirr'
-    shutil.copytree(src, dst/'cirr')
-    paths = load_json(src/'image_splits'/f'split.rc2.{split}.json').values()
-    write_placeholder_images([dst/p for p in paths])
-    return dst
 
 @pytest.mark.parametrize('dataset,split,command', [
     ('circo', 'test', 'searle-submit'), ('circo', 'val', 'searle-validate'),

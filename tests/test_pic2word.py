@@ -178,8 +178,6 @@ def test_pickled_classes_refused(tmp_path):
         load_pic2word(tmp_path / 'evil.pt')
 
 
-@pytest.mark.xfail(strict=True, reason="searle.core.load_tensors keeps torch's multi-line "
-                   "weights_only message in its refusal (core, not this module)")
 def test_pickled_classes_refused_in_one_line(tmp_path):
     torch.save({'state_dict_img2text': Path('x')}, tmp_path / 'evil.pt')
     with pytest.raises(ValueError) as e: load_pic2word(tmp_path / 'evil.pt')
