@@ -18,8 +18,8 @@ from .core import *
 from .runs import default_cache_dir
 from .clip import (PSEUDO_CHAR, backbone, clip_record, encode_text, encode_with_pseudo_tokens,
                          pseudo_token_id, tokenize)
-from .phi import (Phi, _download, check_phi_for_clip, epoch_batches, load_phi,
-                        phi_token_fn, save_phi)
+from .phi import (Phi, _download, check_network_for_clip, epoch_batches, load_phi,
+                        network_token_fn, save_phi)
 
 # %% auto #0
 __all__ = ['logger', 'KEYWORD_POS', 'WORD_POS', 'DEMONSTRATIVES', 'FALLBACK_PROMPT', 'LINCIR_URL', 'LINCIR_RELEASES',
@@ -287,23 +287,14 @@ def load_lincir(name_or_path, # a release name ('lincir-large') or a file of {'P
 def lincir_token_fn(net:Phi, device=None) -> Callable[[Tensor], Tensor]:
     ("A retrieval token source: unnormalised CLIP image features [N, D] → LinCIR's pseudo "
      "tokens [N, W] (no normalisation, as the authors' default).")
-    fn = phi_token_fn(net, device)
-    def lincir_tokens(image_features:Tensor) -> Tensor: return fn(image_features)
-    lincir_tokens.__name__ = f"lincir:{getattr(net, 'searle_source', 'in-memory')}"
-    return lincir_tokens
+    return network_token_fn(net, 'lincir', device)
 
 # %% ../nbs/06a_lincir.ipynb #67116031
 def load_lincir_token_fn(name_or_path, model:nn.Module, device=None,
                          cache_dir=None) -> Callable[[Tensor], Tensor]:
-    "`load_lincir`, a check that it fits `model`, and `lincir_token_fn`."
+    "`load_lincir`, a check that it fits `model` (and the CLIP it records), `lincir_token_fn`."
     net = load_lincir(name_or_path, device, cache_dir)
-    bb = backbone(model)
-    if (net.dims[0], net.dims[2]) != (bb.dim, bb.width):
-        raise ValueError(f"LinCIR phi {name_or_path} maps {net.dims[0]}-d features to "
-                         f"{net.dims[2]}-d tokens, but this CLIP has {bb.dim}-d features and "
-                         f"{bb.width}-d tokens (releases: "
-                         f"{ {k: v['clip'] for k, v in LINCIR_RELEASES.items()} })")
-    check_phi_for_clip(net, model)  # the CLIP it records, if any
+    check_network_for_clip(net, model, 'LinCIR phi', LINCIR_RELEASES)
     return lincir_token_fn(net)
 
 # %% ../nbs/06a_lincir.ipynb #8f78deb9

@@ -28,8 +28,8 @@ from .oti import warn_unphrased
 __all__ = ['logger', 'PHI_OPTIONS', 'HEADLINE_METRICS', 'PHI_RELEASE_URL', 'PHI_RELEASES', 'PHI_KEYS', 'Phi', 'contrastive_loss',
            'PhiConfig', 'ConceptPools', 'epoch_batches', 'PhraseFeatures', 'phi_step', 'train_epoch',
            'latest_checkpoint', 'save_phi', 'epoch_line', 'train_phi', 'phi_from_state_dict', 'phi_release_path',
-           'load_phi', 'phi_token_fn', 'check_phi_for_clip', 'load_phi_token_fn', 'benchmark_validation',
-           'run_train_phi']
+           'load_phi', 'network_token_fn', 'phi_token_fn', 'check_network_for_clip', 'check_phi_for_clip',
+           'load_phi_token_fn', 'benchmark_validation', 'run_train_phi']
 
 # %% ../nbs/06_phi.ipynb #34c85847
 logger = logging.getLogger(__name__)
@@ -530,42 +530,49 @@ def load_phi(name_or_path, # 'searle' (ViT-B/32), 'searle-xl' (ViT-L/14), or a f
     return phi.to(resolve_device(device)).eval()
 
 # %% ../nbs/06_phi.ipynb #1f227184
-def phi_token_fn(phi:Phi,
-                 device=None, # `None`: where phi already is (during training: its training device)
-                ) -> Callable[[Tensor], Tensor]:
-    ("A retrieval token source: unnormalised CLIP image features [N, D] "
-     "→ phi's pseudo tokens [N, W].")
-    dev = next(phi.parameters()).device if device is None else resolve_device(device)
-    phi = phi.to(dev).eval()
-    def phi_tokens(image_features:Tensor) -> Tensor:
-        if image_features.shape[-1] != phi.dims[0]:
-            raise ValueError(f"phi expects image features of width {phi.dims[0]}, got "
-                             f"{tuple(image_features.shape)}: is it the phi of this CLIP model?")
-        with torch.no_grad(): return phi(image_features.to(dev, torch.float32))
-    phi_tokens.__name__ = f"phi:{getattr(phi, 'searle_source', 'in-memory')}"
-    return phi_tokens
+def network_token_fn(net:nn.Module, # a network with `dims` (image width, ..., token width)
+                     name:str='phi', # what the token source is called: '{name}:{source}'
+                     device=None, # `None`: where the network already is
+                    ) -> Callable[[Tensor], Tensor]:
+    ("A retrieval token source: unnormalised CLIP image features [N, D] → the network's pseudo "
+     "tokens [N, W], without gradients, in float32.")
+    dev = next(net.parameters()).device if device is None else resolve_device(device)
+    net = net.to(dev).eval()
+    def tokens(image_features:Tensor) -> Tensor:
+        if image_features.shape[-1] != net.dims[0]:
+            raise ValueError(f"{name} expects image features of width {net.dims[0]}, got "
+                             f"{tuple(image_features.shape)}: is it the {name} of this CLIP?")
+        with torch.no_grad(): return net(image_features.to(dev, torch.float32)).float()
+    tokens.__name__ = f"{name}:{getattr(net, 'searle_source', 'in-memory')}"
+    return tokens
+
+def phi_token_fn(phi:Phi, device=None) -> Callable[[Tensor], Tensor]:
+    "phi as a retrieval token source (`network_token_fn`)."
+    return network_token_fn(phi, 'phi', device)
 
 # %% ../nbs/06_phi.ipynb #5ee3572f
-def check_phi_for_clip(phi:Phi, model):
-    ("Raise unless `phi` maps `model`'s image features to its token embeddings, "
+def check_network_for_clip(net:nn.Module, model, name:str='phi', releases:dict=PHI_RELEASES):
+    ("Raise unless `net` maps `model`'s image features to its token embeddings, "
      "and (when it records one) was trained on this CLIP.")
     d_img, d_tok = backbone(model).dim, backbone(model).width
-    if (phi.dims[0], phi.dims[2]) != (d_img, d_tok):
-        raise ValueError(f"phi {getattr(phi, 'searle_source', '')!s} maps {phi.dims[0]}-d image "
-                         f"features to {phi.dims[2]}-d tokens, but this CLIP "
+    src = getattr(net, 'searle_source', '')
+    if (net.dims[0], net.dims[-1]) != (d_img, d_tok):
+        raise ValueError(f"{name} {src!s} maps {net.dims[0]}-d image features to "
+                         f"{net.dims[-1]}-d tokens, but this CLIP "
                          f"({getattr(model, 'searle_source', 'in memory')}) has {d_img}-d image "
                          f"features and {d_tok}-d tokens "
-                         f"(releases: { {k: v['clip'] for k, v in PHI_RELEASES.items()} })")
-    rec, now = getattr(phi, 'searle_backbone', None) or {}, clip_record(model)
+                         f"(releases: { {k: v['clip'] for k, v in releases.items()} })")
+    rec, now = getattr(net, 'searle_backbone', None) or {}, clip_record(model)
     diff = [k for k in ('clip_family', 'clip_weights')  # device-stable
             if rec.get(k) is not None and rec[k] != now[k]]
     if diff:
-        raise ValueError(f"phi {getattr(phi, 'searle_source', '')!s} was trained on another CLIP "
-                         f"backbone ({rec.get('clip')}, "
-                         f"{', '.join(f'{k} {rec[k]}' for k in diff)}) "
+        raise ValueError(f"{name} {src!s} was trained on another CLIP backbone "
+                         f"({rec.get('clip')}, {', '.join(f'{k} {rec[k]}' for k in diff)}) "
                          f"than this one ({now['clip']}, "
                          f"{', '.join(f'{k} {now[k]}' for k in diff)}); "
                          f"pass that CLIP (--clip-model {rec.get('clip')})")
+
+def check_phi_for_clip(phi:Phi, model): check_network_for_clip(phi, model, 'phi', PHI_RELEASES)
 
 # %% ../nbs/06_phi.ipynb #2888ec7b
 def load_phi_token_fn(name_or_path, # 'searle', 'searle-xl' or a phi checkpoint file

@@ -17,7 +17,7 @@ from .core import *
 from .runs import default_cache_dir
 from .clip import (ImageList, backbone, clip_record, encode_with_pseudo_tokens,
                          extract_features, model_preprocess)
-from .phi import _download
+from .phi import _download, check_network_for_clip, network_token_fn
 
 # %% auto #0
 __all__ = ['logger', 'PIC2WORD_TRAIN_PROMPT', 'PIC2WORD_URL', 'PIC2WORD_RELEASES', 'PIC2WORD_TEMPLATE', 'PIC2WORD_PREPROCESS',
@@ -165,9 +165,8 @@ def train_pic2word(model, # CLIP (frozen); its text encoder reads the mapped tok
                    data, # [N, D] image features, (names, features), an ImageList or a dataset
                    config:Pic2WordConfig|None=None,
                    device=None, # `None`: where CLIP is (its text encoder runs on every step)
-                   seed:int=0, progress:bool=False,
+                   seed:int=0, progress:bool=False, preprocess='clip', # images: CLIP's crop
                    out=None, # write the trained network here (atomically); None: memory only
-                   preprocess='clip', # images: the authors' CLIP centre crop
                   ) -> Pic2Word:
     "Train Pic2Word's mapping network on unlabelled images (Sec. 3); returned in eval mode."
     config, bb = config or Pic2WordConfig(), backbone(model)
@@ -289,34 +288,13 @@ def pic2word_token_fn(net:Pic2Word,
                       device=None, # `None`: where the network already is
                      ) -> Callable[[Tensor], Tensor]:
     ("A retrieval token source: unnormalised CLIP image features [N, D] "
-     "→ Pic2Word's pseudo tokens [N, W].")
-    dev = next(net.parameters()).device if device is None else resolve_device(device)
-    net = net.to(dev).eval()
-    def pic2word_tokens(image_features:Tensor) -> Tensor:
-        if image_features.shape[-1] != net.dims[0]:
-            raise ValueError(f"Pic2Word expects image features of width {net.dims[0]}, got "
-                             f"{tuple(image_features.shape)}: is it the network of this CLIP?")
-        with torch.no_grad(): return net(image_features.to(dev, torch.float32)).float()
-    pic2word_tokens.__name__ = f"pic2word:{getattr(net, 'searle_source', 'in-memory')}"
-    return pic2word_tokens
+     "→ Pic2Word's pseudo tokens [N, W] (`searle.phi.network_token_fn`).")
+    return network_token_fn(net, 'pic2word', device)
 
 # %% ../nbs/06b_pic2word.ipynb #53ff5aed
 def check_pic2word_for_clip(net:Pic2Word, model):
-    ("Raise unless `net` maps `model`'s image features to its token embeddings, and (when it "
-     "records one) was trained on this CLIP.")
-    bb, src = backbone(model), getattr(net, 'searle_source', 'in memory')
-    if (net.dims[0], net.dims[2]) != (bb.dim, bb.width):
-        raise ValueError(f"Pic2Word {src} maps {net.dims[0]}-d image features to "
-                         f"{net.dims[2]}-d tokens, but this CLIP has {bb.dim}-d image features "
-                         f"and {bb.width}-d tokens (the release is for "
-                         f"{PIC2WORD_RELEASES['pic2word-l14']['clip']})")
-    rec, now = getattr(net, 'searle_backbone', None) or {}, clip_record(model)
-    diff = [k for k in ('clip_family', 'clip_weights')
-            if rec.get(k) is not None and rec[k] != now[k]]
-    if diff:
-        raise ValueError(f"Pic2Word {src} was trained on another CLIP ({rec.get('clip')}: "
-                         f"{', '.join(f'{k} {rec[k]}' for k in diff)}) than this one "
-                         f"({now['clip']}); pass that CLIP (--clip-model {rec.get('clip')})")
+    "Raise unless `net` fits `model` (`searle.phi.check_network_for_clip`)."
+    check_network_for_clip(net, model, 'Pic2Word', PIC2WORD_RELEASES)
 
 def load_pic2word_token_fn(name_or_path, model, device=None, cache_dir=None
                           ) -> Callable[[Tensor], Tensor]:
