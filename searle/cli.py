@@ -590,12 +590,30 @@ def searle_train_phi(
      "parallelism).")
     imgs = _phi_inputs(out, tokens, concepts, phrases, dataset, dataset_path, split, settings, run)
     from searle.phi import run_train_phi
-    path = run_train_phi(clip['clip_model'], imgs, tokens, concepts, phrases, out,
+    model, how = _phi_job(out, cache_dir, clip, settings, run)  # the CLIP, loaded once
+    path = run_train_phi(model, imgs, tokens, concepts, phrases, out,
                          dataclasses.replace(settings, precision=run['precision']),
-                         preprocess=clip['preprocess'], cache_dir=cache_dir,
-                         **_keys(run, 'device', 'progress', 'missing', 'truncated'))
+                         preprocess=clip['preprocess'], **how)
     print(path)
     return path
+
+# %% ../nbs/16_cli.ipynb #b590d805
+def _phi_job(out, cache_dir, clip:dict, settings, run:dict) -> tuple[object, dict]:
+    ("phi's CLIP, loaded once, and `run_train_phi`'s job, validation (on --val-dataset at "
+     "--val-path, when given; with the same CLIP and feature cache) and left-out record.")
+    from searle.runs import Job
+    model, preprocess = _loaded_clip(clip)
+    cache = cache_dir or str(Path(out)/'features')
+    job = Job(cache_dir=cache, **_keys(run, 'device', 'precision', 'progress', 'missing',
+                                       'truncated'))
+    val = None
+    if settings.val_path:
+        from searle.retrieval import benchmark_validation
+        val = benchmark_validation(
+            model, settings.val_dataset, settings.val_path, preprocess, device=run['device'],
+            cache_dir=cache, max_queries=settings.val_max_queries,
+            **_keys(run, 'precision', 'missing', 'truncated', 'left_out'))
+    return model, dict(validate_fn=val, job=job, left_out=run['left_out'])
 
 # %% ../nbs/16_cli.ipynb #bb58522a
 @option_group

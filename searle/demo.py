@@ -12,20 +12,20 @@ from typing import Callable
 from torch import Tensor, nn
 
 from .core import *
-from .runs import refuse_other, run_record
+from .runs import Job, refuse_other, run_record
 from .clip import (ImageList, as_clip, clip_record, extract_features, load_clip,
-                         model_fingerprint, model_preprocess, open_rgb)
+                         model_preprocess, open_rgb)
 from .concepts import associate_images, concept_features
 from .phrases import generate_phrases
 from .oti import OTIConfig, run_oti
-from .phi import PhiConfig, benchmark_validation, load_phi, phi_token_fn, run_train_phi
+from .phi import PhiConfig, run_train_phi
 from .lincir import LinCIRConfig, train_lincir
 from .pic2word import Pic2WordConfig, train_pic2word
 from .methods import METHODS
 from .data import load_dataset
 from .metrics import hit_matrix, pad_ids
-from .retrieval import (NETWORK_LOADERS, Retrieval, benchmark_metrics, results_table,
-                              retrieve)
+from .retrieval import (NETWORK_LOADERS, Retrieval, benchmark_metrics, benchmark_validation,
+                              results_table, retrieve)
 from . import world
 
 # %% auto #0
@@ -124,7 +124,7 @@ def phi_stage(model, root:Path, images:tuple, tokens:Path, table:dict, phrases:d
     val_fn = benchmark_validation(model, 'circo', root, pre, device=device,
                                   precision=config.precision)
     return run_train_phi(model, images, tokens, table, phrases, out/'phi', config,
-                         validate_fn=val_fn, device=device, progress=progress)
+                         validate_fn=val_fn, job=Job(device=device, progress=progress))
 
 # %% ../nbs/12_demo.ipynb #5d605576
 def _trained(path:Path, config) -> bool:

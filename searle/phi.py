@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 
 from .core import *
-from .runs import (COMPARED, LeftOut, default_cache_dir, locks_output, names_key,
+from .runs import (COMPARED, Job, LeftOut, default_cache_dir, locks_output, names_key,
                          refuse_other, run_record)
 from .clip import (ImageList, as_clip, backbone, check_tokens_for_clip, clip_record,
                          encode_text, encode_with_pseudo_tokens, extract_features,
@@ -29,7 +29,7 @@ __all__ = ['logger', 'PHI_OPTIONS', 'HEADLINE_METRICS', 'PHI_RELEASE_URL', 'PHI_
            'PhiConfig', 'ConceptPools', 'epoch_batches', 'PhraseFeatures', 'phi_step', 'train_epoch',
            'latest_checkpoint', 'save_phi', 'epoch_line', 'train_phi', 'phi_from_state_dict', 'phi_release_path',
            'load_phi', 'network_token_fn', 'phi_token_fn', 'check_network_for_clip', 'check_phi_for_clip',
-           'load_phi_token_fn', 'benchmark_validation', 'run_train_phi']
+           'load_phi_token_fn', 'run_train_phi']
 
 # %% ../nbs/06_phi.ipynb #34c85847
 logger = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class PhiConfig:
     save_every: int = 5          # checkpoint every N epochs (and after the last)
     keep_last: int|None = None   # keep only the newest N checkpoints (None: all)
     val_dataset: str = 'cirr'    # validation benchmark ('cirr', 'circo', 'fashioniq')...
-    # ...at this folder; None: no validation (unless a callback is given)
+    # ...at this folder (searle-train-phi builds the callback); None: no validation
     val_path: str|None = None
     val_max_queries: int|None = None
     phrase_cache: int = 1_000_000  # real-phrase features kept in memory (compute only)
@@ -583,46 +583,19 @@ def load_phi_token_fn(name_or_path, # 'searle', 'searle-xl' or a phi checkpoint 
     check_phi_for_clip(phi, model)
     return phi_token_fn(phi)
 
-# %% ../nbs/06_phi.ipynb #823e54ce
-def benchmark_validation(
-        model, # the CLIP model phi is trained for
-        dataset:str='cirr', # 'cirr', 'circo' or 'fashioniq'
-        dataset_path=None, # the benchmark's folder
-        preprocess='targetpad', # 'targetpad', 'clip' or a callable
-        split:str='val', device=None, batch_size:int=32, cache_dir=None,
-        max_queries:int|None=None, num_workers:int=0,
-        precision:str|None=None, # of the features and queries (`None`: the device's default)
-        missing:str='error', truncated:str='error', # as in `searle.retrieval.run_validation`
-        left_out=None) -> Callable: # a `searle.runs.LeftOut`, filled at the first validation
-    "A validation callback `(phi, epoch) -> metrics` on a benchmark's split, phi as token source."
-    from searle.retrieval import validate_benchmark
-    if dataset_path is None:
-        raise ValueError(f"validation on {dataset!r} needs the dataset's folder")
-    pre = model_preprocess(model, preprocess); memo, checked = {}, []
-    def validate_phi(phi:Phi, epoch:int) -> dict[str, float]:
-        kw = dict(split=split, token_fn=phi_token_fn(phi), batch_size=batch_size, device=device,
-                  cache_dir=cache_dir, max_queries=max_queries, progress=False,
-                  num_workers=num_workers, memo=memo, precision=precision,
-                  check='none' if checked and missing == 'error' else 'exists', missing=missing,
-                  truncated=truncated, left_out=None if checked else left_out)
-        out = validate_benchmark(model, dataset, dataset_path, pre, **kw); checked.append(epoch)
-        return out
-    return validate_phi
-
 # %% ../nbs/06_phi.ipynb #17728066
-def _training_features(model, images, preprocess, cache_dir, dev, dist, batch_size, progress,
-                       num_workers, precision=None, truncated='error', cut=None):
+def _training_features(model, images, preprocess, job:Job, dist:Dist, cut:list) -> tuple:
     ("(names, features) of the training images; under several processes the first one extracts, "
      "the rest read its cache.")
     if isinstance(images, tuple): return [str(n) for n in images[0]], images[1]
     images = images if isinstance(images, ImageList) else images.gallery()
-    pre = model_preprocess(model, preprocess)
-    kw = dict(batch_size=batch_size, device=dev, cache_dir=cache_dir, num_workers=num_workers,
-              precision=precision, truncated=truncated)
-    if dist.rank == 0: kw['truncated_names'] = cut
-    if dist.rank == 0: names, feats = extract_features(model, images, pre, progress=progress, **kw)
+    pre, kw = model_preprocess(model, preprocess), job.features()
+    # the first process records in `cut` the truncated images it decodes
+    if dist.rank == 0:
+        names, feats = extract_features(model, images, pre, truncated_names=cut, **kw)
     dist.barrier()
-    if dist.rank != 0: names, feats = extract_features(model, images, pre, progress=False, **kw)
+    if dist.rank != 0:
+        names, feats = extract_features(model, images, pre, **(kw | {'progress': False}))
     return names, feats
 
 # %% ../nbs/06_phi.ipynb #67ca1b94
@@ -646,15 +619,21 @@ def _concepts_and_phrases(concept_table, phrases, top_k:int) -> tuple[dict, dict
     return table, phrases if isinstance(phrases, dict) else load_phrases(phrases)
 
 # %% ../nbs/06_phi.ipynb #b49dfa40
-def _config_validation(model, config:PhiConfig, preprocess, dev, batch_size:int, cache_dir,
-                       num_workers:int, missing:str, truncated:str, left_out) -> Callable|None:
-    "`benchmark_validation` on `config.val_dataset` at `config.val_path` (None without a path)."
-    if config.val_path is None: return None
-    return benchmark_validation(
-        model, config.val_dataset, config.val_path, preprocess, device=dev,
-        batch_size=batch_size, cache_dir=cache_dir, max_queries=config.val_max_queries,
-        num_workers=num_workers, precision=config.precision, missing=missing,
-        truncated=truncated, left_out=left_out)
+def _phi_settings(config:PhiConfig, job:Job, dist:Dist, out:Path,
+                  validate_fn) -> tuple[PhiConfig, Job]:
+    ("The config and the job on this process's device, at one precision (the config records it), "
+     "features cached under `out` by default; a validation set without its callback is refused.")
+    if config.val_path is not None and validate_fn is None:
+        raise ValueError(f"the config's val_path {config.val_path} needs a validate_fn: "
+                         "`searle.retrieval.benchmark_validation` makes one")
+    if None not in (config.precision, job.precision) and config.precision != job.precision:
+        raise ValueError(f"precision {config.precision!r} in the config and {job.precision!r} "
+                         "in the job: give one")
+    dev = dist.resolve(job.device)
+    prec = resolve_precision(config.precision or job.precision, dev)
+    return (dataclasses.replace(config, precision=prec),
+            dataclasses.replace(job, device=dev, precision=prec,
+                                cache_dir=job.cache_dir or out/'features'))
 
 def _input_files(oti_tokens, concept_table, phrases, preprocess) -> dict:
     "The stage's input files (None for what was given in memory), recorded with the run."
@@ -662,6 +641,19 @@ def _input_files(oti_tokens, concept_table, phrases, preprocess) -> dict:
     return {'oti_tokens': src(oti_tokens), 'concept_table': src(concept_table),
             'phrases': src(phrases),
             'preprocess': preprocess if isinstance(preprocess, str) else repr(preprocess)}
+
+# %% ../nbs/06_phi.ipynb #40d7715a
+def _training_data(model, images, oti_tokens, concept_table, phrases, preprocess,
+                   config:PhiConfig, job:Job, dist:Dist, left_out:LeftOut) -> tuple:
+    "`train_phi`'s data (names, features, OTI tokens, concept table, phrases), files checked first."
+    # made with this CLIP; the table's concepts per image against top_k
+    if not isinstance(oti_tokens, tuple): check_tokens_for_clip(oti_tokens, model)
+    if not isinstance(concept_table, dict): check_top_k(concept_table, config.top_k)
+    cut = []
+    names, feats = _training_features(model, images, preprocess, job, dist, cut)
+    left_out.add('truncated_images', cut)
+    tok = _match_tokens(names, oti_tokens, config.tokens)
+    return names, feats, tok, *_concepts_and_phrases(concept_table, phrases, config.top_k)
 
 # %% ../nbs/06_phi.ipynb #fd37660f
 @locks_output('out_dir')
@@ -672,32 +664,19 @@ def run_train_phi(clip_model, # an official CLIP name, a checkpoint file, or a C
                   phrases, # concept -> phrases, or a phrase file of `searle.phrases`
                   out_dir, config:PhiConfig|None=None,
                   preprocess='targetpad', # for image input: 'targetpad', 'clip' or a callable
-                  cache_dir=None, # image-feature cache (default out_dir/features)
-                  validate_fn:Callable|None=None, # overrides config.val_dataset / val_path
-                  device=None, batch_size:int=32, # feature extraction batch
-                  progress:bool=True, num_workers:int=0,
-                  missing:str='error', # or 'skip' the validation benchmark's missing images
-                  truncated:str='error', # or 'decode' truncated images, in training and validation
+                  validate_fn:Callable|None=None, # (phi, epoch) -> metrics, after every epoch
+                  job:Job|None=None, # device, batch, cache (default out_dir/features), precision...
+                  left_out:LeftOut|None=None, # what was left out: saved when the job allows any
                  ) -> Path:
     "Stage 3: train phi on images and their OTI tokens into `out_dir`; its `phi_final.pt`."
-    config, out, dist, left_out, cut = config or PhiConfig(), Path(out_dir), Dist(), LeftOut(), []
-    dev, cache_dir = dist.resolve(device), cache_dir or out/'features'
-    model = as_clip(clip_model, dev)
-    # made with this CLIP
-    if not isinstance(oti_tokens, tuple): check_tokens_for_clip(oti_tokens, model)
-    if not isinstance(concept_table, dict): check_top_k(concept_table, config.top_k)
-    # recorded resolved
-    config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))
-    names, feats = _training_features(model, images, preprocess, cache_dir, dev, dist, batch_size,
-                                      progress, num_workers, config.precision, truncated, cut)
-    left_out.add('truncated_images', cut)
-    tok = _match_tokens(names, oti_tokens, config.tokens)
-    table, phr = _concepts_and_phrases(concept_table, phrases, config.top_k)
-    if validate_fn is None and dist.rank == 0:
-        validate_fn = _config_validation(model, config, preprocess, dev, batch_size, cache_dir,
-                                         num_workers, missing, truncated, left_out)
-    train_phi(model, names, feats, tok, table, phr, config, out, validate_fn, dev, progress,
+    config, out, dist, job = config or PhiConfig(), Path(out_dir), Dist(), job or Job()
+    left_out = LeftOut() if left_out is None else left_out
+    config, job = _phi_settings(config, job, dist, out, validate_fn)
+    model = as_clip(clip_model, job.device)
+    data = _training_data(model, images, oti_tokens, concept_table, phrases, preprocess, config,
+                          job, dist, left_out)
+    train_phi(model, *data, config, out, validate_fn, job.device, job.progress,
               _input_files(oti_tokens, concept_table, phrases, preprocess))
-    if dist.rank == 0 and (missing, truncated) != ('error', 'error'):
+    if dist.rank == 0 and (job.missing, job.truncated) != ('error', 'error'):
         left_out.save(out/'left_out.json')
     return out/'phi_final.pt'

@@ -19,10 +19,10 @@ from torch import Tensor
 __all__ = ['logger', 'TEXT_TEMPLATE', 'CAPTION_JOINS', 'BASELINES', 'RECALL_KS', 'SUBSET_KS', 'MAP_KS', 'ASPECT_MAP_K', 'TOP_K',
            'NETWORK_LOADERS', 'PROTOCOLS', 'PROTOCOL_CHOICES', 'VALIDATE_OPTIONS', 'query_prompts', 'check_template',
            'reference_tokens', 'query_features', 'rank_gallery', 'benchmark_metrics', 'Retrieval', 'retrieve',
-           'validate', 'validate_benchmark', 'results_table', 'cirr_submissions', 'circo_submission',
-           'check_submission', 'score_circo_submission', 'recorded_clip', 'Network', 'checkpoint_option', 'method_clip',
-           'check_method', 'method_source', 'load_method', 'Protocol', 'method_protocol', 'run_validation',
-           'run_submission']
+           'validate', 'validate_benchmark', 'results_table', 'benchmark_validation', 'cirr_submissions',
+           'circo_submission', 'check_submission', 'score_circo_submission', 'recorded_clip', 'Network',
+           'checkpoint_option', 'method_clip', 'check_method', 'method_source', 'load_method', 'Protocol',
+           'method_protocol', 'run_validation', 'run_submission']
 
 # %% ../nbs/10_retrieval.ipynb #48989d61
 from .core import *
@@ -457,6 +457,32 @@ def validate_benchmark(model, name:str, # 'fashioniq', 'cirr' or 'circo'
 def results_table(results:dict[str, dict]) -> pd.DataFrame:
     "Methods as rows, metrics as columns (percent, 2 decimals)."
     return pd.DataFrame.from_dict(results, orient='index').round(2)
+
+# %% ../nbs/10_retrieval.ipynb #79767dcd
+def benchmark_validation(
+        model, # the CLIP model phi is trained for
+        dataset:str='cirr', # 'cirr', 'circo' or 'fashioniq'
+        dataset_path=None, # the benchmark's folder
+        preprocess='targetpad', # 'targetpad', 'clip' or a callable
+        split:str='val', device=None, batch_size:int=32, cache_dir=None,
+        max_queries:int|None=None, num_workers:int=0,
+        precision:str|None=None, # of the features and queries (`None`: the device's default)
+        missing:str='error', truncated:str='error', # as in `run_validation`
+        left_out:LeftOut|None=None) -> Callable: # filled at the first validation
+    "A validation callback `(phi, epoch) -> metrics` on a benchmark's split, phi as token source."
+    if dataset_path is None:
+        raise ValueError(f"validation on {dataset!r} needs the dataset's folder")
+    pre, memo, checked = model_preprocess(model, preprocess), {}, []
+    def validate_phi(phi, epoch:int) -> dict[str, float]:
+        kw = dict(split=split, token_fn=phi_token_fn(phi), batch_size=batch_size, device=device,
+                  cache_dir=cache_dir, max_queries=max_queries, progress=False,
+                  num_workers=num_workers, memo=memo, precision=precision,
+                  check='none' if checked and missing == 'error' else 'exists', missing=missing,
+                  truncated=truncated, left_out=None if checked else left_out)
+        out = validate_benchmark(model, dataset, dataset_path, pre, **kw)
+        checked.append(epoch)
+        return out
+    return validate_phi
 
 # %% ../nbs/10_retrieval.ipynb #fd6c698f
 def cirr_submissions(r:Retrieval) -> tuple[dict, dict]:

@@ -79,6 +79,20 @@ def test_phi_rerun_with_another_setting(stage_files, unlabeled, tmp_path):
     rec = recorded(tmp_path/'phi'/'config.json')
     assert rec['config']['lr'] == 1e-4 and rec['inputs']['images'], rec
 
+def test_phi_validates_on_its_val_path(root, stage_files, unlabeled, tmp_path):
+    "--val-path: the command validates phi on the benchmark each epoch; the stage saves its record."
+    d, imgs = unlabeled
+    r = run('searle-train-phi', d/'oti'/'oti_pseudo_tokens.pt', d/'concepts.csv',
+            stage_files/'phrases.json', '--dataset', 'folder', '--dataset-path', imgs,
+            '--clip-model', world.world_clip_path(), '--epochs', 2, '--batch-size', 16,
+            '--val-dataset', 'circo', '--val-path', root, '--missing-images', 'skip',
+            '--out', tmp_path/'phi', '--quiet')
+    assert r.returncode == 0, r.stderr[-2000:]
+    log = json.loads((tmp_path/'phi'/'log.json').read_text())
+    assert [row['epoch'] for row in log if 0 <= row.get('val/map@5', -1) <= 100] == [1, 2], log
+    left = json.loads((tmp_path/'phi'/'left_out.json').read_text())
+    assert left['counts'] == dict(missing_images=0, skipped_queries=0, truncated_images=0), left
+
 def test_validation_rerun_with_another_setting(root, tmp_path):
     args = ('searle-validate', '--dataset', 'circo', '--dataset-path', root,
             '--eval-type', 'image+text', '--clip-model', world.world_clip_path(),
