@@ -1,8 +1,8 @@
 # The project's checks, in the order CI runs them (`make test`), and the README generator.
 SHELL := /bin/bash
-.PHONY: test clean-check export-check readme readme-check docs nbtest nbexec pytest demo
+.PHONY: test clean-check export-check style-check readme readme-check docs nbtest nbexec pytest demo
 
-test: clean-check export-check readme-check docs nbtest nbexec pytest
+test: clean-check export-check style-check readme-check docs nbtest nbexec pytest
 
 clean-check:  ## notebooks are clean: nbdev_clean leaves no diff
 	nbdev_clean
@@ -11,6 +11,9 @@ clean-check:  ## notebooks are clean: nbdev_clean leaves no diff
 export-check:  ## the library is in sync with the notebooks
 	nbdev_export
 	@git status --porcelain -- searle | (! grep .) || (echo "nbdev_export changed searle/ above: export and commit"; exit 1)
+
+style-check:  ## exported lines <= 100 characters; exported cells <= 25 lines, at most 10 longer with a reason
+	python .ci/style_check.py
 
 readme:  ## README.md from nbs/index.ipynb, offline (no Quarto)
 	python .ci/make_readme.py
