@@ -64,7 +64,10 @@ def test_oti_progress_quiet_and_a_rerun_after_a_failed_start(root, stage_files, 
 def test_ctrl_c_says_what_was_kept(root, stage_files, tmp_path):
     p = subprocess.Popen(['searle-oti', str(stage_files/'concepts.csv'), str(stage_files/'phrases.json'), '--dataset', 'circo',
                           '--dataset-path', str(root), '--clip-model', str(world.world_clip_path()), '--steps', '100000',
-                          '--out', str(tmp_path/'oti')], stderr=subprocess.PIPE, text=True, env=ENV)
+                          '--out', str(tmp_path/'oti')], stderr=subprocess.PIPE, text=True, env=ENV,
+                         # Ctrl-C as in a terminal: a run from a backgrounded shell (`make test &`)
+                         # inherits SIGINT ignored, and Python would then never see it
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     t0 = time.time()
     while not (tmp_path/'oti'/'config.json').is_file() and time.time() - t0 < 120: time.sleep(0.2)
     time.sleep(1); p.send_signal(signal.SIGINT)
