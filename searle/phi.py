@@ -27,9 +27,9 @@ from .oti import warn_unphrased
 # %% auto #0
 __all__ = ['logger', 'PHI_OPTIONS', 'HEADLINE_METRICS', 'PHI_RELEASE_URL', 'PHI_RELEASES', 'PHI_KEYS', 'Phi', 'contrastive_loss',
            'PhiConfig', 'ConceptPools', 'epoch_batches', 'PhraseFeatures', 'phi_step', 'train_epoch',
-           'latest_checkpoint', 'save_phi', 'epoch_line', 'train_phi', 'phi_from_state_dict', 'phi_release_path',
-           'load_phi', 'network_token_fn', 'phi_token_fn', 'check_network_for_clip', 'check_phi_for_clip',
-           'load_phi_token_fn', 'run_train_phi']
+           'latest_checkpoint', 'save_phi', 'epoch_line', 'train_phi', 'check_state_dict', 'phi_from_state_dict',
+           'phi_release_path', 'weights_file', 'load_phi', 'network_token_fn', 'phi_token_fn', 'check_network_for_clip',
+           'check_phi_for_clip', 'load_phi_token_fn', 'run_train_phi']
 
 # %% ../nbs/06_phi.ipynb #34c85847
 logger = logging.getLogger(__name__)
@@ -458,19 +458,24 @@ PHI_RELEASES = {
 PHI_KEYS = tuple(f'layers.{i}.{p}' for i in (0, 3, 6) for p in ('weight', 'bias'))
 
 # %% ../nbs/06_phi.ipynb #fe254ed1
+def check_state_dict(sd:dict, keys:Sequence[str], # the state dict; the keys it must hold, only
+                     what:str, source:str): # the network's name and the file, named in errors
+    "Refuse, in one line, a state dict with keys other than `keys`, or weights not 2-d, biases 1-d."
+    missing, unexpected = [k for k in keys if k not in sd], sorted(k for k in sd if k not in keys)
+    if missing or unexpected: raise ValueError(f"{source}: not a {what} state dict: "
+                                               f"missing {missing}, unexpected {unexpected[:5]}")
+    if any(not isinstance(sd[k], Tensor) or sd[k].dim() != (2 if k.endswith('weight') else 1)
+           for k in keys):
+        raise ValueError(f"{source}: {what} weights must be 2-d tensors and biases 1-d; found "
+                         f"{ {k: tuple(getattr(sd[k], 'shape', ())) for k in keys} }")
+
+# %% ../nbs/06_phi.ipynb #831b4b15
 def phi_from_state_dict(sd:dict, # parameter name -> tensor, the official names
                         source:str='state dict', # named in errors (a file path)
                         dims:tuple|None=None, # (input, hidden, output); None: read from the shapes
                         dropout:float=0.5) -> Phi:
     "A `Phi` from a state dict, after strict key and shape checks."
-    missing, unexpected = ([k for k in PHI_KEYS if k not in sd],
-                           sorted(k for k in sd if k not in PHI_KEYS))
-    if missing or unexpected: raise ValueError(f"{source}: not a phi state dict: "
-                                               f"missing {missing}, unexpected {unexpected[:5]}")
-    if any(not isinstance(sd[k], Tensor) or sd[k].dim() != (2 if k.endswith('weight') else 1)
-           for k in PHI_KEYS):
-        raise ValueError(f"{source}: phi weights must be 2-d tensors and biases 1-d; found "
-                         f"{ {k: tuple(getattr(sd[k], 'shape', ())) for k in PHI_KEYS} }")
+    check_state_dict(sd, PHI_KEYS, 'phi', source)
     if dims is None: dims = (sd['layers.0.weight'].shape[1], sd['layers.0.weight'].shape[0],
                              sd['layers.6.weight'].shape[0])
     phi = Phi(*dims, dropout=dropout)
@@ -509,18 +514,26 @@ def _cached_release(name:str, cache_dir=None) -> tuple[Path, tuple]:
                                     f"or pass the file's path.") from None
     return p, dims
 
+# %% ../nbs/06_phi.ipynb #509186c8
+def weights_file(name_or_path, # a checkpoint file, or a release name of `releases`
+                 releases:dict, what:str, # the network's releases; its name in errors
+                 cached:Callable, # (release name, cache_dir) -> (the cached file, its dims)
+                 cache_dir=None) -> tuple[Path, tuple|None]:
+    "(the file, the release's dims or None): a file as given, else the release's cached copy."
+    p = Path(name_or_path)
+    if p.is_file(): return p, None
+    if str(name_or_path) not in releases:
+        raise FileNotFoundError(f"no {what} checkpoint at {p}, and {str(name_or_path)!r} "
+                                f"is not a release name {sorted(releases)}")
+    return cached(str(name_or_path), cache_dir)
+
 # %% ../nbs/06_phi.ipynb #4ef23f90
 def load_phi(name_or_path, # 'searle' (ViT-B/32), 'searle-xl' (ViT-L/14), or a file of {'Phi': sd}
              device=None, # `None`: CUDA when available, else CPU
              cache_dir=None, # where released weights are cached (default: `default_cache_dir()`)
             ) -> Phi:
     "Load phi (released or trained) in eval mode, checking its keys and shapes."
-    p, dims = Path(name_or_path), None
-    if not p.is_file():
-        if str(name_or_path) not in PHI_RELEASES:
-            raise FileNotFoundError(f"no phi checkpoint at {p}, and {str(name_or_path)!r} "
-                                    f"is not a release name {sorted(PHI_RELEASES)}")
-        p, dims = _cached_release(str(name_or_path), cache_dir)
+    p, dims = weights_file(name_or_path, PHI_RELEASES, 'phi', _cached_release, cache_dir)
     obj = load_tensors(p)
     sd = obj.get('Phi', obj) if isinstance(obj, dict) else None
     if not isinstance(sd, dict):

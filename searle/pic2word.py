@@ -17,7 +17,8 @@ from .core import *
 from .runs import default_cache_dir
 from .clip import (ImageList, backbone, clip_record, encode_with_pseudo_tokens,
                          extract_features, model_preprocess)
-from .phi import _download, check_network_for_clip, network_token_fn
+from .phi import (_download, check_network_for_clip, check_state_dict, network_token_fn,
+                        weights_file)
 
 # %% auto #0
 __all__ = ['logger', 'PIC2WORD_TRAIN_PROMPT', 'PIC2WORD_URL', 'PIC2WORD_RELEASES', 'PIC2WORD_TEMPLATE', 'PIC2WORD_PREPROCESS',
@@ -222,13 +223,7 @@ def pic2word_from_state_dict(sd:dict, # the authors' names, 'module.' prefixes a
     sd = _strip_module(sd, source)
     n = sum(1 for k in sd if str(k).startswith('layers.') and str(k).endswith('.0.weight'))
     keys = pic2word_keys(max(n, 1))
-    missing, unexpected = [k for k in keys if k not in sd], sorted(k for k in sd if k not in keys)
-    if missing or unexpected: raise ValueError(f"{source}: not a Pic2Word (IM2TEXT) state dict: "
-                                               f"missing {missing}, unexpected {unexpected[:5]}")
-    if any(not isinstance(sd[k], Tensor) or sd[k].dim() != (2 if k.endswith('weight') else 1)
-           for k in keys):
-        raise ValueError(f"{source}: Pic2Word weights must be 2-d tensors and biases 1-d; found "
-                         f"{ {k: tuple(getattr(sd[k], 'shape', ())) for k in keys} }")
+    check_state_dict(sd, keys, 'Pic2Word (IM2TEXT)', source)
     w0, wo = sd['layers.0.0.weight'], sd['fc_out.weight']
     net = Pic2Word(w0.shape[1], w0.shape[0], wo.shape[0], n, dropout)
     for k, v in net.state_dict().items():
@@ -264,13 +259,9 @@ def load_pic2word(name_or_path, # 'pic2word-l14', or a checkpoint with 'state_di
                   cache_dir=None, # where released weights are cached (`default_cache_dir()`)
                  ) -> Pic2Word:
     "Load Pic2Word's network (released or trained) in eval mode, checking its keys and shapes."
-    p, dims = Path(name_or_path), None
-    if not p.is_file():
-        if str(name_or_path) not in PIC2WORD_RELEASES:
-            raise FileNotFoundError(f"no Pic2Word checkpoint at {p}, and {str(name_or_path)!r} "
-                                    f"is not a release name {sorted(PIC2WORD_RELEASES)}")
-        p, dims = (_cached_pic2word(str(name_or_path), cache_dir),
-                   PIC2WORD_RELEASES[str(name_or_path)]['dims'])
+    p, dims = weights_file(name_or_path, PIC2WORD_RELEASES, 'Pic2Word',
+                           lambda n, c: (_cached_pic2word(n, c), PIC2WORD_RELEASES[n]['dims']),
+                           cache_dir)
     obj = load_tensors(p)
     sd = obj.get('state_dict_img2text') if isinstance(obj, dict) else None
     if not isinstance(sd, dict):
