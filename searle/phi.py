@@ -27,9 +27,9 @@ from .oti import warn_unphrased
 # %% auto #0
 __all__ = ['logger', 'PHI_OPTIONS', 'HEADLINE_METRICS', 'PHI_RELEASE_URL', 'PHI_RELEASES', 'PHI_KEYS', 'Phi', 'contrastive_loss',
            'PhiConfig', 'ConceptPools', 'epoch_batches', 'PhraseFeatures', 'phi_step', 'train_epoch',
-           'latest_checkpoint', 'save_phi', 'epoch_line', 'train_phi', 'check_state_dict', 'phi_from_state_dict',
-           'phi_release_path', 'weights_file', 'load_phi', 'network_token_fn', 'phi_token_fn', 'check_network_for_clip',
-           'check_phi_for_clip', 'load_phi_token_fn', 'run_train_phi']
+           'latest_checkpoint', 'save_phi', 'epoch_line', 'train_phi', 'check_state_dict', 'fill_network',
+           'phi_from_state_dict', 'phi_release_path', 'weights_file', 'load_phi', 'network_token_fn', 'phi_token_fn',
+           'check_network_for_clip', 'check_phi_for_clip', 'load_phi_token_fn', 'run_train_phi']
 
 # %% ../nbs/06_phi.ipynb #34c85847
 logger = logging.getLogger(__name__)
@@ -469,6 +469,15 @@ def check_state_dict(sd:dict, keys:Sequence[str], # the state dict; the keys it 
         raise ValueError(f"{source}: {what} weights must be 2-d tensors and biases 1-d; found "
                          f"{ {k: tuple(getattr(sd[k], 'shape', ())) for k in keys} }")
 
+def fill_network(net:nn.Module, sd:dict, what:str, source:str) -> nn.Module:
+    "`net` with the (checked) weights of `sd` in float32, after refusing any shape but its own."
+    for k, v in net.state_dict().items():
+        if sd[k].shape != v.shape:
+            raise ValueError(f"{source}: parameter {k!r} has shape {tuple(sd[k].shape)}; "
+                             f"expected {tuple(v.shape)} for {what}")
+    net.load_state_dict({k: sd[k].float() for k in net.state_dict()}, strict=True)
+    return net
+
 # %% ../nbs/06_phi.ipynb #831b4b15
 def phi_from_state_dict(sd:dict, # parameter name -> tensor, the official names
                         source:str='state dict', # named in errors (a file path)
@@ -478,13 +487,7 @@ def phi_from_state_dict(sd:dict, # parameter name -> tensor, the official names
     check_state_dict(sd, PHI_KEYS, 'phi', source)
     if dims is None: dims = (sd['layers.0.weight'].shape[1], sd['layers.0.weight'].shape[0],
                              sd['layers.6.weight'].shape[0])
-    phi = Phi(*dims, dropout=dropout)
-    for k, v in phi.state_dict().items():
-        if sd[k].shape != v.shape:
-            raise ValueError(f"{source}: parameter {k!r} has shape {tuple(sd[k].shape)}; "
-                             f"expected {tuple(v.shape)} for Phi{tuple(dims)}")
-    phi.load_state_dict({k: sd[k].float() for k in PHI_KEYS}, strict=True)
-    return phi
+    return fill_network(Phi(*dims, dropout=dropout), sd, f'Phi{tuple(dims)}', source)
 
 # %% ../nbs/06_phi.ipynb #8d324ffa
 def phi_release_path(name:str, cache_dir=None) -> tuple[Path, str]:

@@ -17,8 +17,8 @@ from .core import *
 from .runs import default_cache_dir
 from .clip import (ImageList, backbone, clip_record, encode_with_pseudo_tokens,
                          extract_features, model_preprocess)
-from .phi import (_download, check_network_for_clip, check_state_dict, network_token_fn,
-                        weights_file)
+from .phi import (_download, check_network_for_clip, check_state_dict, fill_network,
+                        network_token_fn, weights_file)
 
 # %% auto #0
 __all__ = ['logger', 'PIC2WORD_TRAIN_PROMPT', 'PIC2WORD_URL', 'PIC2WORD_RELEASES', 'PIC2WORD_TEMPLATE', 'PIC2WORD_PREPROCESS',
@@ -226,12 +226,7 @@ def pic2word_from_state_dict(sd:dict, # the authors' names, 'module.' prefixes a
     check_state_dict(sd, keys, 'Pic2Word (IM2TEXT)', source)
     w0, wo = sd['layers.0.0.weight'], sd['fc_out.weight']
     net = Pic2Word(w0.shape[1], w0.shape[0], wo.shape[0], n, dropout)
-    for k, v in net.state_dict().items():
-        if sd[k].shape != v.shape:
-            raise ValueError(f"{source}: parameter {k!r} has shape {tuple(sd[k].shape)}; "
-                             f"expected {tuple(v.shape)} for Pic2Word{net.dims}")
-    net.load_state_dict({k: sd[k].float() for k in keys}, strict=True)
-    return net
+    return fill_network(net, sd, f'Pic2Word{net.dims}', source)
 
 # %% ../nbs/06b_pic2word.ipynb #430615d0
 def pic2word_release_path(name:str, cache_dir=None) -> Path:
