@@ -369,15 +369,11 @@ def run_options(
     missing_images:str='error', # an incomplete download's missing images
     truncated_images:str='error', # an incomplete download's truncated images
     no_progress:bool=False, # hide progress bars
-) -> dict:
-    "How a stage runs, as the keywords of the `run_*` functions (`left_out`: what was left out)."
-    from searle.runs import LeftOut
-    return dict(device=device, precision=precision, missing=missing_images,
-                truncated=truncated_images, progress=not no_progress, left_out=LeftOut())
-
-def _keys(d:dict, *names) -> dict:
-    "The entries of `d` named: the keywords a library function takes."
-    return {k: d[k] for k in names}
+) -> 'Job':
+    "How a stage runs: a `searle.runs.Job` (the command adds its batch size and cache)."
+    from searle.runs import Job
+    return Job(device=device, precision=precision, missing=missing_images,
+               truncated=truncated_images, progress=not no_progress)
 
 # %% ../nbs/16_cli.ipynb #21bc2e73
 @option_group
@@ -409,11 +405,11 @@ def generation_options(
     device:str=None, # where the models run
     no_progress:bool=False, # hide progress bars
 ) -> dict:
-    "How GPT samples the phrases, as `run_phrases`'s keywords (`PhraseConfig`'s defaults)."
+    "How GPT samples the phrases (a `PhraseConfig`) and runs (a `Job`): `run_phrases`'s inputs."
     from searle.phrases import PhraseConfig
-    cfg = stage_config(PhraseConfig, generation_options, locals())
-    return dict(batch_size=batch_size, num_return_sequences=cfg.num_return_sequences,
-                seed=cfg.seed, device=device, progress=not no_progress)
+    from searle.runs import Job
+    return dict(config=stage_config(PhraseConfig, generation_options, locals()),
+                job=Job(device=device, batch_size=batch_size, progress=not no_progress))
 
 # %% ../nbs/16_cli.ipynb #22df5619
 @command(required=('out',), config='searle.phrases:PhraseConfig',
@@ -435,8 +431,10 @@ def searle_phrases(out:str=None, # the phrase JSON file to write (resumed when i
     if model: _local_model(model, '--model')
     from searle import phrases
     res = phrases.run_phrases(out, vocabulary=vocabulary,
-                              model=model or phrases.DEFAULT_PHRASE_MODEL, cache_dir=cache_dir,
-                              limit=limit, original_layout=original_layout, **sampling)
+                              model=model or phrases.DEFAULT_PHRASE_MODEL,
+                              config=sampling['config'],
+                              job=dataclasses.replace(sampling['job'], cache_dir=cache_dir),
+                              limit=limit, original_layout=original_layout)
     print(f'{len(res)} concepts with phrases in {out}')
 
 # %% ../nbs/16_cli.ipynb #5aec3f7d
@@ -447,11 +445,11 @@ def _images(dataset:str, dataset_path, split:str|None, which:str, missing:str='e
     from searle.data import dataset_images
     return dataset_images(dataset, dataset_path, split, which, left_out=left_out, missing=missing)
 
-def _report(result, run:dict, where:str, shown=None):
+def _report(result, job, left_out, where:str, shown=None):
     "Print a stage's result (or `shown`) and, when asked to skip or decode, what was left out."
     print(result if shown is None else shown)
-    if (run['missing'], run['truncated']) != ('error', 'error'):
-        print(f"{run['left_out'].summary()} (names in {where})")
+    if (job.missing, job.truncated) != ('error', 'error'):
+        print(f"{left_out.summary()} (names in {where})")
     return result
 
 # %% ../nbs/16_cli.ipynb #09608b0d
@@ -461,11 +459,14 @@ def _loaded_clip(clip:dict) -> tuple:
     model = load_clip(clip['clip_model'], device='cpu')
     return model, model_preprocess(model, clip['preprocess'])
 
-def _oti_inputs(out, concepts, phrases, dataset, dataset_path, split, run:dict):
-    "OTI's checks before any work, in order; the references to invert (before CLIP loads)."
-    check_output(out); check_precision(run['precision'], run['device'])
+def _oti_inputs(out, concepts, phrases, dataset, dataset_path, split, job) -> tuple:
+    ("OTI's checks before any work, in order; the references to invert (before CLIP loads) and "
+     "the record of what was left out.")
+    from searle.runs import LeftOut
+    check_output(out); check_precision(job.precision, job.device)
     check_input(concepts, 'CONCEPTS'); check_input(phrases, 'PHRASES')
-    return _images(dataset, dataset_path, split, 'references', run['missing'], run['left_out'])
+    left = LeftOut()
+    return _images(dataset, dataset_path, split, 'references', job.missing, left), left
 
 # %% ../nbs/16_cli.ipynb #fb8a8273
 @command(required=('out', 'dataset', 'dataset_path'),
@@ -483,14 +484,15 @@ def searle_concepts(out:str=None, # the concept table (CSV) to write; resumed wh
                     run=run_options, # device, precision, incomplete downloads, progress
                    ):
     "Stage 1: the top-K vocabulary concepts of every image of a dataset."
-    check_output(out, 'file'); check_precision(run['precision'], run['device'])
+    check_output(out, 'file'); check_precision(run.precision, run.device)
     if vocabulary: check_input(vocabulary, '--vocabulary')
-    from searle import concepts
+    from searle import concepts, runs
     # gallery, and references outside it
-    images = _images(dataset, dataset_path, split, 'images', run['missing'], run['left_out'])
-    table = concepts.run_concepts(out, images, vocabulary=vocabulary, k=top_k,
-                                  batch_size=batch_size, cache_dir=cache_dir, **clip, **run)
-    return _report(table, run, f'{out}.left_out.json', f'{len(table)} images in {out}')
+    images = _images(dataset, dataset_path, split, 'images', run.missing, left := runs.LeftOut())
+    job = dataclasses.replace(run, batch_size=batch_size, cache_dir=cache_dir)
+    table = concepts.run_concepts(out, images, vocabulary=vocabulary, k=top_k, **clip, job=job,
+                                  left_out=left)
+    return _report(table, job, left, f'{out}.left_out.json', f'{len(table)} images in {out}')
 
 # %% ../nbs/16_cli.ipynb #5642d3d5
 @option_group
@@ -527,14 +529,13 @@ def searle_oti(
 ):
     ("Stage 2: invert every image into a pseudo token (resumable; `accelerate launch` / `torchrun` "
      "split the work).")
-    refs = _oti_inputs(out, concepts, phrases, dataset, dataset_path, split, run)
+    refs, left = _oti_inputs(out, concepts, phrases, dataset, dataset_path, split, run)
     from searle.oti import run_oti
     model, preprocess = _loaded_clip(clip)
-    path = run_oti(model, refs, concepts, phrases, out,
-                   dataclasses.replace(settings, precision=run['precision']), preprocess=preprocess,
-                   cache_dir=cache_dir, original_layout=original_layout,
-                   **_keys(run, 'device', 'progress', 'truncated', 'left_out'))
-    return _report(path, run, f'{out}/left_out.json')
+    job = dataclasses.replace(run, cache_dir=cache_dir)  # the precision: the config records it
+    path = run_oti(model, refs, concepts, phrases, out, settings, preprocess=preprocess, job=job,
+                   original_layout=original_layout, left_out=left)
+    return _report(path, job, left, f'{out}/left_out.json')
 
 # %% ../nbs/16_cli.ipynb #4e0c2991
 @option_group
@@ -558,17 +559,16 @@ def phi_options(
     return stage_config(PhiConfig, phi_options, locals(), val_path=val_path)
 
 # %% ../nbs/16_cli.ipynb #3edb5460
-def _phi_inputs(out, tokens, concepts, phrases, dataset, dataset_path, split, settings,
-                run:dict):
+def _phi_inputs(out, tokens, concepts, phrases, dataset, dataset_path, split, settings, job):
     "phi's checks before any work, in order; the unlabelled images."
-    check_output(out); check_precision(run['precision'], run['device'])
+    check_output(out); check_precision(job.precision, job.device)
     check_input(tokens, 'TOKENS', 'any'); check_input(concepts, 'CONCEPTS')
     check_input(phrases, 'PHRASES')
     from searle.clip import load_pseudo_tokens
     images = _images(dataset, dataset_path, split, 'images')
     load_pseudo_tokens(tokens)  # readable, and every token finite
     if settings.val_path:  # before any image is encoded
-        _images(settings.val_dataset, settings.val_path, 'val', 'images', run['missing'])
+        _images(settings.val_dataset, settings.val_path, 'val', 'images', job.missing)
     return images
 
 # %% ../nbs/16_cli.ipynb #f2e76c84
@@ -591,29 +591,24 @@ def searle_train_phi(
     imgs = _phi_inputs(out, tokens, concepts, phrases, dataset, dataset_path, split, settings, run)
     from searle.phi import run_train_phi
     model, how = _phi_job(out, cache_dir, clip, settings, run)  # the CLIP, loaded once
-    path = run_train_phi(model, imgs, tokens, concepts, phrases, out,
-                         dataclasses.replace(settings, precision=run['precision']),
+    path = run_train_phi(model, imgs, tokens, concepts, phrases, out, settings,
                          preprocess=clip['preprocess'], **how)
     print(path)
     return path
 
 # %% ../nbs/16_cli.ipynb #b590d805
-def _phi_job(out, cache_dir, clip:dict, settings, run:dict) -> tuple[object, dict]:
+def _phi_job(out, cache_dir, clip:dict, settings, run) -> tuple[object, dict]:
     ("phi's CLIP, loaded once, and `run_train_phi`'s job, validation (on --val-dataset at "
      "--val-path, when given; with the same CLIP and feature cache) and left-out record.")
-    from searle.runs import Job
+    from searle.runs import LeftOut
     model, preprocess = _loaded_clip(clip)
-    cache = cache_dir or str(Path(out)/'features')
-    job = Job(cache_dir=cache, **_keys(run, 'device', 'precision', 'progress', 'missing',
-                                       'truncated'))
-    val = None
+    job = dataclasses.replace(run, cache_dir=cache_dir or str(Path(out)/'features'))
+    val, left = None, LeftOut()
     if settings.val_path:
         from searle.retrieval import benchmark_validation
-        val = benchmark_validation(
-            model, settings.val_dataset, settings.val_path, preprocess, device=run['device'],
-            cache_dir=cache, max_queries=settings.val_max_queries,
-            **_keys(run, 'precision', 'missing', 'truncated', 'left_out'))
-    return model, dict(validate_fn=val, job=job, left_out=run['left_out'])
+        val = benchmark_validation(model, settings.val_dataset, settings.val_path, preprocess,
+                                   max_queries=settings.val_max_queries, job=job, left_out=left)
+    return model, dict(validate_fn=val, job=job, left_out=left)
 
 # %% ../nbs/16_cli.ipynb #bb58522a
 @option_group
@@ -642,21 +637,20 @@ def method_files(
                 pic2word=pic2word_checkpoint)
 
 # %% ../nbs/16_cli.ipynb #21e89cd0
-def _method_inputs(dataset, dataset_path, split, files:dict, method:dict, run:dict) -> tuple:
+def _method_inputs(dataset, dataset_path, split, files:dict, method:dict, run) -> tuple:
     "Validation's and submission's checks before any work; the CLIP, the method's inputs, the job."
     from searle import retrieval
-    from searle.runs import Job
+    from searle.runs import LeftOut
     m, template = get_method(method['eval_type']), method['template']
     protocol = retrieval.method_protocol(m, method['protocol'])
     if template:  # a template without {caption} (or $ for a pseudo-word method) fails now
         retrieval.check_template(template, m.baseline is None)
-    _images(dataset, dataset_path, split, 'images', run['missing'])  # before any CLIP loads
+    _images(dataset, dataset_path, split, 'images', run.missing)  # before any CLIP loads
     model, src = retrieval.load_method(m, method['clip_model'], files['tokens'],
-                                       files.get(m.network), run['device'], method['cache_dir'])
-    job = Job(**_keys(run, 'device', 'precision', 'missing', 'truncated', 'progress'),
-              **_keys(method, 'batch_size', 'cache_dir'))
+                                       files.get(m.network), run.device, method['cache_dir'])
+    job = dataclasses.replace(run, batch_size=method['batch_size'], cache_dir=method['cache_dir'])
     return model, src | dict(protocol=protocol, template=template,
-                             preprocess=method['preprocess'], job=job, left_out=run['left_out'])
+                             preprocess=method['preprocess'], job=job, left_out=LeftOut())
 
 # %% ../nbs/16_cli.ipynb #47507972
 @command(required=('dataset', 'dataset_path'), choices={'dataset': BENCHMARKS},
@@ -671,12 +665,13 @@ def searle_validate(
     run=run_options, # device, precision, incomplete downloads, progress
 ):
     "Validate one method on a benchmark; writes OUT/metrics.json (percent) beside OUT/config.json."
-    check_output(out); check_precision(run['precision'], run['device'])
+    check_output(out); check_precision(run.precision, run.device)
     from searle import retrieval
     model, src = _method_inputs(dataset, dataset_path, split, files, method, run)
     metrics = retrieval.run_validation(dataset, dataset_path, clip_model=model, out_dir=out,
                                        split=split, **src)
-    return _report(metrics, run, f'{out}/left_out.json', json.dumps(metrics, indent=1))
+    return _report(metrics, run, src['left_out'], f'{out}/left_out.json',
+                   json.dumps(metrics, indent=1))
 
 # %% ../nbs/16_cli.ipynb #98e8e234
 @command(required=('dataset', 'dataset_path'), choices={'dataset': ('cirr', 'circo')},
@@ -691,14 +686,14 @@ def searle_submit(
     run=run_options, # device, precision, incomplete downloads, progress
 ):
     "Write (and check) the evaluation-server JSON files of one method."
-    check_output(out); check_precision(run['precision'], run['device'])
+    check_output(out); check_precision(run.precision, run.device)
     from searle import retrieval
     split = split or {'cirr': 'test1', 'circo': 'test'}[dataset]
     model, src = _method_inputs(dataset, dataset_path, split, files, method, run)
     paths = retrieval.run_submission(dataset, dataset_path, clip_model=model, out_dir=out,
                                      split=split, **src)
     shown = '\n'.join(f'{k}: {p}' for k, p in paths.items())
-    return _report(paths, run, f'{out}/left_out.json', shown)
+    return _report(paths, run, src['left_out'], f'{out}/left_out.json', shown)
 
 # %% ../nbs/16_cli.ipynb #a5b62f22
 @command(required=('dataset_path',))

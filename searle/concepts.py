@@ -15,7 +15,7 @@ from .core import (PathLike, atomic_write, autocast, load_json, load_tensors, pr
 from .clip import (ImageList, as_clip, backbone, clip_record, encode_text, extract_features,
                          make_preprocess, model_fingerprint, model_preprocess)
 from .runs import (LeftOut, RunLock, Shards, check_resume, default_cache_dir, locks_output,
-                         check_incomplete_options, run_record)
+                         Job, run_record)
 
 # %% auto #0
 __all__ = ['logger', 'OPENIMAGES_URL', 'OPENIMAGES_SHA256', 'TEMPLATES', 'IMAGE_NAME_COLUMN', 'CONCEPT_OPTIONS',
@@ -338,22 +338,22 @@ def associate_images(
                        progress)
 
 # %% ../nbs/03_concepts.ipynb #f95d6ac5
-def _clip_and_concepts(clip_model, vocabulary, device, precision, cache_dir, batch_size:int,
-                       progress:bool):
+def _clip_and_concepts(clip_model, vocabulary, job:Job, batch_size:int):
     "(CLIP, vocabulary, concept features [C, D], resolved precision) of a concepts stage."
-    concepts = load_vocabulary(vocabulary, cache_dir=cache_dir)
-    device = resolve_device(device)
+    concepts = load_vocabulary(vocabulary, cache_dir=job.cache_dir)
+    device = resolve_device(job.device)
     model = as_clip(clip_model, device)
-    precision = resolve_precision(precision, device)
-    feats = cached_concept_features(model, concepts, cache_dir, batch_size, progress, precision)
+    precision = resolve_precision(job.precision, device)
+    feats = cached_concept_features(model, concepts, job.cache_dir, batch_size, job.progress,
+                                    precision)
     return model, concepts, feats, precision
 
 # %% ../nbs/03_concepts.ipynb #cd0c2a39
-def _record_left_out(left_out, truncated_names:list, out_path:PathLike, missing:str, truncated:str):
+def _record_left_out(left_out, truncated_names:list, out_path:PathLike, job:Job):
     "Add the truncated images decoded to `left_out`; save it beside the table where needed."
     left_out = LeftOut() if left_out is None else left_out
     left_out.add('truncated_images', truncated_names)
-    if missing != 'error' or truncated != 'error':
+    if (job.missing, job.truncated) != ('error', 'error'):
         left_out.save(Path(out_path).with_name(Path(out_path).name + '.left_out.json'))
 
 # %% ../nbs/03_concepts.ipynb #874f8ac3
@@ -361,23 +361,22 @@ def run_concepts(out_path:PathLike, # the CSV table to write (see `concept_table
                  images:ImageList|tuple, # an ImageList, or (names, features)
                  vocabulary:PathLike|None=None, # a CSV with DisplayName; `None`: Open Images' own
                  clip_model='ViT-B/32', # name, checkpoint path, or a loaded CLIP model
-                 k:int=250, batch_size:int=32, concept_batch_size:int=64,
-                 preprocess:str='targetpad', device=None,
-                 cache_dir:PathLike|None=None, # caches the vocabulary and the concept features
-                 num_workers:int=0, progress:bool=True,
-                 # 'fp32', 'amp' (fp16 features, as the original) or 'bf16'; `None`: the device's
-                 precision:str|None=None,
-                 missing:str='error', # 'error' or 'skip': leave out missing image files (recorded)
-                 truncated:str='error', # or 'decode': decode truncated files as the original does
+                 k:int=250, # concepts kept per image
+                 concept_batch_size:int=64, # concepts per text forward
+                 preprocess:str='targetpad',
+                 # device, images per forward, cache (the vocabulary, the concept features),
+                 # workers, precision ('amp': fp16 features, as the original), incomplete downloads
+                 job:Job|None=None,
                  left_out=None, # a `searle.runs.LeftOut` to fill, saved as <out_path>.left_out.json
                  ) -> dict[str, list[str]]:
     "Stage 1: associate the top-`k` vocabulary concepts with every image, written to `out_path`."
-    check_incomplete_options(missing, truncated)
-    model, concepts, feats, precision = _clip_and_concepts(
-        clip_model, vocabulary, device, precision, cache_dir, concept_batch_size, progress)
+    job = job or Job()
+    model, concepts, feats, precision = _clip_and_concepts(clip_model, vocabulary, job,
+                                                           concept_batch_size)
     pre, cut = model_preprocess(model, preprocess) if isinstance(images, ImageList) else None, []
     table = associate_images(images, concepts, feats, out_path, model, pre, k=k,
-                             batch_size=batch_size, num_workers=num_workers, progress=progress,
-                             precision=precision, truncated=truncated, truncated_names=cut)
-    _record_left_out(left_out, cut, out_path, missing, truncated)
+                             batch_size=job.batch_size, num_workers=job.num_workers,
+                             progress=job.progress, precision=precision,
+                             truncated=job.truncated, truncated_names=cut)
+    _record_left_out(left_out, cut, out_path, job)
     return table

@@ -16,7 +16,7 @@ from .runs import Job, refuse_other, run_record
 from .clip import (ImageList, as_clip, clip_record, extract_features, load_clip,
                          model_preprocess, open_rgb)
 from .concepts import associate_images, concept_features
-from .phrases import generate_phrases
+from .phrases import PhraseConfig, generate_phrases
 from .oti import OTIConfig, run_oti
 from .phi import PhiConfig, run_train_phi
 from .lincir import LinCIRConfig, train_lincir
@@ -70,16 +70,15 @@ WORLD_PHI = DemoConfig(n_gallery=400, n_queries=100, n_unlabeled=1000, phrases_p
 def oti_stage(model, images:ImageList, name:str, # the images, and the name of their files
               out:Path, phrases:dict, oti:OTIConfig,
               concept_feats:Tensor, # [C, D] the world's concept features (computed once)
-              device=None, progress:bool=True, precision:str='fp32') -> tuple[tuple, dict, Path]:
+              job:Job) -> tuple[tuple, dict, Path]: # device, precision, progress
     "((names, features [N, D]), concept table, OTI token file) of `images`."
     pre = model_preprocess(model, 'targetpad')
-    _, f = extract_features(model, images, pre, device=device, cache_dir=out/'features',
-                            progress=progress, precision=precision)
+    _, f = extract_features(model, images, pre, **dataclasses.replace(
+        job, cache_dir=out/'features').features())
     vocab = world.world_concepts()
     table = associate_images((images.names, f), vocab, concept_feats, out/f'concepts_{name}.csv',
-                             k=len(vocab), progress=progress)
-    tokens = run_oti(model, (images.names, f), table, phrases, out/f'oti_{name}', oti,
-                     device=device, progress=progress)
+                             k=len(vocab), progress=job.progress)
+    tokens = run_oti(model, (images.names, f), table, phrases, out/f'oti_{name}', oti, job=job)
     return (images.names, f), table, tokens
 
 # %% ../nbs/12_demo.ipynb #5cd841c7
@@ -118,13 +117,12 @@ def stage_configs(cfg:DemoConfig, precision:str) -> dict:
 
 # %% ../nbs/12_demo.ipynb #247193a9
 def phi_stage(model, root:Path, images:tuple, tokens:Path, table:dict, phrases:dict, out:Path,
-              config:PhiConfig, device=None, progress:bool=True) -> Path:
+              config:PhiConfig, job:Job) -> Path:
     "phi distilled from the unlabelled images' tokens, validated on the world's val queries."
     pre = model_preprocess(model, 'targetpad')
-    val_fn = benchmark_validation(model, 'circo', root, pre, device=device,
-                                  precision=config.precision)
+    val_fn = benchmark_validation(model, 'circo', root, pre, job=job)
     return run_train_phi(model, images, tokens, table, phrases, out/'phi', config,
-                         validate_fn=val_fn, job=Job(device=device, progress=progress))
+                         validate_fn=val_fn, job=job)
 
 # %% ../nbs/12_demo.ipynb #5d605576
 def _trained(path:Path, config) -> bool:
@@ -136,30 +134,30 @@ def _trained(path:Path, config) -> bool:
 
 def neighbour_stages(model, images:tuple, # (names, features [N, D]) of the unlabelled images
                      out:Path, configs:dict, seed:int, n_captions:int,
-                     device=None, progress:bool=True) -> dict[str, Path]:
+                     job:Job) -> dict[str, Path]: # its device and progress
     "LinCIR on the world's captions, Pic2Word on the unlabelled images: {network: weights file}."
     files = {}
     if 'lincir' in configs:
         files['lincir'] = p = out/'lincir'/'lincir.pt'
         if not _trained(p, configs['lincir']):
             train_lincir(model, world.world_captions(seed, n_captions), configs['lincir'],
-                         device=device, seed=seed, progress=progress, out=p)
+                         device=job.device, seed=seed, progress=job.progress, out=p)
     if 'pic2word' in configs:
         files['pic2word'] = p = out/'pic2word'/'pic2word.pt'
         if not _trained(p, configs['pic2word']):
-            train_pic2word(model, images, configs['pic2word'], device=device, seed=seed,
-                           progress=progress, out=p)
+            train_pic2word(model, images, configs['pic2word'], device=job.device, seed=seed,
+                           progress=job.progress, out=p)
     return files
 
 # %% ../nbs/12_demo.ipynb #b7f33449
-def _oti_stages(model, root:Path, out:Path, phrases:dict, c:dict, device, progress,
-                precision) -> tuple[Path|None, tuple]:
+def _oti_stages(model, root:Path, out:Path, phrases:dict, c:dict,
+                job:Job) -> tuple[Path|None, tuple]:
     "OTI's tokens of the val references (if asked), and `oti_stage` of the unlabelled images."
     refs, unl = (load_dataset('circo', root).references(),
                  load_dataset('folder', root/'unlabeled').gallery())
-    kw = dict(out=out, phrases=phrases, device=device, progress=progress, precision=precision,
+    kw = dict(out=out, phrases=phrases, job=job,
               concept_feats=concept_features(model, world.world_concepts(), progress=False,
-                                             precision=precision))  # once, for both calls
+                                             precision=job.precision))  # once, for both calls
     val = None if 'oti' not in c else oti_stage(model, refs, 'val', oti=c['oti'], **kw)[2]
     return val, oti_stage(model, unl, 'unlabeled', oti=c['oti_unlabeled'], **kw)
 
@@ -171,18 +169,20 @@ def run_world(out, config:DemoConfig|None=None,
     "Every stage on the world, into `out`: SEARLE's, then LinCIR's and Pic2Word's training."
     cfg, out, times, t0 = config or DemoConfig(), Path(out), {}, time.time()
     prec = resolve_precision(precision, device); c = stage_configs(cfg, prec)
+    job = Job(device=device, precision=prec, progress=progress)  # how every stage runs
     def lap(stage): times[stage] = round(time.time() - t0 - sum(times.values()), 1)
     root = _world_root(out, cfg, progress); lap('world')
     model = as_clip(clip_model or world.world_clip_path(), device=device)
+    sampling = PhraseConfig(num_return_sequences=cfg.phrases_per_concept, seed=cfg.seed)
     phr = generate_phrases(gpt or world.world_gpt_path(), world.world_concepts(),
-                           out/'phrases.json', num_return_sequences=cfg.phrases_per_concept,
-                           seed=cfg.seed, device=device, save_every_s=0, progress=progress)
+                           out/'phrases.json', sampling, device=device, save_every_s=0,
+                           progress=progress)
     lap('phrases')
-    val, (images, table, tokens) = _oti_stages(model, root, out, phr, c, device, progress, prec)
+    val, (images, table, tokens) = _oti_stages(model, root, out, phr, c, job)
     lap('concepts and oti')
-    phi = phi_stage(model, root, images, tokens, table, phr, out, c['phi'], device, progress)
+    phi = phi_stage(model, root, images, tokens, table, phr, out, c['phi'], job)
     lap('phi')
-    nets = neighbour_stages(model, images, out, c, cfg.seed, cfg.lincir_captions, device, progress)
+    nets = neighbour_stages(model, images, out, c, cfg.seed, cfg.lincir_captions, job)
     lap('lincir and pic2word')
     return WorldRun(out, root, model, model_preprocess(model, 'targetpad'), phr, val, times,
                     {'phi': phi, **nets}, {k: dataclasses.asdict(v) for k, v in c.items()})

@@ -292,7 +292,7 @@ def _check_run(out:Path, record:dict, n_batches:int) -> bool:
 
 # %% ../nbs/05_oti.ipynb #d1ccc4f3
 @dataclass
-class _Job:
+class _Run:
     "An OTI run as this process sees it: what it records, its batches, and its share of them."
     out: Path
     config: OTIConfig          # its precision resolved
@@ -303,11 +303,10 @@ class _Job:
     mine: list[int]            # the batches this process inverts (those without a shard)
 
 # %% ../nbs/05_oti.ipynb #dff03e30
-def _open_run(out:Path, model, images, concept_table, phrases, config:OTIConfig, dist:Dist, dev,
-              left_out) -> _Job:
-    "Check the run against the one recorded in `out`, record it (first process); this job."
-    # recorded resolved
-    config = dataclasses.replace(config, precision=resolve_precision(config.precision, dev))
+def _open_run(out:Path, model, images, concept_table, phrases,
+              config:OTIConfig, # its precision resolved
+              dist:Dist, left_out) -> _Run:
+    "Check the run against the one recorded in `out`, record it (first process); this run."
     names = list(images.names) if isinstance(images, ImageList) else [str(n) for n in images[0]]
     if not isinstance(concept_table, dict): check_top_k(concept_table, config.top_k)
     record = _run_record(config, names, model, concept_table, phrases, left_out)
@@ -318,19 +317,16 @@ def _open_run(out:Path, model, images, concept_table, phrases, config:OTIConfig,
     if dist.rank == 0: save_json(record, out/'config.json')
     mine = [] if finished else [b for b in range(dist.rank, len(batches), dist.n_procs)
                                 if not _shards(out).path(b).is_file()]
-    return _Job(out, config, names, record, batches, finished, mine)
+    return _Run(out, config, names, record, batches, finished, mine)
 
 # %% ../nbs/05_oti.ipynb #347ea5f7
-def _batch_features(model, images, rows:list[int], preprocess, dev, config, cache_dir, progress,
-                    truncated, left_out):
+def _batch_features(model, images, rows:list[int], preprocess, job:Job, left_out):
     ("Features [len(rows), D] of the images at `rows`: given, or extracted (and cached) from an "
      "`ImageList`.")
     if not isinstance(images, ImageList): return images[1][rows]
     sub, cut = ImageList([images.names[i] for i in rows], [images.paths[i] for i in rows]), []
     pre = model_preprocess(model, preprocess or 'targetpad')
-    _, feats = extract_features(model, sub, pre, device=dev, cache_dir=cache_dir, progress=progress,
-                                precision=config.precision, truncated=truncated,
-                                truncated_names=cut)
+    _, feats = extract_features(model, sub, pre, truncated_names=cut, **job.features())
     if left_out is not None: left_out.add('truncated_images', cut)
     return feats
 
@@ -356,36 +352,35 @@ def _invert_to_shards(model, feats, names, batches, mine, table, phr, bad, confi
     bar.close()
 
 # %% ../nbs/05_oti.ipynb #6a2b0cd5
-def _invert_share(job:_Job, model, images, concept_table, phrases, dist:Dist, dev, preprocess,
-                  cache_dir, progress:bool, truncated:str, left_out):
-    "Invert this process's batches of `job` into shards (nothing to read when it has none)."
-    if not job.mine: return  # a finished rerun reads neither the table nor the phrases
-    config, names = job.config, job.names
+def _invert_share(run:_Run, model, images, concept_table, phrases, dist:Dist, preprocess,
+                  job:Job, left_out):
+    "Invert this process's batches of `run` into shards (nothing to read when it has none)."
+    if not run.mine: return  # a finished rerun reads neither the table nor the phrases
+    config, names = run.config, run.names
     # of a row's 250 cells, its 15 concepts
     top = functools.partial(image_concepts, top_k=config.top_k)
     table = (concept_table if isinstance(concept_table, dict)
              else read_concept_table(concept_table, row=top))
     phr = phrases if isinstance(phrases, dict) else load_phrases(phrases)
-    rows = [i for b in job.mine for i in job.batches[b]]
+    rows = [i for b in run.mine for i in run.batches[b]]
     bad = _check_pools([names[i] for i in rows], table, phr, config,   # fail early on any image
                        None if isinstance(phrases, dict) else phrases)
-    feats = _batch_features(model, images, rows, preprocess, dev, config, cache_dir, progress,
-                            truncated, left_out)
-    _invert_to_shards(model, feats, names, job.batches, job.mine, table, phr, bad, config, job.out,
-                      progress, f'process {dist.rank}/{dist.n_procs}')
+    feats = _batch_features(model, images, rows, preprocess, job, left_out)
+    _invert_to_shards(model, feats, names, run.batches, run.mine, table, phr, bad, config, run.out,
+                      job.progress, f'process {dist.rank}/{dist.n_procs}')
 
 # %% ../nbs/05_oti.ipynb #a688ea00
-def _finish_run(job:_Job, left_out, original_layout:bool,
+def _finish_run(run:_Run, left_out, original_layout:bool,
                 backbone:dict|None=None): # `clip_record` of the CLIP, recorded in the token file
     ("The first process's end of a run: shards merged (then removed), what was left out, original "
      "layout.")
-    out, final = job.out, job.out/'oti_pseudo_tokens.pt'
-    if not job.finished:
-        _merge(_shards(out), job.batches, job.names, final, {**job.record, 'backbone': backbone})
+    out, final = run.out, run.out/'oti_pseudo_tokens.pt'
+    if not run.finished:
+        _merge(_shards(out), run.batches, run.names, final, {**run.record, 'backbone': backbone})
         _shards(out).remove()
     if left_out is not None:  # this process's truncated images join the caller's counts
         left_out.save(out/'left_out.json')
-        save_json({**job.record, 'left_out': left_out.counts()}, out/'config.json')
+        save_json({**run.record, 'left_out': left_out.counts()}, out/'config.json')
     if original_layout:  # a folder of its own: the original's oti_pseudo_tokens.pt is a bare tensor
         obj = load_tensors(final)
         save_original_tokens(out/'original', obj['names'], obj['tokens'], obj['ema_tokens'])
@@ -398,23 +393,20 @@ def run_oti(model,
             phrases:dict|os.PathLike|str, # concept -> phrases, or a phrase file of `searle.phrases`
             out_dir:os.PathLike|str, config:OTIConfig|None=None,
             preprocess=None, # for `ImageList` input; default targetpad at the model's resolution
-            cache_dir=None, # image-feature cache
-            device=None, progress:bool=True,
+            job:Job|None=None, # device, feature extraction (cache, workers), precision, progress
             original_layout:bool=False, # also write the original's files into `out_dir/original/`
-            truncated:str='error', # or 'decode': decode truncated image files as the original does
             left_out=None, # a `searle.runs.LeftOut` of what the caller left out, recorded
            ) -> Path:
     "Invert `images` into `out_dir/oti_pseudo_tokens.pt`, resumably, over the launch's processes."
-    dist = Dist()  # rank, process count, device
-    dev = dist.resolve(device); model = model.to(dev)
-    job = _open_run(Path(out_dir), model, images, concept_table, phrases, config or OTIConfig(),
-                    dist, dev, left_out)
-    _invert_share(job, model, images, concept_table, phrases, dist, dev, preprocess, cache_dir,
-                  progress, truncated, left_out)
+    dist, job = Dist(), job or Job()  # rank, process count, device
+    dev = dist.resolve(job.device); model = model.to(dev)
+    config, job = one_precision(config or OTIConfig(), dataclasses.replace(job, device=dev), dev)
+    run = _open_run(Path(out_dir), model, images, concept_table, phrases, config, dist, left_out)
+    _invert_share(run, model, images, concept_table, phrases, dist, preprocess, job, left_out)
     dist.barrier()
-    if dist.rank == 0: _finish_run(job, left_out, original_layout, clip_record(model))
+    if dist.rank == 0: _finish_run(run, left_out, original_layout, clip_record(model))
     dist.barrier()
-    return job.out/'oti_pseudo_tokens.pt'
+    return run.out/'oti_pseudo_tokens.pt'
 
 # %% ../nbs/05_oti.ipynb #64d87889
 def _merge(shards:Shards, batches, names, final:Path, record:dict):

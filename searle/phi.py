@@ -16,7 +16,7 @@ from torch import nn, Tensor
 
 from .core import *
 from .runs import (COMPARED, Job, LeftOut, default_cache_dir, locks_output, names_key,
-                         refuse_other, run_record)
+                         one_precision, refuse_other, run_record)
 from .clip import (ImageList, as_clip, backbone, check_tokens_for_clip, clip_record,
                          encode_text, encode_with_pseudo_tokens, extract_features,
                          load_pseudo_tokens, model_fingerprint, model_preprocess, tokenize)
@@ -642,14 +642,9 @@ def _phi_settings(config:PhiConfig, job:Job, dist:Dist, out:Path,
     if config.val_path is not None and validate_fn is None:
         raise ValueError(f"the config's val_path {config.val_path} needs a validate_fn: "
                          "`searle.retrieval.benchmark_validation` makes one")
-    if None not in (config.precision, job.precision) and config.precision != job.precision:
-        raise ValueError(f"precision {config.precision!r} in the config and {job.precision!r} "
-                         "in the job: give one")
     dev = dist.resolve(job.device)
-    prec = resolve_precision(config.precision or job.precision, dev)
-    return (dataclasses.replace(config, precision=prec),
-            dataclasses.replace(job, device=dev, precision=prec,
-                                cache_dir=job.cache_dir or out/'features'))
+    config, job = one_precision(config, job, dev)
+    return config, dataclasses.replace(job, device=dev, cache_dir=job.cache_dir or out/'features')
 
 def _input_files(oti_tokens, concept_table, phrases, preprocess) -> dict:
     "The stage's input files (None for what was given in memory), recorded with the run."

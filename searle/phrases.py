@@ -10,13 +10,14 @@ from typing import Sequence
 
 import torch
 from .core import (PathLike, atomic_write, load_json, progress_bar, resolve_device,
-                         resolve_dtype, safe_unpickle, save_json, stable_seed)
-from .runs import RunLock, refuse_other, run_record
+                         resolve_dtype, resolve_precision, safe_unpickle, save_json, stable_seed)
+from .runs import Job, RunLock, refuse_other, run_record
 
 # %% auto #0
-__all__ = ['logger', 'DEFAULT_PHRASE_MODEL', 'PHRASES_FORMAT', 'ORIGINAL_PHRASES_FILE', 'PHRASE_OPTIONS', 'PhraseConfig',
-           'process_phrase', 'build_tiny_gpt_neo', 'load_causal_lm', 'sample_phrases', 'save_phrases', 'load_phrases',
-           'save_phrases_pickle', 'generate_phrases', 'problematic_concepts', 'make_pseudo_phrase', 'run_phrases']
+__all__ = ['logger', 'DEFAULT_PHRASE_MODEL', 'PHRASES_FORMAT', 'ORIGINAL_PHRASES_FILE', 'PHRASE_OPTIONS', 'PHRASE_JOB',
+           'PhraseConfig', 'process_phrase', 'build_tiny_gpt_neo', 'load_causal_lm', 'sample_phrases', 'save_phrases',
+           'load_phrases', 'save_phrases_pickle', 'generate_phrases', 'problematic_concepts', 'make_pseudo_phrase',
+           'run_phrases']
 
 # %% ../nbs/04_phrases.ipynb #1aad72a9
 logger = logging.getLogger(__name__)
@@ -223,19 +224,14 @@ def generate_phrases(
         model_name_or_path:str|PathLike, # hub name or local folder of a causal LM
         concepts:Sequence[str], # the vocabulary (stripped and de-duplicated here)
         out_path:PathLike, # the JSON phrase file; concepts already in it are skipped
-        num_return_sequences:int=PhraseConfig.num_return_sequences,
-        max_length:int=PhraseConfig.max_length, temperature:float=PhraseConfig.temperature,
-        no_repeat_ngram_size:int=PhraseConfig.no_repeat_ngram_size,
+        config:PhraseConfig=PhraseConfig(), # how phrases are sampled (the paper's defaults)
         batch_size:int=4, # concepts per `generate` call (x num_return_sequences rows)
-        seed:int=PhraseConfig.seed,
         device:str|torch.device|None=None, dtype:str|torch.dtype|None=None,
         # save after a batch when this long has passed since the last save (0: every batch)
         save_every_s:float=120.,
         progress:bool=True) -> dict[str, list[str]]:
     ("Generate phrases for every concept, resumably, saving atomically to `out_path`; return all "
      "phrases.")
-    config = PhraseConfig(max_length=max_length, num_return_sequences=num_return_sequences,
-        temperature=temperature, no_repeat_ngram_size=no_repeat_ngram_size, seed=seed)
     out_path, settings = Path(out_path), _settings(model_name_or_path, config, batch_size)
     with RunLock(out_path, 'file'):  # one run writes a phrase file at a time
         phrases = _resume(out_path, settings)
@@ -281,6 +277,11 @@ def make_pseudo_phrase(phrase:str, concept:str,
         raise ValueError(f"concept {concept!r} does not occur in the phrase {phrase!r}")
     return phrase.replace(concept, ' $ ', 1 if first_only else -1)
 
+# %% ../nbs/04_phrases.ipynb #3ec5df8e
+PHRASE_JOB = Job(batch_size=4)  # GPT-Neo 2.7B: 4 concepts x 256 phrases, 1,024 rows per generate
+
+_DTYPE_OF = {'fp32': 'float32', 'amp': 'float16', 'bf16': 'bfloat16'}  # the LM's weights
+
 # %% ../nbs/04_phrases.ipynb #680c5b6b
 def run_phrases(out_path:PathLike, # the JSON phrase file (resumed when it exists)
                 # Open Images-style CSV (DisplayName column); `None`: the official one, cached
@@ -288,17 +289,18 @@ def run_phrases(out_path:PathLike, # the JSON phrase file (resumed when it exist
                 # an explicit concept list instead of a vocabulary file
                 concepts:Sequence[str]|None=None,
                 model:str|PathLike=DEFAULT_PHRASE_MODEL, # hub name or local folder
-                cache_dir:PathLike|None=None, # where the official vocabulary is cached
+                config:PhraseConfig=PhraseConfig(), # how phrases are sampled (the paper's)
+                # device, concepts per generate call, the vocabulary's cache, precision, progress
+                job:Job=PHRASE_JOB,
                 limit:int|None=None, # only the first `limit` concepts (a trial run)
                 # also write the original's `concept_to_phrases.pkl` beside `out_path`
                 original_layout:bool=False,
-                # passed on to `generate_phrases`
-                # (num_return_sequences, batch_size, seed, device, ...)
-                **kwargs,
                ) -> dict[str, list[str]]:
     "Stage 0: generate phrases for a vocabulary (or a list of concepts) into `out_path`."
     from searle.concepts import load_vocabulary
-    if concepts is None: concepts = load_vocabulary(vocabulary, cache_dir=cache_dir)
-    out = generate_phrases(model, list(concepts)[:limit], out_path, **kwargs)
+    if concepts is None: concepts = load_vocabulary(vocabulary, cache_dir=job.cache_dir)
+    if job.precision is not None: resolve_precision(job.precision, job.device)  # amp: CUDA only
+    out = generate_phrases(model, list(concepts)[:limit], out_path, config, job.batch_size,
+                           job.device, _DTYPE_OF.get(job.precision), progress=job.progress)
     if original_layout: save_phrases_pickle(out, Path(out_path).with_name(ORIGINAL_PHRASES_FILE))
     return out

@@ -464,21 +464,18 @@ def benchmark_validation(
         dataset:str='cirr', # 'cirr', 'circo' or 'fashioniq'
         dataset_path=None, # the benchmark's folder
         preprocess='targetpad', # 'targetpad', 'clip' or a callable
-        split:str='val', device=None, batch_size:int=32, cache_dir=None,
-        max_queries:int|None=None, num_workers:int=0,
-        precision:str|None=None, # of the features and queries (`None`: the device's default)
-        missing:str='error', truncated:str='error', # as in `run_validation`
+        split:str='val', max_queries:int|None=None, # the first queries only
+        job:Job|None=None, # device, batch size, cache, workers, precision, incomplete downloads
         left_out:LeftOut|None=None) -> Callable: # filled at the first validation
     "A validation callback `(phi, epoch) -> metrics` on a benchmark's split, phi as token source."
     if dataset_path is None:
         raise ValueError(f"validation on {dataset!r} needs the dataset's folder")
-    pre, memo, checked = model_preprocess(model, preprocess), {}, []
+    pre, memo, checked, job = model_preprocess(model, preprocess), {}, [], job or Job()
     def validate_phi(phi, epoch:int) -> dict[str, float]:
-        kw = dict(split=split, token_fn=phi_token_fn(phi), batch_size=batch_size, device=device,
-                  cache_dir=cache_dir, max_queries=max_queries, progress=False,
-                  num_workers=num_workers, memo=memo, precision=precision,
-                  check='none' if checked and missing == 'error' else 'exists', missing=missing,
-                  truncated=truncated, left_out=None if checked else left_out)
+        kw = dict(split=split, token_fn=phi_token_fn(phi), max_queries=max_queries, memo=memo,
+                  check='none' if checked and job.missing == 'error' else 'exists',
+                  missing=job.missing, left_out=None if checked else left_out,
+                  **(job.features() | {'progress': False}))
         out = validate_benchmark(model, dataset, dataset_path, pre, **kw)
         checked.append(epoch)
         return out

@@ -8,12 +8,13 @@ import dataclasses, functools, hashlib, inspect, json, logging, os, shutil, sock
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from .core import PathLike, _jsonable, load_json, load_tensors, save_json
+from .core import (PathLike, _jsonable, load_json, load_tensors, resolve_precision,
+                         save_json)
 
 # %% auto #0
 __all__ = ['logger', 'COMPARED', 'default_cache_dir', 'searle_version', 'names_key', 'run_record', 'record_diff', 'setting_name',
            'check_resume', 'refuse_other', 'RunInUse', 'RunLock', 'locks_output', 'LeftOut', 'check_incomplete_options',
-           'Job', 'Shards', 'merge_shards']
+           'Job', 'one_precision', 'Shards', 'merge_shards']
 
 # %% ../nbs/01_runs.ipynb #e099b881
 logger = logging.getLogger(__name__)
@@ -208,7 +209,7 @@ def check_incomplete_options(missing:str='error', truncated:str='error'):
 class Job:
     "How a stage runs, apart from what it computes."
     device: str|None = None          # `None`: CUDA when available, else CPU
-    batch_size: int = 32             # images per forward
+    batch_size: int = 32             # images per forward (phrases: concepts per generate call)
     cache_dir: PathLike|None = None  # image features (and downloaded weights)
     num_workers: int = 0             # image-decoding processes
     precision: str|None = None       # 'fp32', 'amp' or 'bf16'; `None`: the device's default
@@ -223,6 +224,18 @@ class Job:
         return dict(device=self.device, batch_size=self.batch_size, cache_dir=self.cache_dir,
                     num_workers=self.num_workers, precision=self.precision,
                     progress=self.progress, truncated=self.truncated)
+
+# %% ../nbs/01_runs.ipynb #86961458
+def one_precision(config, # a stage config with a `precision` field
+                  job:Job, device) -> tuple:
+    ("(config, job) at one precision, resolved on `device`; a different precision in each is "
+     "refused.")
+    if None not in (config.precision, job.precision) and config.precision != job.precision:
+        raise ValueError(f"precision {config.precision!r} in the config and {job.precision!r} "
+                         "in the job: give one")
+    prec = resolve_precision(config.precision or job.precision, device)
+    return (dataclasses.replace(config, precision=prec),
+            dataclasses.replace(job, precision=prec))
 
 # %% ../nbs/01_runs.ipynb #cbf3a921
 class Shards:

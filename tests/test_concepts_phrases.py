@@ -2,7 +2,7 @@
 of the concept table, resuming a table, the real Open Images vocabulary, phrase generation with a
 tiny GPT-Neo built offline (counts, resume, atomic writes, kill-and-resume, an offline hub name),
 the restricted pickle loader's harder cases and a concept's case."""
-import csv, json, os, pickle, signal, subprocess, sys, textwrap, time, zipfile
+import csv, dataclasses, json, os, pickle, signal, subprocess, sys, textwrap, time, zipfile
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,9 @@ from searle.clip import ImageList, build_clip, extract_features, make_preprocess
 from searle.concepts import (TEMPLATES, associate_images, concept_features, load_vocabulary,
                              read_vocabulary, run_concepts, vocabulary_key)
 import searle.phrases as sp
-from searle.phrases import build_tiny_gpt_neo, generate_phrases, load_phrases, make_pseudo_phrase
+from searle.phrases import (PhraseConfig, build_tiny_gpt_neo, generate_phrases, load_phrases,
+                            make_pseudo_phrase)
+from searle.runs import Job
 
 @pytest.fixture(autouse=True, scope='module')
 def _one_thread():
@@ -24,6 +26,7 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
+CPU = Job(device='cpu', progress=False)  # how the tests' stages run
 WORDS = ['Dog', 'Cat', 'Red car', 'Beach', 'Ducks, geese and swans', 'Sofa', 'Tree', 'Lighthouse']
 
 
@@ -65,13 +68,13 @@ def test_run_concepts_on_features_resumes_and_keeps_order(tmp_path):
     m = build_clip('tiny', seed=0)
     names = [f'n{i}' for i in range(7)]
     feats = torch.randn(7, 64, generator=torch.Generator().manual_seed(1))
-    full = run_concepts(tmp_path / 'a.csv', (names, feats), vocabulary=vocab, clip_model=m, k=3, device='cpu', progress=False)
-    part = run_concepts(tmp_path / 'b.csv', (names[:3], feats[:3]), vocabulary=vocab, clip_model=m, k=3, device='cpu', progress=False)
-    rest = run_concepts(tmp_path / 'b.csv', (names, feats), vocabulary=vocab, clip_model=m, k=3, device='cpu', progress=False)
+    full = run_concepts(tmp_path / 'a.csv', (names, feats), vocabulary=vocab, clip_model=m, k=3, job=CPU)
+    part = run_concepts(tmp_path / 'b.csv', (names[:3], feats[:3]), vocabulary=vocab, clip_model=m, k=3, job=CPU)
+    rest = run_concepts(tmp_path / 'b.csv', (names, feats), vocabulary=vocab, clip_model=m, k=3, job=CPU)
     assert part == {n: full[n] for n in names[:3]} and rest == full and list(rest) == names
     assert (tmp_path / 'a.csv').read_text() == (tmp_path / 'b.csv').read_text()
     with pytest.raises(ValueError, match='k=4'):
-        run_concepts(tmp_path / 'b.csv', (names, feats), vocabulary=vocab, clip_model=m, k=4, device='cpu', progress=False)
+        run_concepts(tmp_path / 'b.csv', (names, feats), vocabulary=vocab, clip_model=m, k=4, job=CPU)
 
 
 def test_resume_refuses_rows_made_by_another_model_vocabulary_or_preprocessing(tmp_path):
@@ -126,8 +129,9 @@ def tiny_lm(tmp_path_factory):
 def test_generation_counts_postprocessing_and_resume(tiny_lm, tmp_path, monkeypatch):
     concepts = ['dog', 'red car', 'cat', ' dog', 'tree', 'lighthouse', 'sofa']
     out = tmp_path / 'phrases.json'
-    run = lambda cs, **kw: generate_phrases(tiny_lm, cs, out, num_return_sequences=5, batch_size=2, seed=7,
-                                            device='cpu', save_every_s=0, progress=False, **kw)
+    five = PhraseConfig(num_return_sequences=5, seed=7)
+    run = lambda cs, cfg=five: generate_phrases(tiny_lm, cs, out, cfg, batch_size=2, device='cpu',
+                                                save_every_s=0, progress=False)
     first = run(concepts[:4])
     assert sorted(first) == ['cat', 'dog', 'red car']
     assert all(len(v) == 5 for v in first.values())
@@ -144,18 +148,19 @@ def test_generation_counts_postprocessing_and_resume(tiny_lm, tmp_path, monkeypa
     both = run(concepts)
     assert sorted(c for b in seen for c in b) == ['lighthouse', 'sofa', 'tree']  # done concepts skipped
     assert {c: both[c] for c in first} == first
-    fresh = generate_phrases(tiny_lm, concepts, tmp_path / 'fresh.json', num_return_sequences=5, batch_size=2, seed=7,
-                             device='cpu', progress=False)
+    fresh = generate_phrases(tiny_lm, concepts, tmp_path / 'fresh.json', five, batch_size=2, device='cpu',
+                             progress=False)
     assert fresh == both  # resuming samples exactly what one uninterrupted run samples
     seen.clear()
     assert run(concepts) == both and seen == []  # nothing left: no batch sampled
     with pytest.raises(ValueError, match='no_repeat_ngram_size'):
-        run(concepts + ['beach'], no_repeat_ngram_size=3)
+        run(concepts + ['beach'], dataclasses.replace(five, no_repeat_ngram_size=3))
 
 
 def test_interrupted_write_leaves_the_previous_file(tiny_lm, tmp_path, monkeypatch):
     out = tmp_path / 'phrases.json'
-    generate_phrases(tiny_lm, ['dog', 'cat'], out, num_return_sequences=3, device='cpu', progress=False)
+    three = PhraseConfig(num_return_sequences=3)
+    generate_phrases(tiny_lm, ['dog', 'cat'], out, three, device='cpu', progress=False)
     before = out.read_bytes()
     real_dump = json.dump
     def dies_mid_write(obj, f, **kw):
@@ -163,7 +168,7 @@ def test_interrupted_write_leaves_the_previous_file(tiny_lm, tmp_path, monkeypat
         raise KeyboardInterrupt('killed while writing')
     monkeypatch.setattr(json, 'dump', dies_mid_write)
     with pytest.raises(KeyboardInterrupt):
-        generate_phrases(tiny_lm, ['dog', 'cat', 'tree', 'sofa'], out, num_return_sequences=3, device='cpu',
+        generate_phrases(tiny_lm, ['dog', 'cat', 'tree', 'sofa'], out, three, device='cpu',
                          save_every_s=0, progress=False)
     monkeypatch.setattr(json, 'dump', real_dump)
     assert out.read_bytes() == before
@@ -174,10 +179,10 @@ def test_interrupted_write_leaves_the_previous_file(tiny_lm, tmp_path, monkeypat
 KILL_SCRIPT = textwrap.dedent("""
     import sys, torch
     torch.set_num_threads(1)
-    from searle.phrases import generate_phrases
+    from searle.phrases import PhraseConfig, generate_phrases
     concepts = [f'thing{i}' for i in range(int(sys.argv[3]))]
-    generate_phrases(sys.argv[1], concepts, sys.argv[2], num_return_sequences=2, batch_size=1, seed=3,
-                     device='cpu', save_every_s=0, progress=False)
+    generate_phrases(sys.argv[1], concepts, sys.argv[2], PhraseConfig(num_return_sequences=2, seed=3),
+                     batch_size=1, device='cpu', save_every_s=0, progress=False)
 """)
 
 
@@ -196,8 +201,9 @@ def test_killed_generation_leaves_valid_json_and_rerun_completes(tiny_lm, tmp_pa
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-2000:]
     partial = load_phrases(out)  # valid JSON in our format, whatever the moment of the kill
     assert 0 < len(partial) < n, f'the kill left {len(partial)} of {n} concepts: not mid-run'
-    done = generate_phrases(tiny_lm, [f'thing{i}' for i in range(n)], out, num_return_sequences=2, batch_size=1,
-                            seed=3, device='cpu', save_every_s=30, progress=False)
+    done = generate_phrases(tiny_lm, [f'thing{i}' for i in range(n)], out,
+                            PhraseConfig(num_return_sequences=2, seed=3), batch_size=1, device='cpu',
+                            save_every_s=30, progress=False)
     assert len(done) == n and all(len(v) == 2 for v in done.values())
     assert {c: done[c] for c in partial} == partial and load_phrases(out) == done
 

@@ -7,6 +7,9 @@ import torch.nn.functional as F
 from searle.clip import build_clip, encode_with_pseudo_tokens, load_pseudo_tokens
 from searle.core import save_json
 from searle.oti import OTIConfig, invert, run_oti
+from searle.runs import Job
+
+QUIET = Job(progress=False)  # how the tests' runs go: no progress bars
 
 PHRASES = {'dog': ['a photo of dog that runs on the beach', 'a photo of dog that sleeps', 'a dog and another dog'],
            'cat': ['a photo of cat that purrs', 'a photo of cat on a red sofa'],
@@ -27,9 +30,11 @@ SCRIPT = textwrap.dedent("""
     from test_oti import world, PHRASES
     from searle.clip import build_clip
     from searle.oti import OTIConfig, run_oti
+    from searle.runs import Job
     torch.set_num_threads(1)
     names, feats, table = world()
-    run_oti(build_clip('tiny'), (names, feats), table, PHRASES, sys.argv[1], OTIConfig(steps=int(sys.argv[2]), batch_size=2), progress=False)
+    run_oti(build_clip('tiny'), (names, feats), table, PHRASES, sys.argv[1],
+            OTIConfig(steps=int(sys.argv[2]), batch_size=2), job=Job(progress=False))
 """)
 
 @pytest.fixture(scope='module')
@@ -92,7 +97,7 @@ def test_concepts_without_phrases_are_left_out_with_one_warning(tmp_path, caplog
     gappy = {n: ['owl', *cs, 'fish'] for n, cs in table.items()}          # two concepts the phrase file lacks
     cfg = OTIConfig(steps=5, batch_size=2)
     with caplog.at_level(logging.WARNING, logger='searle.oti'):
-        path = run_oti(m, (names, feats), gappy, tmp_path / 'phrases.json', tmp_path / 'run', cfg, progress=False)
+        path = run_oti(m, (names, feats), gappy, tmp_path / 'phrases.json', tmp_path / 'run', cfg, job=QUIET)
     warned = [r.getMessage() for r in caplog.records if r.name == 'searle.oti' and r.levelno == logging.WARNING]
     assert len(warned) == 1, warned                                          # once per run, not once per batch
     assert "2 of 5 concepts of the table's top-15" in warned[0] and "'fish', 'owl'" in warned[0], warned[0]
@@ -106,15 +111,15 @@ def test_resume_refuses_other_images_of_the_same_number_and_names_the_key(tmp_pa
     monkeypatch.chdir(tmp_path)
     save_json(PHRASES, tmp_path / 'phrases.json'); save_json({'tree': PHRASES['tree']}, tmp_path / 'other.json')
     cfg = OTIConfig(steps=2, batch_size=3)
-    run_oti(m, (names, feats), table, 'phrases.json', 'run', cfg, progress=False)
-    run_oti(m, (names, feats), table, tmp_path / 'phrases.json', tmp_path / 'run', cfg, progress=False)  # the same files: resumes
+    run_oti(m, (names, feats), table, 'phrases.json', 'run', cfg, job=QUIET)
+    run_oti(m, (names, feats), table, tmp_path / 'phrases.json', tmp_path / 'run', cfg, job=QUIET)  # the same files: resumes
     swapped = [names[1], names[0], *names[2:]]                               # same length, same set, another order
-    with pytest.raises(ValueError) as e: run_oti(m, (swapped, feats), table, 'phrases.json', tmp_path / 'run', cfg, progress=False)
+    with pytest.raises(ValueError) as e: run_oti(m, (swapped, feats), table, 'phrases.json', tmp_path / 'run', cfg, job=QUIET)
     msg = str(e.value)
     assert str(tmp_path / 'run' / 'config.json') in msg and "`inputs.images`: this folder was made with '" in msg, msg
     assert 'n_images' not in msg, msg
     with pytest.raises(ValueError, match=r"`inputs.phrases`: this folder was made with '.*phrases\.json', now '.*other\.json'"):
-        run_oti(m, (names, feats), table, 'other.json', 'run', cfg, progress=False)
+        run_oti(m, (names, feats), table, 'other.json', 'run', cfg, job=QUIET)
 
 
 def original_batch_mean(model, feats, names, pools, cfg, separate):
