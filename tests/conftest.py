@@ -1,5 +1,6 @@
-"""What the test files share: the environment of a command run as a user runs it (offline, one thread), the way
-to run one and read its one-line error, and the small offline worlds the tests run on (each built once)."""
+"""What the test files share: the environment of a command run as a user runs it (offline, one
+thread), the way to run one and read its one-line error, and the small offline worlds the tests run
+on (each built once)."""
 import os, shutil, subprocess
 from pathlib import Path
 import pytest, torch
@@ -12,12 +13,15 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
-ENV = {**os.environ, 'SEARLE_OFFLINE': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'OMP_NUM_THREADS': '1',
-       'PYTHONPATH': f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}  # this checkout's searle
+ENV = {**os.environ, 'SEARLE_OFFLINE': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1',
+       'OMP_NUM_THREADS': '1',
+       # this checkout's searle
+       'PYTHONPATH': f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 
 def run(*args, timeout=600, env=None) -> subprocess.CompletedProcess:
     "A command as a user types it (arguments as strings), with its output captured."
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=env or ENV)
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout,
+                          env=env or ENV)
 
 def sh(*args, timeout=600) -> str:
     "A command that must succeed: its standard output."
@@ -26,8 +30,10 @@ def sh(*args, timeout=600) -> str:
     return r.stdout
 
 def one_line_error(r, *needles, code=None) -> str:
-    "The command failed with a final `error:` line holding every needle, and no traceback; that line."
-    assert r.returncode != 0 and (code is None or r.returncode == code), (r.returncode, r.stderr[-2000:])
+    ("The command failed with a final `error:` line holding every needle, and no traceback; that "
+     "line.")
+    assert r.returncode != 0 and (code is None or r.returncode == code), (r.returncode,
+                                                                          r.stderr[-2000:])
     assert 'Traceback' not in r.stderr, r.stderr[-2000:]
     last = r.stderr.strip().splitlines()[-1]
     assert ': error: ' in last and all(n in last for n in needles), last
@@ -40,14 +46,16 @@ def fails(*args, match:str):
 
 @pytest.fixture(scope='session')
 def small_world(tmp_path_factory):
-    "`small_world(seed, n_gallery, n_queries, n_test=0, n_unlabeled=0)`: an offline world, built once per size."
+    ("`small_world(seed, n_gallery, n_queries, n_test=0, n_unlabeled=0)`: an offline world, built "
+     "once per size.")
     from searle import world
     built = {}
     def make(seed:int, n_gallery:int, n_queries:int, n_test:int=0, n_unlabeled:int=0):
         key = (seed, n_gallery, n_queries, n_test, n_unlabeled)
         if key not in built:
-            built[key] = world.build_world(tmp_path_factory.mktemp('world'), seed=seed, n_gallery=n_gallery,
-                                           n_queries=n_queries, n_test=n_test, n_unlabeled=n_unlabeled, progress=False)
+            built[key] = world.build_world(tmp_path_factory.mktemp('world'), seed=seed,
+                                           n_gallery=n_gallery, n_queries=n_queries, n_test=n_test,
+                                           n_unlabeled=n_unlabeled, progress=False)
         return built[key]
     return make
 
@@ -68,10 +76,11 @@ def stage_files(stage_world, tmp_path_factory):
     from searle import world
     d, root = tmp_path_factory.mktemp('stages'), stage_world
     assert run('searle-phrases', '--out', d/'phrases.json', '--vocabulary', root/'concepts.csv',
-               '--model', world.world_gpt_path(), '--num-return-sequences', 4, '--quiet').returncode == 0
-    assert run('searle-concepts', '--out', d/'concepts.csv', '--dataset', 'circo', '--dataset-path', root,
-               '--vocabulary', root/'concepts.csv', '--clip-model', world.world_clip_path(), '--top-k', 20,
+               '--model', world.world_gpt_path(), '--num-return-sequences', 4,
                '--quiet').returncode == 0
+    assert run('searle-concepts', '--out', d/'concepts.csv', '--dataset', 'circo', '--dataset-path',
+               root, '--vocabulary', root/'concepts.csv', '--clip-model', world.world_clip_path(),
+               '--top-k', 20, '--quiet').returncode == 0
     return d
 
 

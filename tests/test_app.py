@@ -8,16 +8,22 @@ from searle import world
 K = 4
 
 def _command(name:str) -> list:
-    "The console script, or the same command through Python when this checkout's scripts are not installed."
+    ("The console script, or the same command through Python when this checkout's scripts are not "
+     "installed.")
     exe = shutil.which(name)
-    return [exe] if exe else [sys.executable, '-c', f"from searle.cli import {name.replace('-', '_')} as f; f()"]
+    return [exe] if exe else [sys.executable, '-c',
+                              f"from searle.cli import {name.replace('-', '_')} as f; f()"]
 
 def _browser() -> tuple[str, str]:
     for mod in ('gradio', 'selenium'):
-        if importlib.util.find_spec(mod) is None: pytest.skip(f'{mod} is not installed (pip install -e ".[app]" selenium)')
-    chromium = next(filter(None, map(shutil.which, ('chromium', 'chromium-browser', 'google-chrome'))), None)
+        if importlib.util.find_spec(mod) is None:
+            pytest.skip(f'{mod} is not installed (pip install -e ".[app]" selenium)')
+    chromium = next(filter(None,
+                           map(shutil.which, ('chromium', 'chromium-browser', 'google-chrome'))),
+                    None)
     driver = shutil.which('chromedriver')
-    if not chromium or not driver: pytest.skip('no chromium and chromedriver (apt-get install chromium chromium-driver)')
+    if not chromium or not driver:
+        pytest.skip('no chromium and chromedriver (apt-get install chromium chromium-driver)')
     return chromium, driver
 
 def _free_port() -> int:
@@ -26,7 +32,8 @@ def _free_port() -> int:
 def _wait_until_up(url:str, proc, timeout:float=300):
     t0 = time.time()
     while time.time() - t0 < timeout:
-        if proc.poll() is not None: pytest.fail(f'searle-app exited with {proc.returncode}:\n{proc.stderr.read()[-3000:]}')
+        if proc.poll() is not None:
+            pytest.fail(f'searle-app exited with {proc.returncode}:\n{proc.stderr.read()[-3000:]}')
         try:
             with urllib.request.urlopen(url, timeout=5) as r:
                 if r.status == 200: return
@@ -38,11 +45,14 @@ def _driver(chromium, driver):
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
     o = Options(); o.binary_location = chromium
-    for a in ('--headless=new', '--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu', '--window-size=1400,1100'): o.add_argument(a)
+    for a in ('--headless=new', '--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu',
+              '--window-size=1400,1100'):
+        o.add_argument(a)
     return webdriver.Chrome(service=Service(driver), options=o)
 
 def _clip_files(family:str, d:Path) -> list:
-    "`searle-app` options for a tiny CLIP of `family` saved to a file, with a phi for it (none: the world)."
+    ("`searle-app` options for a tiny CLIP of `family` saved to a file, with a phi for it (none: "
+     "the world).")
     if family == 'world': return []
     from searle.clip import backbone, build_clip, clip_record, load_clip, save_clip
     from searle.phi import Phi, save_phi
@@ -53,11 +63,13 @@ def _clip_files(family:str, d:Path) -> list:
 
 @pytest.mark.parametrize('family', ['world', 'hf'])
 def test_one_query_in_headless_chromium(tmp_path, family):
-    "A query typed in the browser: on the world's CLIP (rank 1 is a ground truth) and on a Hugging Face CLIP file."
+    ("A query typed in the browser: on the world's CLIP (rank 1 is a ground truth) and on a "
+     "Hugging Face CLIP file.")
     chromium, driver = _browser()
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
-    root = world.build_world(tmp_path/'world', seed=5, n_gallery=100, n_queries=4, n_test=0, n_unlabeled=0, progress=False)
+    root = world.build_world(tmp_path/'world', seed=5, n_gallery=100, n_queries=4, n_test=0,
+                             n_unlabeled=0, progress=False)
     gallery = root/'COCO2017_unlabeled'/'unlabeled2017'
     q = json.loads((root/'annotations'/'val.json').read_text())[1]  # a colour change: 'is <colour>'
     ref = gallery/f"{q['reference_img_id']:012d}.png"
@@ -65,11 +77,13 @@ def test_one_query_in_headless_chromium(tmp_path, family):
     home, cwd, tmp, cache = (tmp_path/d for d in ('home', 'cwd', 'tmp', 'cache'))
     for d in (home, cwd, tmp): d.mkdir()
     port, clip_args = _free_port(), _clip_files(family, tmp_path)
-    env = {**os.environ, 'SEARLE_OFFLINE': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'OMP_NUM_THREADS': '1',
-           'HOME': str(home), 'TMPDIR': str(tmp), 'MPLCONFIGDIR': str(cache/'mpl')}
-    proc = subprocess.Popen(_command('searle-app') + ['--gallery', str(gallery), '--port', str(port), '--k', str(K),
-                            '--cache-dir', str(cache), '--device', 'cpu', *clip_args], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, 'SEARLE_OFFLINE': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1',
+           'OMP_NUM_THREADS': '1', 'HOME': str(home), 'TMPDIR': str(tmp),
+           'MPLCONFIGDIR': str(cache/'mpl')}
+    proc = subprocess.Popen(_command('searle-app') + ['--gallery', str(gallery), '--port',
+                                                      str(port), '--k', str(K),
+                            '--cache-dir', str(cache), '--device', 'cpu', *clip_args], cwd=cwd,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     d = None
     try:
         _wait_until_up(f'http://127.0.0.1:{port}/', proc)
@@ -77,22 +91,28 @@ def test_one_query_in_headless_chromium(tmp_path, family):
         d.get(f'http://127.0.0.1:{port}/')
         wait = WebDriverWait(d, 180)
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#reference input[type=file]'))
-        d.find_element(By.CSS_SELECTOR, '#reference input[type=file]').send_keys(str(ref))  # upload the reference
+        # upload the reference
+        d.find_element(By.CSS_SELECTOR, '#reference input[type=file]').send_keys(str(ref))
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#reference img'))
-        box = d.find_element(By.CSS_SELECTOR, '#caption textarea'); box.clear(); box.send_keys(q['relative_caption'])
+        box = d.find_element(By.CSS_SELECTOR, '#caption textarea')
+        box.clear(); box.send_keys(q['relative_caption'])
         d.find_element(By.CSS_SELECTOR, '#search').click()
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, '#table table tbody tr')) == K)
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, '#results img')) >= K)
-        rows = [[td.text for td in tr.find_elements(By.TAG_NAME, 'td')] for tr in d.find_elements(By.CSS_SELECTOR, '#table table tbody tr')]
+        rows = [[td.text for td in tr.find_elements(By.TAG_NAME, 'td')]
+                for tr in d.find_elements(By.CSS_SELECTOR, '#table table tbody tr')]
         d.save_screenshot(str(tmp_path/'app.png'))
         print('screenshot:', tmp_path/'app.png')
         words = d.find_element(By.CSS_SELECTOR, '#words').text
-        (tmp_path/'notes.png').write_text('not an image')  # an upload that is not an image gets a clear message
+        # an upload that is not an image gets a clear message
+        (tmp_path/'notes.png').write_text('not an image')
         d.get(f'http://127.0.0.1:{port}/')
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#reference input[type=file]'))
-        d.find_element(By.CSS_SELECTOR, '#reference input[type=file]').send_keys(str(tmp_path/'notes.png'))
+        d.find_element(By.CSS_SELECTOR,
+                       '#reference input[type=file]').send_keys(str(tmp_path/'notes.png'))
         d.find_element(By.CSS_SELECTOR, '#search').click()
-        wait.until(lambda d: 'notes.png is not an image' in d.find_element(By.TAG_NAME, 'body').text)
+        wait.until(lambda d: 'notes.png is not an image' in d.find_element(By.TAG_NAME,
+                                                                           'body').text)
     finally:
         if d is not None: d.quit()
         proc.terminate()
@@ -100,15 +120,20 @@ def test_one_query_in_headless_chromium(tmp_path, family):
         except subprocess.TimeoutExpired: proc.kill(); log = proc.communicate()[1]
     assert [int(r[0]) for r in rows] == list(range(1, K + 1))
     names, scores = [r[1] for r in rows], [float(r[2]) for r in rows]
-    assert all((gallery/n).is_file() for n in names) and ref.name not in names  # gallery files, the reference left out
+    # gallery files, the reference left out
+    assert all((gallery/n).is_file() for n in names) and ref.name not in names
     assert scores == sorted(scores, reverse=True)
-    if family == 'world':  # the world's CLIP and phi are trained: rank 1 has the target's attributes
+    # the world's CLIP and phi are trained: rank 1 has the target's attributes
+    if family == 'world':
         top, want = attrs[str(int(Path(names[0]).stem))], attrs[str(q['target_img_id'])]
-        assert {k: top[k] for k in world.ASPECTS} == {k: want[k] for k in world.ASPECTS}, (q, top, want)
+        assert {k: top[k] for k in world.ASPECTS} == {k: want[k] for k in world.ASPECTS}, (q, top,
+                                                                                           want)
     assert '$ ≈' in words  # phi's pseudo word and its nearest words
     size = (tmp_path/'app.png').stat().st_size
     assert size > 10_000, f'the screenshot has {size} bytes (<= 10,000): a blank page?'
-    for d in (home, cwd, tmp): assert not any(d.iterdir()), f'the app wrote outside its cache folder: {sorted(d.rglob("*"))[:5]}'
+    for d in (home, cwd, tmp):
+        assert not any(d.iterdir()), ('the app wrote outside its cache folder: '
+                                      f'{sorted(d.rglob("*"))[:5]}')
     # each upload is removed after its query, the refused one too; a refused query is one log line
     left = [p for p in (cache/'gradio').rglob('*') if p.name in (ref.name, 'notes.png')]
     assert not left, f'uploads left in the cache: {left}'

@@ -1,4 +1,5 @@
-"Full-size backbones of every family: searle's encoder gives each family's own text feature (fp32, random weights)."
+("Full-size backbones of every family: searle's encoder gives each family's own text feature "
+ "(fp32, random weights).")
 import os
 os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 import pytest
@@ -6,11 +7,13 @@ import torch
 
 from searle.clip import backbone, build_clip, encode_text, encode_with_pseudo_tokens, tokenize
 
-PROMPTS = ['a photo of $', 'this is a photo of a $', 'a photo of $ that is running on a sandy beach near the water at sunset']
+PROMPTS = ['a photo of $', 'this is a photo of a $',
+           'a photo of $ that is running on a sandy beach near the water at sunset']
 
 
 def _check(model, eps=1e-5):
-    "A real word's embedding at `$` gives the family's own feature; trimmed equals untrimmed; gradients reach the token."
+    ("A real word's embedding at `$` gives the family's own feature; trimmed equals untrimmed; "
+     "gradients reach the token.")
     bb = backbone(model)
     word = bb.token_embedding.weight[tokenize('dog')[0, 1]].detach()
     real = [p.replace('$', 'dog') for p in PROMPTS]
@@ -24,7 +27,8 @@ def _check(model, eps=1e-5):
             assert d <= eps, f'{what}: max |delta| {d:.3g} > {eps}'
     v = word.clone().requires_grad_()
     g = torch.autograd.grad(encode_with_pseudo_tokens(model, PROMPTS, v).square().sum(), v)[0]
-    g_ref = torch.autograd.grad(encode_with_pseudo_tokens(model, PROMPTS, v, trim=False).square().sum(), v)[0]
+    g_ref = torch.autograd.grad(encode_with_pseudo_tokens(model, PROMPTS, v,
+                                                          trim=False).square().sum(), v)[0]
     assert g.abs().sum() > 0, 'no gradient reached the token'
     d, tol = (g - g_ref).abs().max().item(), eps * g_ref.abs().max().item()
     assert d <= tol, f'gradient, trimmed vs untrimmed: max |delta| {d:.3g} > {tol:.3g}'
@@ -43,7 +47,8 @@ def test_open_clip_vit_h14_text_tower():
     cfg = open_clip.get_model_config('ViT-H-14')
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        tower = open_clip.transformer.TextTransformer(output_dim=cfg['embed_dim'], **cfg['text_cfg']).eval().requires_grad_(False)
+        tower = open_clip.transformer.TextTransformer(output_dim=cfg['embed_dim'],
+                                                      **cfg['text_cfg']).eval().requires_grad_(False)
     bb = backbone(tower)
     assert (bb.width, bb.dim, bb.own_image, len(bb.text_blocks())) == (1024, 1024, None, 24)
     _check(tower)

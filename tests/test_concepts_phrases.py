@@ -1,6 +1,6 @@
-"""Concepts and phrases, beyond what 03_concepts and 04_phrases test: the templates' text, every rank
-of the concept table, resuming a table, the real Open Images vocabulary, phrase generation with a
-tiny GPT-Neo built offline (counts, resume, atomic writes, kill-and-resume, an offline hub name),
+"""Concepts and phrases, beyond what 03_concepts and 04_phrases test: the templates' text, every
+rank of the concept table, resuming a table, the real Open Images vocabulary, phrase generation with
+a tiny GPT-Neo built offline (counts, resume, atomic writes, kill-and-resume, an offline hub name),
 the restricted pickle loader's harder cases and a concept's case."""
 import csv, dataclasses, json, os, pickle, signal, subprocess, sys, textwrap, time, zipfile
 from pathlib import Path
@@ -20,7 +20,8 @@ from searle.runs import Job
 
 @pytest.fixture(autouse=True, scope='module')
 def _one_thread():
-    "Tiny models on shared cores: two torch threads can be 40x slower than one here (oversubscription)."
+    ("Tiny models on shared cores: two torch threads can be 40x slower than one here "
+     "(oversubscription).")
     n = torch.get_num_threads(); torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
@@ -33,7 +34,8 @@ WORDS = ['Dog', 'Cat', 'Red car', 'Beach', 'Ducks, geese and swans', 'Sofa', 'Tr
 # ---------------------------------------------------------------- concepts
 
 def test_templates_are_the_originals_24():
-    "03_concepts checks the ensemble with these templates; here their text (the original's typo kept)."
+    ("03_concepts checks the ensemble with these templates; here their text (the original's typo "
+     "kept).")
     assert len(TEMPLATES) == 24 and TEMPLATES[5] == 'An illustrations of a {}', TEMPLATES[:6]
 
 
@@ -64,17 +66,23 @@ def test_association_rows_are_the_top_k_by_cosine_similarity(tmp_path):
 def test_run_concepts_on_features_resumes_and_keeps_order(tmp_path):
     vocab = tmp_path / 'v.csv'
     with open(vocab, 'w', newline='') as f:
-        w = csv.writer(f); w.writerow(['LabelName', 'DisplayName']); w.writerows([[f'/m/{i}', c] for i, c in enumerate(WORDS)])
+        w = csv.writer(f)
+        w.writerow(['LabelName', 'DisplayName'])
+        w.writerows([[f'/m/{i}', c] for i, c in enumerate(WORDS)])
     m = build_clip('tiny', seed=0)
     names = [f'n{i}' for i in range(7)]
     feats = torch.randn(7, 64, generator=torch.Generator().manual_seed(1))
-    full = run_concepts(tmp_path / 'a.csv', (names, feats), vocabulary=vocab, clip_model=m, k=3, job=CPU)
-    part = run_concepts(tmp_path / 'b.csv', (names[:3], feats[:3]), vocabulary=vocab, clip_model=m, k=3, job=CPU)
-    rest = run_concepts(tmp_path / 'b.csv', (names, feats), vocabulary=vocab, clip_model=m, k=3, job=CPU)
+    full = run_concepts(tmp_path / 'a.csv', (names, feats), vocabulary=vocab, clip_model=m, k=3,
+                        job=CPU)
+    part = run_concepts(tmp_path / 'b.csv', (names[:3], feats[:3]), vocabulary=vocab, clip_model=m,
+                        k=3, job=CPU)
+    rest = run_concepts(tmp_path / 'b.csv', (names, feats), vocabulary=vocab, clip_model=m, k=3,
+                        job=CPU)
     assert part == {n: full[n] for n in names[:3]} and rest == full and list(rest) == names
     assert (tmp_path / 'a.csv').read_text() == (tmp_path / 'b.csv').read_text()
     with pytest.raises(ValueError, match='k=4'):
-        run_concepts(tmp_path / 'b.csv', (names, feats), vocabulary=vocab, clip_model=m, k=4, job=CPU)
+        run_concepts(tmp_path / 'b.csv', (names, feats), vocabulary=vocab, clip_model=m, k=4,
+                     job=CPU)
 
 
 def test_resume_refuses_rows_made_by_another_model_vocabulary_or_preprocessing(tmp_path):
@@ -82,22 +90,34 @@ def test_resume_refuses_rows_made_by_another_model_vocabulary_or_preprocessing(t
     ims = _images(tmp_path / 'imgs', n=4)
     cf = concept_features(m, WORDS, progress=False)
     out = tmp_path / 't.csv'
-    good = ims.paths[2].read_bytes(); ims.paths[2].write_bytes(b'not a png')  # the second chunk fails: one part is left
+    # the second chunk fails: one part is left
+    good = ims.paths[2].read_bytes(); ims.paths[2].write_bytes(b'not a png')
     with pytest.raises(Exception, match='img_2.png'):
         associate_images(ims, WORDS, cf, out, m, pre, k=3, chunk_size=2, progress=False)
     ims.paths[2].write_bytes(good)
     rec = json.loads((tmp_path / 't.csv.config.json').read_text())
-    assert (rec['stage'], rec['config'], rec['inputs']) == ('concepts', {'top_k': 3, 'preprocess': repr(pre), 'precision': 'fp32'},
-                                                             {'vocabulary': vocabulary_key(WORDS)})  # fp32: the CPU's default
+    assert (rec['stage'], rec['config'], rec['inputs']) == ('concepts',
+                                                            {'top_k': 3, 'preprocess': repr(pre),
+                                                             'precision': 'fp32'},
+                                                             # fp32: the CPU's default
+                                                             {'vocabulary': vocabulary_key(WORDS)})
     assert rec['clip']['clip_fingerprint'] == model_fingerprint(m)
     other = build_clip('tiny', seed=1)
-    with pytest.raises(ValueError, match=r"^`--clip-model`: this file was made with '[0-9a-f]+', now '[0-9a-f]+'; use another `--out` \("):
-        associate_images(ims, WORDS, concept_features(other, WORDS, progress=False), out, other, pre, k=3, chunk_size=2, progress=False)
-    with pytest.raises(ValueError, match=r"^`--preprocess`: this file was made with .*; use another `--out` \(also `inputs.vocabulary`\)"):
-        associate_images(ims, WORDS[:-1], cf[:-1], out, m, make_preprocess('clip', 32), k=3, chunk_size=2, progress=False)
-    assert [p.name for p in (tmp_path / 't.csv.parts').iterdir()] == ['part-000000.csv']  # refused runs wrote nothing
+    with pytest.raises(ValueError,
+                       match=r"^`--clip-model`: this file was made with '[0-9a-f]+', now "
+                             r"'[0-9a-f]+'; use another `--out` \("):
+        associate_images(ims, WORDS, concept_features(other, WORDS, progress=False), out, other,
+                         pre, k=3, chunk_size=2, progress=False)
+    with pytest.raises(ValueError,
+                       match=r"^`--preprocess`: this file was made with .*; use another `--out` "
+                             r"\(also `inputs.vocabulary`\)"):
+        associate_images(ims, WORDS[:-1], cf[:-1], out, m, make_preprocess('clip', 32), k=3,
+                         chunk_size=2, progress=False)
+    # refused runs wrote nothing
+    assert [p.name for p in (tmp_path / 't.csv.parts').iterdir()] == ['part-000000.csv']
     resumed = associate_images(ims, WORDS, cf, out, m, pre, k=3, chunk_size=2, progress=False)
-    assert resumed == associate_images(ims, WORDS, cf, tmp_path / 'fresh.csv', m, pre, k=3, progress=False)
+    assert resumed == associate_images(ims, WORDS, cf, tmp_path / 'fresh.csv', m, pre, k=3,
+                                       progress=False)
     with pytest.raises(ValueError, match=r"`--clip-model`"):  # the finished table keeps its record
         associate_images(ims, WORDS, cf, out, other, pre, k=3, progress=False)
 
@@ -106,10 +126,12 @@ def test_real_open_images_vocabulary(shared_dir, tmp_path):
     src = shared_dir / 'data' / 'openimages' / 'oidv7-class-descriptions.csv'
     if not src.is_file(): pytest.skip('no Open Images vocabulary in ../shared')
     vocab = read_vocabulary(src)
-    assert len(vocab) == 20931 and vocab[:2] == ["'Nduja", '10 cane'] and 'Ducks, geese and swans' in vocab
+    assert (len(vocab) == 20931 and vocab[:2] == ["'Nduja", '10 cane']
+            and 'Ducks, geese and swans' in vocab)
     # the download path, without the network: a file:// URL, checksum verified, cached
     got = load_vocabulary(cache_dir=tmp_path, url=src.resolve().as_uri())
-    assert got == vocab and (tmp_path / src.name).read_bytes() == src.read_bytes()  # the cached copy is the file
+    # the cached copy is the file
+    assert got == vocab and (tmp_path / src.name).read_bytes() == src.read_bytes()
     with pytest.raises(ValueError, match='does not match'):
         load_vocabulary(cache_dir=tmp_path / 'x', url=src.resolve().as_uri(), sha256='0' * 64)
     assert not any((tmp_path / 'x').iterdir())
@@ -117,8 +139,10 @@ def test_real_open_images_vocabulary(shared_dir, tmp_path):
 
 # ---------------------------------------------------------------- phrases
 
-CORPUS = ['a photo of a dog that runs on the beach.', 'a photo of a red car that is parked\nin the street...',
-          'a photo of a cat that sleeps on the sofa', 'a photo of a tree that grows near the lighthouse'] * 4
+CORPUS = ['a photo of a dog that runs on the beach.',
+          'a photo of a red car that is parked\nin the street...',
+          'a photo of a cat that sleeps on the sofa',
+          'a photo of a tree that grows near the lighthouse'] * 4
 
 
 @pytest.fixture(scope='module')
@@ -140,16 +164,19 @@ def test_generation_counts_postprocessing_and_resume(tiny_lm, tmp_path, monkeypa
         assert not any('\n' in p or '..' in p for p in ps)
     obj = json.loads(out.read_text())
     assert obj['format'] == 'searle-phrases' and obj['settings']['num_return_sequences'] == 5
-    assert obj['settings']['temperature'] == 0.5 and obj['settings']['max_length'] == 35 and obj['settings']['top_k'] == 50
+    assert (obj['settings']['temperature'] == 0.5 and obj['settings']['max_length'] == 35
+            and obj['settings']['top_k'] == 50)
 
     seen = []
     real = sp.sample_phrases
-    monkeypatch.setattr(sp, 'sample_phrases', lambda m, t, cs, cfg: seen.append(list(cs)) or real(m, t, cs, cfg))
+    monkeypatch.setattr(sp, 'sample_phrases', lambda m, t, cs,
+                        cfg: seen.append(list(cs)) or real(m, t, cs, cfg))
     both = run(concepts)
-    assert sorted(c for b in seen for c in b) == ['lighthouse', 'sofa', 'tree']  # done concepts skipped
+    # done concepts skipped
+    assert sorted(c for b in seen for c in b) == ['lighthouse', 'sofa', 'tree']
     assert {c: both[c] for c in first} == first
-    fresh = generate_phrases(tiny_lm, concepts, tmp_path / 'fresh.json', five, batch_size=2, device='cpu',
-                             progress=False)
+    fresh = generate_phrases(tiny_lm, concepts, tmp_path / 'fresh.json', five, batch_size=2,
+                             device='cpu', progress=False)
     assert fresh == both  # resuming samples exactly what one uninterrupted run samples
     seen.clear()
     assert run(concepts) == both and seen == []  # nothing left: no batch sampled
@@ -172,7 +199,9 @@ def test_interrupted_write_leaves_the_previous_file(tiny_lm, tmp_path, monkeypat
                          save_every_s=0, progress=False)
     monkeypatch.setattr(json, 'dump', real_dump)
     assert out.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['phrases.json', 'phrases.json.config.json']  # no half-file left
+    # no half-file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['phrases.json',
+                                                          'phrases.json.config.json']
     assert sorted(load_phrases(out)) == ['cat', 'dog']
 
 
@@ -181,8 +210,9 @@ KILL_SCRIPT = textwrap.dedent("""
     torch.set_num_threads(1)
     from searle.phrases import PhraseConfig, generate_phrases
     concepts = [f'thing{i}' for i in range(int(sys.argv[3]))]
-    generate_phrases(sys.argv[1], concepts, sys.argv[2], PhraseConfig(num_return_sequences=2, seed=3),
-                     batch_size=1, device='cpu', save_every_s=0, progress=False)
+    generate_phrases(sys.argv[1], concepts, sys.argv[2],
+                     PhraseConfig(num_return_sequences=2, seed=3), batch_size=1, device='cpu',
+                     save_every_s=0, progress=False)
 """)
 
 
@@ -202,8 +232,8 @@ def test_killed_generation_leaves_valid_json_and_rerun_completes(tiny_lm, tmp_pa
     partial = load_phrases(out)  # valid JSON in our format, whatever the moment of the kill
     assert 0 < len(partial) < n, f'the kill left {len(partial)} of {n} concepts: not mid-run'
     done = generate_phrases(tiny_lm, [f'thing{i}' for i in range(n)], out,
-                            PhraseConfig(num_return_sequences=2, seed=3), batch_size=1, device='cpu',
-                            save_every_s=30, progress=False)
+                            PhraseConfig(num_return_sequences=2, seed=3), batch_size=1,
+                            device='cpu', save_every_s=30, progress=False)
     assert len(done) == n and all(len(v) == 2 for v in done.values())
     assert {c: done[c] for c in partial} == partial and load_phrases(out) == done
 
@@ -243,6 +273,7 @@ def test_restricted_loader_refuses_code_at_the_top_and_two_members(tmp_path):
 
 
 def test_a_concept_is_found_only_in_its_own_case():
-    "04_phrases tests the filter and the pseudo phrase; here a pseudo phrase of a lower-case mention."
+    ("04_phrases tests the filter and the pseudo phrase; here a pseudo phrase of a lower-case "
+     "mention.")
     with pytest.raises(ValueError, match="'Car'"):
         make_pseudo_phrase('a photo of a car that is blue', 'Car')

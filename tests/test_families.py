@@ -1,6 +1,7 @@
 """Every CLIP family through the commands: every stage on a tiny OpenCLIP and a tiny Hugging Face CLIP, and\nsearle-query / the API on tiny openai, OpenCLIP and Hugging Face CLIP files, with every method."""
 import json, os, subprocess
-os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('TRANSFORMERS_OFFLINE', '1'); os.environ.setdefault('SEARLE_OFFLINE', '1')
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('TRANSFORMERS_OFFLINE', '1'); os.environ.setdefault('SEARLE_OFFLINE', '1')
 import pytest
 import torch
 
@@ -19,33 +20,43 @@ def root(small_world):
 
 @pytest.mark.parametrize('spec', ['open_clip:tiny', 'hf:tiny'])
 def test_every_stage_runs_on_a_tiny_family(spec, root, tmp_path):
-    clip_file, phrases, unl = str(tmp_path/'clip.pt'), str(tmp_path/'phrases.json'), str(root/'unlabeled')
+    clip_file, phrases, unl = (str(tmp_path/'clip.pt'), str(tmp_path/'phrases.json'),
+                               str(root/'unlabeled'))
     save_clip(build_clip(spec, seed=0), clip_file)
     rec = clip_record(load_clip(clip_file, device='cpu'))
     assert rec['clip_family'] == spec.split(':')[0]
-    save_phrases({c: [f'a photo of {c}', f'a photo of {c} that is small'] for c in world.world_concepts()}, phrases)
+    save_phrases({c: [f'a photo of {c}', f'a photo of {c} that is small']
+                  for c in world.world_concepts()}, phrases)
     voc, quiet = str(root/'concepts.csv'), dict(no_progress=True)
-    searle_concepts(str(tmp_path/'val.csv'), dataset='circo', dataset_path=str(root), vocabulary=voc, clip_model=clip_file, top_k=10)
-    searle_concepts(str(tmp_path/'unl.csv'), dataset='folder', dataset_path=unl, vocabulary=voc, clip_model=clip_file, top_k=10)
-    tok = searle_oti(str(tmp_path/'val.csv'), phrases, dataset='circo', dataset_path=str(root), out=str(tmp_path/'oti'),
-                     clip_model=clip_file, steps=5, **quiet)
-    unl_tok = searle_oti(str(tmp_path/'unl.csv'), phrases, dataset='folder', dataset_path=unl, out=str(tmp_path/'oti_unl'),
-                         clip_model=clip_file, steps=5, **quiet)
-    assert load_tensors(tok)['config']['clip']['clip'] == clip_file and load_tensors(tok)['tokens'].shape[1] == 64
-    phi = searle_train_phi(str(unl_tok), str(tmp_path/'unl.csv'), phrases, dataset='folder', dataset_path=unl,
-                           out=str(tmp_path/'phi'), clip_model=clip_file, epochs=2, batch_size=32, save_every=1, **quiet)
+    searle_concepts(str(tmp_path/'val.csv'), dataset='circo', dataset_path=str(root),
+                    vocabulary=voc, clip_model=clip_file, top_k=10)
+    searle_concepts(str(tmp_path/'unl.csv'), dataset='folder', dataset_path=unl, vocabulary=voc,
+                    clip_model=clip_file, top_k=10)
+    tok = searle_oti(str(tmp_path/'val.csv'), phrases, dataset='circo', dataset_path=str(root),
+                     out=str(tmp_path/'oti'), clip_model=clip_file, steps=5, **quiet)
+    unl_tok = searle_oti(str(tmp_path/'unl.csv'), phrases, dataset='folder', dataset_path=unl,
+                         out=str(tmp_path/'oti_unl'), clip_model=clip_file, steps=5, **quiet)
+    assert (load_tensors(tok)['config']['clip']['clip'] == clip_file
+            and load_tensors(tok)['tokens'].shape[1] == 64)
+    phi = searle_train_phi(str(unl_tok), str(tmp_path/'unl.csv'), phrases, dataset='folder',
+                           dataset_path=unl, out=str(tmp_path/'phi'), clip_model=clip_file,
+                           epochs=2, batch_size=32, save_every=1, **quiet)
     assert load_tensors(phi)['backbone'] == rec
-    for kind, kw in (('oti', dict(tokens=str(tok))), ('phi', dict(phi_checkpoint=str(phi)))):  # no --clip-model: the run's own
-        m = searle_validate(dataset='circo', dataset_path=str(root), out=str(tmp_path/f'val_{kind}'), eval_type=kind, **kw, **quiet)
+    # no --clip-model: the run's own
+    for kind, kw in (('oti', dict(tokens=str(tok))), ('phi', dict(phi_checkpoint=str(phi)))):
+        m = searle_validate(dataset='circo', dataset_path=str(root),
+                            out=str(tmp_path/f'val_{kind}'), eval_type=kind, **kw, **quiet)
         cfg = load_json(tmp_path/f'val_{kind}'/'config.json')
-        assert (cfg['clip']['clip'], cfg['clip']['clip_fingerprint']) == (clip_file, rec['clip_fingerprint'])
+        assert (cfg['clip']['clip'], cfg['clip']['clip_fingerprint']) == (clip_file,
+                                                                          rec['clip_fingerprint'])
         assert 0 <= m['map@5'] <= 100, m
-    paths = searle_submit(dataset='circo', dataset_path=str(root), out=str(tmp_path/'sub'), eval_type='phi', phi_checkpoint=str(phi), **quiet)
+    paths = searle_submit(dataset='circo', dataset_path=str(root), out=str(tmp_path/'sub'),
+                          eval_type='phi', phi_checkpoint=str(phi), **quiet)
     assert paths['circo'].is_file()
     other = str(tmp_path/'other.pt'); save_clip(build_clip(spec, seed=1), other)
     with pytest.raises(ValueError, match='another CLIP backbone'):
-        searle_validate(dataset='circo', dataset_path=str(root), out=str(tmp_path/'x'), eval_type='phi', phi_checkpoint=str(phi),
-                        clip_model=other, **quiet)
+        searle_validate(dataset='circo', dataset_path=str(root), out=str(tmp_path/'x'),
+                        eval_type='phi', phi_checkpoint=str(phi), clip_model=other, **quiet)
 
 
 METHODS5 = ('image-only', 'text-only', 'image+text', 'phi', 'oti')
@@ -55,7 +66,8 @@ METHODS7 = METHODS5 + ('lincir', 'pic2word')  # with SEARLE's neighbours
 def query_inputs(root, tmp_path_factory):
     "A gallery, the world's phrases (a file) and its vocabulary (a CSV), for OTI on any CLIP."
     d = tmp_path_factory.mktemp('query')
-    save_phrases({c: [f'a photo of {c}', f'a {c} thing'] for c in world.world_concepts()}, d/'phrases.json')
+    save_phrases({c: [f'a photo of {c}', f'a {c} thing'] for c in world.world_concepts()},
+                 d/'phrases.json')
     return root/'COCO2017_unlabeled'/'unlabeled2017', d/'phrases.json', root/'concepts.csv'
 
 def clip_with_phi(spec:str, d) -> tuple[str, str]:
@@ -85,14 +97,17 @@ def test_query_command_and_api_on_each_family(spec, query_inputs, tmp_path, monk
     clip_file, nets = clip_with_networks(spec, tmp_path)
     ref = sorted(gallery.iterdir())[0]
     for m in METHODS7:
-        argv = ['searle-query', str(ref), 'is red', '--gallery', str(gallery), '--clip-model', clip_file,
-                '--method', m, '--phi', nets['phi'], '--lincir', nets['lincir'], '--pic2word', nets['pic2word'],
-                '--phrases', str(phrases), '--vocabulary', str(voc), '--top-k', '3',
-                '--cache-dir', str(tmp_path/'cache'), '--device', 'cpu', '--json', '--quiet']
+        argv = ['searle-query', str(ref), 'is red', '--gallery', str(gallery), '--clip-model',
+                clip_file, '--method', m, '--phi', nets['phi'], '--lincir', nets['lincir'],
+                '--pic2word', nets['pic2word'], '--phrases', str(phrases), '--vocabulary', str(voc),
+                '--top-k', '3', '--cache-dir', str(tmp_path/'cache'), '--device', 'cpu', '--json',
+                '--quiet']
         monkeypatch.setattr('sys.argv', argv)
         searle_query()
         rows = json.loads(capsys.readouterr().out)
-        assert [r['rank'] for r in rows] == [1, 2, 3] and ref.name not in [r['name'] for r in rows], (m, rows)
+        assert [r['rank'] for r in rows] == [1, 2,
+                                             3] and ref.name not in [r['name'] for r in rows], (m,
+                                                                                                rows)
     r = ComposedRetriever.from_pretrained(clip_file, **nets, phrases=phrases, vocabulary=voc,
                                           cache_dir=tmp_path/'cache', device='cpu').index(gallery)
     assert r.methods() == METHODS5[:3] + ('oti', 'phi', 'lincir', 'pic2word')
@@ -106,8 +121,9 @@ def test_query_command_on_a_hugging_face_clip_file(query_inputs, tmp_path):
     gallery, phrases, voc = query_inputs
     clip_file, phi = clip_with_phi('hf:tiny', tmp_path)
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    r = subprocess.run(['searle-query', str(sorted(gallery.iterdir())[0]), 'is red', '--gallery', str(gallery),
-                        '--clip-model', clip_file, '--method', 'oti', '--phrases', str(phrases), '--vocabulary',
-                        str(voc), '--cache-dir', str(tmp_path/'cache'), '--top-k', '2', '--quiet'],
+    r = subprocess.run(['searle-query', str(sorted(gallery.iterdir())[0]), 'is red', '--gallery',
+                        str(gallery), '--clip-model', clip_file, '--method', 'oti', '--phrases',
+                        str(phrases), '--vocabulary', str(voc), '--cache-dir',
+                        str(tmp_path/'cache'), '--top-k', '2', '--quiet'],
                        capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 2, r.stderr[-2000:]

@@ -356,8 +356,10 @@ def test_the_api_refuses_a_k_that_is_not_a_whole_number(tmp_path):
     from searle.api import ComposedRetriever
     from searle.clip import build_clip
     from PIL import Image
-    for i, c in enumerate(('red', 'blue', 'green')): Image.new('RGB', (32, 32), c).save(tmp_path/f'{i}.png')
-    r = ComposedRetriever(build_clip('tiny'), cache_dir=tmp_path/'cache', device='cpu').index(tmp_path)
+    for i, c in enumerate(('red', 'blue', 'green')):
+        Image.new('RGB', (32, 32), c).save(tmp_path/f'{i}.png')
+    r = ComposedRetriever(build_clip('tiny'), cache_dir=tmp_path/'cache',
+                          device='cpu').index(tmp_path)
     for k in ('5', 2.5, True, 0):
         with pytest.raises(ValueError, match=r'k=.*expected a whole number of results, at least 1'):
             r.search(tmp_path/'0.png', 'is red', k=k, method='image+text')
@@ -366,7 +368,8 @@ def test_the_api_refuses_a_k_that_is_not_a_whole_number(tmp_path):
 def test_an_address_that_is_no_address_is_refused_by_the_parser():
     r = run('searle-app', '--host', '999.1.1.1')
     assert r.returncode == 2 and r.stderr.count('\n') == 1, r.stderr[-2000:]
-    assert "--host: expected an address of this machine (127.0.0.1, 0.0.0.0, ::1, a name), got '999.1.1.1'" in r.stderr
+    assert ("--host: expected an address of this machine (127.0.0.1, 0.0.0.0, ::1, a name), got "
+            "'999.1.1.1'") in r.stderr
 
 def _two_images(folder):
     from PIL import Image
@@ -382,7 +385,8 @@ def test_a_cache_folder_that_cannot_be_one_names_the_option(tmp_path):
     assert 'Traceback' not in r.stderr, line
 
 def test_a_home_where_no_cache_folder_can_be_names_the_option(tmp_path):
-    "No --cache-dir, and HOME a file: the default cache folder cannot be made; say which option sets it."
+    ("No --cache-dir, and HOME a file: the default cache folder cannot be made; say which option "
+     "sets it.")
     (tmp_path/'home').write_text('x')
     env = {**ENV, 'HOME': str(tmp_path/'home')}; env.pop('SEARLE_CACHE_DIR', None)
     gal = _two_images(tmp_path/'gal')

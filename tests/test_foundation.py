@@ -13,14 +13,15 @@ def test_fresh_import_touches_neither_cuda_nor_network():
     code = textwrap.dedent("""
         import socket, pkgutil, importlib
         def refuse(*a, **k): raise AssertionError('network used at import')
-        socket.socket.connect = refuse; socket.create_connection = refuse; socket.getaddrinfo = refuse
+        socket.socket.connect = refuse
+        socket.create_connection = refuse; socket.getaddrinfo = refuse
         import searle
         mods = [m.name for m in pkgutil.iter_modules(searle.__path__) if not m.name.startswith('_')]
         for m in mods: importlib.import_module('searle.' + m)
         import torch
         assert not torch.cuda.is_initialized(), 'CUDA initialised at import'
         print('imported', sorted(mods))
-    """)
+""")
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'core' in r.stdout and 'clip' in r.stdout
@@ -55,7 +56,8 @@ def test_golden_parity_with_original_code(shared_dir):
     def pattern(w, h):
         y, x, c = np.meshgrid(np.arange(h), np.arange(w), np.arange(3), indexing='ij')
         return Image.fromarray(((7 * x + 3 * y + 50 * c) % 256).astype(np.uint8))
-    out = torch.stack([make_preprocess('targetpad', 64)(pattern(w, h)) for w, h in g['targetpad_sizes']])
+    out = torch.stack([make_preprocess('targetpad', 64)(pattern(w, h)) for w,
+                       h in g['targetpad_sizes']])
     d = (out - g['targetpad_outputs']).abs().max().item()
     assert d <= 1e-6, f'targetpad: max |delta| {d:.3g} > 1e-6'
 
@@ -68,8 +70,10 @@ def test_targetpad_pads_as_spec_says(size, expected, pad):
     out = np.asarray(TargetPad(1.25)(img))
     assert out.shape[:2] == (expected[1], expected[0])
     hp, vp = pad
-    assert out[vp:vp + size[1], hp:hp + size[0]].min() == 255          # the image, unchanged, in the middle
-    assert out.sum() == 255 * 3 * size[0] * size[1]                     # everything else is black padding
+    # the image, unchanged, in the middle
+    assert out[vp:vp + size[1], hp:hp + size[0]].min() == 255
+    # everything else is black padding
+    assert out.sum() == 255 * 3 * size[0] * size[1]
 
 
 def test_a_failed_clip_download_names_the_file_and_the_address(tmp_path, monkeypatch):
@@ -78,5 +82,7 @@ def test_a_failed_clip_download_names_the_file_and_the_address(tmp_path, monkeyp
     def offline(*a, **k): raise urllib.error.URLError('offline')
     monkeypatch.delenv('SEARLE_OFFLINE', raising=False)
     monkeypatch.setattr(urllib.request, 'urlopen', offline)
-    with pytest.raises(FileNotFoundError) as e: load_clip('ViT-B/32', download_root=tmp_path / 'cache')
-    assert str(tmp_path / 'cache' / 'ViT-B-32.pt') in str(e.value) and 'openaipublic' in str(e.value)
+    with pytest.raises(FileNotFoundError) as e:
+        load_clip('ViT-B/32', download_root=tmp_path / 'cache')
+    assert (str(tmp_path / 'cache' / 'ViT-B-32.pt') in str(e.value)
+            and 'openaipublic' in str(e.value))

@@ -10,7 +10,8 @@ from searle.core import load_json, load_tensors
 from searle.phi import (Phi, PhiConfig, contrastive_loss, load_phi, save_phi, train_phi,
                         PHI_RELEASE_URL)
 
-PHRASES = {'dog': ['a photo of dog that runs on the beach', 'a photo of dog that chases another dog'],
+PHRASES = {'dog': ['a photo of dog that runs on the beach',
+                   'a photo of dog that chases another dog'],
            'cat': ['a photo of cat that purrs', 'a photo of cat on a red sofa'],
            'tree': ['a photo of tree that is tall and green'],
            'bird': ['a photo of a parrot that flies']}  # problematic: never drawn
@@ -30,7 +31,9 @@ def world(n=64, seed=0, dim=64):
     table = {nm: [concepts[(i + j) % 4] for j in range(4)] for i, nm in enumerate(names)}
     return names, torch.randn(n, dim, generator=g), torch.randn(n, dim, generator=g), table
 
-def max_diff(a, b): return max((x - y).abs().max().item() for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+def max_diff(a, b):
+    return max((x - y).abs().max().item() for x,
+               y in zip(a.state_dict().values(), b.state_dict().values()))
 
 # ---- the loss
 
@@ -45,7 +48,8 @@ def direct_formula(t, p, tau):
     return torch.stack(rows).mean()
 
 def test_contrastive_loss_of_one_pair_is_the_formula_and_symmetric():
-    "06_phi checks batches of 6 at two temperatures; here a batch of one pair (one negative a view)."
+    ("06_phi checks batches of 6 at two temperatures; here a batch of one pair (one negative a "
+     "view).")
     g, tau = torch.Generator().manual_seed(0), 0.25
     v1, v2 = torch.randn(1, 8, generator=g) * 3, torch.randn(1, 8, generator=g)
     loss = contrastive_loss(v1, v2, tau).item()
@@ -66,18 +70,24 @@ def test_contrastive_loss_matches_the_original(shared_dir):
 def test_released_format_loads_and_wrong_shapes_fail_clearly(tmp_path):
     phi = Phi(512, 2048, 512)
     assert sum(p.numel() for p in phi.parameters()) == 6_296_064
-    torch.save({'Phi': phi.state_dict()}, tmp_path / 'SEARLE_ViT-B32.pt')          # exactly the release's layout
+    # exactly the release's layout
+    torch.save({'Phi': phi.state_dict()}, tmp_path / 'SEARLE_ViT-B32.pt')
     loaded = load_phi(tmp_path / 'SEARLE_ViT-B32.pt', device='cpu')
     assert max_diff(loaded, phi) == 0 and not loaded.training
-    (tmp_path / 'cache').mkdir(); os.replace(tmp_path / 'SEARLE_ViT-B32.pt', tmp_path / 'cache' / 'SEARLE_ViT-B32.pt')
+    (tmp_path / 'cache').mkdir()
+    os.replace(tmp_path / 'SEARLE_ViT-B32.pt', tmp_path / 'cache' / 'SEARLE_ViT-B32.pt')
     assert max_diff(load_phi('searle', device='cpu', cache_dir=tmp_path / 'cache'), phi) == 0
     sd = phi.state_dict(); sd['layers.3.weight'] = torch.zeros(2048, 1024)
     torch.save({'Phi': sd}, tmp_path / 'bad.pt')
-    with pytest.raises(ValueError, match=r"'layers\.3\.weight' has shape \(2048, 1024\); expected \(2048, 2048\)") as e:
+    with pytest.raises(ValueError,
+                       match=r"'layers\.3\.weight' has shape \(2048, 1024\); expected \(2048, "
+                             r"2048\)") as e:
         load_phi(tmp_path / 'bad.pt', device='cpu')
     assert 'bad.pt' in str(e.value)
-    torch.save({'Phi': Phi(512, 2048, 512).state_dict()}, tmp_path / 'cache' / 'SEARLE_ViT-L14.pt')   # B/32 weights under the XL name
-    with pytest.raises(ValueError, match=r"'layers\.0\.weight' has shape \(2048, 512\); expected \(3072, 768\)"):
+    # B/32 weights under the XL name
+    torch.save({'Phi': Phi(512, 2048, 512).state_dict()}, tmp_path / 'cache' / 'SEARLE_ViT-L14.pt')
+    with pytest.raises(ValueError,
+                       match=r"'layers\.0\.weight' has shape \(2048, 512\); expected \(3072, 768\)"):
         load_phi('searle-xl', cache_dir=tmp_path / 'cache')
 
 def test_our_checkpoints_load(tmp_path):
@@ -90,12 +100,15 @@ def test_missing_release_offline_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv('SEARLE_OFFLINE', raising=False)
     with pytest.raises(FileNotFoundError) as e: load_phi('searle-xl', cache_dir=tmp_path)
     msg = str(e.value)
-    assert str(tmp_path / 'SEARLE_ViT-L14.pt') in msg and PHI_RELEASE_URL + 'SEARLE_ViT-L14.pt' in msg and 'unreachable' in msg
+    assert (str(tmp_path / 'SEARLE_ViT-L14.pt') in msg
+            and PHI_RELEASE_URL + 'SEARLE_ViT-L14.pt' in msg and 'unreachable' in msg)
     called = []
     monkeypatch.setattr(urllib.request, 'urlopen', lambda *a, **k: called.append(a) or no_network())
     monkeypatch.setenv('SEARLE_OFFLINE', '1')
-    with pytest.raises(FileNotFoundError, match='SEARLE_ViT-B32.pt'): load_phi('searle', cache_dir=tmp_path)
-    assert called == []                                                   # SEARLE_OFFLINE=1 never touches the network
+    with pytest.raises(FileNotFoundError, match='SEARLE_ViT-B32.pt'):
+        load_phi('searle', cache_dir=tmp_path)
+    # SEARLE_OFFLINE=1 never touches the network
+    assert called == []
     assert not list(tmp_path.iterdir())
 
 # ---- runs in subprocesses: kill -9 and resume, two processes
@@ -111,10 +124,13 @@ SCRIPT = textwrap.dedent("""
     names, feats, tokens, table = world(128 if mode == 'kill' else 64)
     m = build_clip('tiny')
     if mode == 'kill':
-        train_phi(m, names, feats, tokens, table, PHRASES, PhiConfig(epochs=8, batch_size=16, lr=1e-3, save_every=1), out, device='cpu', progress=False)
+        train_phi(m, names, feats, tokens, table, PHRASES,
+                  PhiConfig(epochs=8, batch_size=16, lr=1e-3, save_every=1), out, device='cpu',
+                  progress=False)
     else:
         for dropout in (0.0, 0.5):
-            train_phi(m, names, feats, tokens, table, PHRASES, PhiConfig(epochs=3, batch_size=16, lr=1e-3, dropout=dropout),
+            train_phi(m, names, feats, tokens, table, PHRASES,
+                      PhiConfig(epochs=3, batch_size=16, lr=1e-3, dropout=dropout),
                       f'{{out}}/dropout{{dropout}}', device='cpu', progress=False)
 """)
 
@@ -125,21 +141,26 @@ def script(tmp_path_factory):
     return p
 
 def _run(args, **kw):
-    r = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=600, **kw)
+    r = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
+                       timeout=600, **kw)
     assert r.returncode == 0, r.stderr[-3000:]
 
 def test_sigkill_then_resume_gives_the_uninterrupted_run(script, tmp_path):
     _run([script, tmp_path / 'clean', 'kill'])
     out = tmp_path / 'killed'
-    p = subprocess.Popen([sys.executable, script, out, 'kill'], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen([sys.executable, script, out, 'kill'], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
     deadline = time.time() + 300
-    while time.time() < deadline and not (out / 'checkpoints' / 'phi_epoch0003.pt').exists() and p.poll() is None: time.sleep(0.02)
+    while (time.time() < deadline and not (out / 'checkpoints' / 'phi_epoch0003.pt').exists()
+           and p.poll() is None):
+        time.sleep(0.02)
     os.kill(p.pid, signal.SIGKILL); p.wait()
     done = sorted(x.name for x in (out / 'checkpoints').glob('phi_epoch*.pt'))
     assert 3 <= len(done) < 8, f'killed after {done}: the kill did not land mid-run'
     assert not (out / 'phi_final.pt').exists()
     _run([script, out, 'kill'])
-    clean, resumed = load_phi(tmp_path / 'clean' / 'phi_final.pt', device='cpu'), load_phi(out / 'phi_final.pt', device='cpu')
+    clean, resumed = (load_phi(tmp_path / 'clean' / 'phi_final.pt', device='cpu'),
+                      load_phi(out / 'phi_final.pt', device='cpu'))
     d = max_diff(clean, resumed)
     assert d <= 1e-6, f'killed after {done[-1]}: max |delta| {d:.3g} off the clean run (> 1e-6)'
     moved = max_diff(clean, Phi(64, 256, 64))                             # and it did train
@@ -150,12 +171,15 @@ def test_sigkill_then_resume_gives_the_uninterrupted_run(script, tmp_path):
 
 def test_two_processes_give_the_weights_of_one(script, tmp_path):
     _run([script, tmp_path / 'one', 'two'])
-    _run(['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', script, tmp_path / 'two', 'two'],
+    _run(['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', script,
+          tmp_path / 'two', 'two'],
          env={**os.environ, 'OMP_NUM_THREADS': '1'})
     for dropout in ('0.0', '0.5'):
         a, b = tmp_path / 'one' / f'dropout{dropout}', tmp_path / 'two' / f'dropout{dropout}'
-        assert load_json(a / 'config.json')['processes'] == 1 and load_json(b / 'config.json')['processes'] == 2
-        one, two = load_phi(a / 'phi_final.pt', device='cpu'), load_phi(b / 'phi_final.pt', device='cpu')
+        assert (load_json(a / 'config.json')['processes'] == 1
+                and load_json(b / 'config.json')['processes'] == 2)
+        one, two = (load_phi(a / 'phi_final.pt', device='cpu'),
+                    load_phi(b / 'phi_final.pt', device='cpu'))
         d = max_diff(one, two)
         assert d <= 1e-5, f'dropout {dropout}: two processes vs one, max |delta| {d:.3g} > 1e-5'
         moved = max_diff(one, Phi(64, 256, 64))
@@ -226,26 +250,38 @@ def test_resume_with_other_targets_or_clip_is_refused_and_names_what_differs(tmp
     names, feats, tokens, table = world(32)
     cfg = PhiConfig(epochs=1, batch_size=16, lr=1e-3, save_every=1)
     train_phi(m, names, feats, tokens, table, PHRASES, cfg, tmp_path, device='cpu', progress=False)
-    train_phi(m, names, feats, tokens.clone(), table, PHRASES, cfg, tmp_path, device='cpu', progress=False)   # the same data: resumes
+    # the same data: resumes
+    train_phi(m, names, feats, tokens.clone(), table, PHRASES, cfg, tmp_path, device='cpu',
+              progress=False)
     other = tokens.clone(); other[5, 3] += 1e-3                           # one target, slightly off
-    with pytest.raises(ValueError) as e: train_phi(m, names, feats, other, table, PHRASES, cfg, tmp_path, device='cpu', progress=False)
+    with pytest.raises(ValueError) as e:
+        train_phi(m, names, feats, other, table, PHRASES, cfg, tmp_path, device='cpu',
+                  progress=False)
     msg = str(e.value)
-    assert msg.startswith("`inputs.targets`: this folder was made with '") and 'phi_epoch0001.pt' in msg, msg
+    assert (msg.startswith("`inputs.targets`: this folder was made with '")
+            and 'phi_epoch0001.pt' in msg), msg
     assert 'inputs.features' not in msg and 'inputs.images' not in msg, msg
     with pytest.raises(ValueError, match="^`inputs.features`: this folder was made with '"):
-        train_phi(m, names, feats * 2, tokens, table, PHRASES, cfg, tmp_path, device='cpu', progress=False)
+        train_phi(m, names, feats * 2, tokens, table, PHRASES, cfg, tmp_path, device='cpu',
+                  progress=False)
     with pytest.raises(ValueError, match="^`--clip-model`: this folder was made with '") as e:
-        train_phi(build_clip('tiny', seed=3), names, feats, tokens, table, PHRASES, cfg, tmp_path, device='cpu', progress=False)
+        train_phi(build_clip('tiny', seed=3), names, feats, tokens, table, PHRASES, cfg, tmp_path,
+                  device='cpu', progress=False)
     assert 'inputs.' not in str(e.value), str(e.value)   # the data is the same
 
 def test_concepts_without_phrases_are_left_out_with_one_warning(caplog):
     names, feats, tokens, table = world(32)
     gappy = {n: ['owl', *cs] for n, cs in table.items()}
     with caplog.at_level(logging.WARNING, logger='searle.phi'):
-        a = train_phi(build_clip('tiny'), names, feats, tokens, gappy, PHRASES, PhiConfig(epochs=1, batch_size=16), device='cpu', progress=False,
+        a = train_phi(build_clip('tiny'), names, feats, tokens, gappy, PHRASES,
+                      PhiConfig(epochs=1, batch_size=16), device='cpu', progress=False,
                       meta={'phrases': 'phrases.json'})
-    warned = [r.getMessage() for r in caplog.records if r.name == 'searle.phi' and r.levelno == logging.WARNING]
-    assert warned == ["1 of 5 concepts of the table's top-150 have no phrases in phrases.json (e.g. 'owl'); "
+    warned = [r.getMessage() for r in caplog.records if r.name == 'searle.phi'
+              and r.levelno == logging.WARNING]
+    assert warned == ["1 of 5 concepts of the table's top-150 have no phrases in phrases.json "
+                      "(e.g. 'owl'); "
                       "they are left out of the regularisation"], warned
-    b = train_phi(build_clip('tiny'), names, feats, tokens, table, PHRASES, PhiConfig(epochs=1, batch_size=16), device='cpu', progress=False)
-    assert max_diff(a, b) == 0                                            # 'owl' never drawn: the run without it
+    b = train_phi(build_clip('tiny'), names, feats, tokens, table, PHRASES,
+                  PhiConfig(epochs=1, batch_size=16), device='cpu', progress=False)
+    # 'owl' never drawn: the run without it
+    assert max_diff(a, b) == 0
