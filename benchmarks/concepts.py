@@ -12,7 +12,7 @@ one-at-a-time ways are timed on `--sample` random concepts and extrapolated (sai
 because encoding 20,931 concepts one at a time would hold the CPU for hours. Every total is also
 extrapolated linearly to the full vocabulary.
 Usage: python benchmarks/concepts.py [--vocabulary CSV] [--concepts N] [--sample 32]
-       [--batch-size 64] [--threads 1]
+                                     [--batch-size 64] [--threads 1]
 """
 import argparse, random, time
 from pathlib import Path
@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from searle.clip import build_clip
 from searle.concepts import TEMPLATES, concept_features, concept_prompts, read_vocabulary
 
-DEFAULT_VOCAB = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'openimages' / 'oidv7-class-descriptions.csv'
+DEFAULT_VOCAB = (Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'openimages'
+                 / 'oidv7-class-descriptions.csv')
 
 
 @torch.no_grad()

@@ -14,7 +14,8 @@ Usage: python benchmarks/encode.py [--clip-model ViT-B/32 | open_clip:ViT-B-32 |
 """
 import argparse, random, statistics, time
 import torch
-from searle.clip import _text_plan, backbone, build_clip, encode_with_pseudo_tokens, pseudo_token_id, tokenize
+from searle.clip import (_text_plan, backbone, build_clip, encode_with_pseudo_tokens,
+                         pseudo_token_id, tokenize)
 
 TEMPLATES = ['a photo of $', 'this is a photo of a $', 'we see a $ in this image',
              'a sketch of a $', '$ illustration', 'this illustration contains a $',
@@ -51,9 +52,8 @@ def compare(model, prompts, repeats, label):
             return out
         return f
     with torch.no_grad():
-        delta = (encode_with_pseudo_tokens(model, tokens, v,
-                                           trim=True) - encode_with_pseudo_tokens(model, tokens, v,
-                                                                                  trim=False)).abs().max().item()
+        delta = (encode_with_pseudo_tokens(model, tokens, v, trim=True)
+                 - encode_with_pseudo_tokens(model, tokens, v, trim=False)).abs().max().item()
     eot = tokens.argmax(-1) + 1
     plan = _text_plan(tokens, shared=(tokens == pseudo_token_id()).int().argmax(1).tolist(),
                       eot=backbone(model).eot(tokens).tolist())

@@ -12,8 +12,8 @@ Face) and per precision (fp32, amp, bf16; searle.core):
 - the token max |delta| of amp and bf16 to fp32 (same draws, same steps), beside the tokens' norm
   for scale.
 A spec that `build_clip` does not know is skipped with a line saying so.
-Usage: python benchmarks/gpu.py [--clip-model SPEC ...] [--precision fp32 amp bf16] [--images 32]
-       [--steps 50]
+Usage: python benchmarks/gpu.py [--clip-model SPEC ...] [--precision fp32 amp bf16]
+                                [--images 32] [--steps 50]
        python benchmarks/gpu.py --device cpu     (a smoke test: the tiny model, a few steps, bf16
                                                  and fp32 only)
 """

@@ -11,9 +11,8 @@ matrix product and per-query vector products round differently in float32 (~1e-7
 whose scores agree to that precision may come out in either order; such rows are checked in float64
 and reported separately.
 
-    python benchmarks/rank.py                     # CPU, one thread (the fair setting on a shared
-                                                  machine)
-    python benchmarks/rank.py --threads 2 --faiss # also time the FAISS backend
+    python benchmarks/rank.py  # CPU, one thread (the fair setting on a shared machine)
+    python benchmarks/rank.py --threads 2 --faiss  # also time the FAISS backend
 """
 import argparse, os, threading, time
 

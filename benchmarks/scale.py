@@ -1,24 +1,22 @@
 """Full-size dry runs: placeholder folders at the real sizes, the real commands with a tiny CLIP,
 time and peak RSS per stage.
 
-No one here has the benchmark images, but their sizes are known. This builds placeholder folders (8
-x 8 JPEGs) at those sizes and runs the commands a user types on them, each in its own process,
+No one here has the benchmark images, but their sizes are known. This builds placeholder folders
+(8 x 8 JPEGs) at those sizes and runs the commands a user types on them, each in its own process,
 measuring its wall time and its peak resident memory (the child's own ru_maxrss, from os.wait4):
   CIRCO val, the COCO 2017 unlabeled gallery (123,403 images): searle-validate (features extracted
-  and cached), the same
-    again (must reuse the feature cache), searle-validate with OTI tokens, searle-submit on the test
-    split;
+    and cached), the same again (must reuse the feature cache), searle-validate with OTI tokens,
+    searle-submit on the test split;
   ImageNet1K test (100,000 images): searle-concepts (a 100,000 x 250 concept table: written),
-  reading that table back,
-    searle-oti over 3,125 batches of 32 (a few steps each: sharding and merge), and searle-train-phi
-    for one epoch (its data loading: features, tokens, table, phrases).
+    reading that table back, searle-oti over 3,125 batches of 32 (a few steps each: sharding and
+    merge), and searle-train-phi for one epoch (its data loading: features, tokens, table, phrases).
 The CIRCO annotations are the real ones from ../shared/data when present (their ids are always in
 the gallery), else synthetic. `--scale` multiplies every size (0.05 runs in minutes on two cores);
 the printed ratio is each stage's time and peak RSS; peak RSS per image says whether a stage's
 memory grows only with what it must hold (features, tokens, one chunk).
 Usage: python benchmarks/scale.py [--scale 1.0] [--out DIR] [--circo-gallery 123403]
-       [--imagenet 100000]
-                                  [--vocabulary 1000] [--phrases 256] [--oti-steps 2] [--keep]
+                                  [--imagenet 100000] [--vocabulary 1000] [--phrases 256]
+                                  [--oti-steps 2] [--keep]
 """
 import argparse, json, os, random, shutil, subprocess, sys, tempfile, time
 from pathlib import Path

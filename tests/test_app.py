@@ -80,10 +80,11 @@ def test_one_query_in_headless_chromium(tmp_path, family):
     env = {**os.environ, 'SEARLE_OFFLINE': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1',
            'OMP_NUM_THREADS': '1', 'HOME': str(home), 'TMPDIR': str(tmp),
            'MPLCONFIGDIR': str(cache/'mpl')}
-    proc = subprocess.Popen(_command('searle-app') + ['--gallery', str(gallery), '--port',
-                                                      str(port), '--k', str(K),
-                            '--cache-dir', str(cache), '--device', 'cpu', *clip_args], cwd=cwd,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_command('searle-app')
+                            + ['--gallery', str(gallery), '--port', str(port), '--k', str(K),
+                               '--cache-dir', str(cache), '--device', 'cpu', *clip_args],
+                            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
     d = None
     try:
         _wait_until_up(f'http://127.0.0.1:{port}/', proc)

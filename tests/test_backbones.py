@@ -47,8 +47,8 @@ def test_open_clip_vit_h14_text_tower():
     cfg = open_clip.get_model_config('ViT-H-14')
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        tower = open_clip.transformer.TextTransformer(output_dim=cfg['embed_dim'],
-                                                      **cfg['text_cfg']).eval().requires_grad_(False)
+        tower = open_clip.transformer.TextTransformer(
+            output_dim=cfg['embed_dim'], **cfg['text_cfg']).eval().requires_grad_(False)
     bb = backbone(tower)
     assert (bb.width, bb.dim, bb.own_image, len(bb.text_blocks())) == (1024, 1024, None, 24)
     _check(tower)

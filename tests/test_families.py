@@ -1,4 +1,6 @@
-"""Every CLIP family through the commands: every stage on a tiny OpenCLIP and a tiny Hugging Face CLIP, and\nsearle-query / the API on tiny openai, OpenCLIP and Hugging Face CLIP files, with every method."""
+"""Every CLIP family through the commands: every stage on a tiny OpenCLIP and a tiny Hugging Face
+CLIP, and searle-query / the API on tiny openai, OpenCLIP and Hugging Face CLIP files, with every
+method."""
 import json, os, subprocess
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_OFFLINE', '1'); os.environ.setdefault('SEARLE_OFFLINE', '1')
@@ -105,9 +107,8 @@ def test_query_command_and_api_on_each_family(spec, query_inputs, tmp_path, monk
         monkeypatch.setattr('sys.argv', argv)
         searle_query()
         rows = json.loads(capsys.readouterr().out)
-        assert [r['rank'] for r in rows] == [1, 2,
-                                             3] and ref.name not in [r['name'] for r in rows], (m,
-                                                                                                rows)
+        assert ([r['rank'] for r in rows] == [1, 2, 3]
+                and ref.name not in [r['name'] for r in rows]), (m, rows)
     r = ComposedRetriever.from_pretrained(clip_file, **nets, phrases=phrases, vocabulary=voc,
                                           cache_dir=tmp_path/'cache', device='cpu').index(gallery)
     assert r.methods() == METHODS5[:3] + ('oti', 'phi', 'lincir', 'pic2word')

@@ -221,7 +221,8 @@ def test_validate_and_submit_skip_missing_images_and_decode_truncated_ones(root,
     # the default refuses
     fails(*base, '--out', tmp_path/'v0', match='2 images')
     out = sh(*base, '--out', tmp_path/'v1', '--missing-images', 'skip')
-    assert 'left out: 2 missing images, 1 queries that needed them; 0 truncated images decoded' in out
+    assert ('left out: 2 missing images, 1 queries that needed them; 0 truncated images decoded'
+            in out)
     lo = load_json(tmp_path/'v1'/'left_out.json')
     assert (sorted(lo['missing_images']) == sorted([q0.reference, gone_gallery])
             and lo['skipped_queries'] == [q0.id])

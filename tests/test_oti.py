@@ -114,7 +114,8 @@ def test_concepts_without_phrases_are_left_out_with_one_warning(tmp_path, caplog
               and r.levelno == logging.WARNING]
     # once per run, not once per batch
     assert len(warned) == 1, warned
-    assert "2 of 5 concepts of the table's top-15" in warned[0] and "'fish', 'owl'" in warned[0], warned[0]
+    assert ("2 of 5 concepts of the table's top-15" in warned[0]
+            and "'fish', 'owl'" in warned[0]), warned[0]
     assert str(tmp_path / 'phrases.json') in warned[0]
     # the same pools, so the same tokens
     clean = invert(m, names, feats, table, PHRASES, cfg, progress=False)

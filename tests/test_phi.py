@@ -86,8 +86,8 @@ def test_released_format_loads_and_wrong_shapes_fail_clearly(tmp_path):
     assert 'bad.pt' in str(e.value)
     # B/32 weights under the XL name
     torch.save({'Phi': Phi(512, 2048, 512).state_dict()}, tmp_path / 'cache' / 'SEARLE_ViT-L14.pt')
-    with pytest.raises(ValueError,
-                       match=r"'layers\.0\.weight' has shape \(2048, 512\); expected \(3072, 768\)"):
+    with pytest.raises(ValueError, match=r"'layers\.0\.weight' has shape \(2048, 512\); "
+                                         r"expected \(3072, 768\)"):
         load_phi('searle-xl', cache_dir=tmp_path / 'cache')
 
 def test_our_checkpoints_load(tmp_path):

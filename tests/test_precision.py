@@ -41,7 +41,8 @@ def test_bf16_stages_are_recorded_and_not_resumed_in_another(root, tmp_path):
     # the default on this CPU: fp32
     r = run(*oti)
     assert (r.returncode != 0
-            and "`--precision`: this folder was made with 'bf16', now 'fp32'" in r.stderr), r.stderr[-2000:]
+            and "`--precision`: this folder was made with 'bf16', "
+                "now 'fp32'" in r.stderr), r.stderr[-2000:]
     sh('searle-validate', '--dataset', 'circo', '--dataset-path', root, '--eval-type', 'oti',
        '--tokens', tmp_path/'oti'/'oti_pseudo_tokens.pt',
        '--clip-model', clip_file, '--out', tmp_path/'val', '--no-progress', '--precision', 'bf16')

@@ -16,9 +16,10 @@ def test_score_an_oracle_and_refuse_bad_files(root, tmp_path):
                for im in json.loads((root/'COCO2017_unlabeled'/'annotations'
                                      /'image_info_unlabeled2017.json').read_text())['images']
                if im['in_gallery']]
-    preds = {str(q['id']): [str(g) for g in q['gt_img_ids']] + [str(g) for g in gallery
-                                                                if g not in q['gt_img_ids']][:50
-                                                                                             - len(q['gt_img_ids'])] for q in val}
+    preds = {str(q['id']): ([str(g) for g in q['gt_img_ids']]
+                            + [str(g) for g in gallery
+                               if g not in q['gt_img_ids']][:50 - len(q['gt_img_ids'])])
+             for q in val}
     (tmp_path/'p.json').write_text(json.dumps(preds))
     m = json.loads(sh('searle-score', tmp_path/'p.json', '--dataset-path', root))
     assert (all(m[f'map@{k}'] == 100 for k in (5, 10, 25, 50))

@@ -40,7 +40,8 @@ def test_world_is_deterministic_from_its_seed(world, tmp_path):
     assert _files(world) == _files(again)
     a, b = _files(world), _files(other)
     assert a.keys() == b.keys() and a != b
-    assert a['COCO2017_unlabeled/unlabeled2017/000000000001.png'] != b['COCO2017_unlabeled/unlabeled2017/000000000001.png']
+    assert (a['COCO2017_unlabeled/unlabeled2017/000000000001.png']
+            != b['COCO2017_unlabeled/unlabeled2017/000000000001.png'])
 
 
 def test_layout_is_circo(world):
