@@ -50,9 +50,8 @@ def main():
     V, N = len(vocab), min(a.concepts or len(vocab), len(vocab))
     model = build_clip('ViT-B/32', seed=0)
     print(f'vocabulary {a.vocabulary} ({V} concepts, {len(TEMPLATES)} templates); ViT-B/32 random '
-          'weights, '
-          f'{sum(p.numel() for p in model.parameters())/1e6:.1f}M params, float32, {a.threads} '
-          'threads')
+          f'weights, {sum(p.numel() for p in model.parameters())/1e6:.1f}M params, float32, '
+          f'{a.threads} threads')
 
     sample = random.Random(0).sample(vocab, a.sample)
     concept_features(model, sample[:2], batch_size=2, progress=False)  # warm-up
@@ -71,8 +70,7 @@ def main():
     per_b = t_batched / N
 
     print(f'\nbatched, {a.batch_size} concepts ({a.batch_size * len(TEMPLATES)} prompts) per '
-          'forward: '
-          f'{N} concepts measured in {t_batched:.1f} s = {per_b*1e3:.1f} ms/concept'
+          f'forward: {N} concepts measured in {t_batched:.1f} s = {per_b*1e3:.1f} ms/concept'
           + ('' if N == V else f' -> {per_b*V/60:.1f} min for all {V} (extrapolated from {N})'))
     print(f'single (searle, trimmed), one concept per call: {t_single*1e3:.1f} ms/concept on a '
           f'sample of {len(sample)} '

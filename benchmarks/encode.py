@@ -21,8 +21,7 @@ TEMPLATES = ['a photo of $', 'this is a photo of a $', 'we see a $ in this image
              'a sketch of a $', '$ illustration', 'this illustration contains a $',
              'a diagram of a $', 'we see a $ photo']
 WORDS = ('the dog is running on a sandy beach near the water while the sun sets behind some tall '
-         'trees '
-         'and a small boat floats far away under a cloudy orange sky with birds').split()
+         'trees and a small boat floats far away under a cloudy orange sky with birds').split()
 
 def phrases(n, n_words, rng):
     out = []
@@ -60,9 +59,8 @@ def compare(model, prompts, repeats, label):
     print(f'\n{label}: {len(prompts)} prompts, end-of-text positions '
           f'{int(eot.min())}..{int(eot.max())} of 77')
     print(f'  positions run: plain {tokens.numel()}; searle {len(plan.token)} ({plan.S} shared '
-          'before `$`, '
-          f'{len(plan.token) - plan.S} per prompt); the last block runs only the {len(prompts)} '
-          'end-of-text positions')
+          f'before `$`, {len(plan.token) - plan.S} per prompt); the last block runs only the '
+          f'{len(prompts)} end-of-text positions')
     for backward in (True, False):
         full, ours = timed(run(False, backward), repeats), timed(run(True, backward), repeats)
         print(f"  {'forward+backward' if backward else 'forward         '}: family's 77-token "

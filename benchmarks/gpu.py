@@ -26,8 +26,7 @@ from searle.oti import OTIConfig, invert_batch, phrase_pool
 CONCEPTS = ['dog', 'cat', 'beach', 'car', 'tree', 'house', 'boat', 'bicycle', 'flower', 'mountain',
             'bird', 'horse']
 WORDS = ('is running along the sandy shore while the sun sets behind tall palm trees and the waves '
-         'roll in '
-         'under a cloudy orange sky near some small houses with red roofs').split()
+         'roll in under a cloudy orange sky near some small houses with red roofs').split()
 TEMPLATES = ['a photo of $', 'this is a photo of a $', 'we see a $ in this image',
              'a sketch of a $']
 
@@ -115,8 +114,8 @@ if __name__ == '__main__':
     a.images, a.steps, a.repeats = (a.images or (4 if cpu else 32), a.steps or (5 if cpu else 50),
                                     a.repeats or (1 if cpu else 5))
     name = torch.cuda.get_device_name(dev) if not cpu else f'CPU, {torch.get_num_threads()} threads'
-    print(f'{name}; torch {torch.__version__}; random weights; OTI {a.images} images x {a.steps} '
-          'steps')
+    print(f'{name}; torch {torch.__version__}; random weights; OTI {a.images} images x '
+          f'{a.steps} steps')
     t0 = time.perf_counter()
     for spec in specs: bench(spec, a.precision, a, dev, random.Random(0))
     print(f'total {time.perf_counter() - t0:.0f} s')

@@ -144,8 +144,8 @@ def main():
     print(f'same top-{a.k} ids                : {same_ids}  ({n_same}/{len(queries)} queries '
           'identical'
           + (f'; {n_tied} differ only where two items\' exact scores are within {gap:.1e} of each '
-             'other, '
-             'i.e. float32 rounding of one matrix product vs per-query vector products' if n_tied
+             'other, i.e. float32 rounding of one matrix product vs per-query vector products'
+             if n_tied
              else '') + ')')
     print('mAP@K (%)                       : '
           + '  '.join(f'@{K} {100 * pmap[K]:.2f}/{100 * nmap[K]:.2f}'
