@@ -111,8 +111,8 @@ def _query_inputs(retriever:ComposedRetriever, examples:Sequence, caption:str) -
                    elem_id='reference')
     if examples: gr.Examples([[str(p)] for p in examples], inputs=[ref], label='or pick one')
     cap = gr.Textbox(label='relative caption', value=caption, elem_id='caption')
-    ms = list(retriever.methods())
-    method = gr.Radio(ms, value=ms[-1], label='method', elem_id='method')
+    ms = list(retriever.methods())  # SEARLE's phi first chosen, else the last method the page has
+    method = gr.Radio(ms, value='phi' if 'phi' in ms else ms[-1], label='method', elem_id='method')
     return ref, cap, method, gr.Button('Search', variant='primary', elem_id='search')
 
 # %% ../nbs/15_app.ipynb #a5d69411

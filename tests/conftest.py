@@ -86,6 +86,20 @@ def stage_files(stage_world, tmp_path_factory):
 
 # --- the real benchmarks' annotation files with placeholder images
 
+def clip_with_networks(spec:str, d:Path) -> tuple[str, dict]:
+    ("A tiny CLIP of `spec`'s family saved to `d/clip.pt`; phi, LinCIR's phi and Pic2Word's "
+     "network for it (random weights), each recording that CLIP: (clip file, {network: file}).")
+    from searle.clip import backbone, build_clip, clip_record, load_clip, save_clip
+    from searle.phi import Phi, save_phi
+    from searle.lincir import save_lincir
+    from searle.pic2word import Pic2Word, save_pic2word
+    save_clip(build_clip(spec, seed=0), d/'clip.pt')
+    model = load_clip(d/'clip.pt', device='cpu'); bb, rec = backbone(model), clip_record(model)
+    save_phi(Phi(bb.dim, 4 * bb.dim, bb.width), d/'phi.pt', backbone=rec)
+    save_lincir(Phi(bb.dim, 4 * bb.dim, bb.width), d/'lincir.pt', backbone=rec)
+    save_pic2word(Pic2Word(bb.dim, 32, bb.width), d/'pic2word.pt', backbone=rec)
+    return str(d/'clip.pt'), {n: str(d/f'{n}.pt') for n in ('phi', 'lincir', 'pic2word')}
+
 def real_circo(shared:Path, dst:Path, split:str) -> Path:
     "The real CIRCO annotations of `split`, an image info of every image they name, placeholders."
     ann = load_json(shared/'data'/'circo'/'annotations'/f'{split}.json')

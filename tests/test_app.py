@@ -3,6 +3,7 @@
 import importlib.util, json, os, shutil, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
 import pytest
+from conftest import clip_with_networks
 from searle import world
 
 K = 4
@@ -51,15 +52,40 @@ def _driver(chromium, driver):
     return webdriver.Chrome(service=Service(driver), options=o)
 
 def _clip_files(family:str, d:Path) -> list:
-    ("`searle-app` options for a tiny CLIP of `family` saved to a file, with a phi for it (none: "
-     "the world).")
+    ("`searle-app` options for a tiny CLIP of `family` saved to a file, with phi, LinCIR's phi and "
+     "Pic2Word's network for it (none: the world).")
     if family == 'world': return []
-    from searle.clip import backbone, build_clip, clip_record, load_clip, save_clip
-    from searle.phi import Phi, save_phi
-    save_clip(build_clip(f'{family}:tiny', seed=0), d/'clip.pt')
-    model = load_clip(d/'clip.pt', device='cpu'); bb = backbone(model)
-    save_phi(Phi(bb.dim, 4 * bb.dim, bb.width), d/'phi.pt', backbone=clip_record(model))
-    return ['--clip-model', str(d/'clip.pt'), '--phi', str(d/'phi.pt')]
+    clip_file, nets = clip_with_networks(f'{family}:tiny', d)
+    return ['--clip-model', clip_file, *[a for n, f in nets.items() for a in (f'--{n}', f)]]
+
+def _query(d, wait, url:str, ref:Path, caption:str, method:str|None=None) -> list[list[str]]:
+    "Type a query in a fresh page (`method`: the one chosen, or the page's default): its table rows."
+    from selenium.webdriver.common.by import By
+    d.get(url)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#reference input[type=file]'))
+    # upload the reference
+    d.find_element(By.CSS_SELECTOR, '#reference input[type=file]').send_keys(str(ref))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#reference img'))
+    box = d.find_element(By.CSS_SELECTOR, '#caption textarea')
+    box.clear(); box.send_keys(caption)
+    if method is not None:
+        [label] = [l for l in d.find_elements(By.CSS_SELECTOR, '#method label')
+                   if l.text.strip() == method]
+        label.click()
+    d.find_element(By.CSS_SELECTOR, '#search').click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, '#table table tbody tr')) == K)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, '#results img')) >= K)
+    return [[td.text for td in tr.find_elements(By.TAG_NAME, 'td')]
+            for tr in d.find_elements(By.CSS_SELECTOR, '#table table tbody tr')]
+
+def _ranked(rows:list, gallery:Path, ref:Path, what:str) -> list[str]:
+    "The names of a results table, checked: ranks 1..K, gallery files, no reference, best first."
+    assert [int(r[0]) for r in rows] == list(range(1, K + 1)), (what, rows)
+    names, scores = [r[1] for r in rows], [float(r[2]) for r in rows]
+    # gallery files, the reference left out
+    assert all((gallery/n).is_file() for n in names) and ref.name not in names, (what, rows)
+    assert scores == sorted(scores, reverse=True), (what, rows)
+    return names
 
 @pytest.mark.parametrize('family', ['world', 'hf'])
 def test_one_query_in_headless_chromium(tmp_path, family):
@@ -89,22 +115,16 @@ def test_one_query_in_headless_chromium(tmp_path, family):
     try:
         _wait_until_up(f'http://127.0.0.1:{port}/', proc)
         d = _driver(chromium, driver)
-        d.get(f'http://127.0.0.1:{port}/')
-        wait = WebDriverWait(d, 180)
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#reference input[type=file]'))
-        # upload the reference
-        d.find_element(By.CSS_SELECTOR, '#reference input[type=file]').send_keys(str(ref))
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#reference img'))
-        box = d.find_element(By.CSS_SELECTOR, '#caption textarea')
-        box.clear(); box.send_keys(q['relative_caption'])
-        d.find_element(By.CSS_SELECTOR, '#search').click()
-        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, '#table table tbody tr')) == K)
-        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, '#results img')) >= K)
-        rows = [[td.text for td in tr.find_elements(By.TAG_NAME, 'td')]
-                for tr in d.find_elements(By.CSS_SELECTOR, '#table table tbody tr')]
+        wait, url = WebDriverWait(d, 180), f'http://127.0.0.1:{port}/'
+        rows = _query(d, wait, url, ref, q['relative_caption'])
+        # the page's default: SEARLE's phi, whatever other networks it was given
+        chosen = d.find_element(By.CSS_SELECTOR, '#method input:checked').get_attribute('value')
         d.save_screenshot(str(tmp_path/'app.png'))
         print('screenshot:', tmp_path/'app.png')
         words = d.find_element(By.CSS_SELECTOR, '#words').text
+        # SEARLE's neighbours, chosen on the page (their networks given on the command line)
+        others = {m: _query(d, wait, url, ref, q['relative_caption'], m)
+                  for m in (('lincir', 'pic2word') if family != 'world' else ())}
         # an upload that is not an image gets a clear message
         (tmp_path/'notes.png').write_text('not an image')
         d.get(f'http://127.0.0.1:{port}/')
@@ -119,11 +139,9 @@ def test_one_query_in_headless_chromium(tmp_path, family):
         proc.terminate()
         try: log = proc.communicate(timeout=30)[1]
         except subprocess.TimeoutExpired: proc.kill(); log = proc.communicate()[1]
-    assert [int(r[0]) for r in rows] == list(range(1, K + 1))
-    names, scores = [r[1] for r in rows], [float(r[2]) for r in rows]
-    # gallery files, the reference left out
-    assert all((gallery/n).is_file() for n in names) and ref.name not in names
-    assert scores == sorted(scores, reverse=True)
+    names = _ranked(rows, gallery, ref, 'phi')
+    assert chosen == 'phi', chosen
+    for m, r in others.items(): _ranked(r, gallery, ref, m)
     # the world's CLIP and phi are trained: rank 1 has the target's attributes
     if family == 'world':
         top, want = attrs[str(int(Path(names[0]).stem))], attrs[str(q['target_img_id'])]

@@ -7,6 +7,7 @@ os.environ.setdefault('TRANSFORMERS_OFFLINE', '1'); os.environ.setdefault('SEARL
 import pytest
 import torch
 
+from conftest import clip_with_networks
 from searle import world
 from searle.cli import searle_concepts, searle_oti, searle_submit, searle_train_phi, searle_validate
 from searle.clip import build_clip, clip_record, load_clip, save_clip
@@ -76,19 +77,6 @@ def clip_with_phi(spec:str, d) -> tuple[str, str]:
     "A tiny CLIP of `spec`'s family saved to a file, and a phi file sized and recorded for it."
     clip_file, nets = clip_with_networks(spec, d)
     return clip_file, nets['phi']
-
-def clip_with_networks(spec:str, d) -> tuple[str, dict]:
-    "A tiny CLIP of `spec`'s family in a file; phi, LinCIR's phi and Pic2Word's network for it."
-    from searle.clip import backbone
-    from searle.phi import Phi, save_phi
-    from searle.lincir import save_lincir
-    from searle.pic2word import Pic2Word, save_pic2word
-    save_clip(build_clip(spec, seed=0), d/'clip.pt')
-    model = load_clip(d/'clip.pt', device='cpu'); bb = backbone(model)
-    save_phi(Phi(bb.dim, 4 * bb.dim, bb.width), d/'phi.pt', backbone=clip_record(model))
-    save_lincir(Phi(bb.dim, 4 * bb.dim, bb.width), d/'lincir.pt', backbone=clip_record(model))
-    save_pic2word(Pic2Word(bb.dim, 32, bb.width), d/'pic2word.pt', backbone=clip_record(model))
-    return str(d/'clip.pt'), {n: str(d/f'{n}.pt') for n in ('phi', 'lincir', 'pic2word')}
 
 @pytest.mark.parametrize('spec', ['tiny', 'open_clip:tiny', 'hf:tiny'])
 def test_query_command_and_api_on_each_family(spec, query_inputs, tmp_path, monkeypatch, capsys):
