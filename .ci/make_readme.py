@@ -1,5 +1,6 @@
 """Write README.md from nbs/index.ipynb without Quarto: drop `#| hide` cells and nbdev directives,
-keep the outputs, convert to Markdown with nbconvert. `--check` fails when README.md is out of date."""
+keep the outputs, convert to Markdown with nbconvert. `--check` fails when README.md is out of
+date."""
 import sys, copy, re
 from pathlib import Path
 import nbformat
@@ -13,15 +14,18 @@ def render() -> str:
     for c in nb.cells:
         lines = c.source.splitlines()
         directives = [l.strip() for l in lines if l.startswith('#|')]
-        if c.cell_type == 'code' and any(d.replace(' ', '') in ('#|hide', '#|exporti', '#|export') for d in directives): continue
+        hidden = any(d.replace(' ', '') in ('#|hide', '#|exporti', '#|export') for d in directives)
+        if c.cell_type == 'code' and hidden: continue
         c = copy.deepcopy(c)
-        if c.cell_type == 'code': c.source = '\n'.join(l for l in lines if not l.startswith('#|')).strip('\n')
+        if c.cell_type == 'code':
+            c.source = '\n'.join(l for l in lines if not l.startswith('#|')).strip('\n')
         else:  # a link to a notebook is relative to nbs/
             c.source = re.sub(r'\]\((?![a-z]+:|/|#)([^)\s]+\.ipynb)', r'](nbs/\1', c.source)
         cells.append(c)
     nb.cells = cells
     body, _ = MarkdownExporter().from_notebook_node(nb)
-    return '<!-- generated from nbs/index.ipynb by `make readme`; do not edit -->\n\n' + body.strip() + '\n'
+    head = '<!-- generated from nbs/index.ipynb by `make readme`; do not edit -->\n\n'
+    return head + body.strip() + '\n'
 
 if __name__ == '__main__':
     text, readme = render(), ROOT / 'README.md'

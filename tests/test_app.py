@@ -59,7 +59,7 @@ def _clip_files(family:str, d:Path) -> list:
     return ['--clip-model', clip_file, *[a for n, f in nets.items() for a in (f'--{n}', f)]]
 
 def _query(d, wait, url:str, ref:Path, caption:str, method:str|None=None) -> list[list[str]]:
-    "Type a query in a fresh page (`method`: the one chosen, or the page's default): its table rows."
+    "A query typed in a fresh page (`method` chosen, or the page's default): its table rows."
     from selenium.webdriver.common.by import By
     d.get(url)
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#reference input[type=file]'))
