@@ -26,7 +26,7 @@ from .oti import warn_unphrased
 
 # %% auto #0
 __all__ = ['logger', 'PHI_OPTIONS', 'HEADLINE_METRICS', 'PHI_RELEASE_URL', 'PHI_RELEASES', 'PHI_KEYS', 'Phi', 'contrastive_loss',
-           'PhiConfig', 'ConceptPools', 'epoch_batches', 'PhraseFeatures', 'phi_step', 'train_epoch',
+           'PhiConfig', 'phi_loss', 'ConceptPools', 'epoch_batches', 'PhraseFeatures', 'phi_step', 'train_epoch',
            'latest_checkpoint', 'save_phi', 'epoch_line', 'train_phi', 'check_state_dict', 'fill_network',
            'phi_from_state_dict', 'phi_release_path', 'weights_file', 'load_phi', 'network_token_fn', 'phi_token_fn',
            'check_network_for_clip', 'check_phi_for_clip', 'load_phi_token_fn', 'run_train_phi']
@@ -98,6 +98,18 @@ _RUN_ONLY = ('epochs', 'save_every', 'keep_last', 'val_dataset', 'val_path', 'va
              'phrase_cache')
 _NOT_OPTIONS = ('hidden_mult', 'tokens', 'keep_last', 'val_max_queries', 'phrase_cache')
 PHI_OPTIONS = tuple(f.name for f in dataclasses.fields(PhiConfig) if f.name not in _NOT_OPTIONS)
+
+# %% ../nbs/06_phi.ipynb #69994462
+def phi_loss(phi:Phi, model, feats:Tensor, # [B, D] CLIP image features of a batch
+             targets:Tensor, # [B, W] their OTI tokens
+             pseudo:Sequence[str], # each image's drawn phrase with ` $ ` for its concept
+             real:Tensor, # [B, D] the normalised CLIP text features of the real phrases
+             config:PhiConfig=PhiConfig(), masks:Tensor|None=None) -> Tensor:
+    "phi's loss on one batch as Sec. 3.2 writes it: distillation plus the GPT regularisation."
+    p = phi(feats, masks)                                                    # [B, W]
+    q = F.normalize(encode_with_pseudo_tokens(model, pseudo, p), dim=-1)     # [B, D]
+    gpt = (1 - (q * real).sum(-1)).mean()
+    return config.lambda_distil * contrastive_loss(targets, p, config.tau) + config.lambda_gpt * gpt
 
 # %% ../nbs/06_phi.ipynb #bd699976
 def _concept_rows(names:Sequence[str], concept_table:dict[str, list[str]], vid:dict[str, int],
