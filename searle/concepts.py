@@ -20,8 +20,9 @@ from .runs import (LeftOut, RunLock, Shards, check_resume, default_cache_dir, lo
 # %% auto #0
 __all__ = ['logger', 'OPENIMAGES_URL', 'OPENIMAGES_SHA256', 'TEMPLATES', 'IMAGE_NAME_COLUMN', 'CONCEPT_OPTIONS',
            'read_vocabulary', 'download_checked', 'load_vocabulary', 'concept_prompts', 'concept_features',
-           'vocabulary_key', 'cached_concept_features', 'top_concepts', 'concept_table_name', 'write_concept_table',
-           'read_concept_table', 'check_top_k', 'config_path', 'associate_images', 'run_concepts']
+           'vocabulary_key', 'cached_concept_features', 'check_k', 'top_concepts', 'concept_table_name',
+           'write_concept_table', 'read_concept_table', 'check_top_k', 'config_path', 'associate_images',
+           'run_concepts']
 
 # %% ../nbs/03_concepts.ipynb #519a2b74
 logger = logging.getLogger(__name__)
@@ -155,6 +156,12 @@ def cached_concept_features(
     return feats
 
 # %% ../nbs/03_concepts.ipynb #c83cab5c
+def check_k(k:int, concepts:Sequence[str]):
+    "Refuse a `k` larger than the vocabulary, before any work."
+    if k > len(concepts):
+        raise ValueError(f"k={k} concepts per image asked for, but the vocabulary has only "
+                         f"{len(concepts)}")
+
 @torch.no_grad()
 def top_concepts(image_features:torch.Tensor, # [N, D] CLIP image features (normalised here)
                  concept_feats:torch.Tensor, # [C, D] from `concept_features`
@@ -162,9 +169,7 @@ def top_concepts(image_features:torch.Tensor, # [N, D] CLIP image features (norm
                  k:int=250, # concepts kept per image
                 ) -> list[list[str]]:
     "The `k` concepts most similar to each image, most similar first."
-    if k > len(concepts):
-        raise ValueError(f"k={k} concepts per image asked for, but the vocabulary has only "
-                         f"{len(concepts)}")
+    check_k(k, concepts)
     if concept_feats.shape[0] != len(concepts):
         raise ValueError(f"{concept_feats.shape[0]} concept features for {len(concepts)} concepts")
     img = F.normalize(image_features.float(), dim=-1)  # [N, D]
@@ -326,6 +331,7 @@ def associate_images(
         truncated_names:list|None=None, # names of the truncated images decoded are appended here
         ) -> dict[str, list[str]]:
     "Write the top-`k` concepts of every image to `out_path` (resumable); return the table."
+    check_k(k, concepts)  # before anything is written
     names = list(images.names) if isinstance(images, ImageList) else [str(n) for n in images[0]]
     if isinstance(images, ImageList) and (model is None or preprocess is None):
         raise ValueError("an ImageList needs `model` and `preprocess`")
