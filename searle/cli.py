@@ -125,7 +125,8 @@ OPTIONS = {  # option name -> argparse keywords: one rule for every command that
     'num_return_sequences': dict(type=Number(int, 1, 10_000)),
     **{k: dict(type=_COUNT) for k in ('steps', 'epochs', 'batch_size', 'math_batch_size',
                                       'save_every', 'limit', 'n_gallery', 'n_queries')},
-    'seed': dict(type=_SEED), 'port': dict(type=Number(int, 1, 65535)),
+    'seed': dict(type=_SEED), 'num_workers': dict(type=_SEED),
+    'port': dict(type=Number(int, 1, 65535)),
     **{k: dict(type=_POSITIVE) for k in ('lr', 'tau')},
     **{k: dict(type=_WEIGHT) for k in ('weight_decay', 'lambda_cos', 'lambda_gpt',
                                        'lambda_distil')},
@@ -368,12 +369,13 @@ def run_options(
     precision:str=None, # mixed precision
     missing_images:str='error', # an incomplete download's missing images
     truncated_images:str='error', # an incomplete download's truncated images
+    num_workers:int=0, # processes decoding images (0: the command's own)
     no_progress:bool=False, # hide progress bars
 ) -> 'Job':
     "How a stage runs: a `searle.runs.Job` (the command adds its batch size and cache)."
     from searle.runs import Job
     return Job(device=device, precision=precision, missing=missing_images,
-               truncated=truncated_images, progress=not no_progress)
+               truncated=truncated_images, num_workers=num_workers, progress=not no_progress)
 
 # %% ../nbs/16_cli.ipynb #21bc2e73
 @option_group

@@ -39,6 +39,11 @@ def test_the_stages_chain_as_commands(root, tmp_path):
        '--model', gpt, '--num-return-sequences', 4)
     sh('searle-concepts', '--out', tmp_path/'concepts.csv', '--dataset', 'circo', '--dataset-path',
        root, '--vocabulary', root/'concepts.csv', '--clip-model', clip_file, '--top-k', 20)
+    # images decoded by two worker processes: the same table
+    sh('searle-concepts', '--out', tmp_path/'workers.csv', '--dataset', 'circo', '--dataset-path',
+       root, '--vocabulary', root/'concepts.csv', '--clip-model', clip_file, '--top-k', 20,
+       '--num-workers', 2)
+    assert (tmp_path/'workers.csv').read_text() == (tmp_path/'concepts.csv').read_text()
     sh('searle-oti', tmp_path/'concepts.csv', tmp_path/'phrases.json', '--dataset', 'circo',
        '--dataset-path', root, '--clip-model', clip_file, '--steps', 30,
        '--out', tmp_path/'oti', '--no-progress')
