@@ -489,8 +489,8 @@ def searle_concepts(out:str=None, # the concept table (CSV) to write; resumed wh
     check_output(out, 'file'); check_precision(run.precision, run.device)
     if vocabulary: check_input(vocabulary, '--vocabulary')
     from searle import concepts, runs
-    # gallery, and references outside it
-    images = _images(dataset, dataset_path, split, 'images', run.missing, left := runs.LeftOut())
+    left = runs.LeftOut()  # what an incomplete download left out
+    images = _images(dataset, dataset_path, split, 'images', run.missing, left)  # and references
     job = dataclasses.replace(run, batch_size=batch_size, cache_dir=cache_dir)
     table = concepts.run_concepts(out, images, vocabulary=vocabulary, k=top_k, **clip, job=job,
                                   left_out=left)

@@ -14,7 +14,7 @@ from .core import (PathLike, atomic_write, load_json, progress_bar, resolve_devi
 from .runs import Job, RunLock, refuse_other, run_record
 
 # %% auto #0
-__all__ = ['logger', 'DEFAULT_PHRASE_MODEL', 'PHRASES_FORMAT', 'ORIGINAL_PHRASES_FILE', 'PHRASE_OPTIONS', 'PHRASE_JOB',
+__all__ = ['logger', 'DEFAULT_PHRASE_MODEL', 'PHRASE_JOB', 'PHRASES_FORMAT', 'ORIGINAL_PHRASES_FILE', 'PHRASE_OPTIONS',
            'PhraseConfig', 'process_phrase', 'build_tiny_gpt_neo', 'load_causal_lm', 'sample_phrases', 'save_phrases',
            'load_phrases', 'save_phrases_pickle', 'generate_phrases', 'problematic_concepts', 'make_pseudo_phrase',
            'run_phrases']
@@ -35,6 +35,8 @@ class PhraseConfig:
     seed: int = 0
 
 DEFAULT_PHRASE_MODEL = 'EleutherAI/gpt-neo-2.7B'
+# how it runs by default: GPT-Neo 2.7B's 4 concepts x 256 phrases are 1,024 rows per generate
+PHRASE_JOB = Job(batch_size=4)
 
 # %% ../nbs/04_phrases.ipynb #29a79f04
 def process_phrase(text:str, # a decoded sample, prompt included
@@ -225,7 +227,7 @@ def generate_phrases(
         concepts:Sequence[str], # the vocabulary (stripped and de-duplicated here)
         out_path:PathLike, # the JSON phrase file; concepts already in it are skipped
         config:PhraseConfig=PhraseConfig(), # how phrases are sampled (the paper's defaults)
-        batch_size:int=4, # concepts per `generate` call (x num_return_sequences rows)
+        batch_size:int=PHRASE_JOB.batch_size, # concepts per `generate` call
         device:str|torch.device|None=None, dtype:str|torch.dtype|None=None,
         # save after a batch when this long has passed since the last save (0: every batch)
         save_every_s:float=120.,
@@ -278,8 +280,6 @@ def make_pseudo_phrase(phrase:str, concept:str,
     return phrase.replace(concept, ' $ ', 1 if first_only else -1)
 
 # %% ../nbs/04_phrases.ipynb #3ec5df8e
-PHRASE_JOB = Job(batch_size=4)  # GPT-Neo 2.7B: 4 concepts x 256 phrases, 1,024 rows per generate
-
 _DTYPE_OF = {'fp32': 'float32', 'amp': 'float16', 'bf16': 'bfloat16'}  # the LM's weights
 
 # %% ../nbs/04_phrases.ipynb #680c5b6b
